@@ -1,0 +1,290 @@
+"""Contrast augmentation: gamma, logarithmic, sigmoid, adaptive histogram equalisation.
+
+Each adjustment is a deterministic class holding its parameters (the GUI
+slider and the tests use these) and a ``Random…`` twin that only samples
+parameters from documented ranges and hands them to the deterministic class
+(the trainer uses these), as TorchIO does with ``RandomMotion`` → ``Motion``.
+All work on normalised slices: float arrays in [0, 1] in, [0, 1] out.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Optional, Sequence, Tuple, Union
+
+import numpy as np
+
+Seed = Union[None, int, np.random.Generator]
+
+
+def _rng(seed: Seed) -> np.random.Generator:
+    return seed if isinstance(seed, np.random.Generator) else np.random.default_rng(seed)
+
+
+def _unit(image: np.ndarray) -> np.ndarray:
+    a = np.asarray(image, dtype=np.float64)
+    return np.clip(a, 0.0, 1.0)
+
+
+class ContrastTransform:
+    """Base class: a deterministic intensity mapping of a [0, 1] slice."""
+
+    name = "identity"
+
+    def __call__(self, image: np.ndarray) -> np.ndarray:
+        out = self.apply(_unit(image))
+        return np.clip(out, 0.0, 1.0).astype(np.asarray(image).dtype if np.issubdtype(np.asarray(image).dtype, np.floating) else np.float32)
+
+    def apply(self, image: np.ndarray) -> np.ndarray:
+        return image
+
+    def parameters(self) -> dict:
+        return {}
+
+    def __repr__(self) -> str:
+        args = ", ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in self.parameters().items())
+        return f"{type(self).__name__}({args})"
+
+
+class Identity(ContrastTransform):
+    """No change (the "no augmentation" draw)."""
+
+
+class Gamma(ContrastTransform):
+    """Power-law adjustment ``O = I ** gamma`` (``skimage.exposure.adjust_gamma``).
+
+    Parameters
+    ----------
+    gamma : float, > 0
+        Below 1 brightens dark tissue, above 1 darkens it.  The random twin
+        draws it log-uniformly from [0.4, 2.5].
+
+    Examples
+    --------
+    >>> Gamma(2.0)(np.array([[0.5]])).item()
+    0.25
+    """
+
+    name = "gamma"
+
+    def __init__(self, gamma: float):
+        if not gamma > 0:
+            raise ValueError(f"gamma must be > 0, got {gamma}")
+        self.gamma = float(gamma)
+
+    def apply(self, image):
+        from skimage import exposure
+
+        return exposure.adjust_gamma(image, self.gamma)
+
+    def parameters(self):
+        return {"gamma": self.gamma}
+
+
+class Logarithmic(ContrastTransform):
+    """Logarithmic adjustment ``O = gain · log2(1 + I)`` (``skimage.exposure.adjust_log``).
+
+    With ``inverse=True`` the exponential ``O = gain · (2 ** I − 1)`` is used.
+
+    Parameters
+    ----------
+    gain : float, > 0
+        Output scale; results above 1 saturate.  Random range [0.8, 1.2].
+    inverse : bool
+        Exponential instead of logarithmic curve.  Random: either, 50 / 50.
+    """
+
+    name = "log"
+
+    def __init__(self, gain: float = 1.0, inverse: bool = False):
+        if not gain > 0:
+            raise ValueError(f"gain must be > 0, got {gain}")
+        self.gain = float(gain)
+        self.inverse = bool(inverse)
+
+    def apply(self, image):
+        from skimage import exposure
+
+        return exposure.adjust_log(image, self.gain, inv=self.inverse)
+
+    def parameters(self):
+        return {"gain": self.gain, "inverse": self.inverse}
+
+
+class Sigmoid(ContrastTransform):
+    """Sigmoid adjustment ``1 / (1 + exp(gain · (cutoff − I)))`` (``skimage.exposure.adjust_sigmoid``).
+
+    The curve is rescaled so that 0 stays 0 and 1 stays 1: air stays air.
+
+    Parameters
+    ----------
+    cutoff : float in (0, 1)
+        Intensity of the steepest point.  Random range [0.3, 0.7].
+    gain : float, > 0
+        Steepness.  Random range [4, 12].
+    """
+
+    name = "sigmoid"
+
+    def __init__(self, cutoff: float = 0.5, gain: float = 8.0):
+        if not 0 < cutoff < 1:
+            raise ValueError(f"cutoff must be in (0, 1), got {cutoff}")
+        if not gain > 0:
+            raise ValueError(f"gain must be > 0, got {gain}")
+        self.cutoff = float(cutoff)
+        self.gain = float(gain)
+
+    def apply(self, image):
+        from skimage import exposure
+
+        out = exposure.adjust_sigmoid(image, self.cutoff, self.gain)
+        lo = 1.0 / (1.0 + np.exp(self.gain * self.cutoff))
+        hi = 1.0 / (1.0 + np.exp(self.gain * (self.cutoff - 1.0)))
+        return (out - lo) / (hi - lo)
+
+    def parameters(self):
+        return {"cutoff": self.cutoff, "gain": self.gain}
+
+
+class AdaptiveHistogramEqualization(ContrastTransform):
+    """Contrast-limited adaptive histogram equalisation (``skimage.exposure.equalize_adapthist``).
+
+    Parameters
+    ----------
+    clip_limit : float in (0, 1]
+        Contrast limit; higher equalises harder.  Random range [0.005, 0.03].
+    kernel_fraction : float in (0, 1]
+        Tile size as a share of the image side (scikit-image's default 1/8).
+    """
+
+    name = "ahe"
+
+    def __init__(self, clip_limit: float = 0.01, kernel_fraction: float = 0.125):
+        if not 0 < clip_limit <= 1:
+            raise ValueError(f"clip_limit must be in (0, 1], got {clip_limit}")
+        if not 0 < kernel_fraction <= 1:
+            raise ValueError(f"kernel_fraction must be in (0, 1], got {kernel_fraction}")
+        self.clip_limit = float(clip_limit)
+        self.kernel_fraction = float(kernel_fraction)
+
+    def apply(self, image):
+        from skimage import exposure
+
+        kernel = tuple(max(2, int(round(s * self.kernel_fraction))) for s in image.shape)
+        return exposure.equalize_adapthist(image, kernel_size=kernel, clip_limit=self.clip_limit)
+
+    def parameters(self):
+        return {"clip_limit": self.clip_limit, "kernel_fraction": self.kernel_fraction}
+
+
+KINDS = {"gamma": Gamma, "log": Logarithmic, "sigmoid": Sigmoid, "ahe": AdaptiveHistogramEqualization}
+
+
+class RandomContrastTransform:
+    """Base class of the random twins: ``sample`` draws a deterministic transform."""
+
+    def sample(self, seed: Seed = None) -> ContrastTransform:
+        raise NotImplementedError
+
+    def __call__(self, image: np.ndarray, seed: Seed = None) -> np.ndarray:
+        return self.sample(seed)(image)
+
+
+@dataclass
+class RandomGamma(RandomContrastTransform):
+    """Gamma with ``gamma`` drawn log-uniformly from ``gamma_range``."""
+
+    gamma_range: Tuple[float, float] = (0.4, 2.5)
+
+    def sample(self, seed: Seed = None) -> Gamma:
+        lo, hi = np.log(self.gamma_range)
+        return Gamma(float(np.exp(_rng(seed).uniform(lo, hi))))
+
+
+@dataclass
+class RandomLogarithmic(RandomContrastTransform):
+    """Logarithmic (or inverse) with ``gain`` uniform in ``gain_range``."""
+
+    gain_range: Tuple[float, float] = (0.8, 1.2)
+
+    def sample(self, seed: Seed = None) -> Logarithmic:
+        rng = _rng(seed)
+        return Logarithmic(float(rng.uniform(*self.gain_range)), bool(rng.integers(2)))
+
+
+@dataclass
+class RandomSigmoid(RandomContrastTransform):
+    """Sigmoid with ``cutoff`` and ``gain`` uniform in their ranges."""
+
+    cutoff_range: Tuple[float, float] = (0.3, 0.7)
+    gain_range: Tuple[float, float] = (4.0, 12.0)
+
+    def sample(self, seed: Seed = None) -> Sigmoid:
+        rng = _rng(seed)
+        return Sigmoid(float(rng.uniform(*self.cutoff_range)), float(rng.uniform(*self.gain_range)))
+
+
+@dataclass
+class RandomAdaptiveHistogramEqualization(RandomContrastTransform):
+    """AHE with ``clip_limit`` drawn log-uniformly from ``clip_range``."""
+
+    clip_range: Tuple[float, float] = (0.005, 0.03)
+
+    def sample(self, seed: Seed = None) -> AdaptiveHistogramEqualization:
+        lo, hi = np.log(self.clip_range)
+        return AdaptiveHistogramEqualization(float(np.exp(_rng(seed).uniform(lo, hi))))
+
+
+class RandomContrast(RandomContrastTransform):
+    """The method's contrast augmentation: with probability ``p`` one of the four, at random.
+
+    Parameters
+    ----------
+    p : float in [0, 1]
+        Probability of applying an adjustment at all (the rest: identity).
+    kinds : sequence of str
+        Which adjustments to pick from (default all: gamma, log, sigmoid, ahe).
+
+    Examples
+    --------
+    >>> t = RandomContrast(p=1.0).sample(seed=3)
+    >>> t.name in KINDS
+    True
+    """
+
+    def __init__(self, p: float = 0.8, kinds: Sequence[str] = tuple(KINDS)):
+        if not 0 <= p <= 1:
+            raise ValueError(f"p must be in [0, 1], got {p}")
+        unknown = set(kinds) - set(KINDS)
+        if unknown or not kinds:
+            raise ValueError(f"unknown contrast kinds {sorted(unknown)}; choose from {sorted(KINDS)}")
+        self.p = float(p)
+        self.kinds = tuple(kinds)
+        self._random = {"gamma": RandomGamma(), "log": RandomLogarithmic(), "sigmoid": RandomSigmoid(),
+                        "ahe": RandomAdaptiveHistogramEqualization()}
+
+    def sample(self, seed: Seed = None) -> ContrastTransform:
+        rng = _rng(seed)
+        if rng.random() >= self.p:
+            return Identity()
+        kind = self.kinds[int(rng.integers(len(self.kinds)))]
+        return self._random[kind].sample(rng)
+
+
+def make_contrast(kind: str, parameter: Optional[float] = None) -> ContrastTransform:
+    """A deterministic transform from a kind name and its main parameter (for GUIs and CLIs).
+
+    The main parameter is ``gamma`` for gamma, ``gain`` for log, ``gain`` for
+    sigmoid (cutoff 0.5) and ``clip_limit`` for ahe; ``None`` gives a
+    moderate default.
+    """
+    if kind not in KINDS:
+        raise ValueError(f"unknown contrast kind {kind!r}; choose from {', '.join(KINDS)}")
+    defaults = {"gamma": 1.8, "log": 1.0, "sigmoid": 8.0, "ahe": 0.02}
+    value = defaults[kind] if parameter is None else float(parameter)
+    if kind == "gamma":
+        return Gamma(value)
+    if kind == "log":
+        return Logarithmic(value)
+    if kind == "sigmoid":
+        return Sigmoid(0.5, value)
+    return AdaptiveHistogramEqualization(value)

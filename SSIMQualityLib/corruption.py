@@ -1,0 +1,102 @@
+"""Corrupting a whole volume slice by slice, with the true SSIM of each slice.
+
+This is what ``ssimquality corrupt`` and the Slicer module's "corrupt" step
+run: every slice along one axis is corrupted in 2-D, as in training, and
+its label is computed by the project's convention (each slice normalised on
+its own, SSIM with data_range 1 and a 7 × 7 window) on the values that are
+actually written out.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable, Optional, Tuple, Union
+
+import numpy as np
+import torch
+
+from .motion import RandomKSpaceMotion, RandomMotion, RandomTorchioMotion, apply_motion_batch
+from .slices import normalize
+from .ssim import ssim
+
+Progress = Optional[Callable[[int, int], None]]
+
+
+@dataclass
+class CorruptionResult:
+    """Corrupted voxels (same shape and dtype handling as the input) and per-slice labels."""
+
+    array: np.ndarray
+    ssim: np.ndarray
+    axis: int
+
+
+def make_corruptor(method: str = "kspace", severity: Union[float, Tuple[float, float]] = 0.5, paper: bool = False):
+    """The random transform for a method name ("kspace", "paper", "torchio" or "random")."""
+    if method == "kspace":
+        return RandomKSpaceMotion(severity, paper=paper)
+    if method == "paper":
+        return RandomKSpaceMotion(severity, paper=True, max_degrees=5.0)
+    if method == "torchio":
+        return RandomTorchioMotion(severity)
+    if method == "random":
+        return RandomMotion("random", severity)
+    raise ValueError(f"unknown method {method!r}; choose kspace, paper, torchio or random")
+
+
+def slice_labels(clean: torch.Tensor, corrupted: torch.Tensor) -> torch.Tensor:
+    """The project's label for each pair of raw slices (B, H, W): SSIM of the normalised slices."""
+    return ssim(normalize(clean.double()), normalize(corrupted.double()), data_range=1.0)
+
+
+def corrupt_volume(volume: np.ndarray, axis: int, method: str = "kspace",
+                   severity: Union[float, Tuple[float, float]] = 0.5, seed: Optional[int] = None,
+                   batch_size: int = 32, device: Union[str, torch.device] = "cpu",
+                   out_dtype: Optional[np.dtype] = None, progress: Progress = None) -> CorruptionResult:
+    """Corrupt every slice of ``volume`` along ``axis``.
+
+    Parameters
+    ----------
+    volume : ndarray, 3-D
+        Raw intensities, any real dtype.
+    axis : int
+        Array axis to slice along (the acquisition axis in the CLI).
+    method : str
+        "kspace" (ours), "paper" (the paper's k-space variant), "torchio" or "random".
+    severity : float in [0, 1] or (low, high)
+        0 leaves every slice untouched; a range draws one severity per slice.
+    seed : int, optional
+        Same seed, same output.  Each slice gets its own stream spawned from
+        it, so the drawn parameters do not depend on ``batch_size``
+        (only float32 FFT round-off does).
+    out_dtype : dtype, optional
+        dtype the result is cast to (rounded and clipped for integers) before
+        the labels are computed, so labels describe the written file.
+    progress : callable(done, total), optional
+
+    Returns
+    -------
+    CorruptionResult
+    """
+    from .volumes import cast_like
+
+    if volume.ndim != 3:
+        raise ValueError(f"expected a 3-D volume, got shape {volume.shape}")
+    corruptor = make_corruptor(method, severity)
+    moved = np.moveaxis(volume, axis, 0)
+    n = moved.shape[0]
+    streams = [np.random.default_rng(s) for s in np.random.SeedSequence(seed).spawn(n)]
+    out = np.empty(moved.shape, dtype=np.float32)
+    labels = np.empty(n, dtype=np.float64)
+    dtype = np.dtype(out_dtype) if out_dtype is not None else np.dtype(np.float32)
+    for start in range(0, n, batch_size):
+        stop = min(n, start + batch_size)
+        clean = torch.as_tensor(np.ascontiguousarray(moved[start:stop], dtype=np.float32)).to(device)
+        transforms = [corruptor.sample(tuple(clean.shape[-2:]), streams[i]) for i in range(start, stop)]
+        corrupted = apply_motion_batch(clean, transforms).cpu().numpy()
+        corrupted = cast_like(corrupted, dtype)
+        out[start:stop] = corrupted
+        labels[start:stop] = slice_labels(clean.cpu(), torch.as_tensor(corrupted.astype(np.float32))).numpy()
+        if progress is not None:
+            progress(stop, n)
+    result = np.moveaxis(out, 0, axis).astype(dtype, copy=False)
+    return CorruptionResult(array=result, ssim=labels, axis=axis)

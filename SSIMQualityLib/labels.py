@@ -1,0 +1,75 @@
+"""SSIM → quality class.
+
+Two schemes:
+
+* equal bins: SSIM in [0, 1] split into ``n`` bins of equal width; class ``k``
+  (0-based) holds SSIM in ``[k/n, (k+1)/n)``, the last bin also holds 1.0.
+  SSIM below 0 (possible for anti-correlated images) counts as class 0.
+* the clinical scheme: class 1 *good* (SSIM >= 0.85), class 2 *sufficient*
+  (0.60 <= SSIM < 0.85), class 3 *rescan* (SSIM < 0.60).
+"""
+from __future__ import annotations
+
+from typing import Union
+
+import numpy as np
+
+ArrayLike = Union[float, np.ndarray, list]
+
+#: Lower SSIM bound of the clinical classes "good" and "sufficient".
+CLINICAL_GOOD = 0.85
+CLINICAL_SUFFICIENT = 0.60
+CLINICAL_NAMES = {1: "good", 2: "sufficient", 3: "rescan"}
+
+# Products like 0.3 * 10 land a hair away from the integer edge in floating
+# point; rounding first keeps a value that *is* an edge in the upper bin.
+_EDGE_DECIMALS = 9
+
+
+def equal_bin_class(ssim: ArrayLike, n_bins: int) -> np.ndarray:
+    """Class index of each SSIM value for ``n_bins`` equal bins over [0, 1].
+
+    Parameters
+    ----------
+    ssim : float or array_like
+        SSIM values; values outside [0, 1] are clipped into it.
+    n_bins : int
+        Number of bins, at least 2 (the paper uses 3, 5 and 10).
+
+    Returns
+    -------
+    ndarray of int
+        Class ``k`` in ``0 .. n_bins - 1``; higher means better quality.
+
+    Examples
+    --------
+    >>> equal_bin_class([0.0, 0.5, 0.6, 1.0], 5).tolist()
+    [0, 2, 3, 4]
+    """
+    if int(n_bins) != n_bins or n_bins < 2:
+        raise ValueError(f"n_bins must be an integer >= 2, got {n_bins!r}")
+    s = np.clip(np.asarray(ssim, dtype=np.float64), 0.0, 1.0)
+    k = np.floor(np.round(s * n_bins, _EDGE_DECIMALS)).astype(np.int64)
+    return np.minimum(k, int(n_bins) - 1)
+
+
+def clinical_class(ssim: ArrayLike) -> np.ndarray:
+    """Clinical class of each SSIM value: 1 good, 2 sufficient, 3 rescan.
+
+    Examples
+    --------
+    >>> clinical_class([0.9, 0.85, 0.7, 0.6, 0.59]).tolist()
+    [1, 1, 2, 2, 3]
+    """
+    s = np.asarray(ssim, dtype=np.float64)
+    return np.where(s >= CLINICAL_GOOD, 1, np.where(s >= CLINICAL_SUFFICIENT, 2, 3)).astype(np.int64)
+
+
+def all_classes(ssim: ArrayLike) -> dict:
+    """The classes of every scheme the project reports, keyed by column name."""
+    return {
+        "clinical_class": clinical_class(ssim),
+        "class3": equal_bin_class(ssim, 3),
+        "class5": equal_bin_class(ssim, 5),
+        "class10": equal_bin_class(ssim, 10),
+    }

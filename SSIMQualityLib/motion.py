@@ -1,0 +1,505 @@
+"""Motion corruption of 2-D slices: our k-space algorithm and TorchIO's model.
+
+Each algorithm is a deterministic class that holds every parameter of one
+corruption (angles, shifts, which k-space lines come from which moved copy)
+and a ``Random…`` twin that only samples those parameters, scaled by a
+*severity* in [0, 1]; severity 0 is the identity.
+
+k-space algorithm (DESIGN §3)
+    Fourier transform the slice; make ``M`` copies of it, each rotated and
+    translated; replace a subset of phase-encoding lines of the original
+    k-space by the same lines of the copies' k-spaces; inverse transform;
+    magnitude.  Rotation uses ``grid_sample`` (bilinear), translation an exact
+    k-space phase ramp.  Everything is batched on torch (CPU or CUDA).
+
+TorchIO's model (Shaw et al. 2019)
+    ``torchio.Motion`` splits k-space into segments along the image's *last*
+    axis.  With its own 2-D layout (1 × H × W × 1) that axis has one voxel,
+    so the result is a rigid move with no ghosting.  We lay a slice out as
+    1 × 1 × H × W instead, and sample the parameters ourselves: rotation
+    about the 1-voxel axis and translation within the plane only.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import List, Optional, Sequence, Tuple, Union
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+Seed = Union[None, int, np.random.Generator]
+ArrayOrTensor = Union[np.ndarray, torch.Tensor]
+
+LINE_MODES = ("lines", "segments")
+METHODS = ("kspace", "torchio")
+
+
+def _rng(seed: Seed) -> np.random.Generator:
+    return seed if isinstance(seed, np.random.Generator) else np.random.default_rng(seed)
+
+
+def _as_batch(image: ArrayOrTensor) -> Tuple[torch.Tensor, bool, bool]:
+    """(B, H, W) float tensor, plus flags to restore the caller's type and rank."""
+    is_numpy = not isinstance(image, torch.Tensor)
+    t = torch.as_tensor(np.asarray(image)) if is_numpy else image
+    if not t.is_floating_point():
+        t = t.float()
+    single = t.ndim == 2
+    if single:
+        t = t[None]
+    if t.ndim != 3:
+        raise ValueError(f"expected a slice (H, W) or a batch (B, H, W), got shape {tuple(t.shape)}")
+    return t, is_numpy, single
+
+
+def _restore(t: torch.Tensor, is_numpy: bool, single: bool) -> ArrayOrTensor:
+    if single:
+        t = t[0]
+    return t.cpu().numpy() if is_numpy else t
+
+
+# ----------------------------------------------------------------------------
+# k-space algorithm: functional core
+# ----------------------------------------------------------------------------
+
+def warp(images: torch.Tensor, degrees: torch.Tensor, shifts: torch.Tensor) -> torch.Tensor:
+    """Rigidly move each image of (N, H, W): rotate by ``degrees`` (N,) about the centre, then
+    translate by ``shifts`` (N, 2) = (rows, columns) pixels.  Bilinear, zero fill.
+
+    The sampling grid is built directly (two multiply-adds per pixel):
+    ``affine_grid`` costs more than the resampling itself on a CPU.
+    """
+    n, h, w = images.shape
+    dev, dt = images.device, images.dtype
+    rad = degrees.to(dev, dt) * (math.pi / 180.0)
+    c, s = torch.cos(rad)[:, None, None], torch.sin(rad)[:, None, None]
+    # Normalised pixel-centre coordinates (align_corners=False).
+    ys = (2 * torch.arange(h, device=dev, dtype=dt) + 1) / h - 1
+    xs = (2 * torch.arange(w, device=dev, dtype=dt) + 1) / w - 1
+    # Undo the shift first (output pixel p samples the input at R^-1 (p - t)), in normalised units.
+    ty = (2.0 * shifts[:, 0].to(dev, dt) / h)[:, None, None]
+    tx = (2.0 * shifts[:, 1].to(dev, dt) / w)[:, None, None]
+    yy = ys[None, :, None] - ty
+    xx = xs[None, None, :] - tx
+    # Rotation in pixel space, expressed in normalised coordinates of a non-square image.
+    gx = c * xx - s * (h / w) * yy
+    gy = s * (w / h) * xx + c * yy
+    grid = torch.stack([gx, gy], dim=-1)
+    return F.grid_sample(images[:, None], grid, mode="bilinear", padding_mode="zeros", align_corners=False)[:, 0]
+
+
+def rotate(images: torch.Tensor, degrees: torch.Tensor) -> torch.Tensor:
+    """Rotate each image of (N, H, W) about its centre by ``degrees`` (N,), bilinear, zero fill."""
+    return warp(images, degrees, torch.zeros(images.shape[0], 2, dtype=images.dtype, device=images.device))
+
+
+def kspace_motion(images: torch.Tensor, owner: torch.Tensor, degrees: torch.Tensor, shifts: torch.Tensor,
+                  sources: torch.Tensor) -> torch.Tensor:
+    """k-space line replacement along the *last* axis, for a batch.
+
+    Phase-encoding lines are the columns of k-space: line ``l`` holds the
+    frequency ``l`` along the last axis.  Replacing whole lines only mixes
+    spectra along that axis, so 1-D transforms along it are enough (the
+    transform along the other axis would cancel).
+
+    Parameters
+    ----------
+    images : Tensor (B, R, L), float
+    owner : Tensor (C,), long
+        For each moved copy, the image it is a copy of.
+    degrees, shifts : Tensor (C,), (C, 2)
+        Rigid motion of each copy (degrees; rows, columns in pixels).
+    sources : Tensor (B, L), long
+        For each line in acquisition order (centred: most negative frequency
+        first) the copy it comes from, as an index into the C copies, or −1
+        for the image's own line.
+
+    Returns
+    -------
+    Tensor (B, R, L): magnitude of the corrupted images.
+    """
+    b, r, l = images.shape
+    dev = images.device
+    work = images if images.dtype in (torch.float32, torch.float64) else images.float()
+    k_all = torch.fft.fft(work, dim=-1)
+    if owner.numel():
+        copies = warp(work[owner.to(dev)], degrees, shifts)
+        k_all = torch.cat([k_all, torch.fft.fft(copies, dim=-1)], dim=0)  # (B + C, R, L)
+    # Acquisition order is centred; FFT order starts at frequency 0.
+    src = torch.fft.ifftshift(sources.to(dev).long(), dim=-1)
+    rows = torch.where(src < 0, torch.arange(b, device=dev)[:, None], src + b)  # (B, L) index into k_all
+    cols = torch.arange(l, device=dev)[None, :].expand(b, l)
+    k_out = k_all[rows, :, cols]  # (B, L, R)
+    out = torch.fft.ifft(k_out.transpose(1, 2), dim=-1).abs().to(images.dtype)
+    untouched = (sources < 0).all(dim=1).to(dev)
+    if untouched.any():  # untouched slices stay bit-identical (no FFT round-off)
+        out[untouched] = images[untouched]
+    return out
+
+
+# ----------------------------------------------------------------------------
+# k-space algorithm: deterministic and random classes
+# ----------------------------------------------------------------------------
+
+@dataclass
+class KSpaceMotion:
+    """k-space line replacement with fixed parameters.
+
+    Parameters
+    ----------
+    degrees : sequence of float, length M
+        Rotation of each moved copy (degrees).
+    shifts : sequence of (float, float), length M
+        Translation (rows, columns) of each copy, in pixels.
+    sources : sequence of int
+        Per phase-encoding line, in acquisition order (centred k-space), the
+        copy it comes from (0 … M−1), or −1 to keep the original.  Its length
+        is the number of phase-encoding lines (H for ``pe_axis`` 0, W for 1).
+    pe_axis : {0, 1}
+        Phase-encoding direction: 0 lines are rows, 1 lines are columns.
+
+    Examples
+    --------
+    >>> img = np.random.rand(32, 32).astype(np.float32)
+    >>> t = KSpaceMotion(degrees=[3.0], shifts=[(0.0, 2.0)], sources=[-1] * 16 + [0] * 16, pe_axis=0)
+    >>> t(img).shape
+    (32, 32)
+    """
+
+    degrees: Sequence[float]
+    shifts: Sequence[Tuple[float, float]]
+    sources: Sequence[int]
+    pe_axis: int = 0
+
+    def __post_init__(self):
+        self.degrees = [float(d) for d in self.degrees]
+        self.shifts = [(float(a), float(b)) for a, b in self.shifts]
+        self.sources = [int(s) for s in self.sources]
+        if len(self.degrees) != len(self.shifts):
+            raise ValueError("degrees and shifts must have one entry per moved copy")
+        if self.pe_axis not in (0, 1):
+            raise ValueError(f"pe_axis must be 0 or 1, got {self.pe_axis}")
+        if self.sources and (min(self.sources) < -1 or max(self.sources) >= len(self.degrees)):
+            raise ValueError(f"sources must lie in -1 .. {len(self.degrees) - 1}")
+
+    @property
+    def fraction_replaced(self) -> float:
+        """Share of phase-encoding lines taken from a moved copy."""
+        return float(np.mean(np.asarray(self.sources) >= 0)) if self.sources else 0.0
+
+    def __call__(self, image: ArrayOrTensor) -> ArrayOrTensor:
+        t, is_numpy, single = _as_batch(image)
+        out = apply_kspace_batch(t, [self] * t.shape[0])
+        return _restore(out, is_numpy, single)
+
+
+def apply_kspace_batch(images: torch.Tensor, transforms: Sequence[KSpaceMotion]) -> torch.Tensor:
+    """Apply one :class:`KSpaceMotion` per image of a (B, H, W) batch.
+
+    Slices whose phase-encoding lines are rows are transposed so that the
+    lines always lie along the last, contiguous axis (a transpose mirrors
+    the image, so their rotations change sign and their shifts swap).
+    Only copies that give at least one line are computed.
+    """
+    b, h, w = images.shape
+    if len(transforms) != b:
+        raise ValueError(f"need one transform per image: {len(transforms)} for {b}")
+    out = torch.empty_like(images) if images.is_floating_point() else torch.empty(images.shape)
+    for pe in (0, 1):
+        members = [i for i, t in enumerate(transforms) if t.pe_axis == pe]
+        if not members:
+            continue
+        n = h if pe == 0 else w
+        batch = images[members]
+        if pe == 0:
+            batch = batch.transpose(1, 2)
+        owner, degrees, shifts = [], [], []
+        sources = torch.full((len(members), n), -1, dtype=torch.long)
+        for row, i in enumerate(members):
+            t = transforms[i]
+            if t.sources and len(t.sources) != n:
+                raise ValueError(f"transform {i} has {len(t.sources)} line sources for {n} phase-encoding lines")
+            if not t.sources:
+                continue
+            src = torch.tensor(t.sources, dtype=torch.long)
+            used = sorted(set(int(v) for v in src.unique().tolist()) - {-1})
+            remap = torch.full((len(t.degrees) + 1,), -1, dtype=torch.long)
+            for m in used:
+                remap[m + 1] = len(owner)
+                owner.append(row)
+                sign = -1.0 if pe == 0 else 1.0
+                degrees.append(sign * t.degrees[m])
+                dy, dx = t.shifts[m]
+                shifts.append((dx, dy) if pe == 0 else (dy, dx))
+            sources[row] = remap[src + 1]
+        res = kspace_motion(batch, torch.tensor(owner, dtype=torch.long),
+                            torch.tensor(degrees, dtype=torch.float64), torch.tensor(shifts, dtype=torch.float64).reshape(-1, 2),
+                            sources)
+        out[members] = res.transpose(1, 2) if pe == 0 else res
+    return out
+
+
+class RandomKSpaceMotion:
+    """Samples :class:`KSpaceMotion` parameters for a given severity.
+
+    Parameters
+    ----------
+    severity : float in [0, 1] or (low, high), optional
+        Scales the motion amplitude and the share of replaced lines; 0 is the
+        identity.  A range (default (0, 1)) draws a severity per slice.
+    max_degrees : float
+        Largest rotation of a moved copy at severity 1 (default 8°).
+    max_translation : float
+        Largest shift at severity 1, in pixels (default 8).
+    max_moves : int
+        Most moved copies (positions); 1 … ``max_moves`` are drawn.
+    max_fraction : float in (0, 1]
+        Share of phase-encoding lines replaced at severity 1 (default 0.7).
+    mode : {"lines", "segments", "random"}
+        Replace scattered lines, contiguous segments (motion at given
+        times during a sequential acquisition), or either at random.
+    pe_axis : {0, 1}, optional
+        Phase-encoding direction; random when None.
+    paper : bool
+        The paper's in-house variant instead: two copies rotated by −σ and
+        +σ (σ uniform in [0, ``max_degrees`` · severity], ``max_degrees``
+        5 in the paper), no translation, and *every* line refilled at random
+        from the original or one of the two copies.
+
+    Examples
+    --------
+    >>> t = RandomKSpaceMotion(severity=0.5).sample((64, 64), seed=0)
+    >>> isinstance(t, KSpaceMotion)
+    True
+    """
+
+    def __init__(self, severity: Union[float, Tuple[float, float]] = (0.0, 1.0), max_degrees: float = 8.0,
+                 max_translation: float = 8.0, max_moves: int = 4, max_fraction: float = 0.7,
+                 mode: str = "random", pe_axis: Optional[int] = None, paper: bool = False):
+        self.severity = _check_severity(severity)
+        if mode not in LINE_MODES + ("random",):
+            raise ValueError(f"mode must be one of {LINE_MODES + ('random',)}, got {mode!r}")
+        if pe_axis not in (None, 0, 1):
+            raise ValueError(f"pe_axis must be 0, 1 or None, got {pe_axis}")
+        if max_moves < 1:
+            raise ValueError("max_moves must be >= 1")
+        if not 0 < max_fraction <= 1:
+            raise ValueError("max_fraction must be in (0, 1]")
+        self.max_degrees = float(max_degrees)
+        self.max_translation = float(max_translation)
+        self.max_moves = int(max_moves)
+        self.max_fraction = float(max_fraction)
+        self.mode = mode
+        self.pe_axis = pe_axis
+        self.paper = bool(paper)
+
+    def sample(self, shape: Tuple[int, int], seed: Seed = None) -> KSpaceMotion:
+        """Draw the parameters for one slice of ``shape`` (H, W)."""
+        rng = _rng(seed)
+        sev = _draw_severity(self.severity, rng)
+        pe = int(rng.integers(2)) if self.pe_axis is None else self.pe_axis
+        n = int(shape[pe])
+        if sev <= 0:
+            return KSpaceMotion([], [], [-1] * n, pe)
+        if self.paper:
+            sigma = float(rng.uniform(0.0, self.max_degrees * sev))
+            sources = rng.integers(-1, 2, size=n)
+            return KSpaceMotion([-sigma, sigma], [(0.0, 0.0), (0.0, 0.0)], sources.tolist(), pe)
+        moves = int(rng.integers(1, self.max_moves + 1))
+        deg = rng.uniform(-1, 1, size=moves) * self.max_degrees * sev
+        shifts = rng.uniform(-1, 1, size=(moves, 2)) * self.max_translation * sev
+        fraction = self.max_fraction * sev
+        mode = self.mode if self.mode != "random" else LINE_MODES[int(rng.integers(2))]
+        sources = np.full(n, -1)
+        if mode == "lines":
+            chosen = rng.random(n) < fraction
+            sources[chosen] = rng.integers(0, moves, size=int(chosen.sum()))
+        else:
+            # Sequential acquisition: the head moves at `moves` times and each
+            # new position holds for a contiguous run of lines.
+            total = max(1, int(round(fraction * n)))
+            cuts = np.sort(rng.choice(np.arange(1, total), size=min(moves - 1, max(total - 1, 0)), replace=False)) \
+                if total > 1 else np.array([], dtype=int)
+            lengths = np.diff(np.concatenate([[0], cuts, [total]]))
+            start = int(rng.integers(0, n - total + 1))
+            pos = start
+            for copy, length in enumerate(lengths):
+                sources[pos:pos + length] = copy
+                pos += length
+        return KSpaceMotion(deg.tolist(), [tuple(s) for s in shifts.tolist()], sources.tolist(), pe)
+
+    def __call__(self, image: ArrayOrTensor, seed: Seed = None) -> ArrayOrTensor:
+        t, is_numpy, single = _as_batch(image)
+        rng = _rng(seed)
+        out = apply_kspace_batch(t, [self.sample(t.shape[-2:], rng) for _ in range(t.shape[0])])
+        return _restore(out, is_numpy, single)
+
+
+def _check_severity(severity) -> Tuple[float, float]:
+    lo, hi = (severity, severity) if np.isscalar(severity) else tuple(severity)
+    lo, hi = float(lo), float(hi)
+    if not (0.0 <= lo <= hi <= 1.0):
+        raise ValueError(f"severity must be in [0, 1] (or a range within it), got {severity!r}")
+    return lo, hi
+
+
+def _draw_severity(rng_range: Tuple[float, float], rng: np.random.Generator) -> float:
+    lo, hi = rng_range
+    return lo if lo == hi else float(rng.uniform(lo, hi))
+
+
+# ----------------------------------------------------------------------------
+# TorchIO's model
+# ----------------------------------------------------------------------------
+
+@dataclass
+class TorchioMotion:
+    """TorchIO's ``Motion`` (Shaw et al. 2019) on a slice laid out as 1 × 1 × H × W.
+
+    Parameters
+    ----------
+    degrees : sequence of float, length M
+        In-plane rotation of each position after a move (degrees).
+    translations : sequence of (float, float), length M
+        In-plane translation (rows, columns) of each position, in pixels.
+    times : sequence of float in (0, 1), length M
+        When each move happens, as a share of the acquisition.
+    pe_axis : {0, 1}
+        Phase-encoding direction.  TorchIO segments k-space along the last
+        axis, so for ``pe_axis=0`` the slice is transposed around the call.
+
+    Notes
+    -----
+    The result is the magnitude of TorchIO's complex reconstruction, as a
+    scanner would store it.
+    """
+
+    degrees: Sequence[float]
+    translations: Sequence[Tuple[float, float]]
+    times: Sequence[float]
+    pe_axis: int = 1
+
+    def __post_init__(self):
+        self.degrees = [float(d) for d in self.degrees]
+        self.translations = [(float(a), float(b)) for a, b in self.translations]
+        self.times = [float(t) for t in self.times]
+        if not len(self.degrees) == len(self.translations) == len(self.times):
+            raise ValueError("degrees, translations and times need one entry per move")
+        if any(not 0 < t < 1 for t in self.times):
+            raise ValueError("times must lie in (0, 1)")
+        if self.pe_axis not in (0, 1):
+            raise ValueError(f"pe_axis must be 0 or 1, got {self.pe_axis}")
+
+    def _one(self, image: torch.Tensor) -> torch.Tensor:
+        import torchio as tio
+
+        if not self.degrees:
+            return image.clone()
+        img = image.T if self.pe_axis == 0 else image
+        m = len(self.degrees)
+        degrees = np.zeros((m, 3))
+        degrees[:, 0] = self.degrees  # about the 1-voxel axis: in-plane rotation
+        translation = np.zeros((m, 3))
+        translation[:, 1:] = np.asarray(self.translations)[:, ::-1] if self.pe_axis == 0 else self.translations
+        data = img.detach().to("cpu", torch.float32)[None, None]  # (C=1, X=1, Y=H, Z=W)
+        motion = tio.Motion(degrees=degrees, translation=translation, times=np.asarray(self.times),
+                            image_interpolation="linear")
+        out = motion(tio.ScalarImage(tensor=data)).data[0, 0].abs()
+        out = out.T if self.pe_axis == 0 else out
+        return out.to(image.device, image.dtype)
+
+    def __call__(self, image: ArrayOrTensor) -> ArrayOrTensor:
+        t, is_numpy, single = _as_batch(image)
+        out = torch.stack([self._one(x) for x in t])
+        return _restore(out, is_numpy, single)
+
+
+class RandomTorchioMotion:
+    """Samples :class:`TorchioMotion` parameters for a given severity.
+
+    Parameters
+    ----------
+    severity : float in [0, 1] or (low, high)
+        Scales rotation and translation; 0 is the identity.
+    max_degrees : float
+        Largest rotation at severity 1 (default 10°).
+    max_translation : float
+        Largest translation at severity 1, in pixels (default 10).
+    max_moves : int
+        Most moves during the acquisition; 1 … ``max_moves`` are drawn.
+    pe_axis : {0, 1}, optional
+        Phase-encoding direction; random when None.
+    """
+
+    def __init__(self, severity: Union[float, Tuple[float, float]] = (0.0, 1.0), max_degrees: float = 10.0,
+                 max_translation: float = 10.0, max_moves: int = 3, pe_axis: Optional[int] = None):
+        self.severity = _check_severity(severity)
+        if max_moves < 1:
+            raise ValueError("max_moves must be >= 1")
+        if pe_axis not in (None, 0, 1):
+            raise ValueError(f"pe_axis must be 0, 1 or None, got {pe_axis}")
+        self.max_degrees = float(max_degrees)
+        self.max_translation = float(max_translation)
+        self.max_moves = int(max_moves)
+        self.pe_axis = pe_axis
+
+    def sample(self, shape: Tuple[int, int] = (0, 0), seed: Seed = None) -> TorchioMotion:
+        rng = _rng(seed)
+        sev = _draw_severity(self.severity, rng)
+        pe = int(rng.integers(2)) if self.pe_axis is None else self.pe_axis
+        if sev <= 0:
+            return TorchioMotion([], [], [], pe)
+        moves = int(rng.integers(1, self.max_moves + 1))
+        deg = rng.uniform(-1, 1, size=moves) * self.max_degrees * sev
+        trans = rng.uniform(-1, 1, size=(moves, 2)) * self.max_translation * sev
+        times = np.sort(rng.uniform(0.05, 0.95, size=moves))
+        return TorchioMotion(deg.tolist(), [tuple(t) for t in trans.tolist()], times.tolist(), pe)
+
+    def __call__(self, image: ArrayOrTensor, seed: Seed = None) -> ArrayOrTensor:
+        t, is_numpy, single = _as_batch(image)
+        rng = _rng(seed)
+        out = torch.stack([self.sample(tuple(x.shape), rng)(x) for x in t])
+        return _restore(out, is_numpy, single)
+
+
+class RandomMotion:
+    """The method's corruption: one of the two algorithms, at random.
+
+    Parameters
+    ----------
+    method : {"kspace", "torchio", "random"}
+    severity : float or (low, high)
+        Passed to the chosen algorithm.
+    p_kspace : float
+        Probability of the k-space algorithm when ``method="random"``.
+    """
+
+    def __init__(self, method: str = "random", severity: Union[float, Tuple[float, float]] = (0.0, 1.0),
+                 p_kspace: float = 0.5, **kwargs):
+        if method not in METHODS + ("random",):
+            raise ValueError(f"method must be one of kspace, torchio, random; got {method!r}")
+        self.method = method
+        self.p_kspace = float(p_kspace)
+        self.kspace = RandomKSpaceMotion(severity, **kwargs.get("kspace", {}))
+        self.torchio = RandomTorchioMotion(severity, **kwargs.get("torchio", {}))
+
+    def sample(self, shape: Tuple[int, int], seed: Seed = None):
+        rng = _rng(seed)
+        method = self.method
+        if method == "random":
+            method = "kspace" if rng.random() < self.p_kspace else "torchio"
+        return (self.kspace if method == "kspace" else self.torchio).sample(shape, rng)
+
+
+def apply_motion_batch(images: torch.Tensor, transforms: Sequence[Union[KSpaceMotion, TorchioMotion]]) -> torch.Tensor:
+    """Apply a mixed list of motion transforms to a (B, H, W) batch, k-space ones in one pass."""
+    out = images.clone()
+    ks = [i for i, t in enumerate(transforms) if isinstance(t, KSpaceMotion)]
+    if ks:
+        out[ks] = apply_kspace_batch(images[ks], [transforms[i] for i in ks])
+    for i, t in enumerate(transforms):
+        if not isinstance(t, KSpaceMotion):
+            out[i] = t(images[i])
+    return out

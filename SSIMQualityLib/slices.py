@@ -1,0 +1,230 @@
+"""Slices: the orientation rule, a seeded sampler, normalisation, sizing.
+
+Array convention: volumes are numpy arrays in (k, j, i) order — the order of
+SimpleITK and of Slicer's ``arrayFromVolume`` — with ``spacing`` given per
+array axis.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Optional, Sequence, Tuple, Union
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+#: Size of the network input.
+INPUT_SIZE = 256
+#: Upper percentile used by the normalisation.
+UPPER_PERCENTILE = 99.5
+#: Spacings within this relative tolerance count as isotropic.
+ISOTROPY_TOLERANCE = 0.1
+
+ArrayOrTensor = Union[np.ndarray, torch.Tensor]
+
+
+def is_isotropic(spacing: Sequence[float], tolerance: float = ISOTROPY_TOLERANCE) -> bool:
+    """True when the largest spacing is within ``tolerance`` of the smallest."""
+    sp = np.asarray(spacing, dtype=float)
+    return bool(sp.max() <= sp.min() * (1.0 + tolerance))
+
+
+def acquisition_axis(spacing: Sequence[float], tolerance: float = ISOTROPY_TOLERANCE) -> int:
+    """Array axis along which the volume was acquired: the thickest spacing.
+
+    For an isotropic volume there is no thickest axis; axis 0 (the file's
+    slice-stacking direction, *k* in Slicer) is returned.
+
+    Examples
+    --------
+    >>> acquisition_axis([3.0, 1.0, 1.0])
+    0
+    >>> acquisition_axis([1.0, 1.0, 4.0])
+    2
+    """
+    sp = np.asarray(spacing, dtype=float)
+    if is_isotropic(sp, tolerance):
+        return 0
+    return int(np.argmax(sp))
+
+
+def candidate_axes(spacing: Sequence[float], tolerance: float = ISOTROPY_TOLERANCE) -> Tuple[int, ...]:
+    """Axes the orientation rule may slice along: all three if isotropic, else the thickest."""
+    if is_isotropic(spacing, tolerance):
+        return (0, 1, 2)
+    return (acquisition_axis(spacing, tolerance),)
+
+
+def take_slice(volume: np.ndarray, axis: int, index: int) -> np.ndarray:
+    """The 2-D slice ``index`` along ``axis`` (a view, no copy)."""
+    return np.take(volume, index, axis=axis)
+
+
+def foreground_fraction(image: ArrayOrTensor, threshold: float = 0.1) -> float:
+    """Share of pixels above ``threshold`` × the image's robust maximum (p99.5)."""
+    a = np.asarray(image, dtype=np.float32)
+    lo = float(a.min())
+    hi = float(np.percentile(a, UPPER_PERCENTILE))
+    if hi - lo <= 0:
+        return 0.0
+    return float(np.mean(a > lo + threshold * (hi - lo)))
+
+
+@dataclass
+class SlicePick:
+    """One slice chosen by :class:`SliceSampler`."""
+
+    axis: int
+    index: int
+
+
+class SliceSampler:
+    """Draws slices by the orientation rule of the method (DESIGN §1 step 1).
+
+    Isotropic volume: a random axis among the three, then a random position.
+    Anisotropic volume: only the acquisition (thickest-spacing) axis.
+    Positions are restricted to slices that hold at least
+    ``min_foreground`` of head (so that empty air slices, whose label is
+    trivially 1, do not waste training samples).
+
+    Parameters
+    ----------
+    volume : ndarray, 3-D
+        The volume, (k, j, i) order.
+    spacing : sequence of 3 floats
+        Spacing per array axis.
+    seed : int or numpy Generator, optional
+        Seed for reproducible draws.
+    min_foreground : float
+        Least share of foreground pixels for a slice to be drawn (0 to disable).
+
+    Examples
+    --------
+    >>> vol = np.random.rand(20, 30, 40)
+    >>> pick = SliceSampler(vol, (1, 1, 1), seed=0).sample()
+    >>> pick.axis in (0, 1, 2)
+    True
+    """
+
+    def __init__(self, volume: np.ndarray, spacing: Sequence[float], seed=None, min_foreground: float = 0.05):
+        if volume.ndim != 3:
+            raise ValueError(f"expected a 3-D volume, got shape {volume.shape}")
+        self.volume = volume
+        self.spacing = tuple(float(s) for s in spacing)
+        self.axes = candidate_axes(self.spacing)
+        self.rng = seed if isinstance(seed, np.random.Generator) else np.random.default_rng(seed)
+        self._valid = {}
+        for axis in self.axes:
+            self._valid[axis] = self._valid_positions(axis, min_foreground)
+
+    def _valid_positions(self, axis: int, min_foreground: float) -> np.ndarray:
+        n = self.volume.shape[axis]
+        if min_foreground <= 0:
+            return np.arange(n)
+        v = self.volume
+        lo = float(v.min())
+        hi = float(np.percentile(v, UPPER_PERCENTILE))
+        if hi <= lo:
+            return np.arange(n)
+        other = tuple(a for a in range(3) if a != axis)
+        frac = np.mean(v > lo + 0.1 * (hi - lo), axis=other)
+        ok = np.flatnonzero(frac >= min_foreground)
+        return ok if ok.size else np.arange(n)
+
+    def sample(self) -> SlicePick:
+        """Draw one (axis, index)."""
+        axis = int(self.axes[self.rng.integers(len(self.axes))])
+        positions = self._valid[axis]
+        return SlicePick(axis, int(positions[self.rng.integers(len(positions))]))
+
+    def sample_slice(self) -> Tuple[np.ndarray, SlicePick]:
+        """Draw one slice; returns the 2-D array (float32 copy) and where it came from."""
+        pick = self.sample()
+        return np.ascontiguousarray(take_slice(self.volume, pick.axis, pick.index), dtype=np.float32), pick
+
+
+def normalize(image: ArrayOrTensor, percentile: float = UPPER_PERCENTILE) -> ArrayOrTensor:
+    """The project's slice normalisation: clip((x − min) / (p99.5 − min), 0, 1).
+
+    Each 2-D slice is normalised on its own.  A constant slice maps to zeros.
+
+    Parameters
+    ----------
+    image : ndarray or Tensor, shape (..., H, W)
+        One slice or a batch of slices; leading dimensions are batch dims.
+    percentile : float
+        Upper percentile (99.5 in the project's convention).
+
+    Returns
+    -------
+    Same type as ``image``, float, values in [0, 1].
+
+    Examples
+    --------
+    >>> x = np.arange(400, dtype=float).reshape(20, 20)
+    >>> y = normalize(x)
+    >>> float(y.min()), float(y.max())
+    (0.0, 1.0)
+    """
+    if isinstance(image, torch.Tensor):
+        x = image if image.is_floating_point() else image.float()
+        flat = x.reshape(*x.shape[:-2], -1)
+        lo = flat.amin(dim=-1, keepdim=True)
+        # torch.quantile and numpy.percentile both interpolate linearly.
+        hi = torch.quantile(flat.double(), percentile / 100.0, dim=-1, keepdim=True).to(x.dtype)
+        scale = hi - lo
+        safe = torch.where(scale > 0, scale, torch.ones_like(scale))
+        out = torch.where(scale > 0, (flat - lo) / safe, torch.zeros_like(flat))
+        return out.clamp_(0.0, 1.0).reshape(x.shape)
+    x = np.asarray(image)
+    if not np.issubdtype(x.dtype, np.floating):
+        x = x.astype(np.float32)
+    flat = x.reshape(*x.shape[:-2], -1)
+    lo = flat.min(axis=-1, keepdims=True)
+    hi = np.percentile(flat, percentile, axis=-1, keepdims=True).astype(x.dtype)
+    scale = hi - lo
+    with np.errstate(invalid="ignore", divide="ignore"):
+        out = np.where(scale > 0, (flat - lo) / np.where(scale > 0, scale, 1), 0)
+    return np.clip(out, 0.0, 1.0).astype(x.dtype).reshape(x.shape)
+
+
+def fit_to_size(image: ArrayOrTensor, size: int = INPUT_SIZE) -> ArrayOrTensor:
+    """Pad (centred, with zeros) or shrink a slice to ``size`` × ``size``.
+
+    A slice that fits is zero-padded around its centre, keeping its pixels
+    as they are; a larger one is first shrunk (area averaging, aspect ratio
+    kept) until its longest side is ``size``.  Zero is the background of a
+    normalised slice, so padding adds air, not an edge.
+
+    Parameters
+    ----------
+    image : ndarray or Tensor, shape (..., H, W)
+    size : int
+
+    Returns
+    -------
+    Same type as ``image``, shape (..., size, size).
+    """
+    is_numpy = not isinstance(image, torch.Tensor)
+    t = torch.as_tensor(np.asarray(image, dtype=np.float32)) if is_numpy else image
+    if not t.is_floating_point():
+        t = t.float()
+    lead = t.shape[:-2]
+    h, w = t.shape[-2:]
+    t = t.reshape(-1, 1, h, w)
+    if max(h, w) > size:
+        scale = size / max(h, w)
+        nh, nw = max(1, round(h * scale)), max(1, round(w * scale))
+        t = F.interpolate(t, size=(nh, nw), mode="area")
+        h, w = nh, nw
+    top = (size - h) // 2
+    left = (size - w) // 2
+    t = F.pad(t, (left, size - w - left, top, size - h - top))
+    t = t.reshape(*lead, size, size)
+    return t.numpy() if is_numpy else t
+
+
+def prepare_input(image: ArrayOrTensor, size: int = INPUT_SIZE) -> torch.Tensor:
+    """Network input from raw slices: normalise each, then fit to ``size``²."""
+    t = image if isinstance(image, torch.Tensor) else torch.as_tensor(np.asarray(image, dtype=np.float32))
+    return fit_to_size(normalize(t.float()), size)

@@ -1,0 +1,310 @@
+"""Reading and writing image volumes (NIfTI, NRRD, MetaImage, DICOM series).
+
+Everything goes through SimpleITK so that one geometry model (origin,
+spacing, direction in LPS) covers every format.  Arrays are in (k, j, i)
+order, as SimpleITK and Slicer's ``arrayFromVolume`` give them, and
+``spacing`` is reported per *array* axis.
+"""
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import List, Optional, Tuple, Union
+
+import numpy as np
+
+from .errors import UnreadableFileError, UnsupportedImageError
+from .outputs import atomic_write, ensure_writable, matching_suffix
+
+PathLike = Union[str, os.PathLike]
+
+#: Smallest in-plane size the method makes sense for.
+MIN_SIZE = 16
+#: File endings we write (and read besides DICOM folders).
+WRITABLE_SUFFIXES = (".nii", ".nii.gz", ".nrrd", ".nhdr", ".mha", ".mhd")
+
+
+def _sitk():
+    import SimpleITK as sitk  # imported lazily: a heavy import not every caller needs
+
+    return sitk
+
+
+@dataclass
+class Volume:
+    """A 3-D image: voxels in (k, j, i) order plus the geometry to write it back.
+
+    Attributes
+    ----------
+    array : ndarray, 3-D
+        Voxel values, (k, j, i) order, the file's own dtype.
+    spacing : tuple of 3 floats
+        Voxel size per array axis (mm).
+    origin, direction : tuple
+        SimpleITK (LPS) geometry, kept to write outputs in the same space.
+    path : str
+        Where it was read from.
+    """
+
+    array: np.ndarray
+    spacing: Tuple[float, float, float]
+    origin: Tuple[float, ...] = (0.0, 0.0, 0.0)
+    direction: Tuple[float, ...] = (1.0, 0.0, 0.0, 0.0, 1.0, 0.0, 0.0, 0.0, 1.0)
+    path: str = ""
+    metadata: dict = field(default_factory=dict)
+
+    @property
+    def shape(self) -> Tuple[int, int, int]:
+        return tuple(self.array.shape)
+
+    def to_sitk(self, array: Optional[np.ndarray] = None):
+        """A SimpleITK image of ``array`` (default: this volume's) with this geometry."""
+        sitk = _sitk()
+        img = sitk.GetImageFromArray(self.array if array is None else array)
+        img.SetSpacing(tuple(float(s) for s in self.spacing[::-1]))
+        img.SetOrigin(self.origin)
+        img.SetDirection(self.direction)
+        return img
+
+
+def _path_name(path: PathLike) -> str:
+    return str(path)
+
+
+def _read_dicom_folder(folder: Path, series_uid: Optional[str]):
+    sitk = _sitk()
+    reader = sitk.ImageSeriesReader()
+    uids = list(reader.GetGDCMSeriesIDs(str(folder)) or [])
+    if not uids:
+        raise UnreadableFileError(
+            "folder holds no DICOM series and is not an image file",
+            folder,
+            "point to a NIfTI / NRRD file or to a folder of DICOM slices",
+        )
+    if series_uid is None and len(uids) > 1:
+        raise UnsupportedImageError(
+            f"folder holds {len(uids)} DICOM series ({', '.join(uids)})",
+            folder,
+            "choose one by its SeriesInstanceUID or put each series in its own folder",
+        )
+    uid = series_uid or uids[0]
+    if uid not in uids:
+        raise UnreadableFileError(f"no DICOM series with UID {uid}", folder, f"available: {', '.join(uids)}")
+    files = reader.GetGDCMSeriesFileNames(str(folder), uid)
+    reader.SetFileNames(files)
+    return reader.Execute()
+
+
+def read_volume(path: PathLike, frame: Optional[int] = None, series_uid: Optional[str] = None) -> Volume:
+    """Read a 3-D volume from a file or a DICOM series folder.
+
+    Parameters
+    ----------
+    path : str or Path
+        NIfTI (.nii, .nii.gz), NRRD, MetaImage, or a folder with one DICOM series.
+    frame : int, optional
+        For a 4-D file (a time series), the frame to read.  Without it a 4-D
+        file is refused.
+    series_uid : str, optional
+        For a DICOM folder holding several series, the one to read.
+
+    Returns
+    -------
+    Volume
+
+    Raises
+    ------
+    UnreadableFileError
+        Missing, empty, truncated or non-image file.
+    UnsupportedImageError
+        2-D, 4-D (without ``frame``), vector / RGB / complex voxels, too small.
+    """
+    p = Path(path)
+    name = _path_name(path)
+    if not p.exists():
+        raise UnreadableFileError("file does not exist", name, "check the path")
+    sitk = _sitk()
+    if p.is_dir():
+        try:
+            img = _read_dicom_folder(p, series_uid)
+        except RuntimeError as exc:
+            raise UnreadableFileError(f"DICOM series could not be read ({_first_line(exc)})", name,
+                                      "check that the folder holds complete slices of one series") from None
+    else:
+        if p.stat().st_size == 0:
+            raise UnreadableFileError("file is empty (0 bytes)", name, "re-export or copy the file again")
+        _check_complete(p, name)
+        try:
+            img = sitk.ReadImage(str(p))
+        except RuntimeError as exc:
+            raise UnreadableFileError(f"not a readable image ({_first_line(exc)})", name,
+                                      "check that it is a complete NIfTI, NRRD, MetaImage or DICOM file") from None
+    vol = _volume_from_sitk(img, name, frame, check=False)
+    if p.is_file() and p.name.lower().endswith((".nii", ".nii.gz")) and np.issubdtype(vol.array.dtype, np.floating):
+        # ITK's NIfTI reader turns NaN into 0; read float voxels with nibabel so NaN are seen.
+        vol.array = _nifti_float_array(p, frame, vol.array.shape)
+    check_volume(vol)
+    return vol
+
+
+def _nifti_float_array(p: Path, frame: Optional[int], shape) -> np.ndarray:
+    import nibabel as nib
+
+    data = np.asanyarray(nib.load(str(p)).dataobj)
+    if data.ndim >= 4:
+        data = data.reshape(data.shape[:3] + (-1,))[..., 0 if frame is None else frame]
+    arr = np.ascontiguousarray(data.T).astype(np.float32 if data.dtype.itemsize <= 4 else data.dtype, copy=False)
+    return arr if arr.shape == tuple(shape) else np.zeros(shape, np.float32) + np.nan
+
+
+def _check_complete(p: Path, name: str) -> None:
+    """Catch truncated files that ITK would silently read as zeros."""
+    import gzip
+
+    lower = p.name.lower()
+    length = None
+    if lower.endswith(".gz"):
+        length = 0
+        try:
+            with gzip.open(p, "rb") as fh:
+                while True:
+                    chunk = fh.read(1 << 22)
+                    if not chunk:
+                        break
+                    length += len(chunk)
+        except EOFError:
+            raise UnreadableFileError("compressed file is truncated (the download or copy did not finish)", name,
+                                      "copy or export the file again") from None
+        except OSError as exc:
+            raise UnreadableFileError(f"not a valid gzip file ({exc})", name,
+                                      "check the file; only .nii.gz and .nrrd may be compressed") from None
+    if lower.endswith((".nii", ".nii.gz")):
+        import nibabel as nib
+
+        try:
+            hdr = nib.load(str(p)).header
+        except Exception as exc:  # nibabel raises many types for a bad header
+            raise UnreadableFileError("not a readable image: no valid NIfTI header", name,
+                                      "check that it is a complete NIfTI file and not another file renamed") from None
+        if length is None:
+            length = p.stat().st_size
+        offset = int(hdr.get("vox_offset", 352)) if hasattr(hdr, "get") else 352
+        needed = offset + int(np.prod(hdr.get_data_shape())) * hdr.get_data_dtype().itemsize
+        if length < needed:
+            raise UnreadableFileError(f"file is truncated: {length} of {needed} bytes", name,
+                                      "copy or export the file again")
+
+
+def _first_line(exc: BaseException) -> str:
+    text = " ".join(str(exc).split())
+    # ITK messages start with a file:line location; keep the description.
+    for marker in ("Description:", "ERROR:", "Exception"):
+        if marker in text:
+            text = text.split(marker, 1)[1].strip(" :")
+            break
+    return text[:160] if text else type(exc).__name__
+
+
+def _volume_from_sitk(img, name: str, frame: Optional[int], check: bool = True) -> Volume:
+    sitk = _sitk()
+    ncomp = img.GetNumberOfComponentsPerPixel()
+    ptype = img.GetPixelIDTypeAsString()
+    if "complex" in ptype.lower():
+        raise UnsupportedImageError(f"voxels are complex numbers ({ptype})", name, "export the magnitude image")
+    if ncomp > 1:
+        raise UnsupportedImageError(f"image has {ncomp} values per voxel (RGB or vector image)", name,
+                                    "convert it to a single-channel greyscale volume")
+    dim = img.GetDimension()
+    size = list(img.GetSize())
+    if dim >= 4:
+        frames = int(np.prod(size[3:]))
+        if frames == 1:
+            frame = 0
+        if frame is None:
+            raise UnsupportedImageError(f"image is {dim}-D with {frames} frames (a sequence, not a volume)", name,
+                                        "pick one frame (--frame N) or split the series into 3-D volumes")
+        if dim > 4:
+            raise UnsupportedImageError(f"image is {dim}-D", name, "split it into 3-D volumes")
+        if not 0 <= frame < frames:
+            raise UnsupportedImageError(f"frame {frame} does not exist (the file has {frames} frames)", name,
+                                        f"choose a frame from 0 to {frames - 1}")
+        img = sitk.Extract(img, size[:3] + [0], [0, 0, 0, int(frame)])
+    elif dim == 2:
+        raise UnsupportedImageError(f"image is 2-D ({size[0]} x {size[1]}), not a volume", name,
+                                    "give a 3-D volume (a stack of slices)")
+    array = sitk.GetArrayFromImage(img)
+    spacing = tuple(float(s) for s in img.GetSpacing()[::-1])
+    vol = Volume(array=array, spacing=spacing, origin=tuple(img.GetOrigin()), direction=tuple(img.GetDirection()),
+                 path=name)
+    if check:
+        check_volume(vol)
+    return vol
+
+
+def check_volume(vol: Volume) -> None:
+    """Refuse volumes the method cannot handle, with the reason.
+
+    Checks: 3-D with at least two axes of ``MIN_SIZE`` voxels; positive
+    finite spacing; finite voxels; not constant.
+    """
+    name = vol.path or "volume"
+    a = vol.array
+    if a.ndim != 3:
+        raise UnsupportedImageError(f"expected a 3-D volume, got {a.ndim}-D of shape {a.shape}", name)
+    if a.dtype == bool or not (np.issubdtype(a.dtype, np.integer) or np.issubdtype(a.dtype, np.floating)):
+        raise UnsupportedImageError(f"voxel type {a.dtype} is not a greyscale intensity", name,
+                                    "convert it to an integer or float volume")
+    if sum(s >= MIN_SIZE for s in a.shape) < 2:
+        raise UnsupportedImageError(f"volume of shape {a.shape} is too small: slices need at least "
+                                    f"{MIN_SIZE} x {MIN_SIZE} voxels", name, "use the full-resolution image")
+    if not all(np.isfinite(s) and s > 0 for s in vol.spacing):
+        raise UnsupportedImageError(f"voxel spacing {vol.spacing} is not positive", name, "fix the file's header")
+    if np.issubdtype(a.dtype, np.floating):
+        bad = int(np.count_nonzero(~np.isfinite(a)))
+        if bad:
+            raise UnsupportedImageError(f"{bad} of {a.size} voxels are NaN or infinite", name,
+                                        "replace them with 0 (e.g. nan_to_num) and try again")
+    if a.size and a.min() == a.max():
+        raise UnsupportedImageError(f"every voxel has the same value ({a.flat[0]}), there is no image", name,
+                                    "check that the right file was exported")
+
+
+def check_output_path(path: PathLike, force: bool = False) -> Path:
+    """Validate a volume output path before any work: known suffix, folder exists, no overwrite without ``force``."""
+    return ensure_writable(path, force, WRITABLE_SUFFIXES)
+
+
+def cast_like(array: np.ndarray, dtype: np.dtype) -> np.ndarray:
+    """Cast float results back to a volume's dtype, rounding and clipping for integers."""
+    dtype = np.dtype(dtype)
+    if np.issubdtype(dtype, np.integer):
+        info = np.iinfo(dtype)
+        return np.clip(np.rint(array), info.min, info.max).astype(dtype)
+    return array.astype(dtype, copy=False)
+
+
+def write_volume(array: np.ndarray, like: Volume, path: PathLike, force: bool = False) -> Path:
+    """Write ``array`` with the geometry of ``like``, atomically (never a half-written file)."""
+    sitk = _sitk()
+    img = like.to_sitk(array)
+    with atomic_write(path, force, WRITABLE_SUFFIXES) as tmp:
+        sitk.WriteImage(img, tmp, True)
+    return Path(path)
+
+
+def list_volume_paths(paths: List[PathLike], recursive: bool = False) -> List[Path]:
+    """Expand files and folders into volume paths (folders of DICOM count as one)."""
+    out: List[Path] = []
+    for raw in paths:
+        p = Path(raw)
+        if p.is_dir():
+            files = sorted(p.rglob("*") if recursive else p.iterdir())
+            images = [f for f in files if f.is_file() and matching_suffix(f, WRITABLE_SUFFIXES)]
+            if images:
+                out.extend(images)
+            else:
+                out.append(p)  # maybe a DICOM series folder
+        else:
+            out.append(p)
+    return out

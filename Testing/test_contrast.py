@@ -1,0 +1,50 @@
+import numpy as np
+import pytest
+
+from SSIMQualityLib.contrast import (KINDS, AdaptiveHistogramEqualization, Gamma, Identity, Logarithmic,
+                                     RandomContrast, Sigmoid, make_contrast)
+from SSIMQualityLib.slices import normalize
+
+DETERMINISTIC = [Gamma(0.5), Gamma(2.0), Logarithmic(1.0), Logarithmic(0.9, inverse=True), Sigmoid(0.4, 10.0),
+                 AdaptiveHistogramEqualization(0.02)]
+
+
+@pytest.mark.parametrize("t", DETERMINISTIC, ids=repr)
+def test_keeps_unit_range_and_changes_image(t, sample_slices):
+    img = normalize(sample_slices[1])
+    out = t(img)
+    assert out.shape == img.shape
+    assert out.min() >= 0.0 and out.max() <= 1.0
+    assert np.abs(out - img).mean() > 0.005, "a contrast augmentation must change the image"
+
+
+def test_known_values():
+    x = np.array([[0.0, 0.25, 1.0]])
+    np.testing.assert_allclose(Gamma(2.0)(x), [[0.0, 0.0625, 1.0]])
+    np.testing.assert_allclose(Logarithmic(1.0)(x), [[0.0, np.log2(1.25), 1.0]])
+    s = Sigmoid(0.5, 8.0)(x)
+    assert s[0, 0] == pytest.approx(0.0) and s[0, 2] == pytest.approx(1.0)
+
+
+def test_random_is_seeded_and_covers_every_kind(sample_slices):
+    img = normalize(sample_slices[4])
+    rc = RandomContrast(p=1.0)
+    a = rc(img, seed=11)
+    b = rc(img, seed=11)
+    np.testing.assert_array_equal(a, b)
+    kinds = {rc.sample(seed=i).name for i in range(60)}
+    assert kinds == set(KINDS)
+    assert any(not np.array_equal(rc(img, seed=i), a) for i in range(12, 16))
+
+
+def test_probability_zero_is_identity_and_bad_parameters_refused():
+    assert isinstance(RandomContrast(p=0.0).sample(seed=1), Identity)
+    with pytest.raises(ValueError):
+        Gamma(0)
+    with pytest.raises(ValueError):
+        Sigmoid(1.5, 3)
+    with pytest.raises(ValueError):
+        RandomContrast(kinds=["posterize"])
+    with pytest.raises(ValueError):
+        make_contrast("posterize")
+    assert make_contrast("gamma", 0.7).gamma == 0.7

@@ -1,0 +1,57 @@
+import numpy as np
+import pytest
+
+from SSIMQualityLib.labels import all_classes, clinical_class, equal_bin_class
+
+EPS = 1e-6
+
+
+@pytest.mark.parametrize("n", [2, 3, 5, 10])
+def test_every_equal_bin_edge(n):
+    for k in range(1, n):
+        edge = k / n
+        assert equal_bin_class(edge, n) == k, f"edge {edge} belongs to the upper bin"
+        assert equal_bin_class(edge - EPS, n) == k - 1
+        assert equal_bin_class(edge + EPS, n) == k
+    assert equal_bin_class(0.0, n) == 0
+    assert equal_bin_class(1.0, n) == n - 1
+    assert equal_bin_class(1.0 - EPS, n) == n - 1
+    assert equal_bin_class(EPS, n) == 0
+
+
+def test_out_of_range_values_are_clipped():
+    assert equal_bin_class(-0.3, 5) == 0
+    assert equal_bin_class(1.2, 5) == 4
+    assert clinical_class(-0.2) == 3
+    assert clinical_class(1.5) == 1
+
+
+def test_clinical_edges():
+    assert clinical_class(0.85) == 1
+    assert clinical_class(0.85 - EPS) == 2
+    assert clinical_class(0.85 + EPS) == 1
+    assert clinical_class(0.60) == 2
+    assert clinical_class(0.60 - EPS) == 3
+    assert clinical_class(0.60 + EPS) == 2
+    assert clinical_class(0.0) == 3
+    assert clinical_class(1.0) == 1
+
+
+def test_vectorised_and_monotone():
+    s = np.linspace(-0.1, 1.1, 2001)
+    for n in (3, 5, 10):
+        c = equal_bin_class(s, n)
+        assert np.all(np.diff(c) >= 0)
+        assert set(c.tolist()) == set(range(n))
+    cc = clinical_class(s)
+    assert np.all(np.diff(cc) <= 0)  # clinical class 1 is the best
+    cols = all_classes([0.5, 0.9])
+    assert cols["class10"].tolist() == [5, 9]
+    assert cols["clinical_class"].tolist() == [3, 1]
+
+
+def test_bad_bin_count():
+    with pytest.raises(ValueError):
+        equal_bin_class(0.5, 1)
+    with pytest.raises(ValueError):
+        equal_bin_class(0.5, 2.5)

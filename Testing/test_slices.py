@@ -1,0 +1,76 @@
+import numpy as np
+import pytest
+import torch
+
+from SSIMQualityLib.slices import (INPUT_SIZE, SliceSampler, acquisition_axis, candidate_axes, fit_to_size,
+                                   normalize, prepare_input)
+
+
+def _head(shape):
+    """A blob of 'head' in air, so every axis has foreground slices."""
+    grids = np.meshgrid(*[np.linspace(-1, 1, s) for s in shape], indexing="ij")
+    r = np.sqrt(sum(g ** 2 for g in grids))
+    return (r < 0.8).astype(np.float32) * 100 + np.random.default_rng(0).random(shape).astype(np.float32)
+
+
+def test_isotropic_picks_all_three_axes():
+    vol = _head((40, 50, 60))
+    sampler = SliceSampler(vol, (1.0, 1.0, 1.0), seed=0)
+    axes = [sampler.sample().axis for _ in range(300)]
+    counts = np.bincount(axes, minlength=3)
+    assert all(c > 60 for c in counts), counts
+
+
+@pytest.mark.parametrize("spacing,expected", [((3.0, 1.0, 1.0), 0), ((1.0, 1.0, 5.0), 2), ((0.9, 4.0, 0.9), 1)])
+def test_anisotropic_only_thickest_axis(spacing, expected):
+    vol = _head((30, 40, 50))
+    sampler = SliceSampler(vol, spacing, seed=1)
+    assert {sampler.sample().axis for _ in range(200)} == {expected}
+    assert acquisition_axis(spacing) == expected
+    assert candidate_axes(spacing) == (expected,)
+
+
+def test_sampler_is_seeded_and_avoids_empty_slices():
+    vol = np.zeros((60, 40, 40), dtype=np.float32)
+    vol[20:40] = _head((20, 40, 40))
+    a = [SliceSampler(vol, (1, 1, 1), seed=5).sample() for _ in range(1)]
+    s1, s2 = SliceSampler(vol, (2, 1, 1), seed=5), SliceSampler(vol, (2, 1, 1), seed=5)
+    picks1 = [s1.sample() for _ in range(50)]
+    picks2 = [s2.sample() for _ in range(50)]
+    assert picks1 == picks2
+    assert all(20 <= p.index < 40 for p in picks1)
+    assert a
+
+
+def test_normalize_convention_numpy_and_torch_agree(sample_slices):
+    for s in sample_slices:
+        n = normalize(s)
+        lo, hi = s.min(), np.percentile(s, 99.5)
+        np.testing.assert_allclose(n, np.clip((s - lo) / (hi - lo), 0, 1), atol=1e-6)
+        t = normalize(torch.tensor(s)).numpy()
+        np.testing.assert_allclose(t, n, atol=1e-5)
+    assert normalize(np.full((20, 20), 7.0)).max() == 0.0
+    batch = torch.stack([torch.tensor(s[:30, :30]) for s in sample_slices[:3]])
+    for i in range(3):
+        np.testing.assert_allclose(normalize(batch)[i].numpy(), normalize(batch[i].numpy()), atol=1e-5)
+
+
+@pytest.mark.parametrize("shape", [(16, 16), (100, 256), (193, 157), (256, 256), (300, 120), (512, 512), (17, 600)])
+def test_fit_to_size_always_256_in_unit_range(shape):
+    rng = np.random.default_rng(0)
+    img = rng.random(shape).astype(np.float32) * 500
+    out = prepare_input(img)
+    assert out.shape == (INPUT_SIZE, INPUT_SIZE)
+    assert float(out.min()) >= 0.0 and float(out.max()) <= 1.0
+    # A slice that fits is padded, not resampled: its pixels survive as they are.
+    if max(shape) <= INPUT_SIZE:
+        n = normalize(torch.tensor(img))
+        top, left = (INPUT_SIZE - shape[0]) // 2, (INPUT_SIZE - shape[1]) // 2
+        assert torch.equal(out[top:top + shape[0], left:left + shape[1]], n)
+
+
+def test_fit_to_size_numpy_in_numpy_out_and_batch():
+    x = np.ones((3, 40, 30), dtype=np.float32)
+    y = fit_to_size(x)
+    assert isinstance(y, np.ndarray) and y.shape == (3, 256, 256)
+    assert y.sum() == pytest.approx(3 * 40 * 30)

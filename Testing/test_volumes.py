@@ -1,0 +1,118 @@
+import gzip
+import shutil
+
+import numpy as np
+import pytest
+import SimpleITK as sitk
+
+from SSIMQualityLib.errors import OutputExistsError, UnreadableFileError, UnsupportedImageError
+from SSIMQualityLib.volumes import read_volume, write_volume
+
+
+def test_sample_reads_with_geometry(sample):
+    assert sample.array.ndim == 3 and sample.array.dtype == np.int16
+    assert sample.spacing == pytest.approx((2.0, 1.0, 1.0))
+    assert sample.path.endswith("sample_t1_axial.nii.gz")
+
+
+@pytest.mark.parametrize("suffix", [".nrrd", ".nii", ".mha"])
+def test_round_trip_keeps_geometry_and_values(sample, tmp_path, suffix):
+    out = tmp_path / f"copy{suffix}"
+    write_volume(sample.array, sample, out)
+    back = read_volume(out)
+    np.testing.assert_array_equal(back.array, sample.array)
+    assert back.spacing == pytest.approx(sample.spacing)
+    np.testing.assert_allclose(back.origin, sample.origin, atol=1e-4)
+    np.testing.assert_allclose(back.direction, sample.direction, atol=1e-6)
+
+
+def _write_dicom_series(vol, folder, series_uid="1.2.826.0.1.3680043.2.1125.1"):
+    folder.mkdir()
+    img = vol.to_sitk(vol.array[:12])
+    writer = sitk.ImageFileWriter()
+    writer.KeepOriginalImageUIDOn()
+    for k in range(img.GetDepth()):
+        s = img[:, :, k]
+        s.SetMetaData("0020|000e", series_uid)
+        s.SetMetaData("0020|000d", "1.2.826.0.1.3680043.2.1125.2")
+        s.SetMetaData("0008|0060", "MR")
+        s.SetMetaData("0020|0032", "\\".join(map(str, img.TransformIndexToPhysicalPoint((0, 0, k)))))
+        s.SetMetaData("0020|0037", "\\".join(map(str, img.GetDirection()[0:3] + img.GetDirection()[3:6])))
+        s.SetMetaData("0020|0013", str(k))
+        s.SetMetaData("0008|0018", f"1.2.826.0.1.3680043.2.1125.3.{k}")
+        writer.SetFileName(str(folder / f"slice{k:03d}.dcm"))
+        writer.Execute(s)
+    return folder
+
+
+def test_dicom_series_folder(sample, tmp_path):
+    folder = _write_dicom_series(sample, tmp_path / "dicom")
+    vol = read_volume(folder)
+    assert vol.shape == (12,) + sample.shape[1:]
+    np.testing.assert_array_equal(vol.array, sample.array[:12])
+    assert vol.spacing == pytest.approx(sample.spacing, abs=1e-3)
+
+
+def test_bad_inputs_give_specific_errors(sample, tmp_path):
+    with pytest.raises(UnreadableFileError, match="does not exist"):
+        read_volume(tmp_path / "nope.nii.gz")
+    empty = tmp_path / "empty.nii"
+    empty.write_bytes(b"")
+    with pytest.raises(UnreadableFileError, match="empty"):
+        read_volume(empty)
+    text = tmp_path / "notes.nii"
+    text.write_text("this is not an image\n" * 20)
+    with pytest.raises(UnreadableFileError, match="not a readable image"):
+        read_volume(text)
+    trunc = tmp_path / "trunc.nii.gz"
+    data = open(sample.path, "rb").read()
+    trunc.write_bytes(data[: len(data) // 3])
+    with pytest.raises(UnreadableFileError):
+        read_volume(trunc)
+    with pytest.raises(UnreadableFileError, match="no DICOM"):
+        read_volume(tmp_path)  # a folder with no DICOM
+
+
+def test_unsupported_images(tmp_path):
+    four = tmp_path / "four.nii.gz"
+    import nibabel as nib
+
+    nib.save(nib.Nifti1Image(np.random.rand(30, 30, 20, 3).astype(np.float32), np.eye(4)), str(four))
+    with pytest.raises(UnsupportedImageError, match="4-D with 3 frames"):
+        read_volume(four)
+    assert read_volume(four, frame=2).shape == (20, 30, 30)
+    two = tmp_path / "two.nii.gz"
+    sitk.WriteImage(sitk.GetImageFromArray(np.random.rand(30, 30).astype(np.float32)), str(two))
+    with pytest.raises(UnsupportedImageError, match="2-D"):
+        read_volume(two)
+    nan = tmp_path / "nan.nrrd"
+    a = np.random.rand(10, 30, 30).astype(np.float32)
+    a[2, 3, 4] = np.nan
+    sitk.WriteImage(sitk.GetImageFromArray(a), str(nan))
+    with pytest.raises(UnsupportedImageError, match="NaN"):
+        read_volume(nan)
+    rgb = tmp_path / "rgb.nrrd"
+    sitk.WriteImage(sitk.GetImageFromArray(np.random.randint(0, 255, (10, 30, 30, 3)).astype(np.uint8), isVector=True), str(rgb))
+    with pytest.raises(UnsupportedImageError, match="RGB"):
+        read_volume(rgb)
+    const = tmp_path / "const.nii"
+    sitk.WriteImage(sitk.GetImageFromArray(np.ones((10, 30, 30), np.int16)), str(const))
+    with pytest.raises(UnsupportedImageError, match="same value"):
+        read_volume(const)
+    tiny = tmp_path / "tiny.nii"
+    sitk.WriteImage(sitk.GetImageFromArray(np.random.rand(10, 8, 8).astype(np.float32)), str(tiny))
+    with pytest.raises(UnsupportedImageError, match="too small"):
+        read_volume(tiny)
+
+
+def test_write_refuses_overwrite_and_is_atomic(sample, tmp_path):
+    out = tmp_path / "out.nii.gz"
+    out.write_bytes(b"precious")
+    with pytest.raises(OutputExistsError, match="--force"):
+        write_volume(sample.array, sample, out)
+    assert out.read_bytes() == b"precious"
+    write_volume(sample.array, sample, out, force=True)
+    assert read_volume(out).shape == sample.shape
+    assert [p.name for p in tmp_path.iterdir()] == ["out.nii.gz"], "no temporary files left behind"
+    with pytest.raises(UnsupportedImageError, match="unknown output format"):
+        write_volume(sample.array, sample, tmp_path / "out.png")
