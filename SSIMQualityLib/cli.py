@@ -128,6 +128,108 @@ def _run_demo(args) -> int:
 
 
 # ----------------------------------------------------------------------------
+# train
+# ----------------------------------------------------------------------------
+
+def _add_train(sub) -> None:
+    from .training import TrainConfig
+
+    d = TrainConfig()
+    p = sub.add_parser("train", help="train a model on synthetic motion (checkpoints, resume)",
+                       description="Train the SSIM regressor on on-the-fly samples made from nilearn's MNI152 maps "
+                                   "(domain-randomised), with validation, checkpoints and resume.")
+    p.add_argument("--out", default=d.out_dir, help=f"run folder: caches, checkpoints, log.csv, loss.png (default {d.out_dir})")
+    p.add_argument("--arch", choices=["resnet18", "resnet101"], default=d.arch)
+    p.add_argument("--input-size", type=int, default=d.input_size, help=f"network resolution (default {d.input_size}; the paper: 256)")
+    p.add_argument("--batch-size", type=int, default=d.batch_size, help=f"default {d.batch_size} (the paper: 100)")
+    p.add_argument("--optimizer", choices=["adamw", "adam"], default=d.optimizer, help="default adamw (the paper: adam)")
+    p.add_argument("--lr", type=float, default=d.lr, help=f"peak learning rate (default {d.lr})")
+    p.add_argument("--loss", choices=["mse", "l1", "huber"], default=d.loss)
+    p.add_argument("--steps", type=int, default=d.steps)
+    p.add_argument("--train-samples", type=int, default=d.train_samples)
+    p.add_argument("--val-samples", type=int, default=d.val_samples)
+    p.add_argument("--val-every", type=int, default=d.val_every)
+    p.add_argument("--seed", type=int, default=d.train_seed)
+    p.add_argument("--device", default=d.device, help="auto (CUDA when present), cpu or cuda")
+    p.add_argument("--workers", type=int, default=d.workers, help="processes making samples")
+    p.add_argument("--max-minutes", type=float, default=0.0, help="stop cleanly after this long (resume later)")
+    p.add_argument("--no-resume", action="store_true", help="start afresh even if a checkpoint exists")
+    p.set_defaults(func=_run_train)
+
+
+def _run_train(args) -> int:
+    from .training import TrainConfig, train
+
+    cfg = TrainConfig(out_dir=args.out, arch=args.arch, input_size=args.input_size, batch_size=args.batch_size,
+                      optimizer=args.optimizer, lr=args.lr, loss=args.loss, steps=args.steps,
+                      train_samples=args.train_samples, val_samples=args.val_samples, val_every=args.val_every,
+                      checkpoint_every=args.val_every, train_seed=args.seed, device=args.device,
+                      workers=args.workers, max_minutes=args.max_minutes)
+    final = train(cfg, resume=not args.no_resume)
+    print(f"model written to {final}")
+    return 0
+
+
+# ----------------------------------------------------------------------------
+# evaluate
+# ----------------------------------------------------------------------------
+
+def _add_evaluate(sub) -> None:
+    from .evaluation import EVAL_SEED
+
+    p = sub.add_parser("evaluate", help="the paper's evaluation protocol on held-out data",
+                       description="Draw N held-out slices (randomisation seeds never used in training; real volumes "
+                                   "with --data), corrupt them as in training, compare predicted with true SSIM and "
+                                   "write report.json and figures. Also scores clean real scans shipped in packages.")
+    p.add_argument("--model", default=None, help="model checkpoint (default: the bundled model)")
+    p.add_argument("-n", "--samples", type=int, default=10000, help="number of slices (default 10000)")
+    p.add_argument("--seed", type=int, default=EVAL_SEED, help=f"held-out randomisation seed (default {EVAL_SEED})")
+    p.add_argument("--data", nargs="+", default=None, help="held-out volumes or folders (default: synthetic MNI152)")
+    p.add_argument("--out", default="evaluation", help="output folder (default evaluation)")
+    p.add_argument("--device", default="auto")
+    p.add_argument("--workers", type=int, default=2)
+    p.add_argument("--force", action="store_true", help="overwrite an existing report")
+    p.set_defaults(func=_run_evaluate)
+
+
+def _load_model_arg(path, device):
+    from .models import load_bundled_model, load_model
+
+    return load_bundled_model(device=device) if path is None else load_model(path, device=device)
+
+
+def _run_evaluate(args) -> int:
+    import json
+
+    from tqdm import tqdm
+
+    from .evaluation import clean_real_check, evaluate
+    from .models import resolve_device
+    from .outputs import ensure_writable
+
+    out = Path(args.out)
+    if out.exists():
+        ensure_writable(out / "report.json", args.force)  # refuse before any work
+    device = resolve_device(args.device)
+    model = _load_model_arg(args.model, device)
+    out.mkdir(parents=True, exist_ok=True)
+    bar = tqdm(total=args.samples, desc="held-out slices", unit="slice", file=sys.stderr)
+    report = evaluate(model, n=args.samples, seed=args.seed, data=args.data, device=device, workers=args.workers,
+                      out_dir=out, progress=bar.update)
+    bar.close()
+    report["clean_real"] = clean_real_check(model, device=device)
+    (out / "report.json").write_text(json.dumps(report, indent=2) + "\n")
+    print(f"residual mean {report['residual_mean']:+.4f}  std {report['residual_std']:.4f}  "
+          f"accuracy 3/5/10/clinical {report['accuracy_3']:.3f} / {report['accuracy_5']:.3f} / "
+          f"{report['accuracy_10']:.3f} / {report['accuracy_clinical']:.3f}")
+    cr = report["clean_real"]
+    if cr["slices"]:
+        print(f"clean real scans: {cr['fraction_good']:.1%} of {cr['slices']} foreground slices predicted >= 0.85")
+    print(f"report: {out / 'report.json'}")
+    return 0
+
+
+# ----------------------------------------------------------------------------
 
 def build_parser() -> argparse.ArgumentParser:
     from . import __version__
@@ -141,6 +243,8 @@ def build_parser() -> argparse.ArgumentParser:
     sub.required = True
     _add_corrupt(sub)
     _add_demo(sub)
+    _add_train(sub)
+    _add_evaluate(sub)
     return parser
 
 

@@ -22,8 +22,10 @@ CLINICAL_SUFFICIENT = 0.60
 CLINICAL_NAMES = {1: "good", 2: "sufficient", 3: "rescan"}
 
 # Products like 0.3 * 10 land a hair away from the integer edge in floating
-# point; rounding first keeps a value that *is* an edge in the upper bin.
-_EDGE_DECIMALS = 9
+# point, and a float32 prediction of 0.7 is 0.69999999: rounding s * n to six
+# decimals first keeps a value that *is* an edge (to float32 precision) in
+# the upper bin.
+_EDGE_DECIMALS = 6
 
 
 def equal_bin_class(ssim: ArrayLike, n_bins: int) -> np.ndarray:

@@ -1,0 +1,175 @@
+"""The network: a torchvision ResNet with one input channel and a bounded SSIM head.
+
+Checkpoints are plain dicts of tensors and numbers, saved with ``torch.save``
+and loaded with ``torch.load(weights_only=True)`` (no pickled code runs), and
+checked against a SHA-256 listed in the model catalogue.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+from typing import Optional, Union
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from .errors import BadModelFileError
+from .labels import all_classes
+
+ARCHITECTURES = ("resnet18", "resnet101")
+FORMAT_VERSION = 1
+
+
+class SSIMRegressor(nn.Module):
+    """ResNet-18 / ResNet-101 (torchvision) predicting SSIM in [0, 1] from one slice.
+
+    Parameters
+    ----------
+    arch : {"resnet18", "resnet101"}
+    input_size : int
+        Resolution the network works at.  Inputs always come as 256 × 256
+        (the project's convention); a smaller ``input_size`` is reached by
+        area averaging inside the model, which makes CPU training affordable.
+
+    Input: (B, 1, 256, 256) normalised slices.  Output: (B,) predicted SSIM,
+    sigmoid-bounded to [0, 1].
+    """
+
+    def __init__(self, arch: str = "resnet18", input_size: int = 256):
+        super().__init__()
+        import torchvision
+
+        if arch not in ARCHITECTURES:
+            raise ValueError(f"arch must be one of {ARCHITECTURES}, got {arch!r}")
+        self.arch = arch
+        self.input_size = int(input_size)
+        net = getattr(torchvision.models, arch)(weights=None, num_classes=1)
+        net.conv1 = nn.Conv2d(1, 64, kernel_size=7, stride=2, padding=3, bias=False)
+        self.net = net
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if x.ndim == 3:
+            x = x[:, None]
+        if x.shape[-1] != self.input_size or x.shape[-2] != self.input_size:
+            x = F.interpolate(x, size=(self.input_size, self.input_size), mode="area")
+        return torch.sigmoid(self.net(x)[:, 0].float())
+
+    def config(self) -> dict:
+        return {"arch": self.arch, "input_size": self.input_size}
+
+
+def build_model(arch: str = "resnet18", input_size: int = 256) -> SSIMRegressor:
+    """A freshly initialised model."""
+    return SSIMRegressor(arch, input_size)
+
+
+def classify(predicted: torch.Tensor) -> dict:
+    """Classes of every scheme from predicted SSIM (classification derived from regression)."""
+    return all_classes(predicted.detach().cpu().numpy())
+
+
+def sha256_of(path: Union[str, Path]) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def save_checkpoint(path: Union[str, Path], model: SSIMRegressor, extra: Optional[dict] = None) -> str:
+    """Save weights + config (+ plain extra data) atomically; returns the file's SHA-256."""
+    from .outputs import atomic_write
+
+    payload = {"format_version": FORMAT_VERSION, "config": model.config(),
+               "state_dict": {k: v.detach().cpu() for k, v in model.state_dict().items()}}
+    if extra:
+        payload.update(extra)
+    with atomic_write(path, force=True) as tmp:
+        torch.save(payload, tmp)
+    return sha256_of(path)
+
+
+def read_checkpoint(path: Union[str, Path], sha256: Optional[str] = None) -> dict:
+    """Load a checkpoint dict safely, with clear errors for every way it can be wrong."""
+    p = Path(path)
+    name = str(path)
+    if not p.is_file():
+        raise BadModelFileError("model file does not exist", name, "check the path or use the bundled model")
+    if sha256 is not None:
+        actual = sha256_of(p)
+        if actual.lower() != sha256.lower():
+            raise BadModelFileError(f"checksum mismatch: SHA-256 is {actual[:12]}…, the catalogue expects "
+                                    f"{sha256[:12]}…", name,
+                                    "the file is damaged or was replaced; restore it from the release")
+    try:
+        data = torch.load(str(p), map_location="cpu", weights_only=True)
+    except Exception as exc:  # torch raises several types for bad pickles / zips
+        text = " ".join(str(exc).split())
+        if "weights_only" in text or "Unsupported global" in text:
+            why = "it contains Python objects that a safe load refuses (not a plain weights file)"
+        else:
+            why = f"not a PyTorch checkpoint or truncated ({text[:100]})"
+        raise BadModelFileError(f"model file cannot be loaded: {why}", name,
+                                "use a checkpoint written by ssimquality train") from None
+    if not isinstance(data, dict) or "state_dict" not in data or "config" not in data:
+        raise BadModelFileError("file is a PyTorch file but not an SSIMQuality checkpoint (no config / weights)",
+                                name, "use a checkpoint written by ssimquality train")
+    return data
+
+
+def load_model(path: Union[str, Path], sha256: Optional[str] = None, device: Union[str, torch.device] = "cpu") -> SSIMRegressor:
+    """Load a model checkpoint (safe load, optional checksum), in eval mode on ``device``."""
+    data = read_checkpoint(path, sha256)
+    cfg = data["config"]
+    try:
+        model = SSIMRegressor(str(cfg.get("arch", "resnet18")), int(cfg.get("input_size", 256)))
+        model.load_state_dict(data["state_dict"])
+    except (RuntimeError, ValueError, KeyError) as exc:
+        raise BadModelFileError(f"weights do not fit the {cfg.get('arch')} architecture "
+                                f"({' '.join(str(exc).split())[:120]})", str(path),
+                                "use a checkpoint written by ssimquality train for this architecture") from None
+    return model.to(device).eval()
+
+
+def catalog_path() -> Path:
+    from .resources import MODELS
+
+    return MODELS / "models.json"
+
+
+def bundled_model_entry(name: Optional[str] = None) -> dict:
+    """The catalogue entry of a bundled model (default: the first, the recommended one)."""
+    path = catalog_path()
+    if not path.is_file():
+        raise BadModelFileError("no bundled model catalogue", str(path), "train one with `make train` or pass --model")
+    entries = json.loads(path.read_text())["models"]
+    if name is None:
+        return entries[0]
+    for e in entries:
+        if e["name"] == name:
+            return e
+    raise BadModelFileError(f"no bundled model named {name!r}", str(path),
+                            f"choose one of {', '.join(e['name'] for e in entries)}")
+
+
+def load_bundled_model(name: Optional[str] = None, device: Union[str, torch.device] = "cpu") -> SSIMRegressor:
+    """The bundled model, checked against the SHA-256 in the catalogue."""
+    entry = bundled_model_entry(name)
+    return load_model(catalog_path().parent / entry["file"], entry["sha256"], device)
+
+
+def resolve_device(device: str = "auto") -> torch.device:
+    """"auto" → CUDA when present, else CPU; a clear error for an unavailable CUDA request."""
+    from .errors import SSIMQualityError
+
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        raise SSIMQualityError("CUDA was requested but no GPU is available to torch", None,
+                               "use --device cpu or --device auto")
+    try:
+        return torch.device(device)
+    except RuntimeError:
+        raise SSIMQualityError(f"unknown device {device!r}", None, "use auto, cpu or cuda") from None

@@ -1,0 +1,238 @@
+"""Training: cached on-the-fly samples, ResNet regression, checkpoints and resume.
+
+Defaults are chosen for a 2-core CPU (see Resources/Models/MODEL_CARD.md):
+the network works at 128 × 128 (area-averaged from the 256 × 256 input),
+batch 64, AdamW with a one-cycle learning-rate schedule peaking at 1e-3,
+bfloat16 autocast and channels-last memory.  The paper's settings (MSE,
+Adam, lr 1e-3, batch 100, 256 × 256) are all options.
+"""
+from __future__ import annotations
+
+import csv
+import json
+import math
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Callable, Optional
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from .data import MotionSliceDataset, build_cache
+from .models import build_model, resolve_device, save_checkpoint
+
+
+@dataclass
+class TrainConfig:
+    """Every setting of a training run (stored in each checkpoint)."""
+
+    out_dir: str = "runs/train"
+    arch: str = "resnet18"
+    input_size: int = 128
+    batch_size: int = 64
+    optimizer: str = "adamw"  # or "adam" (the paper)
+    lr: float = 1e-3
+    weight_decay: float = 1e-4
+    loss: str = "mse"  # or "l1", "huber"
+    steps: int = 3000
+    train_samples: int = 40000
+    val_samples: int = 1000
+    train_seed: int = 1
+    val_seed: int = 999
+    val_every: int = 250
+    checkpoint_every: int = 250
+    device: str = "auto"
+    workers: int = 2
+    max_minutes: float = 0.0  # stop cleanly (checkpoint) after this long; 0 = no limit
+    bf16_cpu: bool = True
+
+
+def _loss_fn(name: str) -> Callable:
+    if name == "mse":
+        return F.mse_loss
+    if name == "l1":
+        return F.l1_loss
+    if name == "huber":
+        return lambda a, b: F.huber_loss(a, b, delta=0.05)
+    raise ValueError(f"unknown loss {name!r}; choose mse, l1 or huber")
+
+
+def cache_file(out_dir: Path, kind: str, n: int, seed: int, size: int) -> Path:
+    return out_dir / f"cache_{kind}_s{seed}_n{n}_{size}.pt"
+
+
+def load_or_build_cache(out_dir: Path, kind: str, n: int, seed: int, size: int, workers: int, log=print):
+    """Samples ``0 … n − 1`` of the dataset with ``seed``, made once and kept on disk for resume."""
+    path = cache_file(out_dir, kind, n, seed, size)
+    if path.is_file():
+        data = torch.load(str(path), weights_only=True)
+        if int(data["n"]) == n and int(data["seed"]) == seed and int(data["size"]) == size:
+            log(f"using cached {kind} samples {path}")
+            return data["x"], data["y"]
+    from tqdm import tqdm
+
+    # Samples depend only on (seed, index): a smaller cache of the same seed is a prefix.
+    prefix_x, prefix_y, start = None, None, 0
+    for other in sorted(out_dir.glob(f"cache_{kind}_s{seed}_n*_{size}.pt")):
+        data = torch.load(str(other), weights_only=True)
+        m = int(data["n"])
+        if int(data["seed"]) == seed and int(data["size"]) == size and start < m < n:
+            prefix_x, prefix_y, start = data["x"], data["y"], m
+    if start:
+        log(f"extending cached {kind} samples from {start} to {n}")
+    ds = MotionSliceDataset(n, seed=seed)
+    bar = tqdm(total=n, initial=start, desc=f"making {kind} samples", unit="sample")
+    x, y = build_cache(ds, size, workers=workers, progress=bar.update, start=start)
+    bar.close()
+    if start:
+        x, y = torch.cat([prefix_x, x]), torch.cat([prefix_y, y])
+    from .outputs import atomic_write
+
+    with atomic_write(path, force=True) as tmp:
+        torch.save({"x": x, "y": y, "n": n, "seed": seed, "size": size}, tmp)
+    return x, y
+
+
+def _autocast(device: torch.device, cfg: TrainConfig):
+    if device.type == "cuda":
+        return torch.autocast("cuda", dtype=torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16)
+    if cfg.bf16_cpu:
+        return torch.autocast("cpu", dtype=torch.bfloat16)
+    return torch.autocast("cpu", enabled=False)
+
+
+@torch.no_grad()
+def predict(model, x: torch.Tensor, device: torch.device, cfg: Optional[TrainConfig] = None, batch: int = 256) -> torch.Tensor:
+    model.eval()
+    out = []
+    cfg = cfg or TrainConfig()
+    for i in range(0, len(x), batch):
+        xb = x[i:i + batch].to(device, torch.float32).contiguous(memory_format=torch.channels_last)
+        with _autocast(device, cfg):
+            out.append(model(xb).float().cpu())
+    return torch.cat(out) if out else torch.zeros(0)
+
+
+def train(cfg: TrainConfig, resume: bool = True, log: Callable[[str], None] = print) -> Path:
+    """Run (or resume) a training run; returns the path of the final model checkpoint."""
+    from tqdm import tqdm
+
+    out = Path(cfg.out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    device = resolve_device(cfg.device)
+    x_tr, y_tr = load_or_build_cache(out, "train", cfg.train_samples, cfg.train_seed, cfg.input_size, cfg.workers, log)
+    x_va, y_va = load_or_build_cache(out, "val", cfg.val_samples, cfg.val_seed, cfg.input_size, cfg.workers, log)
+
+    torch.manual_seed(cfg.train_seed)  # here, so that making samples (or not) does not change the start
+    model = build_model(cfg.arch, cfg.input_size).to(device).to(memory_format=torch.channels_last)
+    opt_cls = torch.optim.AdamW if cfg.optimizer == "adamw" else torch.optim.Adam
+    opt = opt_cls(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay if cfg.optimizer == "adamw" else 0.0)
+    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=cfg.lr, total_steps=cfg.steps, pct_start=0.05,
+                                                div_factor=10.0, final_div_factor=100.0)
+    loss_fn = _loss_fn(cfg.loss)
+    step = 0
+    last = out / "last.ckpt"
+    log_path = out / "log.csv"
+    if resume and last.is_file():
+        state = torch.load(str(last), map_location="cpu", weights_only=True)
+        saved = json.loads(state.get("train_config", "{}"))
+        changed = {k: (saved[k], v) for k, v in asdict(cfg).items()
+                   if k in saved and saved[k] != v and k not in ("max_minutes", "workers", "device", "out_dir")}
+        if changed:
+            from .errors import SSIMQualityError
+
+            raise SSIMQualityError("cannot resume: settings differ from the interrupted run ("
+                                   + ", ".join(f"{k} {a} -> {b}" for k, (a, b) in changed.items()) + ")",
+                                   str(last), "use the same settings, or --no-resume to start afresh")
+        model.load_state_dict(state["state_dict"])
+        opt.load_state_dict(state["optimizer"])
+        sched.load_state_dict(state["scheduler"])
+        step = int(state["step"])
+        log(f"resumed from {last} at step {step}")
+    elif log_path.exists():
+        log_path.unlink()
+
+    n = len(y_tr)
+    per_epoch = n // cfg.batch_size
+
+    def batch_indices(s: int) -> torch.Tensor:
+        epoch, k = divmod(s, per_epoch)
+        perm = torch.randperm(n, generator=torch.Generator().manual_seed(cfg.train_seed * 1000 + epoch))
+        return perm[k * cfg.batch_size:(k + 1) * cfg.batch_size]
+
+    def write_log(row: dict):
+        new = not log_path.exists()
+        with open(log_path, "a", newline="") as fh:
+            w = csv.DictWriter(fh, fieldnames=list(row))
+            if new:
+                w.writeheader()
+            w.writerow(row)
+
+    def checkpoint(path: Path):
+        save_checkpoint(path, model, {"optimizer": opt.state_dict(), "scheduler": sched.state_dict(), "step": step,
+                                      "train_config": json.dumps(asdict(cfg))})
+
+    start = time.time()
+    running = None
+    bar = tqdm(total=cfg.steps, initial=step, desc="training", unit="step")
+    while step < cfg.steps:
+        model.train()
+        idx = batch_indices(step)
+        xb = x_tr[idx].to(device, torch.float32).contiguous(memory_format=torch.channels_last)
+        yb = y_tr[idx].to(device)
+        with _autocast(device, cfg):
+            pred = model(xb)
+        loss = loss_fn(pred.float(), yb)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        sched.step()
+        step += 1
+        value = loss.item()
+        running = value if running is None else 0.98 * running + 0.02 * value
+        bar.update(1)
+        bar.set_postfix(loss=f"{running:.5f}", lr=f"{sched.get_last_lr()[0]:.2e}")
+        timed_out = cfg.max_minutes > 0 and (time.time() - start) > cfg.max_minutes * 60
+        if step % cfg.val_every == 0 or step == cfg.steps or timed_out:
+            p = predict(model, x_va, device, cfg)
+            r = (p - y_va).numpy()
+            row = {"step": step, "lr": sched.get_last_lr()[0], "train_loss": running,
+                   "val_mse": float(np.mean(r ** 2)), "val_residual_mean": float(r.mean()),
+                   "val_residual_std": float(r.std()), "elapsed_s": time.time() - start}
+            write_log(row)
+            bar.write(f"step {step}: val residual mean {row['val_residual_mean']:+.4f} std {row['val_residual_std']:.4f}")
+            plot_log(log_path, out / "loss.png")
+        if step % cfg.checkpoint_every == 0 or step == cfg.steps or timed_out:
+            checkpoint(last)
+        if timed_out:
+            bar.close()
+            log(f"time limit reached at step {step}; resume with the same command")
+            break
+    bar.close()
+    final = out / "model.pt"
+    save_checkpoint(final, model, {"meta": json.dumps({"steps": step, "train_config": asdict(cfg),
+                                                       "wall_time_s": time.time() - start})})
+    return final
+
+
+def plot_log(log_path: Path, png: Path) -> None:
+    """Loss curve: running training loss and validation MSE / residual std per step."""
+    from .figures import _pyplot
+
+    rows = list(csv.DictReader(open(log_path)))
+    if not rows:
+        return
+    plt = _pyplot()
+    steps = [int(r["step"]) for r in rows]
+    fig, ax = plt.subplots(figsize=(7, 4))
+    ax.semilogy(steps, [float(r["train_loss"]) for r in rows], label="train loss (running)")
+    ax.semilogy(steps, [float(r["val_mse"]) for r in rows], label="validation MSE")
+    ax.semilogy(steps, [float(r["val_residual_std"]) for r in rows], label="validation residual σ")
+    ax.set_xlabel("step")
+    ax.grid(True, which="both", alpha=0.3)
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(png, dpi=90)
+    plt.close(fig)

@@ -1,0 +1,68 @@
+"""The on-the-fly training dataset (DESIGN §1 steps 1–5)."""
+import numpy as np
+import pytest
+import torch
+from skimage.metrics import structural_similarity
+
+from SSIMQualityLib.data import MotionSliceDataset, SampleConfig, VolumeFolderSource, build_cache
+from SSIMQualityLib.slices import normalize
+
+
+@pytest.fixture(scope="module")
+def ds():
+    return MotionSliceDataset(40, seed=123)
+
+
+def test_shapes_ranges_and_reproducible(ds):
+    x, y = ds[3]
+    assert x.shape == (1, 256, 256) and x.dtype == torch.float32
+    assert 0.0 <= float(x.min()) and float(x.max()) <= 1.0
+    assert y.shape == () and 0.0 <= float(y) <= 1.0
+    x2, y2 = ds[3]
+    assert torch.equal(x, x2) and float(y) == float(y2)
+    x4, _ = ds[4]
+    assert not torch.equal(x, x4)
+    with pytest.raises(IndexError):
+        ds[40]
+
+
+def test_label_is_ssim_of_the_pair_and_input_is_the_corrupted_slice(ds):
+    idx = list(range(8))
+    clean, corrupted, labels = ds.pairs(idx)
+    x, y = ds.batch(idx)
+    assert torch.equal(y, labels)
+    assert torch.allclose(x[:, 0], normalize(corrupted))
+    for i in range(8):
+        ref = structural_similarity(normalize(clean[i].double().numpy()), normalize(corrupted[i].double().numpy()),
+                                    data_range=1.0)
+        assert float(labels[i]) == pytest.approx(ref, abs=1e-4)
+    assert labels.min() < 0.95, "some samples are corrupted"
+
+
+def test_clean_share_gives_label_one():
+    ds = MotionSliceDataset(12, seed=5, config=SampleConfig(p_clean=1.0))
+    _, y = ds.batch(list(range(12)))
+    assert torch.all(y == 1.0)
+
+
+def test_worker_safe_dataloader_matches_direct(ds):
+    loader = torch.utils.data.DataLoader(ds, batch_size=4, num_workers=2)
+    xb, yb = next(iter(loader))
+    for i in range(4):
+        x, y = ds[i]
+        assert torch.allclose(xb[i], x) and float(yb[i]) == pytest.approx(float(y))
+
+
+def test_cache_downsamples_and_keeps_order(ds):
+    x, y = build_cache(ds, 64, chunk=16)
+    assert x.shape == (40, 1, 64, 64) and x.dtype == torch.float16
+    _, y5 = ds[5]
+    assert float(y[5]) == pytest.approx(float(y5))
+    xs, ys = build_cache(ds, 64, chunk=16, start=30)
+    assert torch.equal(ys, y[30:])
+
+
+def test_folder_source_with_real_volume(sample_path):
+    ds = MotionSliceDataset(6, source=VolumeFolderSource([sample_path.parent]), seed=1)
+    x, y = ds.batch(list(range(6)))
+    assert x.shape == (6, 1, 256, 256) and torch.all((y >= 0) & (y <= 1))

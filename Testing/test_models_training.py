@@ -1,0 +1,120 @@
+"""Models, checkpoints and the training loop (tiny sizes, CPU)."""
+import json
+import pickle
+
+import numpy as np
+import pytest
+import torch
+
+from SSIMQualityLib.errors import BadModelFileError, SSIMQualityError
+from SSIMQualityLib.models import build_model, classify, load_model, read_checkpoint, save_checkpoint, sha256_of
+from SSIMQualityLib.training import TrainConfig, train
+
+
+def test_model_shapes_bounds_and_classes():
+    m = build_model("resnet18", 64).eval()
+    x = torch.rand(3, 1, 256, 256)
+    with torch.no_grad():
+        p = m(x)
+    assert p.shape == (3,) and torch.all((p >= 0) & (p <= 1))
+    c = classify(torch.tensor([0.95, 0.7, 0.2]))
+    assert c["clinical_class"].tolist() == [1, 2, 3] and c["class10"].tolist() == [9, 7, 2]
+    with pytest.raises(ValueError):
+        build_model("vgg16")
+
+
+def test_resnet101_builds_with_one_channel():
+    m = build_model("resnet101", 64)
+    assert m.net.conv1.in_channels == 1 and m.net.fc.out_features == 1
+
+
+def test_checkpoint_round_trip_and_checksum(tmp_path):
+    m = build_model("resnet18", 32).eval()
+    path = tmp_path / "m.pt"
+    digest = save_checkpoint(path, m)
+    assert digest == sha256_of(path)
+    back = load_model(path, sha256=digest)
+    x = torch.rand(2, 1, 256, 256)
+    with torch.no_grad():
+        assert torch.equal(m(x), back(x))
+    with pytest.raises(BadModelFileError, match="checksum mismatch"):
+        load_model(path, sha256="0" * 64)
+
+
+def test_bad_model_files_give_clear_errors(tmp_path):
+    text = tmp_path / "notes.pt"
+    text.write_text("not a model")
+    with pytest.raises(BadModelFileError, match="cannot be loaded"):
+        load_model(text)
+    with pytest.raises(BadModelFileError, match="does not exist"):
+        load_model(tmp_path / "missing.pt")
+    # A pickle of arbitrary objects: the safe loader refuses to run it.
+    evil = tmp_path / "evil.pt"
+    torch.save({"config": {"arch": "resnet18"}, "state_dict": {}, "x": pickle.PicklingError("boo")}, evil)
+    with pytest.raises(BadModelFileError, match="safe load refuses"):
+        load_model(evil)
+    # Weights of another architecture.
+    other = tmp_path / "other.pt"
+    save_checkpoint(other, build_model("resnet18", 32))
+    data = torch.load(other, weights_only=True)
+    data["config"]["arch"] = "resnet101"
+    torch.save(data, other)
+    with pytest.raises(BadModelFileError, match="do not fit"):
+        load_model(other)
+    # Truncated file.
+    good = tmp_path / "good.pt"
+    save_checkpoint(good, build_model("resnet18", 32))
+    trunc = tmp_path / "trunc.pt"
+    trunc.write_bytes(good.read_bytes()[:5000])
+    with pytest.raises(BadModelFileError):
+        load_model(trunc)
+    # A torch file that is not ours.
+    plain = tmp_path / "plain.pt"
+    torch.save({"weights": torch.zeros(3)}, plain)
+    with pytest.raises(BadModelFileError, match="not an SSIMQuality checkpoint"):
+        read_checkpoint(plain)
+
+
+def test_tiny_model_loss_falls():
+    torch.manual_seed(0)
+    from SSIMQualityLib.data import MotionSliceDataset
+
+    x, y = MotionSliceDataset(16, seed=3).batch(list(range(16)))
+    m = build_model("resnet18", 32)
+    opt = torch.optim.Adam(m.parameters(), 1e-3)
+    losses = []
+    for _ in range(25):
+        loss = torch.nn.functional.mse_loss(m(x), y)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        losses.append(loss.item())
+    assert np.mean(losses[-5:]) < 0.5 * np.mean(losses[:3]), losses
+
+
+def _cfg(out, steps):
+    return TrainConfig(out_dir=str(out), input_size=32, batch_size=8, steps=steps, train_samples=32, val_samples=8,
+                       val_every=2, checkpoint_every=2, workers=1)
+
+
+def test_train_resume_gives_same_state(tmp_path):
+    straight = train(_cfg(tmp_path / "a", 4), log=lambda *_: None)
+    # Interrupted after 2 steps (max_minutes would do the same), then resumed with the same settings.
+    cfg = _cfg(tmp_path / "b", 4)
+    (tmp_path / "b").mkdir()
+    for f in (tmp_path / "a").glob("cache_*.pt"):  # same samples, made once
+        (tmp_path / "b" / f.name).write_bytes(f.read_bytes())
+    cfg.max_minutes = 1e-9  # stops (with a checkpoint) after the first step
+    train(cfg, log=lambda *_: None)
+    cfg.max_minutes = 0
+    resumed = train(cfg, log=lambda *_: None)
+    a = torch.load(straight, weights_only=True)["state_dict"]
+    b = torch.load(resumed, weights_only=True)["state_dict"]
+    for k in a:
+        assert torch.allclose(a[k].float(), b[k].float(), atol=1e-5), k
+    log = (tmp_path / "b" / "log.csv").read_text().splitlines()
+    assert log[0].startswith("step,lr,train_loss,val_mse") and len(log) >= 3
+    assert (tmp_path / "b" / "loss.png").stat().st_size > 1000
+    cfg.lr = 0.5  # other settings: refused, not silently mixed
+    with pytest.raises(SSIMQualityError, match="cannot resume"):
+        train(cfg, log=lambda *_: None)
