@@ -43,4 +43,28 @@ def run_demo(out_dir: Union[str, Path] = "demo-output", seed: int = 0, methods=(
         png = corruption_panel(clean, shown, labels, out / f"corruption_{method}.png",
                                title=f"{method} motion, slice {mid} of the sample")
         print(f"  wrote {png}")
+    score_demo(vol, axis, seed)
     return results
+
+
+def score_demo(vol, axis: int, seed: int = 0) -> None:
+    """Score the sample, clean and corrupted, with the bundled model; print per-volume summaries."""
+    from .errors import SSIMQualityError
+    from .models import load_bundled_model
+    from .scoring import score_array
+
+    try:
+        model = load_bundled_model()
+    except SSIMQualityError as exc:
+        print(f"scoring skipped: {exc.one_line()}")
+        return
+    print("scoring with the bundled model (predicted SSIM per slice, foreground slices only):")
+    versions = [("clean", vol.array)]
+    for sev in (0.3, 0.7):
+        res = corrupt_volume(vol.array, axis, method="kspace", severity=sev, seed=seed, out_dtype=vol.array.dtype)
+        versions.append((f"k-space severity {sev} (true mean SSIM {res.ssim.mean():.3f})", res.array))
+    for name, arr in versions:
+        s = score_array(model, arr, vol.spacing, axis=axis).summary()
+        print(f"  {name:45s} mean {s['mean_predicted_ssim']:.3f}  min {s['min_predicted_ssim']:.3f}  good "
+              f"{s['fraction_good']:.0%}  sufficient {s['fraction_sufficient']:.0%}  rescan {s['fraction_rescan']:.0%}"
+              f"  -> {s['verdict']}")

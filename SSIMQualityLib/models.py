@@ -125,7 +125,9 @@ def load_model(path: Union[str, Path], sha256: Optional[str] = None, device: Uni
     cfg = data["config"]
     try:
         model = SSIMRegressor(str(cfg.get("arch", "resnet18")), int(cfg.get("input_size", 256)))
-        model.load_state_dict(data["state_dict"])
+        # Release copies may be float16; the model computes in float32.
+        state = {k: (v.float() if v.is_floating_point() else v) for k, v in data["state_dict"].items()}
+        model.load_state_dict(state)
     except (RuntimeError, ValueError, KeyError) as exc:
         raise BadModelFileError(f"weights do not fit the {cfg.get('arch')} architecture "
                                 f"({' '.join(str(exc).split())[:120]})", str(path),
@@ -173,3 +175,33 @@ def resolve_device(device: str = "auto") -> torch.device:
         return torch.device(device)
     except RuntimeError:
         raise SSIMQualityError(f"unknown device {device!r}", None, "use auto, cpu or cuda") from None
+
+
+def export_model(checkpoint: Union[str, Path], dest: Union[str, Path], name: str, description: str = "",
+                 half: bool = True, force: bool = False) -> dict:
+    """Write a release copy of a trained model and register it in the catalogue next to it.
+
+    The release copy holds only weights and config (no optimizer state), in
+    float16 when ``half`` (half the size; predictions move by < 1e-3), and
+    its SHA-256 goes into ``models.json`` so that every load is checked.
+    """
+    from .outputs import atomic_write, ensure_writable
+
+    data = read_checkpoint(checkpoint)
+    dest = Path(dest)
+    ensure_writable(dest, force)
+    state = {k: (v.half() if half and v.is_floating_point() else v) for k, v in data["state_dict"].items()}
+    payload = {"format_version": FORMAT_VERSION, "config": data["config"], "state_dict": state}
+    if "meta" in data:
+        payload["meta"] = data["meta"]
+    with atomic_write(dest, force=True) as tmp:
+        torch.save(payload, tmp)
+    entry = {"name": name, "file": dest.name, "sha256": sha256_of(dest), "arch": data["config"]["arch"],
+             "input_size": int(data["config"]["input_size"]), "description": description}
+    cat = dest.parent / "models.json"
+    entries = json.loads(cat.read_text())["models"] if cat.is_file() else []
+    entries = [e for e in entries if e["name"] != name]
+    entries.insert(0, entry)
+    with atomic_write(cat, force=True) as tmp:
+        Path(tmp).write_text(json.dumps({"models": entries}, indent=2) + "\n")
+    return entry

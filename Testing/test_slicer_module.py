@@ -1,0 +1,189 @@
+"""The Slicer module's Logic on a real MRML scene (slicer-core), its self-test, and its .ui file."""
+import os
+import re
+import xml.etree.ElementTree as ET
+
+import numpy as np
+import pytest
+
+from slicer_scene import ROOT, make_scene  # noqa: E402  (puts the shim on the path first)
+
+import slicer  # noqa: E402
+
+MODULE_DIR = os.path.join(ROOT, "SSIMQuality")
+
+
+@pytest.fixture()
+def scene():
+    scene, app, logics = make_scene()
+    yield scene
+    scene.Clear(1)
+
+
+@pytest.fixture()
+def module():
+    import SSIMQuality
+
+    return SSIMQuality
+
+
+@pytest.fixture()
+def tiny_model():
+    from SSIMQualityLib.models import build_model
+
+    return build_model("resnet18", 64).eval()
+
+
+def _matrix(node):
+    import vtk
+
+    m = vtk.vtkMatrix4x4()
+    node.GetIJKToRASMatrix(m)
+    return np.array([[m.GetElement(i, j) for j in range(4)] for i in range(4)])
+
+
+def _column(table, name):
+    t = table.GetTable()
+    return np.array([t.GetValueByName(r, name).ToDouble() for r in range(table.GetNumberOfRows())])
+
+
+def test_load_and_score_sample(scene, module, sample_path, sample, tiny_model):
+    logic = module.SSIMQualityLogic()
+    node = logic.loadVolumeFile(sample_path)
+    arr, spacing = logic.volumeArray(node)
+    np.testing.assert_array_equal(arr, sample.array)  # Slicer's (k, j, i) order = ours
+    table = logic.scoreVolume(node, model=tiny_model)
+    axis = int(table.GetAttribute("SSIMQuality.axis"))
+    assert axis == 0  # thickest spacing (2 mm slices)
+    assert table.GetNumberOfRows() == arr.shape[axis]
+    cols = [table.GetColumnName(i) for i in range(table.GetNumberOfColumns())]
+    assert cols == ["slice", "predicted_ssim", "clinical_class", "class3", "class5", "class10", "foreground"]
+    p = _column(table, "predicted_ssim")
+    fg = _column(table, "foreground").astype(bool)
+    assert np.all((p[fg] >= 0) & (p[fg] <= 1)) and np.all(np.isnan(p[~fg]))
+    assert fg.sum() > 0.6 * len(fg)
+    assert float(table.GetAttribute("SSIMQuality.mean_predicted_ssim")) == pytest.approx(np.nanmean(p[fg]))
+    chart = scene.GetNodeByID(table.GetAttribute("SSIMQuality.ChartNodeID"))
+    assert chart.IsA("vtkMRMLPlotChartNode") and chart.GetNumberOfPlotSeriesNodes() == 3
+    # Cancel from the progress callback: nothing returned.
+    assert logic.scoreVolume(node, model=tiny_model, progress=lambda done, total: False) is None
+
+
+def test_axis_follows_geometry_for_oblique_lps_volume(scene, module, tiny_model):
+    """Thick spacing along i (the last array axis), oblique direction, LPS-like origin."""
+    import vtk
+
+    logic = module.SSIMQualityLogic()
+    arr = np.zeros((40, 36, 12), np.float32)
+    arr[5:35, 5:31, :] = np.random.default_rng(0).random((30, 26, 12)) * 100 + 50
+    node = slicer.util.addVolumeFromArray(arr, name="oblique")
+    node.SetSpacing(0.9, 0.9, 0.9)
+    node.SetSpacing(4.0, 0.9, 0.9)  # (i, j, k): i is thick
+    m = vtk.vtkMatrix4x4()
+    node.GetIJKToRASDirectionMatrix(m)
+    c, s = np.cos(0.3), np.sin(0.3)
+    for i, row in enumerate([[-c, s, 0], [-s, -c, 0], [0, 0, 1]]):
+        for j, v in enumerate(row):
+            m.SetElement(i, j, v)
+    node.SetIJKToRASDirectionMatrix(m)
+    node.SetOrigin(120.0, 110.0, -60.0)
+    table = logic.scoreVolume(node, model=tiny_model)
+    assert int(table.GetAttribute("SSIMQuality.axis")) == 2
+    assert table.GetNumberOfRows() == 12
+    out, true_table = logic.corruptVolume(node, severity=0.5, seed=1)
+    np.testing.assert_allclose(_matrix(out), _matrix(node))
+    assert true_table.GetNumberOfRows() == 12
+
+
+def test_corrupt_kspace_contrast(scene, module, sample_path):
+    logic = module.SSIMQualityLogic()
+    node = logic.loadVolumeFile(sample_path)
+    arr, _ = logic.volumeArray(node)
+    out, table = logic.corruptVolume(node, method="kspace", severity=0.0, seed=0)
+    assert np.all(_column(table, "ssim") == 1.0)
+    np.testing.assert_array_equal(slicer.util.arrayFromVolume(out), arr)
+    out2, table2 = logic.corruptVolume(node, method="torchio", severity=0.7, seed=2)
+    assert table2.GetNumberOfRows() == arr.shape[0]
+    s = _column(table2, "ssim")
+    assert np.all((s > 0) & (s <= 1)) and s.mean() < 0.99
+    np.testing.assert_allclose(_matrix(out2), _matrix(node))
+    assert scene.GetNodeByID(out2.GetAttribute("SSIMQuality.TrueSSIMTableID")) is table2
+    k = logic.kspaceVolume(node)
+    karr = slicer.util.arrayFromVolume(k)
+    assert karr.shape == arr.shape and karr.min() >= 0
+    np.testing.assert_allclose(_matrix(k), _matrix(node))
+    c = logic.augmentContrast(node, kind="sigmoid", parameter=10.0)
+    carr = slicer.util.arrayFromVolume(c)
+    assert carr.min() >= 0 and carr.max() <= 1 and carr.shape == arr.shape
+    r1 = slicer.util.arrayFromVolume(logic.augmentContrast(node, kind="gamma", seed=3))
+    r2 = slicer.util.arrayFromVolume(logic.augmentContrast(node, kind="gamma", seed=3))
+    np.testing.assert_array_equal(r1, r2)
+
+
+def test_clear_errors_for_odd_nodes(scene, module, tiny_model):
+    from SSIMQualityLib.errors import SSIMQualityError
+
+    logic = module.SSIMQualityLogic()
+    empty = scene.AddNewNodeByClass("vtkMRMLScalarVolumeNode", "empty")
+    with pytest.raises(SSIMQualityError, match="no image data"):
+        logic.scoreVolume(empty, model=tiny_model)
+    vec = scene.AddNewNodeByClass("vtkMRMLVectorVolumeNode", "rgb")
+    with pytest.raises(SSIMQualityError, match="vector"):
+        logic.scoreVolume(vec, model=tiny_model)
+    seq = slicer.util.addVolumeFromArray(np.random.rand(10, 20, 20).astype(np.float32), name="frame")
+    seq.SetAttribute("SequenceBrowser.ProxyNode", "1")
+    with pytest.raises(SSIMQualityError, match="4-D sequence"):
+        logic.scoreVolume(seq, model=tiny_model)
+    with pytest.raises(SSIMQualityError, match="no input volume"):
+        logic.scoreVolume(None, model=tiny_model)
+    const = slicer.util.addVolumeFromArray(np.ones((10, 20, 20), np.float32), name="const")
+    with pytest.raises(SSIMQualityError, match="same value"):
+        logic.corruptVolume(const)
+
+
+def test_module_self_test_runs(scene, module):
+    t = module.SSIMQualityTest()
+    t.runTest()
+
+
+def test_module_metadata(module):
+    class Parent:
+        pass
+
+    m = module.SSIMQuality(Parent())
+    assert m.parent.categories == ["Quality Assurance"]
+    assert "rescan" in m.parent.helpText and "Limits" in m.parent.helpText
+    assert m.parent.contributors and m.parent.acknowledgementText.strip()
+
+
+def test_ui_parses_and_has_every_widget_the_widget_uses():
+    ui = os.path.join(MODULE_DIR, "Resources", "UI", "SSIMQuality.ui")
+    tree = ET.parse(ui)
+    names = {w.get("name") for w in tree.iter("widget")}
+    source = open(os.path.join(MODULE_DIR, "SSIMQuality.py")).read()
+    used = set(re.findall(r"self\.ui\.(\w+)", source))
+    assert used, "the widget binds names from the .ui"
+    assert used <= names, f"missing in .ui: {sorted(used - names)}"
+    declared = {c.findtext("class") for c in tree.iter("customwidget")}
+    custom = {w.get("class") for w in tree.iter("widget")} - {"QLabel", "QPushButton", "QComboBox", "QProgressBar",
+                                                               "QSpinBox", "QCheckBox"}
+    assert custom <= declared
+
+
+def test_module_resources_exist():
+    for rel in ("Resources/Icons/SSIMQuality.png", "Resources/requirements.txt", "CMakeLists.txt"):
+        assert os.path.isfile(os.path.join(MODULE_DIR, rel)), rel
+    cm = open(os.path.join(MODULE_DIR, "CMakeLists.txt")).read().replace("${MODULE_NAME}", "SSIMQuality")
+    assert "slicerMacroBuildScriptedModule" in cm and "SSIMQuality.ui" in cm and "SSIMQuality.png" in cm
+    req = open(os.path.join(MODULE_DIR, "Resources", "requirements.txt")).read()
+    for pkg in ("torchio", "scikit-image", "torchvision"):
+        assert pkg in req
+
+
+def test_extension_cmakelists():
+    text = open(os.path.join(ROOT, "CMakeLists.txt")).read()
+    for field in ("EXTENSION_HOMEPAGE", "EXTENSION_CATEGORY", "EXTENSION_CONTRIBUTORS", "EXTENSION_DESCRIPTION",
+                  "EXTENSION_ICONURL", "EXTENSION_SCREENSHOTURLS", "EXTENSION_DEPENDS"):
+        assert re.search(rf'set\({field} "[^"]+"\)', text), field
+    assert 'EXTENSION_DEPENDS "PyTorch"' in text
+    assert "add_subdirectory(SSIMQuality)" in text and "add_subdirectory(SSIMQualityCLI)" in text
