@@ -108,6 +108,150 @@ def _run_corrupt(args) -> int:
 
 
 # ----------------------------------------------------------------------------
+# score
+# ----------------------------------------------------------------------------
+
+def _add_score(sub) -> None:
+    p = sub.add_parser("score", help="score volumes (files or folders) for motion artefacts",
+                       description="Predict the SSIM of every slice of every volume (along the acquisition axis), "
+                                   "with a per-volume summary and verdict. Bad files are reported and skipped.")
+    p.add_argument("paths", nargs="+", help="volumes (NIfTI, NRRD, MetaImage) or folders (also DICOM series folders)")
+    p.add_argument("-o", "--output", default=None, help="results.csv (plus results.summary.csv) or results.json")
+    p.add_argument("--recursive", action="store_true", help="look into sub-folders")
+    p.add_argument("--model", default=None, help="model checkpoint (default: the bundled model)")
+    p.add_argument("--device", default="auto", help="auto (CUDA when present), cpu or cuda")
+    p.add_argument("--batch-size", type=int, default=32, help="slices per model call (default 32)")
+    p.add_argument("--axis", type=_axis, default=None, help="auto (acquisition axis), 0, 1 or 2")
+    p.add_argument("--workers", type=int, default=2, help="volumes read ahead in background threads (default 2)")
+    p.add_argument("--frame", type=int, default=None, help="frame to score in 4-D files")
+    p.add_argument("--fast", action="store_true", help="bfloat16 on the CPU (predictions move < 0.005)")
+    p.add_argument("--report-dir", default=None, help="folder for one PNG per volume and index.html")
+    p.add_argument("--iqm", action="store_true", help="add MRIQC-style CNR, CJV, EFC, QI1 to each volume's summary")
+    p.add_argument("--force", action="store_true", help="overwrite existing outputs")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.set_defaults(func=_run_score)
+
+
+def _run_score(args) -> int:
+    from tqdm import tqdm
+
+    from .batch import IQM_SUMMARY_COLUMNS, SUMMARY_COLUMNS, score_files, summary_path, volume_figure, write_index, write_results
+    from .models import resolve_device
+    from .outputs import ensure_writable
+    from .volumes import list_volume_paths
+
+    if args.batch_size < 1:
+        raise SSIMQualityError(f"--batch-size must be at least 1, got {args.batch_size}")
+    # Refuse before any work is done.
+    if args.output:
+        if not args.output.lower().endswith((".csv", ".json")):
+            raise SSIMQualityError("unknown results format", args.output, "end the name with .csv or .json")
+        ensure_writable(args.output, args.force)
+        if args.output.lower().endswith(".csv"):
+            ensure_writable(summary_path(args.output), args.force)
+    report = Path(args.report_dir) if args.report_dir else None
+    if report is not None:
+        if (report / "index.html").exists() and not args.force:
+            ensure_writable(report / "index.html", False)
+        report.mkdir(parents=True, exist_ok=True)
+    paths = list_volume_paths(args.paths, args.recursive)
+    device = resolve_device(args.device)
+    model = _load_model_arg(args.model, device)
+    vol_bar = tqdm(total=len(paths), desc="volumes", unit="vol", disable=args.quiet, file=sys.stderr, position=0)
+    slice_bar = tqdm(desc="slices", unit="slice", disable=args.quiet, file=sys.stderr, position=1, leave=False)
+    results, index = [], []
+    for res in score_files(paths, model, device=device, batch_size=args.batch_size, axis=args.axis,
+                           workers=args.workers, frame=args.frame, bf16=args.fast, iqm=args.iqm,
+                           progress=slice_bar.update):
+        vol_bar.update(1)
+        if res.error is not None:
+            tqdm.write(f"ssimquality: error: {res.error.one_line()}", file=sys.stderr)
+        else:
+            s = res.summary()
+            if report is not None:
+                png = report / f"{len(index):04d}_{Path(res.file).name.split('.')[0]}.png"
+                volume_figure(res.file, res.array, res.score, png)
+                index.append({**s, "png": png.name})
+            if not args.output:
+                tqdm.write(f"{res.file}: {s['slices_scored']} slices scored, mean {s['mean_predicted_ssim']:.3f}, "
+                           f"min {s['min_predicted_ssim']:.3f} -> {s['verdict']}")
+        res.array = None  # drawn; free the voxels
+        results.append(res)
+    vol_bar.close()
+    slice_bar.close()
+    if args.output:
+        columns = SUMMARY_COLUMNS + (IQM_SUMMARY_COLUMNS if args.iqm else [])
+        for p in write_results(results, args.output, force=args.force, summary_columns=columns):
+            print(f"wrote {p}")
+    if report is not None:
+        print(f"wrote {write_index(index, report)}")
+    bad = [r for r in results if r.error is not None]
+    good = len(results) - len(bad)
+    print(f"{good} of {len(results)} volumes scored" + (f"; {len(bad)} could not be scored (see above)" if bad else ""))
+    return EXIT_ERROR if bad else 0
+
+
+# ----------------------------------------------------------------------------
+# iqm
+# ----------------------------------------------------------------------------
+
+def _add_iqm(sub) -> None:
+    p = sub.add_parser("iqm", help="MRIQC-style no-reference metrics (CNR, CJV, EFC, QI1) on any contrast",
+                       description="Compute CNR, CJV, EFC and QI1 as MRIQC defines them, with our own light, "
+                                   "contrast-agnostic segmentation. A metric that cannot be computed is empty, "
+                                   "with the reason.")
+    p.add_argument("paths", nargs="+", help="volumes or folders")
+    p.add_argument("-o", "--output", default=None, help="iqm.csv (columns file,cnr,cjv,efc,qi1,reason) or .json")
+    p.add_argument("--recursive", action="store_true")
+    p.add_argument("--frame", type=int, default=None, help="frame to use from 4-D files")
+    p.add_argument("--force", action="store_true", help="overwrite an existing output")
+    p.add_argument("--quiet", action="store_true")
+    p.set_defaults(func=_run_iqm)
+
+
+IQM_COLUMNS = ["file", "cnr", "cjv", "efc", "qi1", "reason"]
+
+
+def _run_iqm(args) -> int:
+    import json
+
+    from tqdm import tqdm
+
+    from .batch import rows_to_csv
+    from .iqm import compute_iqms
+    from .outputs import ensure_writable, write_text
+    from .volumes import list_volume_paths, read_volume
+
+    if args.output:
+        if not args.output.lower().endswith((".csv", ".json")):
+            raise SSIMQualityError("unknown results format", args.output, "end the name with .csv or .json")
+        ensure_writable(args.output, args.force)
+    paths = list_volume_paths(args.paths, args.recursive)
+    rows, bad = [], 0
+    for path in tqdm(paths, desc="volumes", unit="vol", disable=args.quiet, file=sys.stderr):
+        try:
+            vol = read_volume(path, frame=args.frame)
+        except SSIMQualityError as exc:
+            tqdm.write(f"ssimquality: error: {exc.one_line()}", file=sys.stderr)
+            bad += 1
+            continue
+        row = {"file": str(path), **compute_iqms(vol.array).as_dict()}
+        rows.append(row)
+        if not args.output:
+            print(f"{path}: CNR {row['cnr']:.3f}  CJV {row['cjv']:.3f}  EFC {row['efc']:.3f}  QI1 {row['qi1']:.4f}"
+                  + (f"  ({row['reason']})" if row["reason"] else ""))
+    if args.output:
+        if args.output.lower().endswith(".json"):
+            from .batch import _nan_to_none
+
+            write_text(args.output, json.dumps(_nan_to_none(rows), indent=1) + "\n", args.force)
+        else:
+            write_text(args.output, rows_to_csv(rows, IQM_COLUMNS), args.force)
+        print(f"wrote {args.output}")
+    return EXIT_ERROR if bad else 0
+
+
+# ----------------------------------------------------------------------------
 # demo
 # ----------------------------------------------------------------------------
 
@@ -241,7 +385,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--debug", action="store_true", help="show full tracebacks on errors")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     sub.required = True
+    _add_score(sub)
     _add_corrupt(sub)
+    _add_iqm(sub)
     _add_demo(sub)
     _add_train(sub)
     _add_evaluate(sub)

@@ -5,6 +5,12 @@ Measures, in one run:
       a batch of 256 pairs of 256 × 256 slices
   kspace_slices_per_s / torchio_motion_slices_per_s / kspace_speedup_vs_torchio
       corruption of real 256 × 256 slices of the sample (severity 0.5)
+  train_step_images_per_s
+      ResNet-18 training steps (bf16 autocast, channels-last) at the network's resolution
+  score_slices_per_s (_bf16), bf16_max_abs_prediction_change
+      inference of 256 × 256 slices with the bundled model
+  score_volume_256x256x150_s_cpu (_fast), score_volume_256x256x150_s_cuda (with a GPU)
+      the whole `ssimquality score` command on one volume, model loaded once
 """
 from __future__ import annotations
 
@@ -70,6 +76,78 @@ def bench_motion(results: dict) -> None:
     results["kspace_speedup_vs_torchio"] = results["kspace_slices_per_s"] / results["torchio_motion_slices_per_s"]
 
 
+def _bench_model():
+    """The bundled model if present (what users run), else an untrained ResNet-18 of the same shape."""
+    from SSIMQualityLib.errors import SSIMQualityError
+    from SSIMQualityLib.models import build_model, load_bundled_model
+
+    try:
+        return load_bundled_model(), "bundled"
+    except SSIMQualityError:
+        return build_model("resnet18", 128).eval(), "untrained resnet18 (no bundled model)"
+
+
+def bench_model(results: dict) -> None:
+    from SSIMQualityLib.models import build_model
+    from SSIMQualityLib.scoring import predict_slices
+
+    model, which = _bench_model()
+    results["model"] = which
+    size = model.input_size
+    # Training step, ResNet-18 at 256 x 256 input (the network works at its own input_size), bf16 + channels_last.
+    net = build_model("resnet18", size).to(memory_format=torch.channels_last)
+    opt = torch.optim.AdamW(net.parameters(), 1e-3)
+    x = torch.rand(32, 1, size, size).contiguous(memory_format=torch.channels_last)
+    y = torch.rand(32)
+
+    def step():
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            p = net(x)
+        loss = torch.nn.functional.mse_loss(p.float(), y)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+
+    results["train_step_images_per_s"] = _rate(step, 32, min_time=6.0)
+    results["train_step_resolution"] = size
+    slices = torch.rand(64, 256, 256) * 1000
+    results["score_slices_per_s"] = _rate(lambda: predict_slices(model, slices, batch_size=32), 64, min_time=4.0)
+    results["score_slices_per_s_bf16"] = _rate(lambda: predict_slices(model, slices, batch_size=32, bf16=True), 64,
+                                               min_time=4.0)
+    real = _slices(64) * 1000
+    a = predict_slices(model, real, batch_size=32)
+    b = predict_slices(model, real, batch_size=32, bf16=True)
+    results["bf16_max_abs_prediction_change"] = float(np.max(np.abs(a - b)))
+
+
+def bench_score_volume(results: dict, tmp: Path) -> None:
+    """Whole `ssimquality score` command on a 256 x 256 x 150 volume, model loaded once, CPU."""
+    import subprocess
+
+    import SimpleITK as sitk
+
+    vol = read_volume(SAMPLE_VOLUME)
+    arr = np.zeros((150, 256, 256), np.int16)
+    src = vol.array[np.linspace(0, vol.shape[0] - 1, 150).astype(int)]
+    arr[:, 30:30 + src.shape[1], 50:50 + src.shape[2]] = src
+    img = sitk.GetImageFromArray(arr)
+    img.SetSpacing((1.0, 1.0, 1.2))
+    path = tmp / "vol256x256x150.nii.gz"
+    sitk.WriteImage(img, str(path))
+    exe = Path(sys.executable).parent / "ssimquality"
+    cmd = [str(exe)] if exe.exists() else [sys.executable, "-m", "SSIMQualityLib.cli"]
+    for label, extra in (("score_volume_256x256x150_s_cpu", []), ("score_volume_256x256x150_s_cpu_fast", ["--fast"])):
+        start = time.perf_counter()
+        subprocess.run(cmd + ["score", str(path), "--device", "cpu", "--quiet", "-o", str(tmp / f"{label}.csv")] + extra,
+                       check=True, capture_output=True)
+        results[label] = time.perf_counter() - start
+    if torch.cuda.is_available():
+        start = time.perf_counter()
+        subprocess.run(cmd + ["score", str(path), "--device", "cuda", "--quiet", "-o", str(tmp / "gpu.csv")],
+                       check=True, capture_output=True)
+        results["score_volume_256x256x150_s_cuda"] = time.perf_counter() - start
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--out", default="bench.json")
@@ -77,9 +155,12 @@ def main(argv=None) -> int:
     results = {"machine": {"cpu_count": os.cpu_count(), "torch_threads": torch.get_num_threads(),
                            "torch": torch.__version__, "python": platform.python_version(),
                            "platform": platform.platform()}}
-    for step in (bench_ssim, bench_motion):
-        step(results)
-        print(json.dumps({k: round(v, 2) for k, v in results.items() if isinstance(v, float)}), flush=True)
+    import tempfile
+
+    with tempfile.TemporaryDirectory() as tmp:
+        for step in (bench_ssim, bench_motion, bench_model, lambda r: bench_score_volume(r, Path(tmp))):
+            step(results)
+            print(json.dumps({k: round(v, 3) for k, v in results.items() if isinstance(v, float)}), flush=True)
     Path(args.out).write_text(json.dumps(results, indent=2) + "\n")
     print(f"wrote {args.out}")
     return 0

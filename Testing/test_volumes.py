@@ -8,6 +8,8 @@ import SimpleITK as sitk
 from SSIMQualityLib.errors import OutputExistsError, UnreadableFileError, UnsupportedImageError
 from SSIMQualityLib.volumes import read_volume, write_volume
 
+from helpers import write_dicom_series
+
 
 def test_sample_reads_with_geometry(sample):
     assert sample.array.ndim == 3 and sample.array.dtype == np.int16
@@ -26,27 +28,8 @@ def test_round_trip_keeps_geometry_and_values(sample, tmp_path, suffix):
     np.testing.assert_allclose(back.direction, sample.direction, atol=1e-6)
 
 
-def _write_dicom_series(vol, folder, series_uid="1.2.826.0.1.3680043.2.1125.1"):
-    folder.mkdir()
-    img = vol.to_sitk(vol.array[:12])
-    writer = sitk.ImageFileWriter()
-    writer.KeepOriginalImageUIDOn()
-    for k in range(img.GetDepth()):
-        s = img[:, :, k]
-        s.SetMetaData("0020|000e", series_uid)
-        s.SetMetaData("0020|000d", "1.2.826.0.1.3680043.2.1125.2")
-        s.SetMetaData("0008|0060", "MR")
-        s.SetMetaData("0020|0032", "\\".join(map(str, img.TransformIndexToPhysicalPoint((0, 0, k)))))
-        s.SetMetaData("0020|0037", "\\".join(map(str, img.GetDirection()[0:3] + img.GetDirection()[3:6])))
-        s.SetMetaData("0020|0013", str(k))
-        s.SetMetaData("0008|0018", f"1.2.826.0.1.3680043.2.1125.3.{k}")
-        writer.SetFileName(str(folder / f"slice{k:03d}.dcm"))
-        writer.Execute(s)
-    return folder
-
-
 def test_dicom_series_folder(sample, tmp_path):
-    folder = _write_dicom_series(sample, tmp_path / "dicom")
+    folder = write_dicom_series(sample, tmp_path / "dicom")
     vol = read_volume(folder)
     assert vol.shape == (12,) + sample.shape[1:]
     np.testing.assert_array_equal(vol.array, sample.array[:12])

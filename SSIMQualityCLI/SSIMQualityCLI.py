@@ -1,0 +1,76 @@
+#!/usr/bin/env python-real
+"""Slicer CLI module: score one volume, write a per-slice table (Slicer Execution Model).
+
+Slicer runs it as ``SSIMQualityCLI.py [--model F] [--device D] [--batch-size N] [--fast] input output``
+(booleans are passed bare) and reads progress from ``<filter-…>`` lines on stdout.  Outside Slicer it is
+a plain command with the same arguments.  All work is done by SSIMQualityLib.
+"""
+import argparse
+import os
+import sys
+
+_HERE = os.path.dirname(os.path.abspath(__file__))
+for _candidate in (_HERE, os.path.dirname(_HERE)):
+    if os.path.isdir(os.path.join(_candidate, "SSIMQualityLib")):
+        sys.path.insert(0, _candidate)
+        break
+
+
+def _say(tag, text):
+    print(f"<{tag}>{text}</{tag}>", flush=True)
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description="Score a volume for motion artefacts (predicted SSIM per slice).")
+    parser.add_argument("inputVolume")
+    parser.add_argument("outputTable")
+    parser.add_argument("--model", default="")
+    parser.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
+    parser.add_argument("--batch-size", dest="batchSize", type=int, default=32)
+    parser.add_argument("--fast", action="store_true")  # Slicer passes booleans bare
+    args = parser.parse_args(argv)
+
+    from SSIMQualityLib.batch import VolumeResult, write_slice_table
+    from SSIMQualityLib.errors import SSIMQualityError
+    from SSIMQualityLib.models import load_bundled_model, load_model, resolve_device
+    from SSIMQualityLib.scoring import score_array
+    from SSIMQualityLib.slices import acquisition_axis
+    from SSIMQualityLib.volumes import read_volume
+
+    print("<filter-start><filter-name>SSIMQualityCLI</filter-name>"
+          "<filter-comment>Scoring slices for motion artefacts</filter-comment></filter-start>", flush=True)
+    try:
+        if args.batchSize < 1:
+            raise SSIMQualityError(f"batch size must be at least 1, got {args.batchSize}")
+        _say("filter-progress-text", "reading the volume")
+        vol = read_volume(args.inputVolume)
+        total = vol.shape[acquisition_axis(vol.spacing)]
+        _say("filter-progress-text", "loading the model")
+        device = resolve_device(args.device)
+        model = load_model(args.model, device=device) if args.model else load_bundled_model(device=device)
+        _say("filter-progress", "0.1")
+        _say("filter-progress-text", f"scoring {total} slices")
+        done = [0]
+
+        def progress(n):
+            done[0] += n
+            _say("filter-progress", f"{0.1 + 0.85 * done[0] / max(1, total):.3f}")
+
+        score = score_array(model, vol.array, vol.spacing, device=device, batch_size=args.batchSize, bf16=args.fast,
+                            progress=progress)
+        result = VolumeResult(args.inputVolume, score=score)
+        s = result.summary()
+        _say("filter-progress-text", "writing the table")
+        write_slice_table(result, args.outputTable, force=True)  # Slicer hands over a fresh temporary path
+        _say("filter-comment", f"mean predicted SSIM {s['mean_predicted_ssim']:.3f}, min {s['min_predicted_ssim']:.3f}, "
+                               f"verdict {s['verdict']}")
+        _say("filter-progress", "1")
+    except SSIMQualityError as exc:
+        print(f"SSIMQualityCLI: error: {exc.one_line()}", file=sys.stderr, flush=True)
+        return 1
+    print("<filter-end><filter-name>SSIMQualityCLI</filter-name><filter-time>0</filter-time></filter-end>", flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

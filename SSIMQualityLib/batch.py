@@ -1,0 +1,231 @@
+"""Batch scoring of many volumes: prefetching loader, one model, tables and a visual report.
+
+Used by ``ssimquality score`` and the Slicer CLI module.  Reading and
+decompressing the next volumes runs in background threads while the model
+works on the current one; slices go to the model in batches; a bad file is
+reported and skipped, never fatal to the batch.
+"""
+from __future__ import annotations
+
+import csv
+import html
+import io
+import json
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable, Iterable, Iterator, List, Optional, Sequence, Union
+
+import numpy as np
+
+from .errors import SSIMQualityError
+from .scoring import VolumeScore, score_array
+
+SLICE_COLUMNS = ["file", "axis", "slice", "predicted_ssim", "clinical_class", "class3", "class5", "class10",
+                 "foreground"]
+SUMMARY_COLUMNS = ["file", "slices", "slices_scored", "mean_predicted_ssim", "min_predicted_ssim", "fraction_good",
+                   "fraction_sufficient", "fraction_rescan", "verdict"]
+IQM_SUMMARY_COLUMNS = ["cnr", "cjv", "efc", "qi1", "reason"]
+
+
+@dataclass
+class VolumeResult:
+    """The outcome for one input: a score, or the error that stopped it."""
+
+    file: str
+    score: Optional[VolumeScore] = None
+    error: Optional[SSIMQualityError] = None
+    extra: dict = field(default_factory=dict)
+    array: Optional[np.ndarray] = None  # the voxels, kept only until the caller has drawn them
+
+    def slice_rows(self) -> List[dict]:
+        if self.score is None:
+            return []
+        return [{"file": self.file, **r} for r in self.score.rows()]
+
+    def summary(self) -> dict:
+        s = {"file": self.file, **self.score.summary()} if self.score is not None else {"file": self.file}
+        s.update(self.extra)
+        return s
+
+
+def _read(path: Path, frame: Optional[int]):
+    from .volumes import read_volume
+
+    try:
+        return read_volume(path, frame=frame), None
+    except SSIMQualityError as exc:
+        return None, exc
+    except Exception as exc:  # an unexpected reader failure is still one file's problem
+        from .errors import UnreadableFileError
+
+        return None, UnreadableFileError(f"could not be read ({type(exc).__name__}: {' '.join(str(exc).split())[:120]})",
+                                         str(path), "check the file")
+
+
+def score_files(paths: Sequence[Union[str, Path]], model, device="cpu", batch_size: int = 32, axis: Optional[int] = None,
+                workers: int = 2, frame: Optional[int] = None, bf16: bool = False, iqm: bool = False,
+                progress: Optional[Callable[[int], None]] = None,
+                on_volume: Optional[Callable[[VolumeResult], None]] = None) -> Iterator[VolumeResult]:
+    """Score each file; yields one :class:`VolumeResult` per input in order.
+
+    Up to ``workers`` volumes are read ahead in background threads.  With
+    ``iqm`` the MRIQC-style metrics join each volume's summary.
+    """
+    paths = [Path(p) for p in paths]
+    with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
+        pending = {}
+        ahead = max(1, workers)
+
+        def submit(i):
+            if i < len(paths) and i not in pending:
+                pending[i] = pool.submit(_read, paths[i], frame)
+
+        for i in range(ahead):
+            submit(i)
+        for i, path in enumerate(paths):
+            submit(i + ahead)
+            vol, err = pending.pop(i).result()
+            if err is not None:
+                result = VolumeResult(str(path), error=err)
+            else:
+                try:
+                    sc = score_array(model, vol.array, vol.spacing, axis=axis, device=device, batch_size=batch_size,
+                                     bf16=bf16, progress=progress)
+                    result = VolumeResult(str(path), score=sc, array=vol.array)
+                    if iqm:
+                        from .iqm import compute_iqms
+
+                        result.extra = compute_iqms(vol.array).as_dict()
+                except SSIMQualityError as exc:
+                    result = VolumeResult(str(path), error=exc)
+            if on_volume:
+                on_volume(result)
+            yield result
+
+
+def rows_to_csv(rows: List[dict], columns: Sequence[str]) -> str:
+    buf = io.StringIO()
+    w = csv.DictWriter(buf, fieldnames=list(columns), extrasaction="ignore", lineterminator="\n")
+    w.writeheader()
+    for r in rows:
+        w.writerow({k: (f"{v:.6f}" if isinstance(v, float) and v == v else ("" if isinstance(v, float) else v))
+                    for k, v in r.items()})
+    return buf.getvalue()
+
+
+def summary_path(output: Union[str, Path]) -> Path:
+    """Where the per-volume summary of a CSV output goes: ``results.csv`` → ``results.summary.csv``."""
+    p = Path(output)
+    return p.with_name(p.name[: -len(".csv")] + ".summary.csv") if p.name.lower().endswith(".csv") else p
+
+
+def write_results(results: List[VolumeResult], output: Union[str, Path], force: bool = False,
+                  slice_columns: Sequence[str] = SLICE_COLUMNS, summary_columns: Sequence[str] = SUMMARY_COLUMNS) -> List[Path]:
+    """Write results by extension: ``.json`` (one document) or ``.csv`` (slices + ``.summary.csv``), atomically."""
+    from .outputs import write_text
+
+    out = Path(output)
+    done = [r for r in results if r.score is not None]
+    if out.name.lower().endswith(".json"):
+        doc = {"volumes": [{**r.summary(), "slice_scores": r.slice_rows()} for r in done],
+               "errors": [{"file": r.file, "error": r.error.one_line()} for r in results if r.error is not None]}
+        text = json.dumps(_nan_to_none(doc), indent=1, default=_json_default, allow_nan=False)
+        return [write_text(out, text + "\n", force)]
+    slices = [row for r in done for row in r.slice_rows()]
+    a = write_text(out, rows_to_csv(slices, slice_columns), force)
+    b = write_text(summary_path(out), rows_to_csv([r.summary() for r in done], summary_columns), force)
+    return [a, b]
+
+
+def _nan_to_none(o):
+    """JSON has no NaN: unscored values become null."""
+    if isinstance(o, dict):
+        return {k: _nan_to_none(v) for k, v in o.items()}
+    if isinstance(o, list):
+        return [_nan_to_none(v) for v in o]
+    if isinstance(o, (float, np.floating)) and o != o:
+        return None
+    return o
+
+
+def _json_default(o):
+    if isinstance(o, (np.integer,)):
+        return int(o)
+    if isinstance(o, (np.floating,)):
+        return float(o)
+    if isinstance(o, np.bool_):
+        return bool(o)
+    raise TypeError(type(o))
+
+
+def volume_figure(path: Union[str, Path], array: np.ndarray, score: VolumeScore, out_png: Union[str, Path],
+                  n_worst: int = 6) -> Path:
+    """One PNG per volume: the worst slices with their scores, and the per-slice curve with thresholds."""
+    from .figures import _pyplot
+    from .labels import CLINICAL_GOOD, CLINICAL_SUFFICIENT
+    from .slices import normalize
+
+    plt = _pyplot()
+    p = score.predicted
+    order = [i for i in np.argsort(np.nan_to_num(p, nan=2.0)) if score.foreground[i]][:n_worst]
+    cols = max(1, len(order))
+    fig = plt.figure(figsize=(2.2 * max(cols, 4), 5.2))
+    gs = fig.add_gridspec(2, max(cols, 4), height_ratios=[1.1, 1])
+    moved = np.moveaxis(array, score.axis, 0)
+    for c, i in enumerate(order):
+        ax = fig.add_subplot(gs[0, c])
+        ax.imshow(normalize(moved[i].astype(np.float32)), cmap="gray", origin="lower")
+        colour = "#2e7d32" if p[i] >= CLINICAL_GOOD else ("#f9a825" if p[i] >= CLINICAL_SUFFICIENT else "#c62828")
+        ax.set_title(f"slice {i}: {p[i]:.2f}", fontsize=9, color=colour)
+        ax.axis("off")
+    ax = fig.add_subplot(gs[1, :])
+    xs = np.arange(len(p))
+    ax.plot(xs, p, "o-", ms=3, lw=1, label="predicted SSIM")
+    ax.axhspan(CLINICAL_GOOD, 1.0, color="#2e7d32", alpha=0.08)
+    ax.axhspan(CLINICAL_SUFFICIENT, CLINICAL_GOOD, color="#f9a825", alpha=0.08)
+    ax.axhspan(0, CLINICAL_SUFFICIENT, color="#c62828", alpha=0.08)
+    ax.axhline(CLINICAL_GOOD, color="#2e7d32", ls="--", lw=0.8, label="good ≥ 0.85")
+    ax.axhline(CLINICAL_SUFFICIENT, color="#c62828", ls="--", lw=0.8, label="rescan < 0.60")
+    ax.set_ylim(0, 1.02)
+    ax.set_xlabel(f"slice (axis {score.axis})")
+    ax.set_ylabel("predicted SSIM")
+    s = score.summary()
+    ax.set_title(f"{Path(path).name}: mean {s['mean_predicted_ssim']:.3f}, min {s['min_predicted_ssim']:.3f} → {s['verdict']}",
+                 fontsize=10)
+    ax.legend(fontsize=8, loc="lower right")
+    fig.tight_layout()
+    fig.savefig(out_png, dpi=80)
+    plt.close(fig)
+    return Path(out_png)
+
+
+def write_index(entries: List[dict], report_dir: Union[str, Path]) -> Path:
+    """index.html listing volumes worst first, each with its PNG."""
+    from .outputs import write_text
+
+    entries = sorted(entries, key=lambda e: (np.nan_to_num(e["mean_predicted_ssim"], nan=2.0)))
+    rows = []
+    for e in entries:
+        rows.append(
+            f"<tr><td>{html.escape(e['file'])}</td><td>{e['mean_predicted_ssim']:.3f}</td>"
+            f"<td>{e['min_predicted_ssim']:.3f}</td><td class='{e['verdict']}'>{e['verdict']}</td>"
+            f"<td><a href='{html.escape(e['png'])}'><img src='{html.escape(e['png'])}' width='600'></a></td></tr>")
+    doc = ("<!DOCTYPE html><html><head><meta charset='utf-8'><title>SSIMQuality report</title><style>"
+           "body{font-family:sans-serif}td{padding:4px;vertical-align:top}.rescan{color:#c62828;font-weight:bold}"
+           ".sufficient{color:#b28704}.good{color:#2e7d32}</style></head><body>"
+           f"<h1>SSIMQuality report</h1><p>{len(entries)} volumes, worst first (mean predicted SSIM).</p>"
+           "<table><tr><th>file</th><th>mean</th><th>min</th><th>verdict</th><th>slices</th></tr>"
+           + "".join(rows) + "</table></body></html>\n")
+    return write_text(Path(report_dir) / "index.html", doc, force=True)
+
+
+def write_slice_table(result: VolumeResult, path: Union[str, Path], force: bool = False) -> Path:
+    """One volume's per-slice table; tab-separated for ``.tsv`` (what Slicer loads), else CSV."""
+    from .outputs import write_text
+
+    columns = [c for c in SLICE_COLUMNS if c != "file"]
+    text = rows_to_csv(result.slice_rows(), columns)
+    if str(path).lower().endswith(".tsv"):
+        text = text.replace(",", "\t")
+    return write_text(path, text, force)

@@ -1,0 +1,168 @@
+"""`ssimquality score` and the Slicer CLI module (batch scoring)."""
+import csv
+import hashlib
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from helpers import write_dicom_series, write_nifti
+from SSIMQualityLib.cli import main
+from SSIMQualityLib.volumes import read_volume
+
+ROOT = Path(__file__).resolve().parent.parent
+CLI_DIR = ROOT / "SSIMQualityCLI"
+
+
+@pytest.fixture(scope="module")
+def archive(tmp_path_factory, sample_path, sample):
+    """A folder: the sample, a corrupted copy, a DICOM series of the sample's first 12 slices."""
+    d = tmp_path_factory.mktemp("archive")
+    (d / "clean.nii.gz").write_bytes(sample_path.read_bytes())
+    assert main(["corrupt", str(sample_path), str(d / "moved.nii.gz"), "--severity", "0.8", "--seed", "3",
+                 "--quiet"]) == 0
+    write_dicom_series(sample, d / "dicom_series")
+    return d
+
+
+def _run(args, capsys):
+    code = main([str(a) for a in args])
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def test_score_folder_csv_json_and_report(archive, tmp_path, capsys, sample):
+    csv_out, json_out, rep = tmp_path / "r.csv", tmp_path / "r.json", tmp_path / "report"
+    code, out, err = _run(["score", archive, "-o", csv_out, "--report-dir", rep, "--quiet"], capsys)
+    assert code == 0, err
+    code, out, err = _run(["score", archive, "-o", json_out, "--quiet"], capsys)
+    assert code == 0, err
+    rows = list(csv.DictReader(csv_out.open()))
+    by_file = {}
+    for r in rows:
+        by_file.setdefault(Path(r["file"]).name, []).append(r)
+    assert set(by_file) == {"clean.nii.gz", "moved.nii.gz", "dicom_series"}
+    assert len(by_file["clean.nii.gz"]) == sample.shape[0]
+    assert len(by_file["dicom_series"]) == 12
+    assert set(rows[0]) >= {"file", "axis", "slice", "predicted_ssim", "clinical_class", "class3", "class5", "class10",
+                            "foreground"}
+    summary = {Path(r["file"]).name: r for r in csv.DictReader((tmp_path / "r.summary.csv").open())}
+    assert float(summary["moved.nii.gz"]["mean_predicted_ssim"]) < float(summary["clean.nii.gz"]["mean_predicted_ssim"])
+    doc = json.loads(json_out.read_text())
+    for vol in doc["volumes"]:
+        name = Path(vol["file"]).name
+        assert vol["mean_predicted_ssim"] == pytest.approx(float(summary[name]["mean_predicted_ssim"]), abs=1e-6)
+        csv_vals = [float(r["predicted_ssim"]) if r["predicted_ssim"] else None for r in by_file[name]]
+        json_vals = [r["predicted_ssim"] for r in vol["slice_scores"]]
+        assert len(csv_vals) == len(json_vals)
+        for a, b in zip(csv_vals, json_vals):
+            assert (a is None and b is None) or a == pytest.approx(b, abs=1e-6)
+    pngs = sorted(p.name for p in rep.glob("*.png"))
+    assert len(pngs) == 3
+    index = (rep / "index.html").read_text()
+    assert all(p in index for p in pngs)
+    # worst first: the corrupted copy is listed before the clean one
+    assert index.index("moved.nii.gz") < index.index("clean.nii.gz")
+
+
+def test_bad_files_are_reported_and_skipped(archive, tmp_path, capsys, sample_path):
+    d = tmp_path / "mixed"
+    d.mkdir()
+    (d / "good.nii.gz").write_bytes(sample_path.read_bytes())
+    data = sample_path.read_bytes()
+    (d / "truncated.nii.gz").write_bytes(data[: len(data) // 2])
+    (d / "renamed.nii").write_text("name,age\nA,3\n" * 30)
+    write_nifti(d / "fourd.nii.gz", np.random.rand(30, 30, 20, 3).astype(np.float32))
+    (d / "empty.nii.gz").write_bytes(b"")
+    out = tmp_path / "mixed.csv"
+    code, stdout, err = _run(["score", d, "-o", out, "--quiet"], capsys)
+    assert code != 0
+    assert "Traceback" not in err
+    lines = [l for l in err.strip().splitlines() if l]
+    assert len(lines) == 4, err
+    for name, words in [("truncated.nii.gz", "truncated"), ("renamed.nii", "not a readable image"),
+                        ("fourd.nii.gz", "4-D"), ("empty.nii.gz", "empty")]:
+        line = [l for l in lines if name in l]
+        assert len(line) == 1 and words in line[0], (name, lines)
+    files = {Path(r["file"]).name for r in csv.DictReader(out.open())}
+    assert files == {"good.nii.gz"}
+    assert "1 of 5 volumes scored; 4 could not be scored" in stdout
+
+
+def test_existing_output_refused_before_work_and_atomic(archive, tmp_path, capsys):
+    out = tmp_path / "r.csv"
+    out.write_text("precious\n")
+    before = hashlib.sha256(out.read_bytes()).hexdigest()
+    code, _, err = _run(["score", archive, "-o", out, "--quiet"], capsys)
+    assert code != 0 and "exists already" in err and "--force" in err
+    assert hashlib.sha256(out.read_bytes()).hexdigest() == before
+    assert not (tmp_path / "r.summary.csv").exists()
+    code, _, err = _run(["score", archive / "clean.nii.gz", "-o", out, "--force", "--quiet"], capsys)
+    assert code == 0 and out.read_text() != "precious\n"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["r.csv", "r.summary.csv"], "no temporary files left"
+    code, _, err = _run(["score", archive, "-o", tmp_path / "r.xlsx", "--quiet"], capsys)
+    assert code != 0 and "unknown results format" in err
+
+
+def _xml_params():
+    import ctk_cli
+
+    module = ctk_cli.CLIModule(str(CLI_DIR / "SSIMQualityCLI.xml"))
+    return module, list(module.parameters())
+
+
+def test_cli_xml_parses_and_follows_our_rules():
+    import ctk_cli
+
+    module, params = _xml_params()
+    assert module.category == "Quality Assurance" and module.title and module.description and module.contributor
+    assert {p.name for p in params} == {"inputVolume", "outputTable", "model", "device", "batchSize", "fast"}
+    for p in params:
+        assert p.label and p.description, p.name
+        assert p.index is not None or p.flag or p.longflag, p.name
+        if p.typ in ("image", "file", "table", "geometry", "transform"):
+            assert p.channel in ("input", "output"), p.name
+    parser = ctk_cli.CLIArgumentParser(str(CLI_DIR / "SSIMQualityCLI.xml"))
+    ns = parser.parse_args(["in.nrrd", "out.tsv", "--device", "cpu", "--batch-size", "8"])
+    assert ns.inputVolume == "in.nrrd" and ns.batchSize == 8 and ns.device == "cpu"
+
+
+def test_cli_runs_like_slicer_runs_it(tmp_path, sample_path, sample):
+    out = tmp_path / "scores.tsv"
+    # Slicer passes booleans bare (--fast), positional files last.
+    cmd = [sys.executable, str(CLI_DIR / "SSIMQualityCLI.py"), "--device", "cpu", "--batch-size", "16", "--fast",
+           str(sample_path), str(out)]
+    r = subprocess.run(cmd, capture_output=True, text=True, env={**os.environ, "PYTHONPATH": ""})
+    assert r.returncode == 0, r.stderr
+    lines = r.stdout.splitlines()
+    assert lines[0].startswith("<filter-start>") and lines[-1].startswith("<filter-end>")
+    progress = [float(l[len("<filter-progress>"):-len("</filter-progress>")]) for l in lines
+                if l.startswith("<filter-progress>")]
+    assert progress == sorted(progress) and progress[-1] == 1.0 and len(progress) > 3
+    assert any(l.startswith("<filter-progress-text>") for l in lines)
+    assert any(l.startswith("<filter-comment>") for l in lines)
+    # The table is what Slicer's table storage node reads.
+    sys.path.insert(0, str(ROOT / "Testing"))
+    from slicer_scene import make_scene
+    import slicer
+
+    make_scene()
+    node = slicer.mrmlScene.AddNewNodeByClass("vtkMRMLTableNode")
+    storage = slicer.mrmlScene.AddNewNodeByClass("vtkMRMLTableStorageNode")
+    storage.SetFileName(str(out))
+    assert storage.ReadData(node)
+    assert node.GetNumberOfRows() == sample.shape[0]
+    assert node.GetColumnName(2) == "predicted_ssim"
+
+
+def test_cli_bad_input_one_line(tmp_path):
+    bad = tmp_path / "x.nii"
+    bad.write_text("nope")
+    r = subprocess.run([sys.executable, str(CLI_DIR / "SSIMQualityCLI.py"), str(bad), str(tmp_path / "o.tsv")],
+                       capture_output=True, text=True)
+    assert r.returncode != 0 and "Traceback" not in r.stderr
+    assert len(r.stderr.strip().splitlines()) == 1 and str(bad) in r.stderr
