@@ -32,7 +32,7 @@ bench: $(STAMP)
 # Reproduce the bundled model (CPU: about 2 h on 2 cores; resumes if interrupted).
 RUN ?= runs
 train: $(STAMP)
-	$(BIN)/ssimquality train --out $(RUN) --train-samples 80000 --steps 6000 --batch-size 64 --input-size 128
+	$(BIN)/ssimquality train --out $(RUN) --train-samples 80000 --steps 8000 --batch-size 64 --input-size 128
 	$(BIN)/python -c "from SSIMQualityLib.models import export_model; print(export_model('$(RUN)/model.pt', 'Resources/Models/ssimquality_resnet18.pt', 'resnet18-synthetic-v1', 'ResNet-18 trained on domain-randomised MNI152 slices', force=True))"
 
 evaluate: $(STAMP)

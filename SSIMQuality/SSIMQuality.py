@@ -6,7 +6,6 @@ and Test (Slicer's self-test), in the layout of Slicer's scripted-module
 template.  Qt is imported only inside the Widget so that the Logic and the
 Test run wherever MRML does.
 """
-import logging
 import os
 import sys
 
@@ -72,8 +71,6 @@ class SSIMQualityWidget(ScriptedLoadableModuleWidget):
         self._cancel = False
 
     def setup(self):
-        import qt
-
         ScriptedLoadableModuleWidget.setup(self)
         uiWidget = slicer.util.loadUI(self.resourcePath("UI/SSIMQuality.ui"))
         self.layout.addWidget(uiWidget)
@@ -125,8 +122,6 @@ class SSIMQualityWidget(ScriptedLoadableModuleWidget):
         return not self.logic.missingPackages()
 
     def _progress(self, done, total):
-        import qt
-
         self.ui.progressBar.setMaximum(total)
         self.ui.progressBar.setValue(done)
         slicer.app.processEvents()

@@ -14,7 +14,7 @@ import json
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Iterable, Iterator, List, Optional, Sequence, Union
+from typing import Callable, Iterator, List, Optional, Sequence, Union
 
 import numpy as np
 
@@ -229,3 +229,40 @@ def write_slice_table(result: VolumeResult, path: Union[str, Path], force: bool 
     if str(path).lower().endswith(".tsv"):
         text = text.replace(",", "\t")
     return write_text(path, text, force)
+
+
+class StoredResult(VolumeResult):
+    """A volume's result read back from an earlier output (for ``--resume``)."""
+
+    def __init__(self, file: str, summary: dict, rows: List[dict]):
+        super().__init__(file)
+        self._summary = summary
+        self._rows = rows
+        self.score = True  # counts as scored
+
+    def slice_rows(self) -> List[dict]:
+        return self._rows
+
+    def summary(self) -> dict:
+        return self._summary
+
+
+def load_results(output: Union[str, Path]) -> List[StoredResult]:
+    """Results already in an output written by :func:`write_results` (CSV + summary, or JSON)."""
+    from .errors import UnreadableFileError
+
+    out = Path(output)
+    try:
+        if out.name.lower().endswith(".json"):
+            doc = json.loads(out.read_text())
+            return [StoredResult(v["file"], {k: x for k, x in v.items() if k != "slice_scores"}, v["slice_scores"])
+                    for v in doc["volumes"]]
+        rows = list(csv.DictReader(out.open()))
+        summaries = list(csv.DictReader(summary_path(out).open()))
+    except (OSError, ValueError, KeyError) as exc:
+        raise UnreadableFileError(f"cannot resume from this file ({type(exc).__name__}: {exc})", str(out),
+                                  "resume only from a results file written by ssimquality score, or drop --resume") from None
+    by_file: dict = {}
+    for r in rows:
+        by_file.setdefault(r["file"], []).append(r)
+    return [StoredResult(s["file"], s, by_file.get(s["file"], [])) for s in summaries]

@@ -10,14 +10,18 @@ from __future__ import annotations
 import argparse
 import csv
 import io
+import os
 import sys
+import time
 from pathlib import Path
-from typing import List, Optional, Sequence
+from typing import Optional, Sequence
 
 from .errors import SSIMQualityError
 
 EXIT_USAGE = 2
 EXIT_ERROR = 1
+#: How often (seconds) `score` saves the results so far while it runs (env SSIMQUALITY_SAVE_EVERY_S).
+SAVE_EVERY_S = 5.0
 
 
 def _severity(text: str):
@@ -128,6 +132,8 @@ def _add_score(sub) -> None:
     p.add_argument("--report-dir", default=None, help="folder for one PNG per volume and index.html")
     p.add_argument("--iqm", action="store_true", help="add MRIQC-style CNR, CJV, EFC, QI1 to each volume's summary")
     p.add_argument("--force", action="store_true", help="overwrite existing outputs")
+    p.add_argument("--resume", action="store_true",
+                   help="keep the volumes already in the output (-o) and score only the others")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=_run_score)
 
@@ -135,7 +141,7 @@ def _add_score(sub) -> None:
 def _run_score(args) -> int:
     from tqdm import tqdm
 
-    from .batch import IQM_SUMMARY_COLUMNS, SUMMARY_COLUMNS, score_files, summary_path, volume_figure, write_index, write_results
+    from .batch import IQM_SUMMARY_COLUMNS, SUMMARY_COLUMNS, load_results, summary_path, write_index, write_results
     from .models import resolve_device
     from .outputs import ensure_writable
     from .volumes import list_volume_paths
@@ -143,23 +149,62 @@ def _run_score(args) -> int:
     if args.batch_size < 1:
         raise SSIMQualityError(f"--batch-size must be at least 1, got {args.batch_size}")
     # Refuse before any work is done.
+    previous = []
+    if args.resume and not args.output:
+        raise SSIMQualityError("--resume needs the results file to continue (-o)")
     if args.output:
         if not args.output.lower().endswith((".csv", ".json")):
             raise SSIMQualityError("unknown results format", args.output, "end the name with .csv or .json")
-        ensure_writable(args.output, args.force)
-        if args.output.lower().endswith(".csv"):
-            ensure_writable(summary_path(args.output), args.force)
+        if args.resume and Path(args.output).exists():
+            previous = load_results(args.output)
+        else:
+            ensure_writable(args.output, args.force)
+            if args.output.lower().endswith(".csv"):
+                ensure_writable(summary_path(args.output), args.force)
     report = Path(args.report_dir) if args.report_dir else None
     if report is not None:
         if (report / "index.html").exists() and not args.force:
             ensure_writable(report / "index.html", False)
         report.mkdir(parents=True, exist_ok=True)
     paths = list_volume_paths(args.paths, args.recursive)
+    done_files = {r.file for r in previous}
+    if previous:
+        paths = [p for p in paths if str(p) not in done_files]
+        print(f"resuming: {len(done_files)} volumes already in {args.output}, {len(paths)} to score")
     device = resolve_device(args.device)
     model = _load_model_arg(args.model, device)
+    columns = SUMMARY_COLUMNS + (IQM_SUMMARY_COLUMNS if args.iqm else [])
     vol_bar = tqdm(total=len(paths), desc="volumes", unit="vol", disable=args.quiet, file=sys.stderr, position=0)
     slice_bar = tqdm(desc="slices", unit="slice", disable=args.quiet, file=sys.stderr, position=1, leave=False)
-    results, index = [], []
+    results, index = list(previous), []
+    last_write = time.monotonic()
+    save_every = float(os.environ.get("SSIMQUALITY_SAVE_EVERY_S", SAVE_EVERY_S))
+    try:
+        _score_loop(args, paths, model, device, columns, results, index, report, slice_bar, vol_bar, save_every,
+                    last_write)
+    except KeyboardInterrupt:
+        if args.output:  # keep every finished volume, then stop
+            write_results(results, args.output, force=True, summary_columns=columns)
+        raise
+    vol_bar.close()
+    slice_bar.close()
+    if args.output:
+        for p in write_results(results, args.output, force=True, summary_columns=columns):
+            print(f"wrote {p}")
+    if report is not None:
+        print(f"wrote {write_index(index, report)}")
+    bad = [r for r in results if r.error is not None]
+    good = len(results) - len(bad)
+    print(f"{good} of {len(results)} volumes scored" + (f"; {len(bad)} could not be scored (see above)" if bad else ""))
+    return EXIT_ERROR if bad else 0
+
+
+def _score_loop(args, paths, model, device, columns, results, index, report, slice_bar, vol_bar, save_every,
+                last_write) -> None:
+    from tqdm import tqdm
+
+    from .batch import score_files, volume_figure, write_results
+
     for res in score_files(paths, model, device=device, batch_size=args.batch_size, axis=args.axis,
                            workers=args.workers, frame=args.frame, bf16=args.fast, iqm=args.iqm,
                            progress=slice_bar.update):
@@ -177,18 +222,10 @@ def _run_score(args) -> int:
                            f"min {s['min_predicted_ssim']:.3f} -> {s['verdict']}")
         res.array = None  # drawn; free the voxels
         results.append(res)
-    vol_bar.close()
-    slice_bar.close()
-    if args.output:
-        columns = SUMMARY_COLUMNS + (IQM_SUMMARY_COLUMNS if args.iqm else [])
-        for p in write_results(results, args.output, force=args.force, summary_columns=columns):
-            print(f"wrote {p}")
-    if report is not None:
-        print(f"wrote {write_index(index, report)}")
-    bad = [r for r in results if r.error is not None]
-    good = len(results) - len(bad)
-    print(f"{good} of {len(results)} volumes scored" + (f"; {len(bad)} could not be scored (see above)" if bad else ""))
-    return EXIT_ERROR if bad else 0
+        if args.output and res.error is None and time.monotonic() - last_write >= save_every:
+            # Rewritten atomically as volumes finish: an interrupted run keeps what was done.
+            write_results(results, args.output, force=True, summary_columns=columns)
+            last_write = time.monotonic()
 
 
 # ----------------------------------------------------------------------------
@@ -374,6 +411,46 @@ def _run_evaluate(args) -> int:
 
 
 # ----------------------------------------------------------------------------
+# compare
+# ----------------------------------------------------------------------------
+
+def _add_compare(sub) -> None:
+    p = sub.add_parser("compare", help="the model against MRIQC-style IQMs on corrupted held-out scans",
+                       description="Corrupt held-out real scans (shipped in packages, never used in training) at a "
+                                   "range of severities; report Spearman's rho of the model's mean predicted SSIM "
+                                   "and of CNR, CJV, EFC, QI1 with the true mean SSIM; write JSON and a PNG.")
+    p.add_argument("--model", default=None, help="model checkpoint (default: the bundled model)")
+    p.add_argument("--data", nargs="+", default=None, help="held-out volumes (default: package-shipped real scans)")
+    p.add_argument("--out", default="comparison", help="output folder (default comparison)")
+    p.add_argument("--device", default="auto")
+    p.add_argument("--force", action="store_true", help="overwrite an existing comparison.json")
+    p.set_defaults(func=_run_compare)
+
+
+def _run_compare(args) -> int:
+    from tqdm import tqdm
+
+    from .evaluation import compare_with_iqms
+    from .models import resolve_device
+    from .outputs import ensure_writable
+
+    out = Path(args.out)
+    if out.exists():
+        ensure_writable(out / "comparison.json", args.force)
+    device = resolve_device(args.device)
+    model = _load_model_arg(args.model, device)
+    scans = [(Path(p), None, str(p)) for p in args.data] if args.data else None
+    bar = tqdm(desc="corrupted volumes", unit="vol", file=sys.stderr)
+    rep = compare_with_iqms(model, scans=scans, device=device, out_dir=out, progress=bar.update)
+    bar.close()
+    rho = rep["spearman_rho"]
+    print("Spearman rho with the true mean SSIM: " + ", ".join(f"{k} {v:+.3f}" for k, v in rho.items()))
+    print("clinical agreement: " + ", ".join(f"{k} {v:.1%}" for k, v in rep["clinical_agreement"].items()))
+    print(f"wrote {out / 'comparison.json'} and {out / 'comparison.png'}")
+    return 0
+
+
+# ----------------------------------------------------------------------------
 
 def build_parser() -> argparse.ArgumentParser:
     from . import __version__
@@ -391,6 +468,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_demo(sub)
     _add_train(sub)
     _add_evaluate(sub)
+    _add_compare(sub)
     return parser
 
 
@@ -405,7 +483,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         print(f"ssimquality: error: {exc.one_line()}", file=sys.stderr)
         return EXIT_ERROR
     except KeyboardInterrupt:
-        print("ssimquality: interrupted; outputs already complete were kept, nothing half-written remains",
+        hint = " (ssimquality score: run the same command with --resume to continue)" if args.command == "score" else ""
+        print("ssimquality: interrupted; finished results were kept, nothing half-written remains" + hint,
               file=sys.stderr)
         return 130
     except Exception as exc:  # a bug, not a user error: still one line unless --debug

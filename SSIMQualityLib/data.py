@@ -20,7 +20,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import List, Optional, Sequence, Tuple, Union
+from typing import Optional, Sequence, Tuple, Union
 
 import numpy as np
 import torch
@@ -29,7 +29,7 @@ from torch.utils.data import Dataset
 from .contrast import RandomContrast
 from .corruption import slice_labels
 from .motion import RandomKSpaceMotion, RandomMotion, apply_motion_batch
-from .slices import INPUT_SIZE, SliceSampler, fit_to_size, normalize, take_slice
+from .slices import SliceSampler, fit_to_size, normalize, take_slice
 from .synthesis import RandomSynthesis, load_tissue_volume, synthesize
 
 

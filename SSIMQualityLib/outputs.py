@@ -72,6 +72,10 @@ def atomic_write(path: PathLike, force: bool = False, suffixes: Optional[Sequenc
     suffix = matching_suffix(p, suffixes) if suffixes else "".join(p.suffixes[-2:])
     fd, tmp = tempfile.mkstemp(prefix=f".{p.name}.", suffix=".tmp" + (suffix or ""), dir=str(p.parent.resolve()))
     os.close(fd)
+    # mkstemp makes the file private (0600); give it the permissions a plain open() would.
+    umask = os.umask(0)
+    os.umask(umask)
+    os.chmod(tmp, 0o666 & ~umask)
     try:
         yield tmp
         os.replace(tmp, p)

@@ -8,7 +8,7 @@ import numpy as np
 import torch
 
 from .labels import CLINICAL_NAMES, all_classes
-from .slices import acquisition_axis, foreground_fraction, prepare_input, take_slice
+from .slices import acquisition_axis, foreground_fraction, prepare_input
 
 #: Slices with less head than this share of pixels are flagged, not scored.
 MIN_FOREGROUND = 0.05

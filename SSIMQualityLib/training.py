@@ -10,9 +10,8 @@ from __future__ import annotations
 
 import csv
 import json
-import math
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Callable, Optional
 

@@ -184,7 +184,7 @@ def _check_complete(p: Path, name: str) -> None:
 
         try:
             hdr = nib.load(str(p)).header
-        except Exception as exc:  # nibabel raises many types for a bad header
+        except Exception:  # nibabel raises many types for a bad header
             raise UnreadableFileError("not a readable image: no valid NIfTI header", name,
                                       "check that it is a complete NIfTI file and not another file renamed") from None
         if length is None:

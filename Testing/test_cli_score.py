@@ -12,7 +12,6 @@ import pytest
 
 from helpers import write_dicom_series, write_nifti
 from SSIMQualityLib.cli import main
-from SSIMQualityLib.volumes import read_volume
 
 ROOT = Path(__file__).resolve().parent.parent
 CLI_DIR = ROOT / "SSIMQualityCLI"

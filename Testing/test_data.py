@@ -1,5 +1,4 @@
 """The on-the-fly training dataset (DESIGN §1 steps 1–5)."""
-import numpy as np
 import pytest
 import torch
 from skimage.metrics import structural_similarity

@@ -1,5 +1,4 @@
 """Models, checkpoints and the training loop (tiny sizes, CPU)."""
-import json
 import pickle
 
 import numpy as np

@@ -1,6 +1,3 @@
-import gzip
-import shutil
-
 import numpy as np
 import pytest
 import SimpleITK as sitk
@@ -99,3 +96,14 @@ def test_write_refuses_overwrite_and_is_atomic(sample, tmp_path):
     assert [p.name for p in tmp_path.iterdir()] == ["out.nii.gz"], "no temporary files left behind"
     with pytest.raises(UnsupportedImageError, match="unknown output format"):
         write_volume(sample.array, sample, tmp_path / "out.png")
+
+
+def test_outputs_get_normal_permissions(sample, tmp_path):
+    import os
+    import stat
+
+    out = tmp_path / "perm.nii.gz"
+    write_volume(sample.array, sample, out)
+    umask = os.umask(0)
+    os.umask(umask)
+    assert stat.S_IMODE(out.stat().st_mode) == 0o666 & ~umask

@@ -1,0 +1,155 @@
+"""Batches with bad files, interruption and --resume, and a wide bad-input table (issue: reliability)."""
+import csv
+import hashlib
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from helpers import write_nifti
+from SSIMQualityLib.models import build_model, save_checkpoint
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def _cmd():
+    exe = Path(sys.executable).parent / "ssimquality"
+    return [str(exe)] if exe.exists() else [sys.executable, "-m", "SSIMQualityLib.cli"]
+
+
+@pytest.fixture(scope="module")
+def tiny_model_file(tmp_path_factory):
+    import torch
+
+    torch.manual_seed(0)
+    path = tmp_path_factory.mktemp("model") / "tiny.pt"
+    save_checkpoint(path, build_model("resnet18", 32).eval())
+    return path
+
+
+def _head(seed, shape=(24, 48, 48)):
+    rng = np.random.default_rng(seed)
+    zz, yy, xx = np.mgrid[: shape[0], : shape[1], : shape[2]]
+    r = ((zz - shape[0] / 2) / (shape[0] * 0.4)) ** 2 + ((yy - 24) / 19.0) ** 2 + ((xx - 24) / 17.0) ** 2
+    return ((r < 1) * (300 + 100 * rng.random(shape)) + 20 * rng.random(shape)).astype(np.int16)
+
+
+@pytest.fixture(scope="module")
+def batch50(tmp_path_factory, sample_path):
+    d = tmp_path_factory.mktemp("batch50")
+    for i in range(40):
+        write_nifti(d / f"good_{i:02d}.nii.gz", _head(i).T.copy(), (1.0, 1.0, 2.0))
+    data = sample_path.read_bytes()
+    bad = {
+        "bad_00_truncated.nii.gz": data[: len(data) // 3], "bad_01_empty.nii.gz": b"",
+        "bad_02_text.nii": b"not an image\n" * 40, "bad_03_header_only.nii": data[:10],
+    }
+    for name, content in bad.items():
+        (d / name).write_bytes(content)
+    write_nifti(d / "bad_04_fourd.nii.gz", np.random.rand(30, 30, 20, 2).astype(np.float32))
+    write_nifti(d / "bad_05_twod.nii.gz", np.random.rand(40, 40).astype(np.float32))
+    write_nifti(d / "bad_06_nan.nii.gz", np.full((30, 30, 20), np.nan, np.float32))
+    write_nifti(d / "bad_07_const.nii.gz", np.ones((30, 30, 20), np.float32))
+    write_nifti(d / "bad_08_tiny.nii.gz", np.random.rand(8, 8, 20).astype(np.float32))
+    import SimpleITK as sitk
+
+    sitk.WriteImage(sitk.GetImageFromArray(np.random.randint(0, 255, (20, 30, 30, 3)).astype(np.uint8), isVector=True),
+                    str(d / "bad_09_rgb.nrrd"))
+    return d
+
+
+def _rows(path):
+    return sorted((Path(r["file"]).name, int(r["slice"]), r["predicted_ssim"]) for r in csv.DictReader(open(path)))
+
+
+def test_fifty_files_ten_bad(batch50, tiny_model_file, tmp_path):
+    out = tmp_path / "all.csv"
+    r = subprocess.run(_cmd() + ["score", str(batch50), "--model", str(tiny_model_file), "-o", str(out), "--quiet",
+                                 "--device", "cpu"], capture_output=True, text=True, cwd=ROOT)
+    assert r.returncode != 0
+    assert "Traceback" not in r.stderr
+    err = [l for l in r.stderr.splitlines() if l.strip()]
+    assert len(err) == 10, r.stderr
+    assert all(l.startswith("ssimquality: error: ") and "bad_" in l for l in err)
+    files = {f for f, _, _ in _rows(out)}
+    assert len(files) == 40 and all(f.startswith("good_") for f in files)
+    assert "40 of 50 volumes scored; 10 could not be scored" in r.stdout
+
+
+def test_interrupt_then_resume_equals_one_run(batch50, tiny_model_file, tmp_path):
+    ref = tmp_path / "ref.csv"
+    base = _cmd() + ["score", str(batch50), "--model", str(tiny_model_file), "--quiet", "--device", "cpu"]
+    subprocess.run(base + ["-o", str(ref)], capture_output=True, text=True, cwd=ROOT)
+    out = tmp_path / "part.csv"
+    env = {**os.environ, "SSIMQUALITY_SAVE_EVERY_S": "0"}
+    proc = subprocess.Popen(base + ["-o", str(out)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            cwd=ROOT, env=env)
+    summary = tmp_path / "part.summary.csv"
+    deadline = time.time() + 300
+    while time.time() < deadline and proc.poll() is None:
+        if summary.exists() and len(summary.read_text().splitlines()) > 6:
+            break
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGINT)
+    stdout, stderr = proc.communicate(timeout=120)
+    assert proc.returncode == 130, stderr
+    assert "--resume" in stderr and "Traceback" not in stderr
+    done = {f for f, _, _ in _rows(out)}
+    assert 5 <= len(done) < 40, "interrupted halfway, finished volumes kept"
+    r = subprocess.run(base + ["-o", str(out), "--resume"], capture_output=True, text=True, cwd=ROOT)
+    assert "resuming:" in r.stdout
+    assert _rows(out) == _rows(ref)
+    assert sorted(p.name for p in tmp_path.iterdir() if p.name.startswith(".")) == [], "no temporary files left"
+
+
+def _sha(p):
+    return hashlib.sha256(Path(p).read_bytes()).hexdigest() if Path(p).is_file() else None
+
+
+BAD_ARGS = [
+    # (id, argv builder, expected words in the one stderr line)
+    ("score-missing", lambda d, m, o: ["score", str(d / "nope.nii.gz"), "--model", m], "does not exist"),
+    ("score-bad-model-path", lambda d, m, o: ["score", str(d / "good_00.nii.gz"), "--model", str(d / "x.pt")], "model file does not exist"),
+    ("score-model-not-ckpt", lambda d, m, o: ["score", str(d / "good_00.nii.gz"), "--model", str(d / "bad_02_text.nii")], "cannot be loaded"),
+    ("score-output-exists", lambda d, m, o: ["score", str(d / "good_00.nii.gz"), "--model", m, "-o", str(o)], "exists already"),
+    ("score-bad-format", lambda d, m, o: ["score", str(d / "good_00.nii.gz"), "--model", m, "-o", str(o.with_suffix(".xls"))], "unknown results format"),
+    ("score-resume-no-output", lambda d, m, o: ["score", str(d / "good_00.nii.gz"), "--model", m, "--resume"], "--resume needs"),
+    ("score-cuda-missing", lambda d, m, o: ["score", str(d / "good_00.nii.gz"), "--model", m, "--device", "cuda"], "CUDA"),
+    ("score-frame-out-of-range", lambda d, m, o: ["score", str(d / "bad_04_fourd.nii.gz"), "--model", m, "--frame", "9"], "frame 9 does not exist"),
+    ("corrupt-output-exists", lambda d, m, o: ["corrupt", str(d / "good_00.nii.gz"), str(o.with_name("existing.nii.gz"))], "exists already"),
+    ("corrupt-bad-suffix", lambda d, m, o: ["corrupt", str(d / "good_00.nii.gz"), str(o.with_suffix(".png"))], "unknown output format"),
+    ("corrupt-missing-folder", lambda d, m, o: ["corrupt", str(d / "good_00.nii.gz"), str(d / "no" / "x.nii")], "output folder does not exist"),
+    ("corrupt-rgb", lambda d, m, o: ["corrupt", str(d / "bad_09_rgb.nrrd"), str(o.with_name("n.nii"))], "RGB"),
+    ("corrupt-const", lambda d, m, o: ["corrupt", str(d / "bad_07_const.nii.gz"), str(o.with_name("n.nii"))], "same value"),
+    ("corrupt-tiny", lambda d, m, o: ["corrupt", str(d / "bad_08_tiny.nii.gz"), str(o.with_name("n.nii"))], "too small"),
+    ("corrupt-header-only", lambda d, m, o: ["corrupt", str(d / "bad_03_header_only.nii"), str(o.with_name("n.nii"))], "not a readable image"),
+    ("iqm-output-exists", lambda d, m, o: ["iqm", str(d / "good_00.nii.gz"), "-o", str(o)], "exists already"),
+    ("iqm-missing", lambda d, m, o: ["iqm", str(d / "nope.nii")], "does not exist"),
+    ("iqm-4d", lambda d, m, o: ["iqm", str(d / "bad_04_fourd.nii.gz")], "4-D"),
+    ("iqm-empty", lambda d, m, o: ["iqm", str(d / "bad_01_empty.nii.gz")], "empty"),
+    ("iqm-bad-format", lambda d, m, o: ["iqm", str(d / "good_00.nii.gz"), "-o", str(o.with_suffix(".txt"))], "unknown results format"),
+    ("evaluate-bad-model", lambda d, m, o: ["evaluate", "--model", str(d / "bad_02_text.nii"), "-n", "4", "--out", str(o.parent / "ev")], "cannot be loaded"),
+]
+
+
+@pytest.mark.parametrize("case", BAD_ARGS, ids=[c[0] for c in BAD_ARGS])
+def test_bad_input_table(case, batch50, tiny_model_file, tmp_path):
+    _, build, words = case
+    existing = tmp_path / "existing.csv"
+    existing.write_text("user data\n")
+    (tmp_path / "existing.nii.gz").write_bytes(b"user volume")
+    before = {p: _sha(p) for p in list(batch50.iterdir()) + [existing, tmp_path / "existing.nii.gz"]}
+    argv = build(batch50, str(tiny_model_file), existing)
+    r = subprocess.run(_cmd() + argv + ["--quiet"] * (argv[0] in ("score", "corrupt", "iqm")), capture_output=True,
+                       text=True, cwd=ROOT)
+    assert r.returncode not in (0, None), r.stdout
+    lines = [l for l in r.stderr.splitlines() if l.strip()]
+    assert len(lines) == 1, r.stderr
+    assert words in lines[0], lines[0]
+    assert "Traceback" not in r.stderr
+    assert {p: _sha(p) for p in before} == before, "no pre-existing file changed"
