@@ -102,7 +102,8 @@ class SSIMQualityWidget(ScriptedLoadableModuleWidget):
         missing = self.logic.missingPackages()
         if not missing:
             return True
-        if not slicer.util.confirmOkCancelDisplay(
+        hasEnsure = hasattr(slicer, "packaging") and hasattr(slicer.packaging, "pip_ensure")  # Slicer 5.12+
+        if not hasEnsure and not slicer.util.confirmOkCancelDisplay(
                 "SSIM Quality needs these Python packages: " + ", ".join(missing)
                 + ".\nInstall them now? (This downloads several hundred MB and may take minutes.)"):
             return False
@@ -110,15 +111,20 @@ class SSIMQualityWidget(ScriptedLoadableModuleWidget):
             try:
                 import PyTorchUtils
 
-                if PyTorchUtils.PyTorchUtilsLogic().installTorch(askConfirmation=True, torchvisionVersionRequirement=">=0.13") is None:
+                if PyTorchUtils.PyTorchUtilsLogic().installTorch(askConfirmation=True,
+                                                                torchvisionVersionRequirement=">=0.13") is None:
                     return False
             except ImportError:
                 slicer.util.pip_install("torch torchvision")
-        requirements = self.resourcePath("requirements.txt")
-        if hasattr(slicer, "packaging") and hasattr(slicer.packaging, "pip_ensure"):
-            slicer.packaging.pip_ensure(requirements)  # Slicer 5.12+
+        requirementsFile = self.resourcePath("requirements.txt")
+        if hasEnsure:
+            from packaging.requirements import Requirement
+
+            with open(requirementsFile) as fh:
+                lines = [line.strip() for line in fh if line.strip() and not line.lstrip().startswith("#")]
+            slicer.packaging.pip_ensure([Requirement(line) for line in lines], requester="SSIM Quality")
         else:
-            slicer.util.pip_install(f"-r {requirements}")
+            slicer.util.pip_install(f"-r {requirementsFile}")
         return not self.logic.missingPackages()
 
     def _progress(self, done, total):

@@ -80,12 +80,20 @@ def predict_slices(model, slices: torch.Tensor, device: Union[str, torch.device]
 def score_array(model, volume: np.ndarray, spacing=(1.0, 1.0, 1.0), axis: Optional[int] = None,
                 device: Union[str, torch.device] = "cpu", batch_size: int = 32, bf16: bool = False,
                 progress: Optional[Callable[[int], None]] = None) -> VolumeScore:
-    """Score every slice of a (k, j, i) volume along ``axis`` (default: the acquisition axis)."""
+    """Score every slice of a (k, j, i) volume along ``axis`` (default: the acquisition axis).
+
+    Slices are cast to float one batch at a time, so a large integer volume
+    is never copied whole (memory stays near the size of the file's voxels).
+    """
     ax = acquisition_axis(spacing) if axis is None else int(axis)
-    moved = np.moveaxis(np.asarray(volume), ax, 0).astype(np.float32)
-    fg = np.array([foreground_fraction(s) >= MIN_FOREGROUND for s in moved])
-    pred = np.full(len(moved), np.nan, dtype=np.float64)
-    if fg.any():
-        pred[fg] = predict_slices(model, torch.as_tensor(moved[fg]), device, batch_size, bf16, progress)
+    moved = np.moveaxis(np.asarray(volume), ax, 0)  # a view
+    n = moved.shape[0]
+    fg = np.array([foreground_fraction(moved[i].astype(np.float32)) >= MIN_FOREGROUND for i in range(n)], dtype=bool)
+    pred = np.full(n, np.nan, dtype=np.float64)
+    idx = np.flatnonzero(fg)
+    for start in range(0, len(idx), batch_size):
+        chunk = idx[start:start + batch_size]
+        slices = torch.as_tensor(np.stack([moved[i].astype(np.float32) for i in chunk]))
+        pred[chunk] = predict_slices(model, slices, device, batch_size, bf16, progress)
     classes = all_classes(np.nan_to_num(pred, nan=0.0))
     return VolumeScore(axis=ax, predicted=pred, foreground=fg, classes=classes)

@@ -11,6 +11,8 @@ Measures, in one run:
       inference of 256 × 256 slices with the bundled model
   score_volume_256x256x150_s_cpu (_fast), score_volume_256x256x150_s_cuda (with a GPU)
       the whole `ssimquality score` command on one volume, model loaded once
+  score_512x512x300_peak_rss_mb
+      peak memory of the whole command on a 512 x 512 x 300 int16 volume (target < 2 GB)
 """
 from __future__ import annotations
 
@@ -148,6 +150,33 @@ def bench_score_volume(results: dict, tmp: Path) -> None:
         results["score_volume_256x256x150_s_cuda"] = time.perf_counter() - start
 
 
+def bench_memory(results: dict, tmp: Path) -> None:
+    """Peak RSS of `ssimquality score` on a 512 x 512 x 300 int16 volume (a child process, measured by the OS)."""
+    import resource
+    import subprocess
+
+    import SimpleITK as sitk
+
+    arr = np.zeros((300, 512, 512), np.int16)
+    zz, yy, xx = np.ogrid[:300, :512, :512]
+    arr[((zz - 150) / 130.0) ** 2 + ((yy - 256) / 220.0) ** 2 + ((xx - 256) / 200.0) ** 2 < 1] = 800
+    arr += np.random.default_rng(0).integers(0, 40, arr.shape, dtype=np.int16)
+    img = sitk.GetImageFromArray(arr)
+    img.SetSpacing((0.5, 0.5, 0.6))
+    path = tmp / "vol512x512x300.nrrd"
+    sitk.WriteImage(img, str(path))
+    del arr, img
+    exe = Path(sys.executable).parent / "ssimquality"
+    cmd = [str(exe)] if exe.exists() else [sys.executable, "-m", "SSIMQualityLib.cli"]
+    code = ("import resource, subprocess, sys; subprocess.run(sys.argv[1:], check=True, capture_output=True); "
+            "print(resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss)")
+    out = subprocess.run([sys.executable, "-c", code] + cmd + ["score", str(path), "--device", "cpu", "--quiet", "-o",
+                                                                str(tmp / "mem.csv"), "--axis", "0"],
+                         check=True, capture_output=True, text=True)
+    results["score_512x512x300_peak_rss_mb"] = int(out.stdout.strip().splitlines()[-1]) / 1024.0
+    results["score_512x512x300_voxels_mb"] = 512 * 512 * 300 * 2 / 2 ** 20
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--out", default="bench.json")
@@ -158,7 +187,8 @@ def main(argv=None) -> int:
     import tempfile
 
     with tempfile.TemporaryDirectory() as tmp:
-        for step in (bench_ssim, bench_motion, bench_model, lambda r: bench_score_volume(r, Path(tmp))):
+        for step in (bench_ssim, bench_motion, bench_model, lambda r: bench_score_volume(r, Path(tmp)),
+                     lambda r: bench_memory(r, Path(tmp))):
             step(results)
             print(json.dumps({k: round(v, 3) for k, v in results.items() if isinstance(v, float)}), flush=True)
     Path(args.out).write_text(json.dumps(results, indent=2) + "\n")
