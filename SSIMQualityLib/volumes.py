@@ -293,18 +293,37 @@ def write_volume(array: np.ndarray, like: Volume, path: PathLike, force: bool = 
     return Path(path)
 
 
+def _looks_like_dicom_folder(folder: Path) -> bool:
+    """A folder holding .dcm files, or files without a suffix (as scanners often write them)."""
+    try:
+        files = [f for f in folder.iterdir() if f.is_file() and not f.name.startswith(".")]
+    except OSError:
+        return False
+    return any(f.suffix.lower() in (".dcm", ".ima") or f.suffix == "" for f in files)
+
+
 def list_volume_paths(paths: List[PathLike], recursive: bool = False) -> List[Path]:
-    """Expand files and folders into volume paths (folders of DICOM count as one)."""
+    """Expand files and folders into volumes: image files, and folders holding a DICOM series.
+
+    A folder given directly that holds no image file is taken as a DICOM series itself.
+    Its sub-folders are looked into one level (all levels with ``recursive``).
+    """
     out: List[Path] = []
     for raw in paths:
         p = Path(raw)
-        if p.is_dir():
-            files = sorted(p.rglob("*") if recursive else p.iterdir())
-            images = [f for f in files if f.is_file() and matching_suffix(f, WRITABLE_SUFFIXES)]
-            if images:
-                out.extend(images)
-            else:
-                out.append(p)  # maybe a DICOM series folder
-        else:
+        if not p.is_dir():
             out.append(p)
+            continue
+        found: List[Path] = []
+        folders = [p] + (sorted(d for d in p.rglob("*") if d.is_dir()) if recursive
+                         else sorted(d for d in p.iterdir() if d.is_dir()))
+        for d in folders:
+            if recursive or d == p:
+                files = sorted(f for f in d.iterdir() if f.is_file())
+                found.extend(f for f in files if matching_suffix(f, WRITABLE_SUFFIXES))
+            if d != p and _looks_like_dicom_folder(d):
+                found.append(d)
+        if not found and _looks_like_dicom_folder(p):
+            found.append(p)
+        out.extend(found if found else [p])
     return out
