@@ -120,7 +120,7 @@ class SSIMQualityWidget(ScriptedLoadableModuleWidget):
         if hasEnsure:
             from packaging.requirements import Requirement
 
-            with open(requirementsFile) as fh:
+            with open(requirementsFile, encoding="utf-8") as fh:
                 lines = [line.strip() for line in fh if line.strip() and not line.lstrip().startswith("#")]
             slicer.packaging.pip_ensure([Requirement(line) for line in lines], requester="SSIM Quality")
         else:

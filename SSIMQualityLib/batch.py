@@ -254,11 +254,11 @@ def load_results(output: Union[str, Path]) -> List[StoredResult]:
     out = Path(output)
     try:
         if out.name.lower().endswith(".json"):
-            doc = json.loads(out.read_text())
+            doc = json.loads(out.read_text(encoding="utf-8"))
             return [StoredResult(v["file"], {k: x for k, x in v.items() if k != "slice_scores"}, v["slice_scores"])
                     for v in doc["volumes"]]
-        rows = list(csv.DictReader(out.open()))
-        summaries = list(csv.DictReader(summary_path(out).open()))
+        rows = list(csv.DictReader(out.open(encoding="utf-8")))
+        summaries = list(csv.DictReader(summary_path(out).open(encoding="utf-8")))
     except (OSError, ValueError, KeyError) as exc:
         raise UnreadableFileError(f"cannot resume from this file ({type(exc).__name__}: {exc})", str(out),
                                   "resume only from a results file written by ssimquality score, or drop --resume") from None

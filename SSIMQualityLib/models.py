@@ -146,7 +146,7 @@ def bundled_model_entry(name: Optional[str] = None) -> dict:
     path = catalog_path()
     if not path.is_file():
         raise BadModelFileError("no bundled model catalogue", str(path), "train one with `make train` or pass --model")
-    entries = json.loads(path.read_text())["models"]
+    entries = json.loads(path.read_text(encoding="utf-8"))["models"]
     if name is None:
         return entries[0]
     for e in entries:
@@ -199,7 +199,7 @@ def export_model(checkpoint: Union[str, Path], dest: Union[str, Path], name: str
     entry = {"name": name, "file": dest.name, "sha256": sha256_of(dest), "arch": data["config"]["arch"],
              "input_size": int(data["config"]["input_size"]), "description": description}
     cat = dest.parent / "models.json"
-    entries = json.loads(cat.read_text())["models"] if cat.is_file() else []
+    entries = json.loads(cat.read_text(encoding="utf-8"))["models"] if cat.is_file() else []
     entries = [e for e in entries if e["name"] != name]
     entries.insert(0, entry)
     with atomic_write(cat, force=True) as tmp:

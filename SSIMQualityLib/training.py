@@ -163,7 +163,7 @@ def train(cfg: TrainConfig, resume: bool = True, log: Callable[[str], None] = pr
 
     def write_log(row: dict):
         new = not log_path.exists()
-        with open(log_path, "a", newline="") as fh:
+        with open(log_path, "a", newline="", encoding="utf-8") as fh:
             w = csv.DictWriter(fh, fieldnames=list(row))
             if new:
                 w.writeheader()
@@ -220,7 +220,7 @@ def plot_log(log_path: Path, png: Path) -> None:
     """Loss curve: running training loss and validation MSE / residual std per step."""
     from .figures import _pyplot
 
-    rows = list(csv.DictReader(open(log_path)))
+    rows = list(csv.DictReader(open(log_path, encoding="utf-8")))
     if not rows:
         return
     plt = _pyplot()

@@ -152,7 +152,6 @@ def bench_score_volume(results: dict, tmp: Path) -> None:
 
 def bench_memory(results: dict, tmp: Path) -> None:
     """Peak RSS of `ssimquality score` on a 512 x 512 x 300 int16 volume (a child process, measured by the OS)."""
-    import resource
     import subprocess
 
     import SimpleITK as sitk

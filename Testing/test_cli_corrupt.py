@@ -36,7 +36,7 @@ def test_corrupt_writes_same_geometry_and_true_labels(sample, sample_path, tmp_p
     assert vol.spacing == pytest.approx(sample.spacing)
     np.testing.assert_allclose(vol.origin, sample.origin, atol=1e-4)
     np.testing.assert_allclose(vol.direction, sample.direction, atol=1e-6)
-    rows = list(csv.DictReader(report.open()))
+    rows = list(csv.DictReader(report.open(encoding="utf-8")))
     assert [r["slice"] for r in rows] == [str(i) for i in range(sample.shape[0])]
     labels = np.array([float(r["ssim"]) for r in rows])
     # The CSV holds the true label of what was written: recompute it with scikit-image.
@@ -58,7 +58,7 @@ def test_corrupt_is_reproducible_and_severity_zero_is_identity(sample_path, tmp_
     np.testing.assert_array_equal(read_volume(a).array, read_volume(b).array)
     rep = tmp_path / "z.csv"
     assert _run(["corrupt", sample_path, z, "--severity", 0, "--report", rep, "--quiet"], capsys)[0] == 0
-    assert all(float(r["ssim"]) == 1.0 for r in csv.DictReader(rep.open()))
+    assert all(float(r["ssim"]) == 1.0 for r in csv.DictReader(rep.open(encoding="utf-8")))
     np.testing.assert_array_equal(read_volume(z).array, read_volume(sample_path).array)
 
 

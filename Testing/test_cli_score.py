@@ -40,7 +40,7 @@ def test_score_folder_csv_json_and_report(archive, tmp_path, capsys, sample):
     assert code == 0, err
     code, out, err = _run(["score", archive, "-o", json_out, "--quiet"], capsys)
     assert code == 0, err
-    rows = list(csv.DictReader(csv_out.open()))
+    rows = list(csv.DictReader(csv_out.open(encoding="utf-8")))
     by_file = {}
     for r in rows:
         by_file.setdefault(Path(r["file"]).name, []).append(r)
@@ -49,9 +49,9 @@ def test_score_folder_csv_json_and_report(archive, tmp_path, capsys, sample):
     assert len(by_file["dicom_series"]) == 12
     assert set(rows[0]) >= {"file", "axis", "slice", "predicted_ssim", "clinical_class", "class3", "class5", "class10",
                             "foreground"}
-    summary = {Path(r["file"]).name: r for r in csv.DictReader((tmp_path / "r.summary.csv").open())}
+    summary = {Path(r["file"]).name: r for r in csv.DictReader((tmp_path / "r.summary.csv").open(encoding="utf-8"))}
     assert float(summary["moved.nii.gz"]["mean_predicted_ssim"]) < float(summary["clean.nii.gz"]["mean_predicted_ssim"])
-    doc = json.loads(json_out.read_text())
+    doc = json.loads(json_out.read_text(encoding="utf-8"))
     for vol in doc["volumes"]:
         name = Path(vol["file"]).name
         assert vol["mean_predicted_ssim"] == pytest.approx(float(summary[name]["mean_predicted_ssim"]), abs=1e-6)
@@ -62,7 +62,7 @@ def test_score_folder_csv_json_and_report(archive, tmp_path, capsys, sample):
             assert (a is None and b is None) or a == pytest.approx(b, abs=1e-6)
     pngs = sorted(p.name for p in rep.glob("*.png"))
     assert len(pngs) == 3
-    index = (rep / "index.html").read_text()
+    index = (rep / "index.html").read_text(encoding="utf-8")
     assert all(p in index for p in pngs)
     # worst first: the corrupted copy is listed before the clean one
     assert index.index("moved.nii.gz") < index.index("clean.nii.gz")
@@ -87,7 +87,7 @@ def test_bad_files_are_reported_and_skipped(archive, tmp_path, capsys, sample_pa
                         ("fourd.nii.gz", "4-D"), ("empty.nii.gz", "empty")]:
         line = [l for l in lines if name in l]
         assert len(line) == 1 and words in line[0], (name, lines)
-    files = {Path(r["file"]).name for r in csv.DictReader(out.open())}
+    files = {Path(r["file"]).name for r in csv.DictReader(out.open(encoding="utf-8"))}
     assert files == {"good.nii.gz"}
     assert "1 of 5 volumes scored; 4 could not be scored" in stdout
 
@@ -101,7 +101,7 @@ def test_existing_output_refused_before_work_and_atomic(archive, tmp_path, capsy
     assert hashlib.sha256(out.read_bytes()).hexdigest() == before
     assert not (tmp_path / "r.summary.csv").exists()
     code, _, err = _run(["score", archive / "clean.nii.gz", "-o", out, "--force", "--quiet"], capsys)
-    assert code == 0 and out.read_text() != "precious\n"
+    assert code == 0 and out.read_text(encoding="utf-8") != "precious\n"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["r.csv", "r.summary.csv"], "no temporary files left"
     code, _, err = _run(["score", archive, "-o", tmp_path / "r.xlsx", "--quiet"], capsys)
     assert code != 0 and "unknown results format" in err

@@ -67,7 +67,7 @@ def test_iqm_command_csv(sample_path, tmp_path, capsys):
 
     nib.save(nib.Nifti1Image(np.random.rand(30, 30, 30).astype(np.float32), np.eye(4)), str(noise))
     assert main(["iqm", str(sample_path), str(noise), "-o", str(out), "--quiet"]) == 0
-    rows = list(csv.DictReader(out.open()))
+    rows = list(csv.DictReader(out.open(encoding="utf-8")))
     assert list(rows[0]) == ["file", "cnr", "cjv", "efc", "qi1", "reason"]
     assert float(rows[0]["cnr"]) > 1 and rows[0]["reason"] == ""
     assert rows[1]["cnr"] == "" and "noise" in rows[1]["reason"]

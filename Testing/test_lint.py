@@ -16,7 +16,7 @@ def test_library_has_no_slicer_or_qt_imports():
     import re
 
     for f in (ROOT / "SSIMQualityLib").glob("*.py"):
-        text = f.read_text()
+        text = f.read_text(encoding="utf-8")
         assert not re.search(r"^\s*(import|from)\s+(slicer|qt|ctk|vtk)\b", text, re.M), f.name
 
 
@@ -25,7 +25,7 @@ def test_library_imports_on_old_python_syntax():
     import ast
 
     for f in (ROOT / "SSIMQualityLib").glob("*.py"):
-        tree = ast.parse(f.read_text(), feature_version=(3, 9))
+        tree = ast.parse(f.read_text(encoding="utf-8"), feature_version=(3, 9))
         assert tree is not None
-        text = f.read_text()
+        text = f.read_text(encoding="utf-8")
         assert "from __future__ import annotations" in text or f.name == "__init__.py", f.name

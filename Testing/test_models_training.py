@@ -111,7 +111,7 @@ def test_train_resume_gives_same_state(tmp_path):
     b = torch.load(resumed, weights_only=True)["state_dict"]
     for k in a:
         assert torch.allclose(a[k].float(), b[k].float(), atol=1e-5), k
-    log = (tmp_path / "b" / "log.csv").read_text().splitlines()
+    log = (tmp_path / "b" / "log.csv").read_text(encoding="utf-8").splitlines()
     assert log[0].startswith("step,lr,train_loss,val_mse") and len(log) >= 3
     assert (tmp_path / "b" / "loss.png").stat().st_size > 1000
     cfg.lr = 0.5  # other settings: refused, not silently mixed

@@ -92,7 +92,7 @@ def test_interrupt_then_resume_equals_one_run(batch50, tiny_model_file, tmp_path
     summary = tmp_path / "part.summary.csv"
     deadline = time.time() + 300
     while time.time() < deadline and proc.poll() is None:
-        if summary.exists() and len(summary.read_text().splitlines()) > 6:
+        if summary.exists() and len(summary.read_text(encoding="utf-8").splitlines()) > 6:
             break
         time.sleep(0.05)
     proc.send_signal(signal.SIGINT)

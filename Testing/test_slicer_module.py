@@ -160,7 +160,7 @@ def test_ui_parses_and_has_every_widget_the_widget_uses():
     ui = os.path.join(MODULE_DIR, "Resources", "UI", "SSIMQuality.ui")
     tree = ET.parse(ui)
     names = {w.get("name") for w in tree.iter("widget")}
-    source = open(os.path.join(MODULE_DIR, "SSIMQuality.py")).read()
+    source = open(os.path.join(MODULE_DIR, "SSIMQuality.py"), encoding="utf-8").read()
     used = set(re.findall(r"self\.ui\.(\w+)", source))
     assert used, "the widget binds names from the .ui"
     assert used <= names, f"missing in .ui: {sorted(used - names)}"
@@ -173,15 +173,15 @@ def test_ui_parses_and_has_every_widget_the_widget_uses():
 def test_module_resources_exist():
     for rel in ("Resources/Icons/SSIMQuality.png", "Resources/requirements.txt", "CMakeLists.txt"):
         assert os.path.isfile(os.path.join(MODULE_DIR, rel)), rel
-    cm = open(os.path.join(MODULE_DIR, "CMakeLists.txt")).read().replace("${MODULE_NAME}", "SSIMQuality")
+    cm = open(os.path.join(MODULE_DIR, "CMakeLists.txt"), encoding="utf-8").read().replace("${MODULE_NAME}", "SSIMQuality")
     assert "slicerMacroBuildScriptedModule" in cm and "SSIMQuality.ui" in cm and "SSIMQuality.png" in cm
-    req = open(os.path.join(MODULE_DIR, "Resources", "requirements.txt")).read()
+    req = open(os.path.join(MODULE_DIR, "Resources", "requirements.txt"), encoding="utf-8").read()
     for pkg in ("torchio", "scikit-image", "torchvision"):
         assert pkg in req
 
 
 def test_extension_cmakelists():
-    text = open(os.path.join(ROOT, "CMakeLists.txt")).read()
+    text = open(os.path.join(ROOT, "CMakeLists.txt"), encoding="utf-8").read()
     for field in ("EXTENSION_HOMEPAGE", "EXTENSION_CATEGORY", "EXTENSION_CONTRIBUTORS", "EXTENSION_DESCRIPTION",
                   "EXTENSION_ICONURL", "EXTENSION_SCREENSHOTURLS", "EXTENSION_DEPENDS"):
         assert re.search(rf'set\({field} "[^"]+"\)', text), field

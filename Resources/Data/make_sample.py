@@ -11,7 +11,6 @@ from pathlib import Path
 
 import nibabel as nib
 import numpy as np
-from scipy import ndimage
 
 HERE = Path(__file__).resolve().parent
 SOURCE = "mni_icbm152_t1_tal_nlin_sym_09a_converted.nii.gz"
