@@ -128,7 +128,7 @@ def _add_score(sub) -> None:
     p.add_argument("--axis", type=_axis, default=None, help="auto (acquisition axis), 0, 1 or 2")
     p.add_argument("--workers", type=int, default=2, help="volumes read ahead in background threads (default 2)")
     p.add_argument("--frame", type=int, default=None, help="frame to score in 4-D files")
-    p.add_argument("--fast", action="store_true", help="bfloat16 on the CPU (predictions move < 0.005)")
+    p.add_argument("--fast", action="store_true", help="bfloat16 on the CPU: faster, but predictions move by up to ~0.01 (bench), so it is off by default")
     p.add_argument("--report-dir", default=None, help="folder for one PNG per volume and index.html")
     p.add_argument("--iqm", action="store_true", help="add MRIQC-style CNR, CJV, EFC, QI1 to each volume's summary")
     p.add_argument("--force", action="store_true", help="overwrite existing outputs")
