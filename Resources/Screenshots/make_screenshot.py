@@ -20,7 +20,8 @@ def main() -> Path:
     moved = corrupt_volume(vol.array, axis, "kspace", (0.0, 0.9), seed=4, out_dtype=vol.array.dtype)
     score = score_array(load_bundled_model(), moved.array, vol.spacing, axis=axis)
     return scored_volume_screenshot(moved.array, score.predicted, axis, HERE / "scored_volume.png",
-                                    title="SSIM Quality: sample with simulated motion")
+                                    title="SSIM Quality: sample with simulated motion",
+                                    slice_index=moved.array.shape[axis] // 2 + 5)
 
 
 if __name__ == "__main__":
