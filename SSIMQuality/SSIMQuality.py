@@ -437,14 +437,12 @@ class SSIMQualityLogic(ScriptedLoadableModuleLogic):
         ``parameter`` None with a ``seed`` draws it from the training range (RandomContrast's twins).
         """
         self._requireLibrary()
-        from SSIMQualityLib.contrast import (RandomAdaptiveHistogramEqualization, RandomGamma, RandomLogarithmic,
-                                             RandomSigmoid, make_contrast)
+        from SSIMQualityLib.contrast import RANDOM_KINDS, make_contrast
         from SSIMQualityLib.slices import acquisition_axis, normalize
 
         array, spacing = self.volumeArray(inputNode)
         if parameter is None and seed is not None:
-            random_twin = {"gamma": RandomGamma, "log": RandomLogarithmic, "sigmoid": RandomSigmoid,
-                           "ahe": RandomAdaptiveHistogramEqualization}[kind]()
+            random_twin = RANDOM_KINDS[kind]()
             transform = random_twin.sample(seed)
         else:
             transform = make_contrast(kind, parameter)

@@ -234,6 +234,11 @@ class RandomAdaptiveHistogramEqualization(RandomContrastTransform):
         return AdaptiveHistogramEqualization(float(np.exp(_rng(seed).uniform(lo, hi))))
 
 
+#: The random twin of each kind, by name.
+RANDOM_KINDS = {"gamma": RandomGamma, "log": RandomLogarithmic, "sigmoid": RandomSigmoid,
+                "ahe": RandomAdaptiveHistogramEqualization}
+
+
 class RandomContrast(RandomContrastTransform):
     """The method's contrast augmentation: with probability ``p`` one of the four, at random.
 
@@ -259,8 +264,7 @@ class RandomContrast(RandomContrastTransform):
             raise ValueError(f"unknown contrast kinds {sorted(unknown)}; choose from {sorted(KINDS)}")
         self.p = float(p)
         self.kinds = tuple(kinds)
-        self._random = {"gamma": RandomGamma(), "log": RandomLogarithmic(), "sigmoid": RandomSigmoid(),
-                        "ahe": RandomAdaptiveHistogramEqualization()}
+        self._random = {name: cls() for name, cls in RANDOM_KINDS.items()}
 
     def sample(self, seed: Seed = None) -> ContrastTransform:
         rng = _rng(seed)

@@ -74,11 +74,16 @@ def load_or_build_cache(out_dir: Path, kind: str, n: int, seed: int, size: int, 
 
     # Samples depend only on (seed, index): a smaller cache of the same seed is a prefix.
     prefix_x, prefix_y, start = None, None, 0
-    for other in sorted(out_dir.glob(f"cache_{kind}_s{seed}_n*_{size}.pt")):
-        data = torch.load(str(other), weights_only=True)
-        m = int(data["n"])
-        if int(data["seed"]) == seed and int(data["size"]) == size and start < m < n:
-            prefix_x, prefix_y, start = data["x"], data["y"], m
+    # The sample count is in the file name: load only the largest usable prefix, not every candidate.
+    sizes = {}
+    for other in out_dir.glob(f"cache_{kind}_s{seed}_n*_{size}.pt"):
+        m = other.name[len(f"cache_{kind}_s{seed}_n"):-len(f"_{size}.pt")]
+        if m.isdigit() and int(m) < n:
+            sizes[int(m)] = other
+    if sizes:
+        data = torch.load(str(sizes[max(sizes)]), weights_only=True)
+        if int(data["seed"]) == seed and int(data["size"]) == size:
+            prefix_x, prefix_y, start = data["x"], data["y"], int(data["n"])
     if start:
         log(f"extending cached {kind} samples from {start} to {n}")
     ds = MotionSliceDataset(n, seed=seed)
