@@ -271,6 +271,38 @@ class SSIMQualityLogic(ScriptedLoadableModuleLogic):
         return np.asarray(array), spacing
 
     @staticmethod
+    def _checkOutput(inputNode, outputNode):
+        """Refuse, before any work, an output that would overwrite the user's input volume."""
+        if outputNode is not None and inputNode is not None and outputNode.GetID() == inputNode.GetID():
+            from SSIMQualityLib.errors import OutputExistsError
+
+            raise OutputExistsError("the output volume is the input volume: the original would be lost",
+                                    inputNode.GetName(), "choose another output volume or create a new one")
+
+    @staticmethod
+    def _parameters(name, make, *args):
+        """``make(*args)`` with the library's ValueError for a bad setting turned into one clear error."""
+        try:
+            return make(*args)
+        except ValueError as exc:
+            from SSIMQualityLib.errors import SSIMQualityError
+
+            raise SSIMQualityError(str(exc), name, "change the setting and try again") from None
+
+    @staticmethod
+    def _axis(spacing, axis, name):
+        """The slicing axis: the acquisition axis when None, else 0, 1 or 2."""
+        from SSIMQualityLib.slices import acquisition_axis
+
+        if axis is None:
+            return acquisition_axis(spacing)
+        if axis not in (0, 1, 2):
+            from SSIMQualityLib.errors import SSIMQualityError
+
+            raise SSIMQualityError(f"axis must be 0, 1, 2 or None (acquisition axis), got {axis!r}", name)
+        return int(axis)
+
+    @staticmethod
     def _outputVolume(inputNode, outputNode, array, suffix):
         """Put ``array`` into ``outputNode`` (new if None) with the input's geometry."""
         if outputNode is None:
@@ -287,6 +319,9 @@ class SSIMQualityLogic(ScriptedLoadableModuleLogic):
     @staticmethod
     def loadVolumeFile(path, name=None):
         """Load a volume through a storage node (works with or without the application)."""
+        from SSIMQualityLib.volumes import check_file
+
+        check_file(path)  # missing, empty or truncated files get the library's specific message
         storage = slicer.mrmlScene.AddNewNodeByClass("vtkMRMLVolumeArchetypeStorageNode")
         storage.SetFileName(str(path))
         node = slicer.mrmlScene.AddNewNodeByClass("vtkMRMLScalarVolumeNode", name or os.path.basename(str(path)).split(".")[0])
@@ -327,6 +362,7 @@ class SSIMQualityLogic(ScriptedLoadableModuleLogic):
         from SSIMQualityLib.scoring import score_array
 
         array, spacing = self.volumeArray(volumeNode)
+        ax = self._axis(spacing, axis, volumeNode.GetName())
         model = model if model is not None else self.loadModel(device=device)
         dev = next(model.parameters()).device
         state = {"done": 0, "cancelled": False}
@@ -340,9 +376,6 @@ class SSIMQualityLogic(ScriptedLoadableModuleLogic):
                 state["cancelled"] = True
                 raise _Cancelled()
 
-        from SSIMQualityLib.slices import acquisition_axis
-
-        ax = acquisition_axis(spacing) if axis is None else int(axis)
         total = array.shape[ax]
         try:
             result = score_array(model, array, spacing, axis=ax, device=dev, progress=_step)
@@ -405,11 +438,13 @@ class SSIMQualityLogic(ScriptedLoadableModuleLogic):
     def corruptVolume(self, inputNode, outputNode=None, method="kspace", severity=0.5, seed=None, axis=None):
         """Corrupt every slice along the acquisition axis; returns (output volume, table slice / true ssim)."""
         self._requireLibrary()
-        from SSIMQualityLib.corruption import corrupt_volume
-        from SSIMQualityLib.slices import acquisition_axis
+        from SSIMQualityLib.corruption import corrupt_volume, make_corruptor
 
         array, spacing = self.volumeArray(inputNode)
-        ax = acquisition_axis(spacing) if axis is None else int(axis)
+        name = inputNode.GetName()
+        self._checkOutput(inputNode, outputNode)
+        self._parameters(name, make_corruptor, method, severity)
+        ax = self._axis(spacing, axis, name)
         res = corrupt_volume(array, ax, method=method, severity=severity, seed=seed, out_dtype=array.dtype)
         out = self._outputVolume(inputNode, outputNode, res.array, f" {method} {severity:g}")
         table = slicer.mrmlScene.AddNewNodeByClass("vtkMRMLTableNode", out.GetName() + " true SSIM")
@@ -423,10 +458,10 @@ class SSIMQualityLogic(ScriptedLoadableModuleLogic):
     def kspaceVolume(self, inputNode, outputNode=None, axis=None):
         """log(1 + |FFT|) of each slice along the acquisition axis (centred), for teaching."""
         from SSIMQualityLib.figures import log_kspace
-        from SSIMQualityLib.slices import acquisition_axis
 
         array, spacing = self.volumeArray(inputNode)
-        ax = acquisition_axis(spacing) if axis is None else int(axis)
+        self._checkOutput(inputNode, outputNode)
+        ax = self._axis(spacing, axis, inputNode.GetName())
         moved = np.moveaxis(array.astype(np.float32), ax, 0)
         k = np.stack([log_kspace(s) for s in moved]).astype(np.float32)
         return self._outputVolume(inputNode, outputNode, np.moveaxis(k, 0, ax), " k-space")
@@ -438,15 +473,18 @@ class SSIMQualityLogic(ScriptedLoadableModuleLogic):
         """
         self._requireLibrary()
         from SSIMQualityLib.contrast import RANDOM_KINDS, make_contrast
-        from SSIMQualityLib.slices import acquisition_axis, normalize
+        from SSIMQualityLib.slices import normalize
 
         array, spacing = self.volumeArray(inputNode)
+        name = inputNode.GetName()
+        self._checkOutput(inputNode, outputNode)
         if parameter is None and seed is not None:
-            random_twin = RANDOM_KINDS[kind]()
-            transform = random_twin.sample(seed)
+            if kind not in RANDOM_KINDS:
+                self._parameters(name, make_contrast, kind)  # the library's message for an unknown kind
+            transform = RANDOM_KINDS[kind]().sample(seed)
         else:
-            transform = make_contrast(kind, parameter)
-        ax = acquisition_axis(spacing) if axis is None else int(axis)
+            transform = self._parameters(name, make_contrast, kind, parameter)
+        ax = self._axis(spacing, axis, name)
         moved = np.moveaxis(array.astype(np.float32), ax, 0)
         out = np.stack([transform(normalize(s)) for s in moved]).astype(np.float32)
         node = self._outputVolume(inputNode, outputNode, np.moveaxis(out, 0, ax), f" {kind}")

@@ -49,11 +49,11 @@ class VolumeResult:
         return s
 
 
-def _read(path: Path, frame: Optional[int]):
+def _read(path: Path, frame: Optional[int], series_uid: Optional[str] = None):
     from .volumes import read_volume
 
     try:
-        return read_volume(path, frame=frame), None
+        return read_volume(path, frame=frame, series_uid=series_uid), None
     except SSIMQualityError as exc:
         return None, exc
     except Exception as exc:  # an unexpected reader failure is still one file's problem
@@ -65,12 +65,14 @@ def _read(path: Path, frame: Optional[int]):
 
 def score_files(paths: Sequence[Union[str, Path]], model, device="cpu", batch_size: int = 32, axis: Optional[int] = None,
                 workers: int = 2, frame: Optional[int] = None, bf16: bool = False, iqm: bool = False,
-                progress: Optional[Callable[[int], None]] = None,
+                series_uid: Optional[str] = None, progress: Optional[Callable[[int], None]] = None,
                 on_volume: Optional[Callable[[VolumeResult], None]] = None) -> Iterator[VolumeResult]:
     """Score each file; yields one :class:`VolumeResult` per input in order.
 
     Up to ``workers`` volumes are read ahead in background threads.  With
-    ``iqm`` the MRIQC-style metrics join each volume's summary.
+    ``iqm`` the MRIQC-style metrics join each volume's summary.  ``frame``
+    picks the frame of 4-D files, ``series_uid`` the series of DICOM folders
+    holding several.
     """
     paths = [Path(p) for p in paths]
     with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
@@ -79,7 +81,7 @@ def score_files(paths: Sequence[Union[str, Path]], model, device="cpu", batch_si
 
         def submit(i):
             if i < len(paths) and i not in pending:
-                pending[i] = pool.submit(_read, paths[i], frame)
+                pending[i] = pool.submit(_read, paths[i], frame, series_uid)
 
         for i in range(ahead):
             submit(i)

@@ -59,6 +59,12 @@ def _progress(desc: str, total: int, quiet: bool):
 # corrupt
 # ----------------------------------------------------------------------------
 
+def _add_series(p) -> None:
+    p.add_argument("--series", default=None, metavar="UID",
+                   help="SeriesInstanceUID to read from DICOM folders holding several series (they are refused, "
+                        "with the list of UIDs, without it)")
+
+
 def _add_corrupt(sub) -> None:
     p = sub.add_parser("corrupt", help="corrupt every slice of a volume with simulated motion",
                        description="Corrupt every slice along the acquisition axis with simulated head motion "
@@ -74,6 +80,7 @@ def _add_corrupt(sub) -> None:
     p.add_argument("--seed", type=int, default=None, help="random seed; the same seed gives the same output")
     p.add_argument("--axis", type=_axis, default=None, help="array axis to slice along: auto (acquisition axis), 0, 1, 2")
     p.add_argument("--frame", type=int, default=None, help="frame to use from a 4-D file")
+    _add_series(p)
     p.add_argument("--report", default=None, help="CSV with columns slice,ssim (the true label per slice)")
     p.add_argument("--force", action="store_true", help="overwrite existing outputs")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
@@ -90,7 +97,7 @@ def _run_corrupt(args) -> int:
     ensure_writable(args.output, args.force, WRITABLE_SUFFIXES)
     if args.report:
         ensure_writable(args.report, args.force, (".csv",))
-    vol = read_volume(args.input, frame=args.frame)
+    vol = read_volume(args.input, frame=args.frame, series_uid=args.series)
     axis = acquisition_axis(vol.spacing) if args.axis is None else args.axis
     bar = _progress(f"corrupting {Path(args.input).name}", vol.shape[axis], args.quiet)
     res = corrupt_volume(vol.array, axis, method=args.method, severity=args.severity, seed=args.seed,
@@ -128,6 +135,7 @@ def _add_score(sub) -> None:
     p.add_argument("--axis", type=_axis, default=None, help="auto (acquisition axis), 0, 1 or 2")
     p.add_argument("--workers", type=int, default=2, help="volumes read ahead in background threads (default 2)")
     p.add_argument("--frame", type=int, default=None, help="frame to score in 4-D files")
+    _add_series(p)
     p.add_argument("--fast", action="store_true", help="bfloat16 on the CPU: faster, but predictions move by up to ~0.01 (bench), so it is off by default")
     p.add_argument("--report-dir", default=None, help="folder for one PNG per volume and index.html")
     p.add_argument("--iqm", action="store_true", help="add MRIQC-style CNR, CJV, EFC, QI1 to each volume's summary")
@@ -206,7 +214,7 @@ def _score_loop(args, paths, model, device, columns, results, index, report, sli
     from .batch import score_files, volume_figure, write_results
 
     for res in score_files(paths, model, device=device, batch_size=args.batch_size, axis=args.axis,
-                           workers=args.workers, frame=args.frame, bf16=args.fast, iqm=args.iqm,
+                           workers=args.workers, frame=args.frame, bf16=args.fast, iqm=args.iqm, series_uid=args.series,
                            progress=slice_bar.update):
         vol_bar.update(1)
         if res.error is not None:
@@ -241,6 +249,7 @@ def _add_iqm(sub) -> None:
     p.add_argument("-o", "--output", default=None, help="iqm.csv (columns file,cnr,cjv,efc,qi1,reason) or .json")
     p.add_argument("--recursive", action="store_true")
     p.add_argument("--frame", type=int, default=None, help="frame to use from 4-D files")
+    _add_series(p)
     p.add_argument("--force", action="store_true", help="overwrite an existing output")
     p.add_argument("--quiet", action="store_true")
     p.set_defaults(func=_run_iqm)
@@ -267,7 +276,7 @@ def _run_iqm(args) -> int:
     rows, bad = [], 0
     for path in tqdm(paths, desc="volumes", unit="vol", disable=args.quiet, file=sys.stderr):
         try:
-            vol = read_volume(path, frame=args.frame)
+            vol = read_volume(path, frame=args.frame, series_uid=args.series)
         except SSIMQualityError as exc:
             tqdm.write(f"ssimquality: error: {exc.one_line()}", file=sys.stderr)
             bad += 1
@@ -335,6 +344,8 @@ def _add_train(sub) -> None:
     p.add_argument("--workers", type=int, default=d.workers, help="processes making samples")
     p.add_argument("--max-minutes", type=float, default=0.0, help="stop cleanly after this long (resume later)")
     p.add_argument("--no-resume", action="store_true", help="start afresh even if a checkpoint exists")
+    p.add_argument("--init", default="", metavar="MODEL",
+                   help="start from this model file's weights (fine-tune; e.g. the bundled model) instead of from scratch")
     p.set_defaults(func=_run_train)
 
 
@@ -345,7 +356,7 @@ def _run_train(args) -> int:
                       optimizer=args.optimizer, lr=args.lr, loss=args.loss, steps=args.steps,
                       train_samples=args.train_samples, val_samples=args.val_samples, val_every=args.val_every,
                       checkpoint_every=args.val_every, train_seed=args.seed, device=args.device,
-                      workers=args.workers, max_minutes=args.max_minutes)
+                      workers=args.workers, max_minutes=args.max_minutes, init=args.init)
     final = train(cfg, resume=not args.no_resume)
     print(f"model written to {final}")
     return 0

@@ -5,10 +5,12 @@ Each sample, fully determined by ``(seed, index)``:
 1. a slice by the orientation rule (isotropic source: any of the three axes;
    anisotropic: the acquisition axis), fitted to 256 × 256;
 2. for the synthetic source, domain randomisation of the clean slice
-   (:mod:`SSIMQualityLib.synthesis`);
+   (:mod:`SSIMQualityLib.synthesis`), all of it but the noise;
 3. optional contrast augmentation (gamma, log, sigmoid, AHE);
 4. motion corruption by one of the two algorithms (a share of samples is
-   left clean, so that "no motion" is learnt as 1.0);
+   left clean, so that "no motion" is learnt as 1.0); then the synthetic
+   source's Rician noise, the same draw added to both images (acquisition
+   noise does not move with the head);
 5. label = SSIM(clean, corrupted) by the project's convention; input = the
    normalised corrupted slice.
 
@@ -30,10 +32,15 @@ from .contrast import RandomContrast
 from .corruption import slice_labels
 from .motion import RandomKSpaceMotion, RandomMotion, apply_motion_batch
 from .slices import SliceSampler, fit_to_size, normalize, take_slice
-from .synthesis import RandomSynthesis, load_tissue_volume, synthesize
+from .synthesis import RandomSynthesis, add_rician_noise, load_tissue_volume, synthesize
 
 
 _NO_MOTION = RandomKSpaceMotion(severity=0.0)
+
+#: Changes whenever the same ``(seed, index)`` would give a different sample,
+#: so that caches of an older recipe are never reused.
+#: 2: synthetic noise added after the motion, shared by both images.
+DATA_VERSION = 2
 
 
 class SliceSource:
@@ -144,13 +151,23 @@ class MotionSliceDataset(Dataset):
     def rng(self, index: int) -> np.random.Generator:
         return np.random.default_rng(np.random.SeedSequence([self.seed, int(index)]))
 
-    def clean_slice(self, index: int, rng: np.random.Generator) -> torch.Tensor:
-        """Steps 1–3: the clean (randomised, contrast-adjusted) slice in [0, 1], 256 × 256."""
+    def clean_slice(self, index: int, rng: np.random.Generator) -> Tuple[torch.Tensor, float, int]:
+        """Steps 1–3: the clean (randomised, contrast-adjusted) slice in [0, 1], 256 × 256.
+
+        Returns the noise-free slice with the noise still to add after the
+        motion: its sigma (in the slice's [0, 1] units) and seed.
+        """
         raw = self.source.draw(rng)
-        img = synthesize(raw, self.synthesis.sample(rng)) if self.source.synthetic else raw.float()
+        sigma, noise_seed = 0.0, 0
+        if self.source.synthetic:
+            params = self.synthesis.sample(rng)
+            img = synthesize(raw, params, noise=False)
+            sigma, noise_seed = params.noise, params.noise_seed
+        else:
+            img = raw.float()
         img = normalize(img)
         adjusted = self.contrast.sample(rng)(img.numpy())
-        return torch.as_tensor(adjusted, dtype=torch.float32)
+        return torch.as_tensor(adjusted, dtype=torch.float32), sigma, noise_seed
 
     def batch(self, indices: Sequence[int]) -> Tuple[torch.Tensor, torch.Tensor]:
         """Samples for ``indices`` as (B, 1, 256, 256) inputs and (B,) labels."""
@@ -160,14 +177,19 @@ class MotionSliceDataset(Dataset):
     def pairs(self, indices: Sequence[int]) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """Clean slices, their corrupted twins (B, 256, 256) and the labels (B,) — for checks and teaching."""
         rngs = [self.rng(i) for i in indices]
-        clean = torch.stack([self.clean_slice(i, r) for i, r in zip(indices, rngs)])
+        made = [self.clean_slice(i, r) for i, r in zip(indices, rngs)]
+        clean = torch.stack([m[0] for m in made])
         transforms = []
         for r in rngs:
             if r.random() < self.config.p_clean:
                 transforms.append(_NO_MOTION.sample(tuple(clean.shape[-2:]), r))
             else:
                 transforms.append(self.motion.sample(tuple(clean.shape[-2:]), r))
-        corrupted = apply_motion_batch(clean, transforms)
+        corrupted = apply_motion_batch(clean, transforms).clamp_min(0)
+        for k, (_, sigma, noise_seed) in enumerate(made):
+            if sigma > 0:
+                both = add_rician_noise(torch.stack([clean[k], corrupted[k]]), sigma, noise_seed)
+                clean[k], corrupted[k] = both[0], both[1]
         labels = slice_labels(clean, corrupted).float()
         return clean, corrupted, labels
 

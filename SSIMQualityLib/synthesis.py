@@ -172,11 +172,13 @@ def _smooth_field(shape: Tuple[int, int], coarse: np.ndarray) -> torch.Tensor:
     return F.interpolate(t, size=shape, mode="bilinear", align_corners=True)[0]
 
 
-def synthesize(stack: torch.Tensor, p: SynthesisParams) -> torch.Tensor:
+def synthesize(stack: torch.Tensor, p: SynthesisParams, noise: bool = True) -> torch.Tensor:
     """One clean slice (H, W) from a tissue stack (5, H, W) and its parameters.
 
-    Deformation, texture, resolution, bias and Rician noise are applied in
-    that order; the result is non-negative, in arbitrary units.
+    Deformation, texture, resolution, bias and (unless ``noise`` is False)
+    Rician noise are applied in that order; the result is non-negative, in
+    arbitrary units.  Training leaves the noise out here and adds it after the
+    motion with :func:`add_rician_noise`, the same draw to both images.
     """
     c, h, w = stack.shape
     stack = stack.float()
@@ -221,12 +223,42 @@ def synthesize(stack: torch.Tensor, p: SynthesisParams) -> torch.Tensor:
     b = p.bias
     bias = torch.exp(b[0] * xx + b[1] * yy + b[2] * xx * yy + b[3] * xx ** 2 + b[4] * yy ** 2 + b[5] * 0)
     img = img.clamp_min(0) * bias
-    # Rician noise.
-    scale = float(img.max()) if img.numel() else 1.0
-    if scale > 0 and p.noise > 0:
-        g = torch.Generator().manual_seed(p.noise_seed)
-        sigma = p.noise * scale
-        n1 = torch.randn(img.shape, generator=g) * sigma
-        n2 = torch.randn(img.shape, generator=g) * sigma
-        img = torch.sqrt((img + n1) ** 2 + n2 ** 2)
+    if noise:
+        img = add_rician_noise(img, p.noise * float(img.max()) if img.numel() else 0.0, p.noise_seed)
     return img
+
+
+def add_rician_noise(image: torch.Tensor, sigma: float, seed: int) -> torch.Tensor:
+    """Magnitude of ``image`` plus complex Gaussian noise of standard deviation ``sigma``.
+
+    Parameters
+    ----------
+    image : Tensor (..., H, W)
+        Non-negative magnitude image; every leading index gets the *same*
+        noise draw, so a clean slice and its corrupted twin stacked together
+        share their noise.
+    sigma : float
+        Noise standard deviation in the image's units (0: returned unchanged).
+    seed : int
+        Seed of the draw.
+
+    Notes
+    -----
+    Thermal noise enters at acquisition, after the head has moved: adding it
+    after the motion, identically to both images, keeps the SSIM label about
+    the motion.  Noise added before the motion would be moved with the head,
+    and the label would then fall with the noise level on images whose
+    artefact cannot be seen (a clean noisy scan would look "corrupted").
+
+    Examples
+    --------
+    >>> img = torch.zeros(8, 8)
+    >>> bool((add_rician_noise(img, 0.1, 0) > 0).all())
+    True
+    """
+    if sigma <= 0:
+        return image
+    g = torch.Generator().manual_seed(int(seed))
+    n1 = torch.randn(image.shape[-2:], generator=g) * sigma
+    n2 = torch.randn(image.shape[-2:], generator=g) * sigma
+    return torch.sqrt((image + n1) ** 2 + n2 ** 2)

@@ -19,7 +19,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from .data import MotionSliceDataset, build_cache
+from .data import DATA_VERSION, MotionSliceDataset, build_cache
 from .models import build_model, resolve_device, save_checkpoint
 
 
@@ -46,6 +46,7 @@ class TrainConfig:
     workers: int = 2
     max_minutes: float = 0.0  # stop cleanly (checkpoint) after this long; 0 = no limit
     bf16_cpu: bool = True
+    init: str = ""  # start from this model file's weights (fine-tuning); "" = from scratch
 
 
 def _loss_fn(name: str) -> Callable:
@@ -59,7 +60,7 @@ def _loss_fn(name: str) -> Callable:
 
 
 def cache_file(out_dir: Path, kind: str, n: int, seed: int, size: int) -> Path:
-    return out_dir / f"cache_{kind}_s{seed}_n{n}_{size}.pt"
+    return out_dir / f"cache_{kind}_v{DATA_VERSION}_s{seed}_n{n}_{size}.pt"
 
 
 def load_or_build_cache(out_dir: Path, kind: str, n: int, seed: int, size: int, workers: int, log=print):
@@ -76,8 +77,9 @@ def load_or_build_cache(out_dir: Path, kind: str, n: int, seed: int, size: int, 
     prefix_x, prefix_y, start = None, None, 0
     # The sample count is in the file name: load only the largest usable prefix, not every candidate.
     sizes = {}
-    for other in out_dir.glob(f"cache_{kind}_s{seed}_n*_{size}.pt"):
-        m = other.name[len(f"cache_{kind}_s{seed}_n"):-len(f"_{size}.pt")]
+    stem = cache_file(out_dir, kind, 0, seed, size).name.split("_n0_")[0] + "_n"
+    for other in out_dir.glob(f"{stem}*_{size}.pt"):
+        m = other.name[len(stem):-len(f"_{size}.pt")]
         if m.isdigit() and int(m) < n:
             sizes[int(m)] = other
     if sizes:
@@ -130,7 +132,18 @@ def train(cfg: TrainConfig, resume: bool = True, log: Callable[[str], None] = pr
     x_va, y_va = load_or_build_cache(out, "val", cfg.val_samples, cfg.val_seed, cfg.input_size, cfg.workers, log)
 
     torch.manual_seed(cfg.train_seed)  # here, so that making samples (or not) does not change the start
-    model = build_model(cfg.arch, cfg.input_size).to(device).to(memory_format=torch.channels_last)
+    model = build_model(cfg.arch, cfg.input_size)
+    if cfg.init:
+        from .errors import BadModelFileError
+        from .models import load_model
+
+        start_from = load_model(cfg.init)  # checks the file; float16 release weights become float32
+        if start_from.arch != cfg.arch:
+            raise BadModelFileError(f"--init holds a {start_from.arch} model but this run trains {cfg.arch}",
+                                    cfg.init, f"pass --arch {start_from.arch}, or another --init file")
+        model.load_state_dict(start_from.state_dict())  # input size is pooling only: no weights depend on it
+        log(f"starting from the weights of {cfg.init}")
+    model = model.to(device).to(memory_format=torch.channels_last)
     opt_cls = torch.optim.AdamW if cfg.optimizer == "adamw" else torch.optim.Adam
     opt = opt_cls(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay if cfg.optimizer == "adamw" else 0.0)
     sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=cfg.lr, total_steps=cfg.steps, pct_start=0.05,

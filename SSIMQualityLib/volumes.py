@@ -122,8 +122,7 @@ def read_volume(path: PathLike, frame: Optional[int] = None, series_uid: Optiona
     """
     p = Path(path)
     name = _path_name(path)
-    if not p.exists():
-        raise UnreadableFileError("file does not exist", name, "check the path")
+    check_file(p)
     sitk = _sitk()
     if p.is_dir():
         try:
@@ -132,9 +131,7 @@ def read_volume(path: PathLike, frame: Optional[int] = None, series_uid: Optiona
             raise UnreadableFileError(f"DICOM series could not be read ({_first_line(exc)})", name,
                                       "check that the folder holds complete slices of one series") from None
     else:
-        if p.stat().st_size == 0:
-            raise UnreadableFileError("file is empty (0 bytes)", name, "re-export or copy the file again")
-        _check_complete(p, name)
+        check_memory(p, frame)
         try:
             img = sitk.ReadImage(str(p))
         except RuntimeError as exc:
@@ -146,6 +143,81 @@ def read_volume(path: PathLike, frame: Optional[int] = None, series_uid: Optiona
         vol.array = _nifti_float_array(p, frame, vol.array.shape)
     check_volume(vol)
     return vol
+
+
+def check_file(path: PathLike) -> None:
+    """Refuse, before reading, a path that is missing, empty or a truncated NIfTI / gzip file.
+
+    Folders (DICOM series) only need to exist.  Used by :func:`read_volume`
+    and by the Slicer module before it hands a file to Slicer's readers.
+    """
+    p = Path(path)
+    name = _path_name(path)
+    if not p.exists():
+        raise UnreadableFileError("file does not exist", name, "check the path")
+    if p.is_dir():
+        return
+    if p.stat().st_size == 0:
+        raise UnreadableFileError("file is empty (0 bytes)", name, "re-export or copy the file again")
+    _check_complete(p, name)
+
+
+#: Environment variable capping the memory a volume may need (GB); default: what the system has free.
+MEMORY_LIMIT_ENV = "SSIMQUALITY_MEMORY_LIMIT_GB"
+#: Room for the model, torch and one batch of slices on top of the volume itself.
+_OVERHEAD_BYTES = 600 * 2 ** 20
+
+
+def available_memory() -> Optional[int]:
+    """Bytes this process may still use: ``$SSIMQUALITY_MEMORY_LIMIT_GB`` or the system's free memory (None: unknown)."""
+    limit = os.environ.get(MEMORY_LIMIT_ENV)
+    if limit:
+        try:
+            return int(float(limit) * 2 ** 30)
+        except ValueError:
+            raise UnsupportedImageError(f"{MEMORY_LIMIT_ENV}={limit!r} is not a number of gigabytes") from None
+    try:
+        with open("/proc/meminfo", encoding="ascii") as fh:
+            for line in fh:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    try:
+        return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    except (ValueError, OSError, AttributeError):
+        return None
+
+
+def memory_estimate(path: PathLike, frame: Optional[int] = None) -> Optional[int]:
+    """Bytes needed to read and score one 3-D volume of an image file, from its header alone (None: unknown).
+
+    The file's voxels of one frame twice (ITK's image and the array taken from
+    it) plus a fixed allowance for the model and a batch of slices; scoring
+    streams slices, so nothing grows with the volume beyond that.
+    """
+    sitk = _sitk()
+    reader = sitk.ImageFileReader()
+    reader.SetFileName(str(path))
+    try:
+        reader.ReadImageInformation()
+    except RuntimeError:
+        return None  # the reader proper gives the clear error
+    size = list(reader.GetSize())
+    voxels = int(np.prod(size[:3])) * (int(np.prod(size[3:])) if frame is None else 1)
+    itemsize = np.dtype(sitk.GetArrayViewFromImage(sitk.Image([1] * len(size), reader.GetPixelID(),
+                                                              reader.GetNumberOfComponents())).dtype).itemsize
+    return 2 * voxels * itemsize * max(1, reader.GetNumberOfComponents()) + _OVERHEAD_BYTES
+
+
+def check_memory(path: PathLike, frame: Optional[int] = None) -> None:
+    """Refuse, before loading, a volume that would not fit in the memory available."""
+    need = memory_estimate(path, frame)
+    have = available_memory()
+    if need is not None and have is not None and need > have:
+        raise UnsupportedImageError(
+            f"volume needs about {need / 2 ** 30:.1f} GB of memory to score, {have / 2 ** 30:.1f} GB is available",
+            _path_name(path), "free memory, use a larger machine, or crop / downsample the volume first")
 
 
 def _nifti_float_array(p: Path, frame: Optional[int], shape) -> np.ndarray:

@@ -65,3 +65,31 @@ def test_folder_source_with_real_volume(sample_path):
     ds = MotionSliceDataset(6, source=VolumeFolderSource([sample_path.parent]), seed=1)
     x, y = ds.batch(list(range(6)))
     assert x.shape == (6, 1, 256, 256) and torch.all((y >= 0) & (y <= 1))
+
+
+def test_clean_noisy_slices_are_labelled_one_and_noise_is_shared():
+    """Noise enters after the motion, the same draw in both images: a clean noisy slice is SSIM 1, and
+    the corrupted twin differs from the clean one only where the motion changed the signal."""
+    ds = MotionSliceDataset(12, seed=5, config=SampleConfig(p_clean=1.0))
+    clean, corrupted, y = ds.pairs(list(range(12)))
+    assert torch.all(y == 1.0)
+    background = clean[:, :8, :8]  # air in the corner: Rician noise, not zero
+    assert float((background > 0).float().mean()) > 0.9
+    moved = MotionSliceDataset(12, seed=5, config=SampleConfig(p_clean=0.0, severity=(0.05, 0.05)))
+    c2, m2, y2 = moved.pairs(list(range(12)))
+    assert torch.equal(c2, clean), "same seed and index: the same clean noisy slice"
+    # Slight motion: the noise of the air is shared, so the label stays high (noise moved with the
+    # head would push it far down although nothing can be seen).
+    assert float(y2.median()) > 0.9
+
+
+def test_rician_noise_same_draw_for_every_image():
+    from SSIMQualityLib.synthesis import add_rician_noise
+
+    a = torch.zeros(2, 32, 32)
+    a[1, 8:24, 8:24] = 1.0
+    n = add_rician_noise(a, 0.05, seed=3)
+    assert torch.equal(n[0, :8], n[1, :8]), "outside the square both images got the same noise"
+    assert torch.equal(add_rician_noise(a, 0.05, seed=3), n)
+    assert not torch.equal(add_rician_noise(a, 0.05, seed=4), n)
+    assert torch.equal(add_rician_noise(a, 0.0, seed=3), a)

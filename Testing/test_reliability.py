@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from helpers import write_nifti
+from helpers import write_dicom_series, write_nifti
 from SSIMQualityLib.models import build_model, save_checkpoint
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -149,19 +149,88 @@ BAD_ARGS = [
 ]
 
 
-@pytest.mark.parametrize("case", BAD_ARGS, ids=[c[0] for c in BAD_ARGS])
-def test_bad_input_table(case, batch50, tiny_model_file, tmp_path):
-    _, build, words = case
-    existing = tmp_path / "existing.csv"
-    existing.write_text("user data\n")
-    (tmp_path / "existing.nii.gz").write_bytes(b"user volume")
-    before = {p: _sha(p) for p in list(batch50.iterdir()) + [existing, tmp_path / "existing.nii.gz"]}
-    argv = build(batch50, str(tiny_model_file), existing)
+def _assert_refused(argv, words, watched, env=None):
+    """One run: non-zero exit, one stderr line with ``words``, no traceback, no watched file changed."""
+    before = {p: _sha(p) for p in watched}
     r = subprocess.run(_cmd() + argv + ["--quiet"] * (argv[0] in ("score", "corrupt", "iqm")), capture_output=True,
-                       text=True, cwd=ROOT)
+                       text=True, cwd=ROOT, env={**os.environ, **(env or {})})
     assert r.returncode not in (0, None), r.stdout
     lines = [l for l in r.stderr.splitlines() if l.strip()]
     assert len(lines) == 1, r.stderr
     assert words in lines[0], lines[0]
     assert "Traceback" not in r.stderr
     assert {p: _sha(p) for p in before} == before, "no pre-existing file changed"
+    return lines[0]
+
+
+@pytest.mark.parametrize("case", BAD_ARGS, ids=[c[0] for c in BAD_ARGS])
+def test_bad_input_table(case, batch50, tiny_model_file, tmp_path):
+    _, build, words = case
+    existing = tmp_path / "existing.csv"
+    existing.write_text("user data\n")
+    (tmp_path / "existing.nii.gz").write_bytes(b"user volume")
+    watched = list(batch50.iterdir()) + [existing, tmp_path / "existing.nii.gz"]
+    _assert_refused(build(batch50, str(tiny_model_file), existing), words, watched)
+
+
+@pytest.fixture(scope="module")
+def mixed_dicom(tmp_path_factory, sample):
+    """A folder holding two DICOM series (as archives often do) and a copy of the sample."""
+    import shutil
+
+    d = tmp_path_factory.mktemp("mixed")
+    a = write_dicom_series(sample, d / "a", series_uid=UID_A)
+    b = write_dicom_series(sample, d / "b", n_slices=8, series_uid=UID_B)
+    mixed = d / "mixed"
+    mixed.mkdir()
+    for folder, tag in ((a, "a"), (b, "b")):
+        for f in folder.iterdir():
+            shutil.move(str(f), str(mixed / f"{tag}_{f.name}"))
+        folder.rmdir()
+    shutil.copy(sample.path, d / "sample.nii.gz")
+    return d
+
+
+UID_A = "1.2.826.0.1.3680043.2.1125.1"
+UID_B = "1.2.826.0.1.3680043.2.1125.7"
+SMALL_MEMORY = {"SSIMQUALITY_MEMORY_LIMIT_GB": "0.2"}
+
+BAD_ARGS_MORE = [
+    # (id, argv builder (folder, model, existing output), expected words, environment)
+    ("score-dicom-mixed", lambda x, m, o: ["score", str(x / "mixed"), "--model", m], "holds 2 DICOM series", None),
+    ("score-dicom-unknown-uid", lambda x, m, o: ["score", str(x / "mixed"), "--model", m, "--series", "1.2.3"],
+     "no DICOM series with UID 1.2.3", None),
+    ("corrupt-dicom-mixed", lambda x, m, o: ["corrupt", str(x / "mixed"), str(o.with_name("n.nii"))], "holds 2 DICOM series", None),
+    ("iqm-dicom-mixed", lambda x, m, o: ["iqm", str(x / "mixed")], "holds 2 DICOM series", None),
+    ("score-over-memory", lambda x, m, o: ["score", str(x / "sample.nii.gz"), "--model", m], "GB of memory", SMALL_MEMORY),
+    ("corrupt-over-memory", lambda x, m, o: ["corrupt", str(x / "sample.nii.gz"), str(o.with_name("n.nii"))], "GB of memory",
+     SMALL_MEMORY),
+    ("iqm-over-memory", lambda x, m, o: ["iqm", str(x / "sample.nii.gz")], "GB of memory", SMALL_MEMORY),
+]
+
+
+@pytest.mark.parametrize("case", BAD_ARGS_MORE, ids=[c[0] for c in BAD_ARGS_MORE])
+def test_bad_input_table_dicom_memory(case, mixed_dicom, tiny_model_file, tmp_path):
+    _, build, words, env = case
+    existing = tmp_path / "existing.csv"
+    existing.write_text("user data\n")
+    watched = [p for p in mixed_dicom.rglob("*") if p.is_file()] + [existing]
+    line = _assert_refused(build(mixed_dicom, str(tiny_model_file), existing), words, watched, env)
+    if "DICOM" in words:
+        assert UID_A in line and UID_B in line, "the message lists the series to choose from"
+    assert not (tmp_path / "n.nii").exists(), "refused before writing"
+
+
+def test_series_flag_picks_one_series(mixed_dicom, tiny_model_file, tmp_path):
+    out = tmp_path / "r.csv"
+    r = subprocess.run(_cmd() + ["score", str(mixed_dicom / "mixed"), "--model", str(tiny_model_file), "--series", UID_B,
+                                 "-o", str(out), "--quiet"], capture_output=True, text=True, cwd=ROOT)
+    assert r.returncode == 0, r.stderr
+    assert len(_rows(out)) == 8, "the 8-slice series B was scored"
+    vol = tmp_path / "a.nii.gz"
+    r = subprocess.run(_cmd() + ["corrupt", str(mixed_dicom / "mixed"), str(vol), "--series", UID_A, "--seed", "1",
+                                 "--quiet"], capture_output=True, text=True, cwd=ROOT)
+    assert r.returncode == 0, r.stderr
+    import nibabel as nib
+
+    assert nib.load(str(vol)).shape[2] == 12, "the 12-slice series A was corrupted"

@@ -187,3 +187,97 @@ def test_extension_cmakelists():
         assert re.search(rf'set\({field} "[^"]+"\)', text), field
     assert 'EXTENSION_DEPENDS "PyTorch"' in text
     assert "add_subdirectory(SSIMQuality)" in text and "add_subdirectory(SSIMQualityCLI)" in text
+
+
+# -- the Logic's bad-input table (reliability issue) ---------------------------
+# Each case: (id, call(logic, nodes, files, model), words in the one-line message, what the message must name).
+
+def _bad_logic_nodes(scene):
+    import slicer
+
+    nodes = {"head": slicer.util.addVolumeFromArray((np.random.default_rng(0).random((12, 40, 40)) * 100).astype(np.float32), name="head"),
+             "empty": scene.AddNewNodeByClass("vtkMRMLScalarVolumeNode", "emptyvol"),
+             "rgb": scene.AddNewNodeByClass("vtkMRMLVectorVolumeNode", "rgbvol"),
+             "const": slicer.util.addVolumeFromArray(np.ones((10, 20, 20), np.float32), name="constvol"),
+             "nan": slicer.util.addVolumeFromArray(np.full((10, 20, 20), np.nan, np.float32), name="nanvol"),
+             "tiny": slicer.util.addVolumeFromArray(np.random.rand(20, 8, 8).astype(np.float32), name="tinyvol"),
+             "frame": slicer.util.addVolumeFromArray(np.random.rand(10, 20, 20).astype(np.float32), name="framevol")}
+    nodes["frame"].SetAttribute("SequenceBrowser.ProxyNode", "1")
+    return nodes
+
+
+def _bad_logic_files(folder, sample_path):
+    data = sample_path.read_bytes()
+    files = {"empty": folder / "empty.nii.gz", "text": folder / "notes.nii", "trunc": folder / "cut.nii.gz",
+             "missing": folder / "nope.nii.gz", "model_text": folder / "model.pt"}
+    files["empty"].write_bytes(b"")
+    files["text"].write_text("not an image\n" * 40, encoding="utf-8")
+    files["trunc"].write_bytes(data[: len(data) // 3])
+    files["model_text"].write_text("not a model\n", encoding="utf-8")
+    return files
+
+
+BAD_LOGIC = [
+    ("score-none", lambda lg, n, f, m: lg.scoreVolume(None, model=m), "no input volume", None),
+    ("score-no-image", lambda lg, n, f, m: lg.scoreVolume(n["empty"], model=m), "no image data", "emptyvol"),
+    ("score-vector", lambda lg, n, f, m: lg.scoreVolume(n["rgb"], model=m), "vector", "rgbvol"),
+    ("score-sequence-frame", lambda lg, n, f, m: lg.scoreVolume(n["frame"], model=m), "4-D sequence", "framevol"),
+    ("score-constant", lambda lg, n, f, m: lg.scoreVolume(n["const"], model=m), "same value", "constvol"),
+    ("score-nan", lambda lg, n, f, m: lg.scoreVolume(n["nan"], model=m), "NaN", "nanvol"),
+    ("score-tiny", lambda lg, n, f, m: lg.scoreVolume(n["tiny"], model=m), "too small", "tinyvol"),
+    ("score-bad-axis", lambda lg, n, f, m: lg.scoreVolume(n["head"], model=m, axis=5), "axis must be", "head"),
+    ("corrupt-constant", lambda lg, n, f, m: lg.corruptVolume(n["const"]), "same value", "constvol"),
+    ("corrupt-severity", lambda lg, n, f, m: lg.corruptVolume(n["head"], severity=1.5), "severity", "head"),
+    ("corrupt-method", lambda lg, n, f, m: lg.corruptVolume(n["head"], method="shake"), "unknown method", "head"),
+    ("corrupt-into-input", lambda lg, n, f, m: lg.corruptVolume(n["head"], outputNode=n["head"]), "input volume", "head"),
+    ("kspace-no-image", lambda lg, n, f, m: lg.kspaceVolume(n["empty"]), "no image data", "emptyvol"),
+    ("kspace-into-input", lambda lg, n, f, m: lg.kspaceVolume(n["head"], outputNode=n["head"]), "input volume", "head"),
+    ("contrast-kind", lambda lg, n, f, m: lg.augmentContrast(n["head"], kind="posterize"), "unknown contrast kind", "head"),
+    ("contrast-kind-random", lambda lg, n, f, m: lg.augmentContrast(n["head"], kind="posterize", seed=1), "unknown contrast kind", "head"),
+    ("contrast-gamma-negative", lambda lg, n, f, m: lg.augmentContrast(n["head"], kind="gamma", parameter=-1), "gamma", "head"),
+    ("contrast-into-input", lambda lg, n, f, m: lg.augmentContrast(n["head"], outputNode=n["head"]), "input volume", "head"),
+    ("load-missing", lambda lg, n, f, m: lg.loadVolumeFile(f["missing"]), "does not exist", "nope.nii.gz"),
+    ("load-empty", lambda lg, n, f, m: lg.loadVolumeFile(f["empty"]), "empty", "empty.nii.gz"),
+    ("load-text", lambda lg, n, f, m: lg.loadVolumeFile(f["text"]), "not a readable image", "notes.nii"),
+    ("load-truncated", lambda lg, n, f, m: lg.loadVolumeFile(f["trunc"]), "truncated", "cut.nii.gz"),
+    ("model-missing", lambda lg, n, f, m: lg.loadModel(f["missing"]), "does not exist", "nope.nii.gz"),
+    ("model-not-checkpoint", lambda lg, n, f, m: lg.loadModel(f["model_text"]), "cannot be loaded", "model.pt"),
+]
+
+
+def _node_state(scene):
+    """IDs of every node and a checksum of every volume's voxels."""
+    import hashlib
+
+    import slicer
+
+    state = {}
+    for i in range(scene.GetNumberOfNodes()):
+        node = scene.GetNthNode(i)
+        digest = None
+        if node.IsA("vtkMRMLScalarVolumeNode") and node.GetImageData() is not None:
+            digest = hashlib.sha256(np.ascontiguousarray(slicer.util.arrayFromVolume(node)).tobytes()).hexdigest()
+        state[node.GetID()] = digest
+    return state
+
+
+@pytest.mark.parametrize("case", BAD_LOGIC, ids=[c[0] for c in BAD_LOGIC])
+def test_logic_bad_input_table(case, scene, module, tiny_model, sample_path, tmp_path):
+    import hashlib
+
+    from SSIMQualityLib.errors import SSIMQualityError
+
+    _, call, words, names = case
+    logic = module.SSIMQualityLogic()
+    nodes = _bad_logic_nodes(scene)
+    files = _bad_logic_files(tmp_path, sample_path)
+    before_files = {p: hashlib.sha256(p.read_bytes()).hexdigest() for p in tmp_path.iterdir()}
+    before_nodes = _node_state(scene)
+    with pytest.raises(SSIMQualityError) as info:
+        call(logic, nodes, files, tiny_model)
+    line = info.value.one_line()
+    assert "\n" not in line and words in line, line
+    if names is not None:
+        assert names in line, f"the message names what is wrong: {line}"
+    assert _node_state(scene) == before_nodes, "no node added, no voxel of any volume changed"
+    assert {p: hashlib.sha256(p.read_bytes()).hexdigest() for p in tmp_path.iterdir()} == before_files
