@@ -200,8 +200,9 @@ def export_model(checkpoint: Union[str, Path], dest: Union[str, Path], name: str
              "input_size": int(data["config"]["input_size"]), "description": description}
     cat = dest.parent / "models.json"
     entries = json.loads(cat.read_text(encoding="utf-8"))["models"] if cat.is_file() else []
-    entries = [e for e in entries if e["name"] != name]
+    # A new release of the same file replaces every entry naming it: a stale checksum would refuse the new file.
+    entries = [e for e in entries if e["name"] != name and e["file"] != dest.name]
     entries.insert(0, entry)
     with atomic_write(cat, force=True) as tmp:
-        Path(tmp).write_text(json.dumps({"models": entries}, indent=2) + "\n")
+        Path(tmp).write_text(json.dumps({"models": entries}, indent=2) + "\n", encoding="utf-8")
     return entry

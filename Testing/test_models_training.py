@@ -117,3 +117,39 @@ def test_train_resume_gives_same_state(tmp_path):
     cfg.lr = 0.5  # other settings: refused, not silently mixed
     with pytest.raises(SSIMQualityError, match="cannot resume"):
         train(cfg, log=lambda *_: None)
+
+
+def test_init_starts_from_given_weights_and_refuses_other_architecture(tmp_path):
+    torch.manual_seed(1)
+    start = tmp_path / "start.pt"
+    save_checkpoint(start, build_model("resnet18", 32))
+    cfg = _cfg(tmp_path / "ft", 1)
+    cfg.init, cfg.lr = str(start), 1e-12  # (almost) no update: the result is the starting weights
+    out = train(cfg, log=lambda *_: None)
+    a = read_checkpoint(start)["state_dict"]
+    b = read_checkpoint(out)["state_dict"]
+    assert torch.allclose(a["net.conv1.weight"], b["net.conv1.weight"], atol=1e-6)
+    big = tmp_path / "big.pt"
+    save_checkpoint(big, build_model("resnet101", 32))
+    cfg = _cfg(tmp_path / "ft2", 1)
+    cfg.init = str(big)
+    with pytest.raises(BadModelFileError, match="resnet101"):
+        train(cfg, log=lambda *_: None)
+
+
+def test_export_replaces_the_catalogue_entry_of_the_same_file(tmp_path):
+    import json
+
+    from SSIMQualityLib.models import export_model
+
+    ckpt = tmp_path / "model.pt"
+    save_checkpoint(ckpt, build_model("resnet18", 32))
+    dest = tmp_path / "release" / "m.pt"
+    dest.parent.mkdir()
+    export_model(ckpt, dest, "m-v1")
+    with pytest.raises(SSIMQualityError, match="exists"):
+        export_model(ckpt, dest, "m-v2")
+    entry = export_model(ckpt, dest, "m-v2", force=True)
+    models = json.loads((dest.parent / "models.json").read_text(encoding="utf-8"))["models"]
+    assert [m["name"] for m in models] == ["m-v2"] and models[0]["sha256"] == entry["sha256"] == sha256_of(dest)
+    assert load_model(dest, sha256=entry["sha256"]).input_size == 32
