@@ -10,7 +10,8 @@ Each sample, fully determined by ``(seed, index)``:
 4. motion corruption by one of the two algorithms (a share of samples is
    left clean, so that "no motion" is learnt as 1.0); then the synthetic
    source's Rician noise, the same draw added to both images (acquisition
-   noise does not move with the head);
+   noise does not move with the head), inside a field of view (padded real
+   slices have noise only there);
 5. label = SSIM(clean, corrupted) by the project's convention; input = the
    normalised corrupted slice.
 
@@ -40,7 +41,8 @@ _NO_MOTION = RandomKSpaceMotion(severity=0.0)
 #: Changes whenever the same ``(seed, index)`` would give a different sample,
 #: so that caches of an older recipe are never reused.
 #: 2: synthetic noise added after the motion, shared by both images.
-DATA_VERSION = 2
+#: 3: that noise only inside a field of view (a box around the head, or the whole canvas).
+DATA_VERSION = 3
 
 
 class SliceSource:
@@ -112,6 +114,7 @@ class SampleConfig:
     p_clean: float = 0.1
     p_kspace: float = 0.5
     severity: Tuple[float, float] = (0.0, 1.0)
+    p_full_fov: float = 0.3  # share of synthetic slices whose noise fills the canvas (else a box around the head)
 
 
 class MotionSliceDataset(Dataset):
@@ -188,10 +191,34 @@ class MotionSliceDataset(Dataset):
         corrupted = apply_motion_batch(clean, transforms).clamp_min(0)
         for k, (_, sigma, noise_seed) in enumerate(made):
             if sigma > 0:
-                both = add_rician_noise(torch.stack([clean[k], corrupted[k]]), sigma, noise_seed)
+                fov = self.field_of_view(clean[k], rngs[k])
+                both = add_rician_noise(torch.stack([clean[k], corrupted[k]]), sigma, noise_seed) * fov
                 clean[k], corrupted[k] = both[0], both[1]
         labels = slice_labels(clean, corrupted).float()
         return clean, corrupted, labels
+
+    def field_of_view(self, clean: torch.Tensor, rng: np.random.Generator) -> torch.Tensor:
+        """A 0/1 mask of the acquired field of view on the 256² canvas.
+
+        Real slices smaller than the canvas are zero-padded, so their noise
+        stops at a sharp rectangle: the network must learn that such an edge
+        is not an artefact.  The rectangle holds the head with a random margin
+        (0 – 40 pixels a side); in a share of samples it is the whole canvas.
+        """
+        fov = torch.ones_like(clean)
+        if rng.random() < self.config.p_full_fov:
+            return fov
+        rows = torch.nonzero(clean.amax(dim=1) > 0.05 * float(clean.max())).flatten()
+        cols = torch.nonzero(clean.amax(dim=0) > 0.05 * float(clean.max())).flatten()
+        if len(rows) == 0 or len(cols) == 0:
+            return fov
+        m = rng.integers(0, 41, size=4)
+        h, w = clean.shape
+        top, bottom = max(0, int(rows[0]) - int(m[0])), min(h, int(rows[-1]) + 1 + int(m[1]))
+        left, right = max(0, int(cols[0]) - int(m[2])), min(w, int(cols[-1]) + 1 + int(m[3]))
+        fov.zero_()
+        fov[top:bottom, left:right] = 1.0
+        return fov
 
     def __getitem__(self, index: int):
         if not 0 <= index < self.length:

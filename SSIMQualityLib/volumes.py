@@ -135,6 +135,10 @@ def read_volume(path: PathLike, frame: Optional[int] = None, series_uid: Optiona
         try:
             img = sitk.ReadImage(str(p))
         except RuntimeError as exc:
+            if "orthonormal" in str(exc):
+                raise UnsupportedImageError("the header's orientation (affine) is sheared or singular; the voxel grid "
+                                            "has no orthonormal direction", name,
+                                            "resample it onto an unsheared grid or fix the header's sform / qform") from None
             raise UnreadableFileError(f"not a readable image ({_first_line(exc)})", name,
                                       "check that it is a complete NIfTI, NRRD, MetaImage or DICOM file") from None
     vol = _volume_from_sitk(img, name, frame, check=False)

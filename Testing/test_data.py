@@ -70,12 +70,12 @@ def test_folder_source_with_real_volume(sample_path):
 def test_clean_noisy_slices_are_labelled_one_and_noise_is_shared():
     """Noise enters after the motion, the same draw in both images: a clean noisy slice is SSIM 1, and
     the corrupted twin differs from the clean one only where the motion changed the signal."""
-    ds = MotionSliceDataset(12, seed=5, config=SampleConfig(p_clean=1.0))
+    ds = MotionSliceDataset(12, seed=5, config=SampleConfig(p_clean=1.0, p_full_fov=1.0))
     clean, corrupted, y = ds.pairs(list(range(12)))
     assert torch.all(y == 1.0)
     background = clean[:, :8, :8]  # air in the corner: Rician noise, not zero
     assert float((background > 0).float().mean()) > 0.9
-    moved = MotionSliceDataset(12, seed=5, config=SampleConfig(p_clean=0.0, severity=(0.05, 0.05)))
+    moved = MotionSliceDataset(12, seed=5, config=SampleConfig(p_clean=0.0, severity=(0.05, 0.05), p_full_fov=1.0))
     c2, m2, y2 = moved.pairs(list(range(12)))
     assert torch.equal(c2, clean), "same seed and index: the same clean noisy slice"
     # Slight motion: the noise of the air is shared, so the label stays high (noise moved with the
@@ -93,3 +93,19 @@ def test_rician_noise_same_draw_for_every_image():
     assert torch.equal(add_rician_noise(a, 0.05, seed=3), n)
     assert not torch.equal(add_rician_noise(a, 0.05, seed=4), n)
     assert torch.equal(add_rician_noise(a, 0.0, seed=3), a)
+
+
+def test_noise_stops_at_a_field_of_view_around_the_head():
+    """Padded real slices have noise only inside their field of view: training shows that edge too."""
+    ds = MotionSliceDataset(8, seed=7, config=SampleConfig(p_clean=1.0, p_full_fov=0.0))
+    clean, corrupted, y = ds.pairs(list(range(8)))
+    assert torch.all(y == 1.0), "the box edge is not an artefact"
+    smaller = 0
+    for c in clean:
+        inside = (c > 0).float()
+        rows = torch.nonzero(inside.amax(dim=1)).flatten()
+        cols = torch.nonzero(inside.amax(dim=0)).flatten()
+        box = c[rows[0]:rows[-1] + 1, cols[0]:cols[-1] + 1]
+        assert float((box > 0).float().mean()) > 0.99, "noise fills the box"
+        smaller += int((rows[-1] - rows[0] + 1) * (cols[-1] - cols[0] + 1) < 0.9 * 256 * 256)
+    assert smaller >= 4, "and mostly stops at an edge inside the canvas"

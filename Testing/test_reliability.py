@@ -188,6 +188,15 @@ def mixed_dicom(tmp_path_factory, sample):
             shutil.move(str(f), str(mixed / f"{tag}_{f.name}"))
         folder.rmdir()
     shutil.copy(sample.path, d / "sample.nii.gz")
+    import nibabel as nib
+
+    voxels = (np.random.default_rng(0).random((30, 30, 20)) * 100).astype(np.float32)
+    sheared = np.eye(4)
+    sheared[0, 1] = 0.5
+    nib.save(nib.Nifti1Image(voxels, sheared), str(d / "sheared.nii.gz"))
+    header = nib.Nifti1Image(voxels, np.eye(4)).header
+    header["qform_code"], header["sform_code"], header["srow_z"] = 0, 1, [0, 0, 0, 0]  # a flattened axis
+    nib.save(nib.Nifti1Image(voxels, None, header), str(d / "singular.nii.gz"))
     return d
 
 
@@ -206,6 +215,9 @@ BAD_ARGS_MORE = [
     ("corrupt-over-memory", lambda x, m, o: ["corrupt", str(x / "sample.nii.gz"), str(o.with_name("n.nii"))], "GB of memory",
      SMALL_MEMORY),
     ("iqm-over-memory", lambda x, m, o: ["iqm", str(x / "sample.nii.gz")], "GB of memory", SMALL_MEMORY),
+    ("score-sheared", lambda x, m, o: ["score", str(x / "sheared.nii.gz"), "--model", m], "sheared or singular", None),
+    ("corrupt-singular", lambda x, m, o: ["corrupt", str(x / "singular.nii.gz"), str(o.with_name("n.nii"))],
+     "sheared or singular", None),
 ]
 
 
