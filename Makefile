@@ -29,11 +29,12 @@ test: $(STAMP)
 bench: $(STAMP)
 	$(BIN)/python Testing/bench.py --out bench.json
 
-# Reproduce the bundled model (CPU: about 2 h on 2 cores; resumes if interrupted).
+# Train a model with the current data recipe (CPU: about 2 h on 2 cores; resumes if interrupted) and make it the
+# bundled one. The released file came from a from-scratch run plus two fine-tunes (commands in the model card).
 RUN ?= runs
 train: $(STAMP)
 	$(BIN)/ssimquality train --out $(RUN) --train-samples 80000 --steps 8000 --batch-size 64 --input-size 128
-	$(BIN)/python -c "from SSIMQualityLib.models import export_model; print(export_model('$(RUN)/model.pt', 'Resources/Models/ssimquality_resnet18.pt', 'resnet18-synthetic-v1', 'ResNet-18 trained on domain-randomised MNI152 slices', force=True))"
+	$(BIN)/python -c "from SSIMQualityLib.models import export_model; print(export_model('$(RUN)/model.pt', 'Resources/Models/ssimquality_resnet18.pt', 'resnet18-synthetic-local', 'ResNet-18 trained here by make train', force=True))"
 
 evaluate: $(STAMP)
 	$(BIN)/ssimquality evaluate --out evaluation --force
