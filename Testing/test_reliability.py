@@ -158,6 +158,11 @@ def _assert_refused(argv, words, watched, env=None):
     lines = [l for l in r.stderr.splitlines() if l.strip()]
     assert len(lines) == 1, r.stderr
     assert words in lines[0], lines[0]
+    # The line names the file (or the folder) at fault; option-only problems (--resume without -o, a missing
+    # GPU) have none to name.
+    named = [n for a in argv if os.sep in a for n in (Path(a).name, str(Path(a).parent))]
+    if named and "--resume" not in argv and "--device" not in argv:
+        assert any(n in lines[0] for n in named), f"the line names the file: {lines[0]}"
     assert "Traceback" not in r.stderr
     assert {p: _sha(p) for p in before} == before, "no pre-existing file changed"
     return lines[0]
