@@ -290,19 +290,6 @@ class SSIMQualityLogic(ScriptedLoadableModuleLogic):
             raise SSIMQualityError(str(exc), name, "change the setting and try again") from None
 
     @staticmethod
-    def _axis(spacing, axis, name):
-        """The slicing axis: the acquisition axis when None, else 0, 1 or 2."""
-        from SSIMQualityLib.slices import acquisition_axis
-
-        if axis is None:
-            return acquisition_axis(spacing)
-        if axis not in (0, 1, 2):
-            from SSIMQualityLib.errors import SSIMQualityError
-
-            raise SSIMQualityError(f"axis must be 0, 1, 2 or None (acquisition axis), got {axis!r}", name)
-        return int(axis)
-
-    @staticmethod
     def _outputVolume(inputNode, outputNode, array, suffix):
         """Put ``array`` into ``outputNode`` (new if None) with the input's geometry."""
         if outputNode is None:
@@ -360,9 +347,10 @@ class SSIMQualityLogic(ScriptedLoadableModuleLogic):
         """
         self._requireLibrary()
         from SSIMQualityLib.scoring import score_array
+        from SSIMQualityLib.slices import slicing_axis
 
         array, spacing = self.volumeArray(volumeNode)
-        ax = self._axis(spacing, axis, volumeNode.GetName())
+        ax = slicing_axis(spacing, axis, volumeNode.GetName())
         model = model if model is not None else self.loadModel(device=device)
         dev = next(model.parameters()).device
         state = {"done": 0, "cancelled": False}
@@ -439,12 +427,13 @@ class SSIMQualityLogic(ScriptedLoadableModuleLogic):
         """Corrupt every slice along the acquisition axis; returns (output volume, table slice / true ssim)."""
         self._requireLibrary()
         from SSIMQualityLib.corruption import corrupt_volume, make_corruptor
+        from SSIMQualityLib.slices import slicing_axis
 
         array, spacing = self.volumeArray(inputNode)
         name = inputNode.GetName()
         self._checkOutput(inputNode, outputNode)
         self._parameters(name, make_corruptor, method, severity)
-        ax = self._axis(spacing, axis, name)
+        ax = slicing_axis(spacing, axis, name)
         res = corrupt_volume(array, ax, method=method, severity=severity, seed=seed, out_dtype=array.dtype)
         out = self._outputVolume(inputNode, outputNode, res.array, f" {method} {severity:g}")
         table = slicer.mrmlScene.AddNewNodeByClass("vtkMRMLTableNode", out.GetName() + " true SSIM")
@@ -458,10 +447,11 @@ class SSIMQualityLogic(ScriptedLoadableModuleLogic):
     def kspaceVolume(self, inputNode, outputNode=None, axis=None):
         """log(1 + |FFT|) of each slice along the acquisition axis (centred), for teaching."""
         from SSIMQualityLib.figures import log_kspace
+        from SSIMQualityLib.slices import slicing_axis
 
         array, spacing = self.volumeArray(inputNode)
         self._checkOutput(inputNode, outputNode)
-        ax = self._axis(spacing, axis, inputNode.GetName())
+        ax = slicing_axis(spacing, axis, inputNode.GetName())
         moved = np.moveaxis(array.astype(np.float32), ax, 0)
         k = np.stack([log_kspace(s) for s in moved]).astype(np.float32)
         return self._outputVolume(inputNode, outputNode, np.moveaxis(k, 0, ax), " k-space")
@@ -473,18 +463,15 @@ class SSIMQualityLogic(ScriptedLoadableModuleLogic):
         """
         self._requireLibrary()
         from SSIMQualityLib.contrast import RANDOM_KINDS, make_contrast
-        from SSIMQualityLib.slices import normalize
+        from SSIMQualityLib.slices import normalize, slicing_axis
 
         array, spacing = self.volumeArray(inputNode)
         name = inputNode.GetName()
         self._checkOutput(inputNode, outputNode)
+        transform = self._parameters(name, make_contrast, kind, parameter)  # checks kind and parameter
         if parameter is None and seed is not None:
-            if kind not in RANDOM_KINDS:
-                self._parameters(name, make_contrast, kind)  # the library's message for an unknown kind
             transform = RANDOM_KINDS[kind]().sample(seed)
-        else:
-            transform = self._parameters(name, make_contrast, kind, parameter)
-        ax = self._axis(spacing, axis, name)
+        ax = slicing_axis(spacing, axis, name)
         moved = np.moveaxis(array.astype(np.float32), ax, 0)
         out = np.stack([transform(normalize(s)) for s in moved]).astype(np.float32)
         node = self._outputVolume(inputNode, outputNode, np.moveaxis(out, 0, ax), f" {kind}")

@@ -90,7 +90,7 @@ def _add_corrupt(sub) -> None:
 def _run_corrupt(args) -> int:
     from .corruption import corrupt_volume
     from .outputs import ensure_writable, write_text
-    from .slices import acquisition_axis
+    from .slices import slicing_axis
     from .volumes import WRITABLE_SUFFIXES, read_volume, write_volume
 
     # Refuse before any work is done.
@@ -98,7 +98,7 @@ def _run_corrupt(args) -> int:
     if args.report:
         ensure_writable(args.report, args.force, (".csv",))
     vol = read_volume(args.input, frame=args.frame, series_uid=args.series)
-    axis = acquisition_axis(vol.spacing) if args.axis is None else args.axis
+    axis = slicing_axis(vol.spacing, args.axis)
     bar = _progress(f"corrupting {Path(args.input).name}", vol.shape[axis], args.quiet)
     res = corrupt_volume(vol.array, axis, method=args.method, severity=args.severity, seed=args.seed,
                          out_dtype=vol.array.dtype, progress=lambda done, total: bar.update(done - bar.n))

@@ -8,7 +8,7 @@ import numpy as np
 import torch
 
 from .labels import CLINICAL_NAMES, all_classes
-from .slices import acquisition_axis, foreground_fraction, prepare_input
+from .slices import foreground_fraction, prepare_input, slicing_axis
 
 #: Slices with less head than this share of pixels are flagged, not scored.
 MIN_FOREGROUND = 0.05
@@ -85,7 +85,7 @@ def score_array(model, volume: np.ndarray, spacing=(1.0, 1.0, 1.0), axis: Option
     Slices are cast to float one batch at a time, so a large integer volume
     is never copied whole (memory stays near the size of the file's voxels).
     """
-    ax = acquisition_axis(spacing) if axis is None else int(axis)
+    ax = slicing_axis(spacing, axis)
     moved = np.moveaxis(np.asarray(volume), ax, 0)  # a view
     n = moved.shape[0]
     fg = np.array([foreground_fraction(moved[i].astype(np.float32)) >= MIN_FOREGROUND for i in range(n)], dtype=bool)

@@ -7,7 +7,7 @@ array axis.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Sequence, Tuple, Union
+from typing import Optional, Sequence, Tuple, Union
 
 import numpy as np
 import torch
@@ -46,6 +46,26 @@ def acquisition_axis(spacing: Sequence[float], tolerance: float = ISOTROPY_TOLER
     if is_isotropic(sp, tolerance):
         return 0
     return int(np.argmax(sp))
+
+
+def slicing_axis(spacing: Sequence[float], axis: Optional[int] = None, name: Optional[str] = None) -> int:
+    """The axis to slice along: ``axis`` when given (0, 1 or 2), else the acquisition axis.
+
+    Raises :class:`~SSIMQualityLib.errors.SSIMQualityError` naming ``name``
+    (the volume) for any other value.
+
+    Examples
+    --------
+    >>> slicing_axis([1.0, 1.0, 4.0]), slicing_axis([1.0, 1.0, 4.0], 1)
+    (2, 1)
+    """
+    if axis is None:
+        return acquisition_axis(spacing)
+    if axis not in (0, 1, 2):
+        from .errors import SSIMQualityError
+
+        raise SSIMQualityError(f"axis must be 0, 1, 2 or None (acquisition axis), got {axis!r}", name)
+    return int(axis)
 
 
 def candidate_axes(spacing: Sequence[float], tolerance: float = ISOTROPY_TOLERANCE) -> Tuple[int, ...]:

@@ -59,8 +59,12 @@ def _loss_fn(name: str) -> Callable:
     raise ValueError(f"unknown loss {name!r}; choose mse, l1 or huber")
 
 
+def _cache_stem(kind: str, seed: int) -> str:
+    return f"cache_{kind}_v{DATA_VERSION}_s{seed}_n"
+
+
 def cache_file(out_dir: Path, kind: str, n: int, seed: int, size: int) -> Path:
-    return out_dir / f"cache_{kind}_v{DATA_VERSION}_s{seed}_n{n}_{size}.pt"
+    return out_dir / f"{_cache_stem(kind, seed)}{n}_{size}.pt"
 
 
 def load_or_build_cache(out_dir: Path, kind: str, n: int, seed: int, size: int, workers: int, log=print):
@@ -77,7 +81,7 @@ def load_or_build_cache(out_dir: Path, kind: str, n: int, seed: int, size: int, 
     prefix_x, prefix_y, start = None, None, 0
     # The sample count is in the file name: load only the largest usable prefix, not every candidate.
     sizes = {}
-    stem = cache_file(out_dir, kind, 0, seed, size).name.split("_n0_")[0] + "_n"
+    stem = _cache_stem(kind, seed)
     for other in out_dir.glob(f"{stem}*_{size}.pt"):
         m = other.name[len(stem):-len(f"_{size}.pt")]
         if m.isdigit() and int(m) < n:

@@ -209,9 +209,9 @@ def memory_estimate(path: PathLike, frame: Optional[int] = None) -> Optional[int
         return None  # the reader proper gives the clear error
     size = list(reader.GetSize())
     voxels = int(np.prod(size[:3])) * (int(np.prod(size[3:])) if frame is None else 1)
-    itemsize = np.dtype(sitk.GetArrayViewFromImage(sitk.Image([1] * len(size), reader.GetPixelID(),
-                                                              reader.GetNumberOfComponents())).dtype).itemsize
-    return 2 * voxels * itemsize * max(1, reader.GetNumberOfComponents()) + _OVERHEAD_BYTES
+    # Bytes per voxel, all components: those of a 1 × 1 image of the file's pixel type.
+    per_voxel = sitk.GetArrayViewFromImage(sitk.Image([1, 1], reader.GetPixelID(), reader.GetNumberOfComponents())).nbytes
+    return 2 * voxels * per_voxel + _OVERHEAD_BYTES
 
 
 def check_memory(path: PathLike, frame: Optional[int] = None) -> None:

@@ -2,7 +2,7 @@ import numpy as np
 import pytest
 import torch
 
-from SSIMQualityLib.slices import (INPUT_SIZE, SliceSampler, acquisition_axis, candidate_axes, fit_to_size,
+from SSIMQualityLib.slices import (INPUT_SIZE, SliceSampler, acquisition_axis, candidate_axes, fit_to_size, slicing_axis,
                                    normalize, prepare_input)
 
 
@@ -74,3 +74,11 @@ def test_fit_to_size_numpy_in_numpy_out_and_batch():
     y = fit_to_size(x)
     assert isinstance(y, np.ndarray) and y.shape == (3, 256, 256)
     assert y.sum() == pytest.approx(3 * 40 * 30)
+
+
+def test_slicing_axis_given_or_acquisition_and_clear_error():
+    from SSIMQualityLib.errors import SSIMQualityError
+
+    assert slicing_axis([1.0, 1.0, 4.0]) == 2 and slicing_axis([1.0, 1.0, 4.0], 0) == 0
+    with pytest.raises(SSIMQualityError, match="scan.nii: axis must be 0, 1, 2"):
+        slicing_axis([1.0, 1.0, 1.0], 3, "scan.nii")
