@@ -42,7 +42,8 @@ _NO_MOTION = RandomKSpaceMotion(severity=0.0)
 #: so that caches of an older recipe are never reused.
 #: 2: synthetic noise added after the motion, shared by both images.
 #: 3: that noise only inside a field of view (a box around the head, or the whole canvas).
-DATA_VERSION = 3
+#: 4: the k-space algorithm keeps the centre of k-space at the original position.
+DATA_VERSION = 4
 
 
 class SliceSource:

@@ -262,6 +262,17 @@ class RandomKSpaceMotion:
         times during a sequential acquisition), or either at random.
     pe_axis : {0, 1}, optional
         Phase-encoding direction; random when None.
+    keep_centre : float in [0, 0.5)
+        Share of the phase-encoding lines, centred on the k-space centre, that
+        always keep the original position (default 0.04; at least one line
+        unless 0).
+        The centre of k-space sets where the head appears, so the original
+        position is the reference, as in TorchIO's model: without this, a
+        slice whose centre came from a moved copy is a *shifted* head with a
+        faint ghost, and its low SSIM against the unmoved slice measures a
+        displacement that no one can see in the image (a poisoned label).
+        In ``"segments"`` mode the replaced run lies wholly on one side of
+        the band, so it covers at most about half of k-space.
     paper : bool
         The paper's in-house variant instead: two copies rotated by −σ and
         +σ (σ uniform in [0, ``max_degrees`` · severity], ``max_degrees``
@@ -277,8 +288,11 @@ class RandomKSpaceMotion:
 
     def __init__(self, severity: Union[float, Tuple[float, float]] = (0.0, 1.0), max_degrees: float = 8.0,
                  max_translation: float = 8.0, max_moves: int = 4, max_fraction: float = 0.7,
-                 mode: str = "random", pe_axis: Optional[int] = None, paper: bool = False):
+                 mode: str = "random", pe_axis: Optional[int] = None, keep_centre: float = 0.04,
+                 paper: bool = False):
         self.severity = _check_severity(severity)
+        if not 0 <= keep_centre < 0.5:
+            raise ValueError(f"keep_centre must be in [0, 0.5), got {keep_centre}")
         if mode not in LINE_MODES + ("random",):
             raise ValueError(f"mode must be one of {LINE_MODES + ('random',)}, got {mode!r}")
         if pe_axis not in (None, 0, 1):
@@ -293,6 +307,7 @@ class RandomKSpaceMotion:
         self.max_fraction = float(max_fraction)
         self.mode = mode
         self.pe_axis = pe_axis
+        self.keep_centre = float(keep_centre)
         self.paper = bool(paper)
 
     def sample(self, shape: Tuple[int, int], seed: Seed = None) -> KSpaceMotion:
@@ -312,22 +327,30 @@ class RandomKSpaceMotion:
         shifts = rng.uniform(-1, 1, size=(moves, 2)) * self.max_translation * sev
         fraction = self.max_fraction * sev
         mode = self.mode if self.mode != "random" else LINE_MODES[int(rng.integers(2))]
+        band = max(1, int(round(self.keep_centre * n))) if self.keep_centre > 0 else 0
+        # Centred order: the zero frequency is line n // 2; [lo, hi) keeps the original.
+        lo = n // 2 - band // 2
+        hi = lo + band
         sources = np.full(n, -1)
         if mode == "lines":
             chosen = rng.random(n) < fraction
+            chosen[lo:hi] = False
             sources[chosen] = rng.integers(0, moves, size=int(chosen.sum()))
         else:
             # Sequential acquisition: the head moves at `moves` times and each
-            # new position holds for a contiguous run of lines.
-            total = max(1, int(round(fraction * n)))
-            cuts = np.sort(rng.choice(np.arange(1, total), size=min(moves - 1, max(total - 1, 0)), replace=False)) \
-                if total > 1 else np.array([], dtype=int)
-            lengths = np.diff(np.concatenate([[0], cuts, [total]]))
-            start = int(rng.integers(0, n - total + 1))
-            pos = start
-            for copy, length in enumerate(lengths):
-                sources[pos:pos + length] = copy
-                pos += length
+            # new position holds for a contiguous run of lines, all on one
+            # side of the k-space centre.
+            first, last = (0, lo) if rng.random() < 0.5 else (hi, n)
+            room = last - first
+            total = min(room, max(1, int(round(fraction * n))))
+            if total > 0:
+                cuts = np.sort(rng.choice(np.arange(1, total), size=min(moves - 1, total - 1), replace=False)) \
+                    if total > 1 else np.array([], dtype=int)
+                lengths = np.diff(np.concatenate([[0], cuts, [total]]))
+                pos = first + int(rng.integers(0, room - total + 1))
+                for copy, length in enumerate(lengths):
+                    sources[pos:pos + length] = copy
+                    pos += length
         return KSpaceMotion(deg.tolist(), [tuple(s) for s in shifts.tolist()], sources.tolist(), pe)
 
     def __call__(self, image: ArrayOrTensor, seed: Seed = None) -> ArrayOrTensor:

@@ -31,9 +31,15 @@ def test_monotone_with_kspace_severity(series):
     cnr = [r.cnr for r in series]
     cjv = [r.cjv for r in series]
     e = [r.efc for r in series]
-    assert all(a > b for a, b in zip(cnr, cnr[1:])), cnr
-    assert all(a < b for a, b in zip(cjv, cjv[1:])), cjv
+    # EFC (ghost energy in the background) rises from the very first step.
     assert all(a < b for a, b in zip(e, e[1:])), e
+    # CNR and CJV are tissue statistics: mild motion (severity 0.2, the k-space
+    # centre kept) hardly moves them — within 1 % of the clean value — and from
+    # there on they worsen at every step, by far more at severity 1.
+    assert abs(cnr[1] / cnr[0] - 1) < 0.01 and abs(cjv[1] / cjv[0] - 1) < 0.01, (cnr, cjv)
+    assert all(a > b for a, b in zip(cnr[1:], cnr[2:])), cnr
+    assert all(a < b for a, b in zip(cjv[1:], cjv[2:])), cjv
+    assert cnr[-1] < 0.9 * cnr[0] and cjv[-1] > 1.05 * cjv[0], (cnr, cjv)
 
 
 def test_undefined_cases_give_nan_with_reason():

@@ -71,6 +71,44 @@ def test_higher_severity_lower_mean_ssim(cls, many_slices):
     assert means[0] > means[1] > means[2], means
 
 
+@pytest.mark.parametrize("mode", ["lines", "segments"])
+@pytest.mark.parametrize("n", [64, 65, 256])
+def test_kspace_keeps_the_centre_of_kspace(mode, n):
+    rt = RandomKSpaceMotion(severity=1.0, mode=mode, keep_centre=0.04)
+    band = max(1, round(0.04 * n))
+    lo = n // 2 - band // 2
+    replaced = []
+    for seed in range(200):
+        src = np.array(rt.sample((n, n), seed).sources)
+        assert len(src) == n
+        assert (src[lo:lo + band] == -1).all(), (seed, src[lo - 2:lo + band + 2])
+        used = np.flatnonzero(src >= 0)
+        replaced.append(len(used) / n)
+        if mode == "segments" and len(used):
+            # one run of moved lines on one side of the centre
+            assert used[-1] < lo or used[0] >= lo + band, used
+            assert (np.diff(used) == 1).all()
+    # at severity 1 motion still replaces a large share of lines
+    assert np.mean(replaced) > 0.4, np.mean(replaced)
+
+
+def test_kspace_centre_from_a_moved_copy_is_a_displacement_not_an_artefact(sample_slices):
+    """Why the centre is kept: replacing it moves the whole head (low SSIM, little to see)."""
+    s = torch.tensor(sample_slices[2])
+    n = s.shape[1]
+    lines = np.full(n, -1)
+    lines[n // 2 - n // 8:n // 2 + n // 8] = 0  # the central quarter from a copy shifted 4 px
+    centre_moved = KSpaceMotion([0.0], [(0.0, 4.0)], lines.tolist(), pe_axis=1)(s)
+    shifted = KSpaceMotion([0.0], [(0.0, 4.0)], [0] * n, pe_axis=1)(s)
+    # the result is closer to the shifted head than to the original one
+    assert float(ssim(normalize(centre_moved), normalize(shifted))) > float(ssim(normalize(centre_moved), normalize(s)))
+
+
+def test_keep_centre_is_checked():
+    with pytest.raises(ValueError, match="keep_centre"):
+        RandomKSpaceMotion(keep_centre=0.5)
+
+
 def test_zero_motion_kspace_is_identity_even_with_lines_replaced(sample_slices):
     s = torch.tensor(sample_slices[0], dtype=torch.float64)
     n = s.shape[0]
