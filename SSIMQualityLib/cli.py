@@ -414,6 +414,8 @@ def _run_evaluate(args) -> int:
     print(f"residual mean {report['residual_mean']:+.4f}  std {report['residual_std']:.4f}  "
           f"accuracy 3/5/10/clinical {report['accuracy_3']:.3f} / {report['accuracy_5']:.3f} / "
           f"{report['accuracy_10']:.3f} / {report['accuracy_clinical']:.3f}")
+    print("residual by true class: " + "  ".join(
+        f"{name} (n={v['n']}) mean {v['mean']:+.4f} std {v['std']:.4f}" for name, v in report["residual_by_true_class"].items()))
     cr = report["clean_real"]
     if cr["slices"]:
         print(f"clean real scans: {cr['fraction_good']:.1%} of {cr['slices']} foreground slices predicted >= 0.85")

@@ -1,0 +1,57 @@
+"""The paper's report figures, on predictions whose answers are known."""
+import numpy as np
+
+from SSIMQualityLib.evaluation import metrics
+
+
+def test_metrics_on_known_predictions():
+    true = np.array([0.95, 0.90, 0.70, 0.65, 0.30, 0.50])
+    pred = true + np.array([0.01, -0.01, 0.02, 0.0, 0.02, -0.07])
+    m = metrics(pred, true)
+    r = pred - true
+    assert m["n"] == 6
+    assert np.isclose(m["residual_mean"], r.mean()) and np.isclose(m["residual_std"], r.std())
+    assert np.isclose(m["mae"], np.abs(r).mean())
+    # 3 equal bins (edges 1/3, 2/3): 0.30 -> 0 (pred 0.32), 0.50 and 0.65 -> 1 (0.43, 0.65), the rest -> 2
+    assert m["accuracy_3"] == 1.0
+    # clinical: only 0.70 + 0.02 stays sufficient; 0.90 - 0.01 stays good; nothing crosses
+    assert m["accuracy_clinical"] == 1.0
+    by = m["residual_by_true_class"]
+    assert by["good"]["n"] == 2 and np.isclose(by["good"]["mean"], 0.0)
+    assert by["sufficient"]["n"] == 2 and np.isclose(by["sufficient"]["std"], 0.01)
+    assert by["rescan"]["n"] == 2 and np.isclose(by["rescan"]["mean"], -0.025) and np.isclose(by["rescan"]["std"], 0.045)
+    assert m["confusion_matrices"]["clinical"] == [[2, 0, 0], [0, 2, 0], [0, 0, 2]]
+
+
+def test_metrics_count_misclassified_and_empty_classes():
+    true = np.array([0.95, 0.90, 0.86])
+    pred = np.array([0.95, 0.80, 0.86])  # one good slice called sufficient
+    m = metrics(pred, true)
+    assert np.isclose(m["accuracy_clinical"], 2 / 3)
+    assert m["confusion_matrices"]["clinical"][0] == [2, 1, 0]
+    assert m["residual_by_true_class"]["rescan"]["n"] == 0
+    assert np.isnan(m["residual_by_true_class"]["rescan"]["std"])
+
+
+def test_evaluate_command_writes_report_and_figures_and_keeps_them(tmp_path, capsys):
+    import json
+
+    from SSIMQualityLib.cli import main
+
+    out = tmp_path / "ev"
+    assert main(["evaluate", "-n", "24", "--out", str(out), "--workers", "1"]) == 0
+    report = json.loads((out / "report.json").read_text(encoding="utf-8"))
+    assert report["n"] == 24
+    for key in ("residual_mean", "residual_std", "accuracy_3", "accuracy_5", "accuracy_10", "accuracy_clinical"):
+        assert 0 <= abs(report[key]) <= 1, key
+    assert set(report["classification_reports"]) == {"3", "5", "10", "clinical"}
+    assert sum(v["n"] for v in report["residual_by_true_class"].values()) == 24
+    assert report["clean_real"]["slices"] > 0
+    pngs = sorted(p.name for p in out.glob("*.png"))
+    assert pngs == ["confusion_matrices.png", "residuals.png", "scatter.png"], pngs
+    printed = capsys.readouterr().out
+    assert "residual by true class: good" in printed and "clean real scans:" in printed
+    # a second run refuses to overwrite the report without --force
+    before = (out / "report.json").read_bytes()
+    assert main(["evaluate", "-n", "8", "--out", str(out)]) != 0
+    assert (out / "report.json").read_bytes() == before
