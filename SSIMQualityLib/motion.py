@@ -264,8 +264,8 @@ class RandomKSpaceMotion:
         Phase-encoding direction; random when None.
     keep_centre : float in [0, 0.5)
         Share of the phase-encoding lines, centred on the k-space centre, that
-        always keep the original position (default 0.04; at least one line
-        unless 0).
+        always keep the original position (default 0.04; at least one line;
+        0 turns the rule off and lets moved lines cover the centre).
         The centre of k-space sets where the head appears, so the original
         position is the reference, as in TorchIO's model: without this, a
         slice whose centre came from a moved copy is a *shifted* head with a
@@ -340,7 +340,10 @@ class RandomKSpaceMotion:
             # Sequential acquisition: the head moves at `moves` times and each
             # new position holds for a contiguous run of lines, all on one
             # side of the k-space centre.
-            first, last = (0, lo) if rng.random() < 0.5 else (hi, n)
+            if band == 0:
+                first, last = 0, n
+            else:
+                first, last = (0, lo) if rng.random() < 0.5 else (hi, n)
             room = last - first
             total = min(room, max(1, int(round(fraction * n))))
             if total > 0:

@@ -104,9 +104,14 @@ def test_kspace_centre_from_a_moved_copy_is_a_displacement_not_an_artefact(sampl
     assert float(ssim(normalize(centre_moved), normalize(shifted))) > float(ssim(normalize(centre_moved), normalize(s)))
 
 
-def test_keep_centre_is_checked():
+def test_keep_centre_is_checked_and_zero_turns_it_off():
     with pytest.raises(ValueError, match="keep_centre"):
         RandomKSpaceMotion(keep_centre=0.5)
+    for mode in ("lines", "segments"):
+        rt = RandomKSpaceMotion(severity=1.0, mode=mode, keep_centre=0.0)
+        centre_moved = [rt.sample((64, 64), seed).sources[32] >= 0 for seed in range(100)]
+        # lines: each is moved with probability 0.7; segments: a 70 % run always covers the centre
+        assert sum(centre_moved) > 50 and (mode == "segments" or sum(centre_moved) < 100), (mode, sum(centre_moved))
 
 
 def test_zero_motion_kspace_is_identity_even_with_lines_replaced(sample_slices):
