@@ -209,8 +209,9 @@ class MotionSliceDataset(Dataset):
         fov = torch.ones_like(clean)
         if rng.random() < self.config.p_full_fov:
             return fov
-        rows = torch.nonzero(clean.amax(dim=1) > 0.05 * float(clean.max())).flatten()
-        cols = torch.nonzero(clean.amax(dim=0) > 0.05 * float(clean.max())).flatten()
+        head = 0.05 * float(clean.max())
+        rows = torch.nonzero(clean.amax(dim=1) > head).flatten()
+        cols = torch.nonzero(clean.amax(dim=0) > head).flatten()
         if len(rows) == 0 or len(cols) == 0:
             return fov
         m = rng.integers(0, 41, size=4)
