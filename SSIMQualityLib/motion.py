@@ -96,7 +96,7 @@ def rotate(images: torch.Tensor, degrees: torch.Tensor) -> torch.Tensor:
 
 
 def kspace_motion(images: torch.Tensor, owner: torch.Tensor, degrees: torch.Tensor, shifts: torch.Tensor,
-                  sources: torch.Tensor) -> torch.Tensor:
+                  sources: torch.Tensor, real_part: bool = False) -> torch.Tensor:
     """k-space line replacement along the *last* axis, for a batch.
 
     Phase-encoding lines are the columns of k-space: line ``l`` holds the
@@ -116,6 +116,10 @@ def kspace_motion(images: torch.Tensor, owner: torch.Tensor, degrees: torch.Tens
         first) the copy it comes from, as an index into the C copies, or −1
         for the image's own line.
 
+    real_part : bool
+        Return the real part of the reconstruction instead of its magnitude
+        (what ``torchio.Motion`` returns; only for checks against it).
+
     Returns
     -------
     Tensor (B, R, L): magnitude of the corrupted images.
@@ -132,7 +136,8 @@ def kspace_motion(images: torch.Tensor, owner: torch.Tensor, degrees: torch.Tens
     rows = torch.where(src < 0, torch.arange(b, device=dev)[:, None], src + b)  # (B, L) index into k_all
     cols = torch.arange(l, device=dev)[None, :].expand(b, l)
     k_out = k_all[rows, :, cols]  # (B, L, R)
-    out = torch.fft.ifft(k_out.transpose(1, 2), dim=-1).abs().to(images.dtype)
+    rec = torch.fft.ifft(k_out.transpose(1, 2), dim=-1)
+    out = (rec.real if real_part else rec.abs()).to(images.dtype)
     untouched = (sources < 0).all(dim=1).to(dev)
     if untouched.any():  # untouched slices stay bit-identical (no FFT round-off)
         out[untouched] = images[untouched]
@@ -195,7 +200,7 @@ class KSpaceMotion:
         return _restore(out, is_numpy, single)
 
 
-def apply_kspace_batch(images: torch.Tensor, transforms: Sequence[KSpaceMotion]) -> torch.Tensor:
+def apply_kspace_batch(images: torch.Tensor, transforms: Sequence[KSpaceMotion], real_part: bool = False) -> torch.Tensor:
     """Apply one :class:`KSpaceMotion` per image of a (B, H, W) batch.
 
     Slices whose phase-encoding lines are rows are transposed so that the
@@ -236,7 +241,7 @@ def apply_kspace_batch(images: torch.Tensor, transforms: Sequence[KSpaceMotion])
             sources[row] = remap[src + 1]
         res = kspace_motion(batch, torch.tensor(owner, dtype=torch.long),
                             torch.tensor(degrees, dtype=torch.float64), torch.tensor(shifts, dtype=torch.float64).reshape(-1, 2),
-                            sources)
+                            sources, real_part=real_part)
         out[members] = res.transpose(1, 2) if pe == 0 else res
     return out
 
@@ -387,9 +392,10 @@ class TorchioMotion:
     Parameters
     ----------
     degrees : sequence of float, length M
-        In-plane rotation of each position after a move (degrees).
+        TorchIO's rotation of each position after a move (degrees, about the
+        1-voxel axis, i.e. in-plane).
     translations : sequence of (float, float), length M
-        In-plane translation (rows, columns) of each position, in pixels.
+        TorchIO's translation (rows, columns) of each position, in pixels.
     times : sequence of float in (0, 1), length M
         When each move happens, as a share of the acquisition.
     pe_axis : {0, 1}
@@ -398,8 +404,18 @@ class TorchioMotion:
 
     Notes
     -----
-    The result is the magnitude of TorchIO's complex reconstruction, as a
-    scanner would store it.
+    The parameters are TorchIO's own: its rigid transforms lose their centre
+    (``get_rigid_transforms`` keeps only matrix and translation), so a
+    rotation turns the slice about pixel (0, 0), not about its centre.
+    :meth:`about_centre` builds the parameters of a move about the centre,
+    which is what :class:`RandomTorchioMotion` draws.
+
+    Calling the object runs TorchIO itself (the reference; per slice, numpy
+    and SimpleITK) and returns the absolute value of TorchIO's real-valued
+    output.  :func:`apply_motion_batch` runs the same model batched on torch
+    through :meth:`to_kspace`, and returns the magnitude of the complex
+    reconstruction, as a scanner stores it; with ``real_part=True`` it
+    equals TorchIO's output to float32 round-off.
     """
 
     degrees: Sequence[float]
@@ -417,6 +433,61 @@ class TorchioMotion:
             raise ValueError("times must lie in (0, 1)")
         if self.pe_axis not in (0, 1):
             raise ValueError(f"pe_axis must be 0 or 1, got {self.pe_axis}")
+
+    @classmethod
+    def about_centre(cls, shape: Tuple[int, int], degrees: Sequence[float], shifts: Sequence[Tuple[float, float]],
+                     times: Sequence[float], pe_axis: int = 1) -> "TorchioMotion":
+        """TorchIO parameters for moves that rotate the slice about its centre by ``degrees`` and then
+        shift it by ``shifts`` (rows, columns; pixels), as :func:`warp` does."""
+        h, w = (int(shape[1]), int(shape[0])) if pe_axis == 0 else (int(shape[0]), int(shape[1]))
+        c = np.array([(h - 1) / 2.0, (w - 1) / 2.0])
+        degs, translations = [], []
+        for d, sh in zip(degrees, shifts):
+            if pe_axis == 0:  # TorchIO sees the transposed slice: a mirror, so the angle flips and the shift swaps
+                d, sh = -d, (sh[1], sh[0])
+            rot = _rotation_matrix(d)
+            # Invert to_kspace: shift = (R - I) c + R (ty, -tz) in the frame TorchIO sees.
+            ty, mtz = rot.T @ (np.asarray(sh, dtype=float) - (rot - np.eye(2)) @ c)
+            degs.append(float(d))
+            translations.append((float(ty), float(-mtz)) if pe_axis == 1 else (float(-mtz), float(ty)))
+        return cls(degs, translations, list(times), pe_axis)
+
+    def sources(self, n: int) -> list:
+        """Per phase-encoding line (centred order) the move it is acquired at, −1 for the reference.
+
+        TorchIO's rule: line segments split at ``int(n · time)``; the segment
+        holding the centre of k-space keeps the reference position and the
+        move that owned it takes the first segment instead.
+        """
+        times = np.asarray(self.times)
+        cuts = [int(v) for v in (n * times).astype(int).tolist()] + [n]
+        owners = list(range(len(times) + 1))  # 0: reference, k: move k - 1
+        centre = int(np.where(times > 0.5)[0].min()) if np.any(times > 0.5) else len(times)
+        owners[0], owners[centre] = owners[centre], owners[0]
+        out = np.full(n, -1)
+        first = 0
+        for k, last in zip(owners, cuts):
+            out[first:last] = k - 1
+            first = last
+        return out.tolist()
+
+    def to_kspace(self, shape: Tuple[int, int]) -> "KSpaceMotion":
+        """The same corruption as a :class:`KSpaceMotion` for a slice of ``shape`` (H, W)."""
+        if not self.degrees:
+            return KSpaceMotion([], [], [-1] * int(shape[self.pe_axis]), self.pe_axis)
+        h, w = (int(shape[1]), int(shape[0])) if self.pe_axis == 0 else (int(shape[0]), int(shape[1]))
+        c = np.array([(h - 1) / 2.0, (w - 1) / 2.0])
+        degrees, shifts = [], []
+        for d, (ty, tz) in zip(self.degrees, self.translations):
+            if self.pe_axis == 0:
+                ty, tz = tz, ty
+            rot = _rotation_matrix(d)
+            sh = (rot - np.eye(2)) @ c + rot @ np.array([ty, -tz])  # in the frame TorchIO sees
+            if self.pe_axis == 0:
+                d, sh = -d, sh[::-1]
+            degrees.append(float(d))
+            shifts.append((float(sh[0]), float(sh[1])))
+        return KSpaceMotion(degrees, shifts, self.sources(w), self.pe_axis)
 
     def _one(self, image: torch.Tensor) -> torch.Tensor:
         import torchio as tio
@@ -442,36 +513,61 @@ class TorchioMotion:
         return _restore(out, is_numpy, single)
 
 
+def _rotation_matrix(degrees: float) -> np.ndarray:
+    """2 × 2 rotation in (row, column) pixel coordinates, the sense :func:`warp` turns an image."""
+    r = math.radians(degrees)
+    return np.array([[math.cos(r), -math.sin(r)], [math.sin(r), math.cos(r)]])
+
+
 class RandomTorchioMotion:
     """Samples :class:`TorchioMotion` parameters for a given severity.
+
+    Severity scales both what a reader sees grow: the size of the moves and
+    the share of k-space acquired away from the reference position.  (Drawing
+    move times uniformly, as before, often left only a few outer lines moved:
+    the label then hardly fell with severity, and that half of the training
+    set taught nothing.)
 
     Parameters
     ----------
     severity : float in [0, 1] or (low, high)
-        Scales rotation and translation; 0 is the identity.
+        0 is the identity.
     max_degrees : float
-        Largest rotation at severity 1 (default 10°).
+        Largest rotation about the slice centre at severity 1 (default 10°).
     max_translation : float
-        Largest translation at severity 1, in pixels (default 10).
+        Largest shift at severity 1, in pixels (default 10).
     max_moves : int
         Most moves during the acquisition; 1 … ``max_moves`` are drawn.
+    max_fraction : float in (0, 1)
+        Largest share of k-space acquired at a moved position, at severity 1
+        (default 0.8; one move can hold at most half of k-space).
     pe_axis : {0, 1}, optional
         Phase-encoding direction; random when None.
+
+    Examples
+    --------
+    >>> t = RandomTorchioMotion(severity=0.5).sample((64, 64), seed=0)
+    >>> isinstance(t, TorchioMotion)
+    True
     """
 
     def __init__(self, severity: Union[float, Tuple[float, float]] = (0.0, 1.0), max_degrees: float = 10.0,
-                 max_translation: float = 10.0, max_moves: int = 3, pe_axis: Optional[int] = None):
+                 max_translation: float = 10.0, max_moves: int = 3, max_fraction: float = 0.8,
+                 pe_axis: Optional[int] = None):
         self.severity = _check_severity(severity)
         if max_moves < 1:
             raise ValueError("max_moves must be >= 1")
         if pe_axis not in (None, 0, 1):
             raise ValueError(f"pe_axis must be 0, 1 or None, got {pe_axis}")
+        if not 0 < max_fraction < 1:
+            raise ValueError("max_fraction must be in (0, 1)")
         self.max_degrees = float(max_degrees)
         self.max_translation = float(max_translation)
         self.max_moves = int(max_moves)
+        self.max_fraction = float(max_fraction)
         self.pe_axis = pe_axis
 
-    def sample(self, shape: Tuple[int, int] = (0, 0), seed: Seed = None) -> TorchioMotion:
+    def sample(self, shape: Tuple[int, int] = (256, 256), seed: Seed = None) -> TorchioMotion:
         rng = _rng(seed)
         sev = _draw_severity(self.severity, rng)
         pe = int(rng.integers(2)) if self.pe_axis is None else self.pe_axis
@@ -479,14 +575,30 @@ class RandomTorchioMotion:
             return TorchioMotion([], [], [], pe)
         moves = int(rng.integers(1, self.max_moves + 1))
         deg = rng.uniform(-1, 1, size=moves) * self.max_degrees * sev
-        trans = rng.uniform(-1, 1, size=(moves, 2)) * self.max_translation * sev
-        times = np.sort(rng.uniform(0.05, 0.95, size=moves))
-        return TorchioMotion(deg.tolist(), [tuple(t) for t in trans.tolist()], times.tolist(), pe)
+        shifts = rng.uniform(-1, 1, size=(moves, 2)) * self.max_translation * sev
+        moved = self.max_fraction * sev * float(rng.uniform(0.5, 1.0))
+        lo, hi = 0.02, 0.98
+        if moves == 1:
+            t = min(moved, 0.5)
+            times = [t if rng.random() < 0.5 else 1.0 - t]
+        else:
+            # The reference segment [a, b) holds the centre; the moves own the rest.
+            width = 1.0 - moved
+            a = 0.5 - width * float(rng.uniform(0.0, 1.0))
+            a, b = max(lo, a), min(hi, a + width)
+            a, b = min(a, 0.49), max(b, 0.51)
+            extra = rng.uniform(0, 1, size=moves - 2)
+            outside = (a - lo) + (hi - b)
+            times = [a, b] + [float(lo + u * outside) if lo + u * outside < a else float(b + (lo + u * outside - a))
+                              for u in extra]
+        times = np.sort(np.clip(times, lo, hi))
+        return TorchioMotion.about_centre(tuple(shape), deg.tolist(), [tuple(v) for v in shifts.tolist()],
+                                          times.tolist(), pe)
 
     def __call__(self, image: ArrayOrTensor, seed: Seed = None) -> ArrayOrTensor:
         t, is_numpy, single = _as_batch(image)
         rng = _rng(seed)
-        out = torch.stack([self.sample(tuple(x.shape), rng)(x) for x in t])
+        out = apply_motion_batch(t, [self.sample(tuple(t.shape[-2:]), rng) for _ in range(t.shape[0])])
         return _restore(out, is_numpy, single)
 
 
@@ -519,13 +631,13 @@ class RandomMotion:
         return (self.kspace if method == "kspace" else self.torchio).sample(shape, rng)
 
 
-def apply_motion_batch(images: torch.Tensor, transforms: Sequence[Union[KSpaceMotion, TorchioMotion]]) -> torch.Tensor:
-    """Apply a mixed list of motion transforms to a (B, H, W) batch, k-space ones in one pass."""
-    out = images.clone()
-    ks = [i for i, t in enumerate(transforms) if isinstance(t, KSpaceMotion)]
-    if ks:
-        out[ks] = apply_kspace_batch(images[ks], [transforms[i] for i in ks])
-    for i, t in enumerate(transforms):
-        if not isinstance(t, KSpaceMotion):
-            out[i] = t(images[i])
-    return out
+def apply_motion_batch(images: torch.Tensor, transforms: Sequence[Union[KSpaceMotion, TorchioMotion]],
+                       real_part: bool = False) -> torch.Tensor:
+    """Apply a mixed list of motion transforms to a (B, H, W) batch in one batched k-space pass.
+
+    TorchIO-model transforms run as their :meth:`TorchioMotion.to_kspace`
+    equivalent (the same model on torch, checked against TorchIO in the tests).
+    """
+    shape = tuple(images.shape[-2:])
+    ks = [t.to_kspace(shape) if isinstance(t, TorchioMotion) else t for t in transforms]
+    return apply_kspace_batch(images, ks, real_part=real_part)
