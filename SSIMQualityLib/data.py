@@ -7,13 +7,16 @@ Each sample, fully determined by ``(seed, index)``:
 2. for the synthetic source, domain randomisation of the clean slice
    (:mod:`SSIMQualityLib.synthesis`), all of it but the noise;
 3. optional contrast augmentation (gamma, log, sigmoid, AHE);
-4. motion corruption by one of the two algorithms (a share of samples is
-   left clean, so that "no motion" is learnt as 1.0); then the synthetic
-   source's Rician noise, the same draw added to both images (acquisition
-   noise does not move with the head), inside a field of view (padded real
-   slices have noise only there);
-5. label = SSIM(clean, corrupted) by the project's convention; input = the
-   normalised corrupted slice.
+4. the acquisition: a field of view around the head (tight to wide) sampled
+   on a matrix of 64 – 384 pixels a side (real scans come in every size);
+5. motion corruption at that matrix by one of the two algorithms (a share
+   of samples is left clean, so that "no motion" is learnt as 1.0); then
+   Rician noise, the same draw added to both images (acquisition noise does
+   not move with the head), with a background that is noisy, zero (masked,
+   thresholded, suppressed by the scanner: ghosts then lift a black
+   background) or partly suppressed, or noise only inside a box;
+6. label = SSIM(clean, corrupted) at the acquired matrix by the project's
+   convention; input = the normalised corrupted slice resized to 256².
 
 ``MotionSliceDataset`` is a map-style torch ``Dataset`` (worker-safe: the
 sources load lazily in each process) with a batched ``batch(indices)`` that
@@ -43,7 +46,12 @@ _NO_MOTION = RandomKSpaceMotion(severity=0.0)
 #: 2: synthetic noise added after the motion, shared by both images.
 #: 3: that noise only inside a field of view (a box around the head, or the whole canvas).
 #: 4: the k-space algorithm keeps the centre of k-space at the original position.
-DATA_VERSION = 4
+#: 5: acquired field of view and matrix (64 - 384), labels at that matrix; zero / partly suppressed
+#:    backgrounds; Colin27 anatomy; TorchIO's model moves about the centre, severity sets its moved share.
+DATA_VERSION = 5
+
+#: Background kinds of a real scan, and their shares in training (DESIGN §1).
+BACKGROUNDS = {"noisy": 0.3, "box": 0.15, "zero": 0.35, "partial": 0.2}
 
 
 class SliceSource:
@@ -78,6 +86,54 @@ class SyntheticSource(SliceSource):
         pick = self._sampler.sample()
         stack = np.take(vol, pick.index, axis=pick.axis + 1)
         return fit_to_size(torch.as_tensor(stack.astype(np.float32)))
+
+
+def colin27_files() -> list:
+    """Colin27 (one real subject, 1 mm, with skull) from Debian's ``mricron-data``, where installed."""
+    base = Path("/usr/share/mricron/templates")
+    return [p for p in (base / "ch2.nii.gz", base / "ch2better.nii.gz") if p.is_file()]
+
+
+class AnatomySource(SliceSource):
+    """Real anatomy that is nearly noise-free (Colin27 is an average of 27 scans).
+
+    Its slices are treated like synthetic ones: contrast augmentation, then
+    Rician noise after the motion.  Sliced by the orientation rule.
+    """
+
+    synthetic = False
+    adds_noise = True
+    _cache: dict = {}
+
+    def __init__(self, paths: Sequence[Union[str, Path]]):
+        self.paths = [Path(p) for p in paths]
+        self._samplers = {}
+
+    def draw(self, rng: np.random.Generator) -> torch.Tensor:
+        i = int(rng.integers(len(self.paths)))
+        if i not in self._samplers:
+            from .volumes import read_volume
+
+            vol = read_volume(self.paths[i])
+            self._samplers[i] = SliceSampler(vol.array.astype(np.float32), vol.spacing)
+        sampler = self._samplers[i]
+        sampler.rng = rng
+        pick = sampler.sample()
+        img = np.ascontiguousarray(take_slice(sampler.volume, pick.axis, pick.index))
+        return fit_to_size(torch.as_tensor(img))
+
+
+class MixedSource(SliceSource):
+    """The default training source: synthetic MNI152 slices and, where installed, Colin27 anatomy."""
+
+    def __init__(self, p_anatomy: float = 0.3):
+        self.synthetic_source = SyntheticSource()
+        files = colin27_files()
+        self.anatomy = AnatomySource(files) if files else None
+        self.p_anatomy = p_anatomy if files else 0.0
+
+    def pick(self, rng: np.random.Generator) -> SliceSource:
+        return self.anatomy if rng.random() < self.p_anatomy else self.synthetic_source
 
 
 class VolumeFolderSource(SliceSource):
@@ -115,7 +171,16 @@ class SampleConfig:
     p_clean: float = 0.1
     p_kspace: float = 0.5
     severity: Tuple[float, float] = (0.0, 1.0)
-    p_full_fov: float = 0.3  # share of synthetic slices whose noise fills the canvas (else a box around the head)
+    p_full_fov: float = 0.3  # box background only: share whose box is the whole canvas
+    matrix: Tuple[int, int] = (64, 384)  # acquired matrix, longest side, drawn log-uniformly
+    p_native: float = 0.25  # share acquired on the 256² canvas as it is (no field-of-view / matrix change)
+    max_margin: float = 0.6  # field of view: up to this share of the head's size added on each side
+    backgrounds: Optional[dict] = None  # kind -> share; default BACKGROUNDS
+
+    def background_table(self) -> Tuple[list, np.ndarray]:
+        table = self.backgrounds or BACKGROUNDS
+        w = np.array([float(table[k]) for k in table])
+        return list(table), w / w.sum()
 
 
 class MotionSliceDataset(Dataset):
@@ -142,7 +207,7 @@ class MotionSliceDataset(Dataset):
     def __init__(self, length: int, source: Optional[SliceSource] = None, seed: int = 0,
                  config: Optional[SampleConfig] = None):
         self.length = int(length)
-        self.source = source or SyntheticSource()
+        self.source = source or MixedSource()
         self.seed = int(seed)
         self.config = config or SampleConfig()
         self.synthesis = RandomSynthesis()
@@ -155,51 +220,131 @@ class MotionSliceDataset(Dataset):
     def rng(self, index: int) -> np.random.Generator:
         return np.random.default_rng(np.random.SeedSequence([self.seed, int(index)]))
 
-    def clean_slice(self, index: int, rng: np.random.Generator) -> Tuple[torch.Tensor, float, int]:
+    def clean_slice(self, index: int, rng: np.random.Generator) -> Tuple[torch.Tensor, float, int, bool]:
         """Steps 1–3: the clean (randomised, contrast-adjusted) slice in [0, 1], 256 × 256.
 
         Returns the noise-free slice with the noise still to add after the
-        motion: its sigma (in the slice's [0, 1] units) and seed.
+        motion: its sigma (in the slice's [0, 1] units) and seed, and whether
+        the slice is a user's real scan (moved by the noise-fixed split).
         """
-        raw = self.source.draw(rng)
-        sigma, noise_seed = 0.0, 0
-        if self.source.synthetic:
+        source = self.source.pick(rng) if isinstance(self.source, MixedSource) else self.source
+        raw = source.draw(rng)
+        sigma, noise_seed, real = 0.0, 0, False
+        if source.synthetic:
             params = self.synthesis.sample(rng)
             img = synthesize(raw, params, noise=False)
             sigma, noise_seed = params.noise, params.noise_seed
-        else:
+        elif getattr(source, "adds_noise", False):
+            lo, hi = np.log(self.synthesis.noise_range)
+            sigma, noise_seed = float(np.exp(rng.uniform(lo, hi))), int(rng.integers(2 ** 31))
             img = raw.float()
+        else:
+            img, real = raw.float(), True
         img = normalize(img)
         adjusted = self.contrast.sample(rng)(img.numpy())
-        return torch.as_tensor(adjusted, dtype=torch.float32), sigma, noise_seed
+        return torch.as_tensor(adjusted, dtype=torch.float32), sigma, noise_seed, real
 
     def batch(self, indices: Sequence[int]) -> Tuple[torch.Tensor, torch.Tensor]:
         """Samples for ``indices`` as (B, 1, 256, 256) inputs and (B,) labels."""
         _, corrupted, labels = self.pairs(indices)
-        return normalize(corrupted)[:, None], labels
+        x = torch.stack([fit_to_size(normalize(c)) for c in corrupted])
+        return x[:, None], labels
 
-    def pairs(self, indices: Sequence[int]) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """Clean slices, their corrupted twins (B, 256, 256) and the labels (B,) — for checks and teaching."""
-        rngs = [self.rng(i) for i in indices]
-        made = [self.clean_slice(i, r) for i, r in zip(indices, rngs)]
-        clean = torch.stack([m[0] for m in made])
-        transforms = []
-        for r in rngs:
-            if r.random() < self.config.p_clean:
-                transforms.append(_NO_MOTION.sample(tuple(clean.shape[-2:]), r))
+    def pairs(self, indices: Sequence[int]) -> Tuple[list, list, torch.Tensor]:
+        """Clean slices and their corrupted twins at the acquired matrix (lists of (H, W)), and the labels (B,)."""
+        clean, corrupted, labels = [], [], []
+        for i in indices:
+            rng = self.rng(i)
+            canvas, sigma, noise_seed, real = self.clean_slice(i, rng)
+            acquired = self.acquire(canvas, rng)
+            if rng.random() < self.config.p_clean:
+                t = _NO_MOTION.sample(tuple(acquired.shape), rng)
             else:
-                transforms.append(self.motion.sample(tuple(clean.shape[-2:]), r))
-        corrupted = apply_motion_batch(clean, transforms).clamp_min(0)
-        for k, (_, sigma, noise_seed) in enumerate(made):
+                t = self.motion.sample(tuple(acquired.shape), rng)
+            if real:
+                from .noise import move_anatomy
+
+                moved = torch.as_tensor(move_anatomy(acquired.numpy(), t))
+            else:
+                moved = apply_motion_batch(acquired[None], [t])[0].clamp_min(0)
+            kind = self.background(rng)
             if sigma > 0:
-                fov = self.field_of_view(clean[k], rngs[k])
-                both = add_rician_noise(torch.stack([clean[k], corrupted[k]]), sigma, noise_seed) * fov
-                clean[k], corrupted[k] = both[0], both[1]
-        labels = slice_labels(clean, corrupted).float()
-        return clean, corrupted, labels
+                acquired, moved = self.add_noise(acquired, moved, sigma, noise_seed, kind, rng)
+            clean.append(acquired)
+            corrupted.append(moved)
+            labels.append(float(slice_labels(acquired[None], moved[None])[0]))
+        return clean, corrupted, torch.tensor(labels, dtype=torch.float32)
+
+    def acquire(self, canvas: torch.Tensor, rng: np.random.Generator) -> torch.Tensor:
+        """The field of view and matrix a scanner would acquire of this slice (DESIGN §1, real scans).
+
+        A box around the head with a random margin on each side (tight to
+        wide), sampled on a matrix whose longest side is drawn log-uniformly
+        from ``config.matrix``; a share keeps the 256² canvas as it is.
+        """
+        cfg = self.config
+        draws = rng.random(5)
+        if draws[0] < cfg.p_native:
+            return canvas
+        head = 0.05 * float(canvas.max())
+        rows = torch.nonzero(canvas.amax(dim=1) > head).flatten()
+        cols = torch.nonzero(canvas.amax(dim=0) > head).flatten()
+        if len(rows) < 4 or len(cols) < 4:
+            return canvas
+        r0, r1, c0, c1 = int(rows[0]), int(rows[-1]) + 1, int(cols[0]), int(cols[-1]) + 1
+        mr, mc = (r1 - r0) * cfg.max_margin * draws[1], (c1 - c0) * cfg.max_margin * draws[2]
+        r0, r1 = int(round(r0 - mr * rng.uniform(0.5, 1.5))), int(round(r1 + mr * rng.uniform(0.5, 1.5)))
+        c0, c1 = int(round(c0 - mc * rng.uniform(0.5, 1.5))), int(round(c1 + mc * rng.uniform(0.5, 1.5)))
+        h, w = canvas.shape
+        pad = max(0, -r0, -c0, r1 - h, c1 - w)
+        view = torch.nn.functional.pad(canvas, (pad, pad, pad, pad)) if pad else canvas
+        crop = view[r0 + pad:r1 + pad, c0 + pad:c1 + pad]
+        lo, hi = np.log(cfg.matrix[0]), np.log(cfg.matrix[1])
+        longest = int(round(np.exp(lo + (hi - lo) * draws[3])))
+        ch, cw = crop.shape
+        scale = longest / max(ch, cw)
+        size = (max(8, int(round(ch * scale))), max(8, int(round(cw * scale))))
+        mode = "area" if scale < 1 else "bilinear"
+        kw = {} if mode == "area" else {"align_corners": False}
+        return torch.nn.functional.interpolate(crop[None, None], size=size, mode=mode, **kw)[0, 0].clamp_min(0)
+
+    def background(self, rng: np.random.Generator) -> str:
+        names, weights = self.config.background_table()
+        return names[int(rng.choice(len(names), p=weights))]
+
+    def add_noise(self, clean: torch.Tensor, corrupted: torch.Tensor, sigma: float, seed: int, kind: str,
+                  rng: np.random.Generator) -> Tuple[torch.Tensor, torch.Tensor]:
+        """Rician noise after the motion, one draw for both images, with the background of ``kind``.
+
+        ``noisy``: everywhere.  ``box``: inside a field-of-view box (padded
+        real slices).  ``zero``: inside the head only, so the air is black
+        and the motion's ghosts lift it (masked, thresholded or suppressed
+        scans).  ``partial``: the air keeps 5 – 50 % of the noise.
+        """
+        both = torch.stack([clean, corrupted])
+        noisy = add_rician_noise(both, sigma * float(clean.max()), seed)
+        if kind == "noisy":
+            return noisy[0], noisy[1]
+        if kind == "box":  # a padded slice: nothing at all outside its field of view
+            out = noisy * self.field_of_view(clean, rng)
+            return out[0], out[1]
+        weight = self.head_mask(clean)
+        if kind == "partial":
+            weight = weight + (1 - weight) * float(rng.uniform(0.05, 0.5))
+        out = both + weight * (noisy - both)
+        return out[0], out[1]
+
+    @staticmethod
+    def head_mask(clean: torch.Tensor) -> torch.Tensor:
+        """0/1 mask of the head (clean slice above 5 % of its maximum, holes filled, grown by 2 pixels)."""
+        from scipy import ndimage
+
+        m = (clean > 0.05 * float(clean.max())).numpy()
+        m = ndimage.binary_fill_holes(ndimage.binary_dilation(m, iterations=2))
+        return torch.as_tensor(m, dtype=clean.dtype)
 
     def field_of_view(self, clean: torch.Tensor, rng: np.random.Generator) -> torch.Tensor:
-        """A 0/1 mask of the acquired field of view on the 256² canvas.
+        """A 0/1 mask of the acquired field of view on the canvas.
 
         Real slices smaller than the canvas are zero-padded, so their noise
         stops at a sharp rectangle: the network must learn that such an edge

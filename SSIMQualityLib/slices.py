@@ -209,12 +209,14 @@ def normalize(image: ArrayOrTensor, percentile: float = UPPER_PERCENTILE) -> Arr
 
 
 def fit_to_size(image: ArrayOrTensor, size: int = INPUT_SIZE) -> ArrayOrTensor:
-    """Pad (centred, with zeros) or shrink a slice to ``size`` × ``size``.
+    """Resize a slice so that its longest side is ``size`` (aspect kept), then pad it to ``size`` × ``size``.
 
-    A slice that fits is zero-padded around its centre, keeping its pixels
-    as they are; a larger one is first shrunk (area averaging, aspect ratio
-    kept) until its longest side is ``size``.  Zero is the background of a
-    normalised slice, so padding adds air, not an edge.
+    Larger slices are shrunk by area averaging, smaller ones enlarged
+    bilinearly, and the short side is zero-padded around the centre.  Small
+    matrices are resized, not padded: a 64 × 64 EPI slice padded into 256²
+    is a stamp whose anatomy and ghosts are four times smaller than anything
+    the network learnt from (the paper: "resized or padded").  Zero is the
+    background of a normalised slice, so padding adds air, not an edge.
 
     Parameters
     ----------
@@ -224,6 +226,11 @@ def fit_to_size(image: ArrayOrTensor, size: int = INPUT_SIZE) -> ArrayOrTensor:
     Returns
     -------
     Same type as ``image``, shape (..., size, size).
+
+    Examples
+    --------
+    >>> fit_to_size(np.ones((64, 32), np.float32)).shape
+    (256, 256)
     """
     is_numpy = not isinstance(image, torch.Tensor)
     t = torch.as_tensor(np.asarray(image, dtype=np.float32)) if is_numpy else image
@@ -232,10 +239,13 @@ def fit_to_size(image: ArrayOrTensor, size: int = INPUT_SIZE) -> ArrayOrTensor:
     lead = t.shape[:-2]
     h, w = t.shape[-2:]
     t = t.reshape(-1, 1, h, w)
-    if max(h, w) > size:
+    if max(h, w) != size:
         scale = size / max(h, w)
-        nh, nw = max(1, round(h * scale)), max(1, round(w * scale))
-        t = F.interpolate(t, size=(nh, nw), mode="area")
+        nh, nw = min(size, max(1, round(h * scale))), min(size, max(1, round(w * scale)))
+        if scale < 1:
+            t = F.interpolate(t, size=(nh, nw), mode="area")
+        else:
+            t = F.interpolate(t, size=(nh, nw), mode="bilinear", align_corners=False)
         h, w = nh, nw
     top = (size - h) // 2
     left = (size - w) // 2

@@ -4,7 +4,7 @@ import torch
 from skimage.metrics import structural_similarity
 
 from SSIMQualityLib.data import MotionSliceDataset, SampleConfig, VolumeFolderSource, build_cache
-from SSIMQualityLib.slices import normalize
+from SSIMQualityLib.slices import fit_to_size, normalize
 
 
 @pytest.fixture(scope="module")
@@ -30,8 +30,9 @@ def test_label_is_ssim_of_the_pair_and_input_is_the_corrupted_slice(ds):
     clean, corrupted, labels = ds.pairs(idx)
     x, y = ds.batch(idx)
     assert torch.equal(y, labels)
-    assert torch.allclose(x[:, 0], normalize(corrupted))
     for i in range(8):
+        assert clean[i].shape == corrupted[i].shape
+        assert torch.allclose(x[i, 0], fit_to_size(normalize(corrupted[i])))
         ref = structural_similarity(normalize(clean[i].double().numpy()), normalize(corrupted[i].double().numpy()),
                                     data_range=1.0)
         assert float(labels[i]) == pytest.approx(ref, abs=1e-4)
@@ -67,17 +68,20 @@ def test_folder_source_with_real_volume(sample_path):
     assert x.shape == (6, 1, 256, 256) and torch.all((y >= 0) & (y <= 1))
 
 
+NOISY = {"noisy": 1.0}
+
+
 def test_clean_noisy_slices_are_labelled_one_and_noise_is_shared():
     """Noise enters after the motion, the same draw in both images: a clean noisy slice is SSIM 1, and
     the corrupted twin differs from the clean one only where the motion changed the signal."""
-    ds = MotionSliceDataset(12, seed=5, config=SampleConfig(p_clean=1.0, p_full_fov=1.0))
+    ds = MotionSliceDataset(12, seed=5, config=SampleConfig(p_clean=1.0, backgrounds=NOISY))
     clean, corrupted, y = ds.pairs(list(range(12)))
     assert torch.all(y == 1.0)
-    background = clean[:, :8, :8]  # air in the corner: Rician noise, not zero
+    background = torch.stack([c[:4, :4] for c in clean])  # air in the corner: Rician noise, not zero
     assert float((background > 0).float().mean()) > 0.9
-    moved = MotionSliceDataset(12, seed=5, config=SampleConfig(p_clean=0.0, severity=(0.05, 0.05), p_full_fov=1.0))
+    moved = MotionSliceDataset(12, seed=5, config=SampleConfig(p_clean=0.0, severity=(0.05, 0.05), backgrounds=NOISY))
     c2, m2, y2 = moved.pairs(list(range(12)))
-    assert torch.equal(c2, clean), "same seed and index: the same clean noisy slice"
+    assert all(torch.equal(a, b) for a, b in zip(c2, clean)), "same seed and index: the same clean noisy slice"
     # Slight motion: the noise of the air is shared, so the label stays high (noise moved with the
     # head would push it far down although nothing can be seen).
     assert float(y2.median()) > 0.9
@@ -97,7 +101,8 @@ def test_rician_noise_same_draw_for_every_image():
 
 def test_noise_stops_at_a_field_of_view_around_the_head():
     """Padded real slices have noise only inside their field of view: training shows that edge too."""
-    ds = MotionSliceDataset(8, seed=7, config=SampleConfig(p_clean=1.0, p_full_fov=0.0))
+    ds = MotionSliceDataset(8, seed=7, config=SampleConfig(p_clean=1.0, p_full_fov=0.0, p_native=1.0,
+                                                            backgrounds={"box": 1.0}))
     clean, corrupted, y = ds.pairs(list(range(8)))
     assert torch.all(y == 1.0), "the box edge is not an artefact"
     smaller = 0
@@ -109,3 +114,49 @@ def test_noise_stops_at_a_field_of_view_around_the_head():
         assert float((box > 0).float().mean()) > 0.99, "noise fills the box"
         smaller += int((rows[-1] - rows[0] + 1) * (cols[-1] - cols[0] + 1) < 0.9 * 256 * 256)
     assert smaller >= 4, "and mostly stops at an edge inside the canvas"
+
+
+def test_zero_background_keeps_air_black_and_ghosts_lift_it():
+    """Masked / suppressed scans: the clean slice's air is exactly zero; the motion's ghosts lift it."""
+    cfg = SampleConfig(p_clean=0.0, severity=(0.8, 0.8), p_kspace=1.0, backgrounds={"zero": 1.0})
+    clean, corrupted, y = MotionSliceDataset(8, seed=11, config=cfg).pairs(list(range(8)))
+    lifted = 0
+    for c, m in zip(clean, corrupted):
+        air = c == 0
+        assert float(air.float().mean()) > 0.1, "a zero background exists"
+        lifted += int(float(m[air].mean()) > 0.01 * float(c.max()))
+    assert lifted >= 6
+    assert float(y.mean()) < 0.9
+
+
+def test_acquired_matrices_span_small_to_large():
+    ds = MotionSliceDataset(60, seed=2, config=SampleConfig(p_clean=1.0))
+    clean, _, y = ds.pairs(list(range(60)))
+    longest = [max(c.shape) for c in clean]
+    assert min(longest) < 100 and max(longest) > 280, (min(longest), max(longest))
+    assert sum(s == 256 for s in longest) >= 5, "a share keeps the canvas"
+    assert torch.all(y == 1.0)
+
+
+def test_both_algorithms_labels_fall_with_severity_on_real_anatomy():
+    """On real slices (Colin27 where installed, else the bundled real sample), both algorithms' mean label
+    strictly decreases over severity 0.1 / 0.3 / 0.6 / 1.0, under the project's noise-fixed rule."""
+    from pathlib import Path
+
+    import nibabel
+
+    from SSIMQualityLib.data import AnatomySource, colin27_files
+
+    sources = {"nibabel anatomical.nii (noisy real T1, noise-fixed split)":
+               VolumeFolderSource([Path(nibabel.__file__).parent / "tests" / "data" / "anatomical.nii"])}
+    if colin27_files():
+        sources["Colin27"] = AnatomySource(colin27_files())
+    for name, source in sources.items():
+        for p_kspace in (1.0, 0.0):
+            means = []
+            for sev in (0.1, 0.3, 0.6, 1.0):
+                cfg = SampleConfig(p_clean=0.0, p_contrast=0.0, severity=(sev, sev), p_kspace=p_kspace)
+                ds = MotionSliceDataset(32, source=source, seed=3, config=cfg)
+                means.append(float(ds.pairs(list(range(32)))[2].mean()))
+            assert all(a > b for a, b in zip(means, means[1:])), (name, p_kspace, means)
+            assert means[-1] < 0.85, (name, p_kspace, means)

@@ -62,18 +62,27 @@ def test_fit_to_size_always_256_in_unit_range(shape):
     out = prepare_input(img)
     assert out.shape == (INPUT_SIZE, INPUT_SIZE)
     assert float(out.min()) >= 0.0 and float(out.max()) <= 1.0
-    # A slice that fits is padded, not resampled: its pixels survive as they are.
-    if max(shape) <= INPUT_SIZE:
+    # The longest side is resized to 256 (small matrices enlarged, not padded into a stamp) ...
+    h, w = shape
+    scale = INPUT_SIZE / max(h, w)
+    nh, nw = min(INPUT_SIZE, max(1, round(h * scale))), min(INPUT_SIZE, max(1, round(w * scale)))
+    top, left = (INPUT_SIZE - nh) // 2, (INPUT_SIZE - nw) // 2
+    inside = torch.zeros(INPUT_SIZE, INPUT_SIZE, dtype=torch.bool)
+    inside[top:top + nh, left:left + nw] = True
+    assert float(out[~inside].abs().max()) == 0.0 if (~inside).any() else True  # ... the rest is zero padding
+    assert float(out[inside].mean()) > 0.2
+    # A slice whose longest side is already 256 keeps its pixels as they are.
+    if max(shape) == INPUT_SIZE:
         n = normalize(torch.tensor(img))
-        top, left = (INPUT_SIZE - shape[0]) // 2, (INPUT_SIZE - shape[1]) // 2
-        assert torch.equal(out[top:top + shape[0], left:left + shape[1]], n)
+        assert torch.equal(out[top:top + h, left:left + w], n)
 
 
 def test_fit_to_size_numpy_in_numpy_out_and_batch():
     x = np.ones((3, 40, 30), dtype=np.float32)
     y = fit_to_size(x)
     assert isinstance(y, np.ndarray) and y.shape == (3, 256, 256)
-    assert y.sum() == pytest.approx(3 * 40 * 30)
+    # 40 x 30 becomes 256 x 192 (aspect kept), padded to 256 x 256.
+    assert y.sum() == pytest.approx(3 * 256 * 192)
 
 
 def test_slicing_axis_given_or_acquisition_and_clear_error():
