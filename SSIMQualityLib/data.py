@@ -124,15 +124,21 @@ class AnatomySource(SliceSource):
 
 
 class MixedSource(SliceSource):
-    """The default training source: synthetic MNI152 slices and, where installed, Colin27 anatomy."""
+    """The default training source: synthetic MNI152 slices and, where installed, Colin27 anatomy;
+    optionally the user's own real volumes (``user``, a share ``p_user`` of the samples)."""
 
-    def __init__(self, p_anatomy: float = 0.3):
+    def __init__(self, p_anatomy: float = 0.3, user: Optional[SliceSource] = None, p_user: float = 0.5):
         self.synthetic_source = SyntheticSource()
         files = colin27_files()
         self.anatomy = AnatomySource(files) if files else None
         self.p_anatomy = p_anatomy if files else 0.0
+        self.user = user
+        self.p_user = p_user if user is not None else 0.0
 
     def pick(self, rng: np.random.Generator) -> SliceSource:
+        u = rng.random()
+        if u < self.p_user:
+            return self.user
         return self.anatomy if rng.random() < self.p_anatomy else self.synthetic_source
 
 

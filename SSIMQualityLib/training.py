@@ -13,7 +13,7 @@ import json
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Callable, Optional
+from typing import Callable, Optional, Sequence
 
 import numpy as np
 import torch
@@ -47,6 +47,8 @@ class TrainConfig:
     max_minutes: float = 0.0  # stop cleanly (checkpoint) after this long; 0 = no limit
     bf16_cpu: bool = True
     init: str = ""  # start from this model file's weights (fine-tuning); "" = from scratch
+    source: tuple = ()  # the user's real volumes (files / folders) mixed into training, noise-fixed rule
+    source_share: float = 0.5  # share of samples drawn from ``source``
 
 
 def _loss_fn(name: str) -> Callable:
@@ -59,17 +61,31 @@ def _loss_fn(name: str) -> Callable:
     raise ValueError(f"unknown loss {name!r}; choose mse, l1 or huber")
 
 
-def _cache_stem(kind: str, seed: int) -> str:
-    return f"cache_{kind}_v{DATA_VERSION}_s{seed}_n"
+def _cache_stem(kind: str, seed: int, source: Sequence[str] = ()) -> str:
+    tag = ""
+    if source:  # another set of volumes makes other samples
+        import hashlib
+
+        tag = "_src" + hashlib.sha256("\n".join(sorted(map(str, source))).encode()).hexdigest()[:8]
+    return f"cache_{kind}_v{DATA_VERSION}{tag}_s{seed}_n"
 
 
-def cache_file(out_dir: Path, kind: str, n: int, seed: int, size: int) -> Path:
-    return out_dir / f"{_cache_stem(kind, seed)}{n}_{size}.pt"
+def cache_file(out_dir: Path, kind: str, n: int, seed: int, size: int, source: Sequence[str] = ()) -> Path:
+    return out_dir / f"{_cache_stem(kind, seed, source)}{n}_{size}.pt"
 
 
-def load_or_build_cache(out_dir: Path, kind: str, n: int, seed: int, size: int, workers: int, log=print):
+def make_dataset(n: int, seed: int, source: Sequence[str] = (), source_share: float = 0.5) -> MotionSliceDataset:
+    """The training / validation dataset: the default mix, plus the user's real volumes when given."""
+    from .data import MixedSource, VolumeFolderSource
+
+    user = VolumeFolderSource(list(source)) if source else None
+    return MotionSliceDataset(n, source=MixedSource(user=user, p_user=source_share), seed=seed)
+
+
+def load_or_build_cache(out_dir: Path, kind: str, n: int, seed: int, size: int, workers: int, log=print,
+                        source: Sequence[str] = (), source_share: float = 0.5):
     """Samples ``0 … n − 1`` of the dataset with ``seed``, made once and kept on disk for resume."""
-    path = cache_file(out_dir, kind, n, seed, size)
+    path = cache_file(out_dir, kind, n, seed, size, source)
     if path.is_file():
         data = torch.load(str(path), weights_only=True)
         if int(data["n"]) == n and int(data["seed"]) == seed and int(data["size"]) == size:
@@ -81,7 +97,7 @@ def load_or_build_cache(out_dir: Path, kind: str, n: int, seed: int, size: int, 
     prefix_x, prefix_y, start = None, None, 0
     # The sample count is in the file name: load only the largest usable prefix, not every candidate.
     sizes = {}
-    stem = _cache_stem(kind, seed)
+    stem = _cache_stem(kind, seed, source)
     for other in out_dir.glob(f"{stem}*_{size}.pt"):
         m = other.name[len(stem):-len(f"_{size}.pt")]
         if m.isdigit() and int(m) < n:
@@ -92,7 +108,7 @@ def load_or_build_cache(out_dir: Path, kind: str, n: int, seed: int, size: int, 
             prefix_x, prefix_y, start = data["x"], data["y"], int(data["n"])
     if start:
         log(f"extending cached {kind} samples from {start} to {n}")
-    ds = MotionSliceDataset(n, seed=seed)
+    ds = make_dataset(n, seed, source, source_share)
     bar = tqdm(total=n, initial=start, desc=f"making {kind} samples", unit="sample")
     x, y = build_cache(ds, size, workers=workers, progress=bar.update, start=start)
     bar.close()
@@ -132,8 +148,11 @@ def train(cfg: TrainConfig, resume: bool = True, log: Callable[[str], None] = pr
     out = Path(cfg.out_dir)
     out.mkdir(parents=True, exist_ok=True)
     device = resolve_device(cfg.device)
-    x_tr, y_tr = load_or_build_cache(out, "train", cfg.train_samples, cfg.train_seed, cfg.input_size, cfg.workers, log)
-    x_va, y_va = load_or_build_cache(out, "val", cfg.val_samples, cfg.val_seed, cfg.input_size, cfg.workers, log)
+    src = tuple(str(p) for p in cfg.source)
+    x_tr, y_tr = load_or_build_cache(out, "train", cfg.train_samples, cfg.train_seed, cfg.input_size, cfg.workers, log,
+                                     src, cfg.source_share)
+    x_va, y_va = load_or_build_cache(out, "val", cfg.val_samples, cfg.val_seed, cfg.input_size, cfg.workers, log,
+                                     src, cfg.source_share)
 
     torch.manual_seed(cfg.train_seed)  # here, so that making samples (or not) does not change the start
     model = build_model(cfg.arch, cfg.input_size)
@@ -159,7 +178,8 @@ def train(cfg: TrainConfig, resume: bool = True, log: Callable[[str], None] = pr
     if resume and last.is_file():
         state = torch.load(str(last), map_location="cpu", weights_only=True)
         saved = json.loads(state.get("train_config", "{}"))
-        changed = {k: (saved[k], v) for k, v in asdict(cfg).items()
+        current = json.loads(json.dumps(asdict(cfg)))  # tuples as lists, as saved
+        changed = {k: (saved[k], v) for k, v in current.items()
                    if k in saved and saved[k] != v and k not in ("max_minutes", "workers", "device", "out_dir")}
         if changed:
             from .errors import SSIMQualityError

@@ -30,7 +30,7 @@ import torch
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from SSIMQualityLib.motion import RandomKSpaceMotion, RandomTorchioMotion, apply_kspace_batch  # noqa: E402
+from SSIMQualityLib.motion import RandomKSpaceMotion, RandomTorchioMotion, apply_kspace_batch, apply_motion_batch  # noqa: E402
 from SSIMQualityLib.resources import SAMPLE_VOLUME  # noqa: E402
 from SSIMQualityLib.slices import SliceSampler, fit_to_size, normalize  # noqa: E402
 from SSIMQualityLib.ssim import ssim  # noqa: E402
@@ -74,8 +74,27 @@ def bench_motion(results: dict) -> None:
     results["kspace_slices_per_s"] = _rate(lambda: apply_kspace_batch(imgs, transforms), 64)
     tio = RandomTorchioMotion(severity=0.5)
     ttrans = [tio.sample((256, 256), rng) for _ in range(16)]
+    # TorchIO itself (per slice, SimpleITK) against the same model batched on torch (what training and corrupt run).
     results["torchio_motion_slices_per_s"] = _rate(lambda: [t(imgs[i]) for i, t in enumerate(ttrans)], 16)
+    results["torchio_batched_slices_per_s"] = _rate(lambda: apply_motion_batch(imgs[:16], ttrans), 16)
+    results["torchio_batched_speedup"] = results["torchio_batched_slices_per_s"] / results["torchio_motion_slices_per_s"]
     results["kspace_speedup_vs_torchio"] = results["kspace_slices_per_s"] / results["torchio_motion_slices_per_s"]
+
+
+def bench_factory(results: dict) -> None:
+    """Training samples made per second in one process (the whole recipe: slice, synthesis, contrast,
+    field of view and matrix, motion, noise, label, input at 256²)."""
+    from SSIMQualityLib.data import MotionSliceDataset
+
+    ds = MotionSliceDataset(10 ** 6, seed=0)
+    ds.batch(list(range(16)))  # loads the sources
+    start = [16]
+
+    def make():
+        ds.batch(list(range(start[0], start[0] + 32)))
+        start[0] += 32
+
+    results["factory_samples_per_s_cpu"] = _rate(make, 32, min_time=6.0)
 
 
 def _bench_model():
@@ -186,7 +205,7 @@ def main(argv=None) -> int:
     import tempfile
 
     with tempfile.TemporaryDirectory() as tmp:
-        for step in (bench_ssim, bench_motion, bench_model, lambda r: bench_score_volume(r, Path(tmp)),
+        for step in (bench_ssim, bench_motion, bench_factory, bench_model, lambda r: bench_score_volume(r, Path(tmp)),
                      lambda r: bench_memory(r, Path(tmp))):
             step(results)
             print(json.dumps({k: round(v, 3) for k, v in results.items() if isinstance(v, float)}), flush=True)

@@ -4,7 +4,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import torch
 
 from SSIMQualityLib.cli import main
 from SSIMQualityLib.corruption import corrupt_volume
