@@ -94,35 +94,6 @@ def colin27_files() -> list:
     return [p for p in (base / "ch2.nii.gz", base / "ch2better.nii.gz") if p.is_file()]
 
 
-class AnatomySource(SliceSource):
-    """Real anatomy that is nearly noise-free (Colin27 is an average of 27 scans).
-
-    Its slices are treated like synthetic ones: contrast augmentation, then
-    Rician noise after the motion.  Sliced by the orientation rule.
-    """
-
-    synthetic = False
-    adds_noise = True
-    _cache: dict = {}
-
-    def __init__(self, paths: Sequence[Union[str, Path]]):
-        self.paths = [Path(p) for p in paths]
-        self._samplers = {}
-
-    def draw(self, rng: np.random.Generator) -> torch.Tensor:
-        i = int(rng.integers(len(self.paths)))
-        if i not in self._samplers:
-            from .volumes import read_volume
-
-            vol = read_volume(self.paths[i])
-            self._samplers[i] = SliceSampler(vol.array.astype(np.float32), vol.spacing)
-        sampler = self._samplers[i]
-        sampler.rng = rng
-        pick = sampler.sample()
-        img = np.ascontiguousarray(take_slice(sampler.volume, pick.axis, pick.index))
-        return fit_to_size(torch.as_tensor(img))
-
-
 class MixedSource(SliceSource):
     """The default training source: synthetic MNI152 slices and, where installed, Colin27 anatomy;
     optionally the user's own real volumes (``user``, a share ``p_user`` of the samples)."""
@@ -167,6 +138,16 @@ class VolumeFolderSource(SliceSource):
         pick = sampler.sample()
         img = np.ascontiguousarray(take_slice(sampler.volume, pick.axis, pick.index))
         return fit_to_size(torch.as_tensor(img))
+
+
+class AnatomySource(VolumeFolderSource):
+    """Real anatomy that is nearly noise-free (Colin27 is an average of 27 scans).
+
+    Its slices are treated like synthetic ones: contrast augmentation, then
+    Rician noise after the motion.  Sliced by the orientation rule.
+    """
+
+    adds_noise = True
 
 
 @dataclass

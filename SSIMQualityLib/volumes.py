@@ -382,7 +382,8 @@ def list_volume_paths(paths: List[PathLike], recursive: bool = False) -> List[Pa
     """Expand files and folders into volumes: image files, and folders holding a DICOM series.
 
     A folder given directly that holds no image file is taken as a DICOM series itself.
-    Its sub-folders are looked into one level (all levels with ``recursive``).
+    Its sub-folders are looked into one level (all levels with ``recursive``).  Hidden
+    sub-folders (``.git``, ``.cache`` …) and hidden files are skipped.
     """
     out: List[Path] = []
     for raw in paths:
@@ -391,11 +392,14 @@ def list_volume_paths(paths: List[PathLike], recursive: bool = False) -> List[Pa
             out.append(p)
             continue
         found: List[Path] = []
-        folders = [p] + (sorted(d for d in p.rglob("*") if d.is_dir()) if recursive
-                         else sorted(d for d in p.iterdir() if d.is_dir()))
+        def hidden(d: Path) -> bool:
+            return any(part.startswith(".") for part in d.relative_to(p).parts)
+
+        folders = [p] + (sorted(d for d in p.rglob("*") if d.is_dir() and not hidden(d)) if recursive
+                         else sorted(d for d in p.iterdir() if d.is_dir() and not hidden(d)))
         for d in folders:
             if recursive or d == p:
-                files = sorted(f for f in d.iterdir() if f.is_file())
+                files = sorted(f for f in d.iterdir() if f.is_file() and not f.name.startswith("."))
                 found.extend(f for f in files if matching_suffix(f, WRITABLE_SUFFIXES))
             if d != p and _looks_like_dicom_folder(d):
                 found.append(d)

@@ -107,3 +107,16 @@ def test_outputs_get_normal_permissions(sample, tmp_path):
     umask = os.umask(0)
     os.umask(umask)
     assert stat.S_IMODE(out.stat().st_mode) == 0o666 & ~umask
+
+
+def test_folder_listing_skips_hidden_folders_and_files(sample_path, tmp_path):
+    """A download cache (.cache) or .git inside a scan folder is not scanned as data."""
+    from SSIMQualityLib.volumes import list_volume_paths
+
+    (tmp_path / "a").mkdir()
+    (tmp_path / ".cache" / "deep").mkdir(parents=True)
+    for target in (tmp_path / "a" / "t1.nii.gz", tmp_path / ".cache" / "deep" / "raw.nii.gz", tmp_path / ".hidden.nii.gz"):
+        target.write_bytes(sample_path.read_bytes())
+    assert list_volume_paths([tmp_path], recursive=True) == [tmp_path / "a" / "t1.nii.gz"]
+    # One level down finds no image file (the hidden one is skipped): the folder comes back as given.
+    assert list_volume_paths([tmp_path]) == [tmp_path]
