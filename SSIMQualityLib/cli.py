@@ -429,6 +429,7 @@ def _run_evaluate(args) -> int:
     report["clean_real"] = clean_real_check(model, device=device)
     (out / "report.json").write_text(json.dumps(report, indent=2) + "\n")
     print(f"residual mean {report['residual_mean']:+.4f}  std {report['residual_std']:.4f}  "
+          f"(stratified by truth, 0.40-1.00: {report['residual_std_stratified']:.4f})  "
           f"accuracy 3/5/10/clinical {report['accuracy_3']:.3f} / {report['accuracy_5']:.3f} / "
           f"{report['accuracy_10']:.3f} / {report['accuracy_clinical']:.3f}")
     print("residual by true class: " + "  ".join(

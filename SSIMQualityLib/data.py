@@ -48,7 +48,8 @@ _NO_MOTION = RandomKSpaceMotion(severity=0.0)
 #: 4: the k-space algorithm keeps the centre of k-space at the original position.
 #: 5: acquired field of view and matrix (64 - 384), labels at that matrix; zero / partly suppressed
 #:    backgrounds; Colin27 anatomy; TorchIO's model moves about the centre, severity sets its moved share.
-DATA_VERSION = 5
+#: 6: the clean slice's floor is zero after contrast augmentation (a sigmoid had lifted the air to flat grey).
+DATA_VERSION = 6
 
 #: Background kinds of a real scan, and their shares in training (DESIGN §1).
 BACKGROUNDS = {"noisy": 0.3, "box": 0.15, "zero": 0.35, "partial": 0.2}
@@ -228,8 +229,9 @@ class MotionSliceDataset(Dataset):
         else:
             img, real = raw.float(), True
         img = normalize(img)
-        adjusted = self.contrast.sample(rng)(img.numpy())
-        return torch.as_tensor(adjusted, dtype=torch.float32), sigma, noise_seed, real
+        adjusted = torch.as_tensor(self.contrast.sample(rng)(img.numpy()), dtype=torch.float32)
+        # A sigmoid (or AHE) lifts the air to a flat grey floor that no scan has: air starts at zero again.
+        return adjusted - adjusted.min(), sigma, noise_seed, real
 
     def batch(self, indices: Sequence[int]) -> Tuple[torch.Tensor, torch.Tensor]:
         """Samples for ``indices`` as (B, 1, 256, 256) inputs and (B,) labels."""

@@ -22,8 +22,36 @@ from .labels import CLINICAL_NAMES, clinical_class, equal_bin_class
 #: Seed of the held-out randomisation (training uses 1 and validation 999 by default).
 EVAL_SEED = 20240601
 
+#: Truth bins of the stratified residual σ (equal weight per 0.05 bin from 0.40 to 1.00, like the paper's test spread).
+STRATA = np.round(np.arange(0.40, 1.0001, 0.05), 2)
+
 SCHEMES = {"3": lambda s: equal_bin_class(s, 3), "5": lambda s: equal_bin_class(s, 5),
            "10": lambda s: equal_bin_class(s, 10), "clinical": clinical_class}
+
+
+def stratified_std(pred: np.ndarray, true: np.ndarray, edges: np.ndarray = STRATA) -> float:
+    """Residual standard deviation with equal total weight in each truth bin of ``edges`` (empty bins skipped).
+
+    Examples
+    --------
+    >>> t = np.r_[np.full(100, 0.97), 0.5]; p = np.r_[np.full(100, 0.97), 0.7]
+    >>> round(stratified_std(p, t), 3)
+    0.1
+    """
+    r = np.asarray(pred, float) - np.asarray(true, float)
+    t = np.asarray(true, float)
+    idx = np.digitize(t, edges[1:-1])
+    inside = (t >= edges[0]) & (t <= edges[-1] + 1e-9)
+    weights = np.zeros_like(r)
+    bins = [b for b in np.unique(idx[inside])]
+    for b in bins:
+        m = inside & (idx == b)
+        weights[m] = 1.0 / m.sum()
+    if weights.sum() == 0:
+        return float("nan")
+    weights /= weights.sum()
+    mu = float(np.sum(weights * r))
+    return float(np.sqrt(np.sum(weights * (r - mu) ** 2)))
 
 
 def metrics(pred: np.ndarray, true: np.ndarray) -> dict:
@@ -34,7 +62,8 @@ def metrics(pred: np.ndarray, true: np.ndarray) -> dict:
     true = np.asarray(true, dtype=np.float64)
     r = pred - true
     out = {"n": int(len(r)), "residual_mean": float(r.mean()), "residual_std": float(r.std()),
-           "mae": float(np.abs(r).mean()), "pearson_r": float(np.corrcoef(pred, true)[0, 1]) if len(r) > 1 else float("nan")}
+           "mae": float(np.abs(r).mean()), "pearson_r": float(np.corrcoef(pred, true)[0, 1]) if len(r) > 1 else float("nan"),
+           "residual_std_stratified": stratified_std(pred, true) if len(r) else float("nan")}
     # Most synthetic labels lie near 1, where residuals are small: the whole-set
     # sigma flatters the model, so report it per clinical class of the truth too.
     true_class = clinical_class(true)

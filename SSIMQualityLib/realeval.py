@@ -29,6 +29,7 @@ from typing import Callable, Dict, List, Optional, Sequence, Union
 import numpy as np
 import torch
 
+from .evaluation import stratified_std
 from .labels import CLINICAL_GOOD, clinical_class
 
 #: Severity grid of the corruption (0 is the clean slice); chosen so that the
@@ -36,8 +37,6 @@ from .labels import CLINICAL_GOOD, clinical_class
 SEVERITIES = (0.0, 0.1, 0.2, 0.3, 0.45, 0.6, 0.8, 1.0)
 METHODS = ("kspace", "torchio")
 DEFINITIONS = ("project", "paper")
-#: Truth bins of the stratified residual σ (equal weight per bin).
-STRATA = np.round(np.arange(0.40, 1.0001, 0.05), 2)
 #: Scan kinds the clean-slice figure is broken down by, and the words in a file name that say them.
 KINDS = {"T1": ("t1", "t1w", "mprage", "anatomical", "spgr"), "T2/PD": ("t2", "t2w", "pd", "pdw", "proton"),
          "FLAIR": ("flair",), "EPI/DWI": ("epi", "bold", "dwi", "b0", "asl", "func", "dti")}
@@ -68,31 +67,6 @@ class RealSample:
     definition: str
     true: float
     predicted: float
-
-
-def stratified_std(pred: np.ndarray, true: np.ndarray, edges: np.ndarray = STRATA) -> float:
-    """Residual standard deviation with equal total weight in each truth bin of ``edges`` (empty bins skipped).
-
-    Examples
-    --------
-    >>> t = np.r_[np.full(100, 0.97), 0.5]; p = np.r_[np.full(100, 0.97), 0.7]
-    >>> round(stratified_std(p, t), 3)
-    0.1
-    """
-    r = np.asarray(pred, float) - np.asarray(true, float)
-    t = np.asarray(true, float)
-    idx = np.digitize(t, edges[1:-1])
-    inside = (t >= edges[0]) & (t <= edges[-1] + 1e-9)
-    weights = np.zeros_like(r)
-    bins = [b for b in np.unique(idx[inside])]
-    for b in bins:
-        m = inside & (idx == b)
-        weights[m] = 1.0 / m.sum()
-    if weights.sum() == 0:
-        return float("nan")
-    weights /= weights.sum()
-    mu = float(np.sum(weights * r))
-    return float(np.sqrt(np.sum(weights * (r - mu) ** 2)))
 
 
 def summarise(pred: np.ndarray, true: np.ndarray, clean_pred: np.ndarray) -> dict:

@@ -9,7 +9,8 @@ from SSIMQualityLib.cli import main
 from SSIMQualityLib.corruption import corrupt_volume
 from SSIMQualityLib.motion import KSpaceMotion, RandomKSpaceMotion, RandomTorchioMotion, TorchioMotion
 from SSIMQualityLib.noise import move_anatomy, noise_sigma, split_noise
-from SSIMQualityLib.realeval import scan_kind, stratified_std
+from SSIMQualityLib.evaluation import stratified_std
+from SSIMQualityLib.realeval import scan_kind
 from SSIMQualityLib.volumes import read_volume
 
 
