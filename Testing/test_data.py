@@ -140,7 +140,7 @@ def test_acquired_matrices_span_small_to_large():
 
 
 def test_both_algorithms_labels_fall_with_severity_on_real_anatomy():
-    """On real slices (Colin27 where installed, else the bundled real sample), both algorithms' mean label
+    """On real slices (nibabel's noisy T1 by the noise-fixed split, and Colin27 where installed), both algorithms' mean label
     strictly decreases over severity 0.1 / 0.3 / 0.6 / 1.0, under the project's noise-fixed rule."""
     from pathlib import Path
 
