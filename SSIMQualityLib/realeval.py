@@ -86,11 +86,9 @@ def summarise(pred: np.ndarray, true: np.ndarray, clean_pred: np.ndarray) -> dic
 
 
 def _foreground_slices(vol, axis: int, max_slices: Optional[int]) -> List[int]:
-    from .scoring import MIN_FOREGROUND
-    from .slices import foreground_fraction
+    from .scoring import foreground_slices
 
-    moved = np.moveaxis(vol.array, axis, 0)
-    fg = [i for i in range(moved.shape[0]) if foreground_fraction(moved[i].astype(np.float32)) >= MIN_FOREGROUND]
+    fg = np.flatnonzero(foreground_slices(np.moveaxis(vol.array, axis, 0))).tolist()
     if max_slices and len(fg) > max_slices:
         pick = np.unique(np.round(np.linspace(0, len(fg) - 1, max_slices)).astype(int))
         fg = [fg[i] for i in pick]

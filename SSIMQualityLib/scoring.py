@@ -8,7 +8,7 @@ import numpy as np
 import torch
 
 from .labels import CLINICAL_NAMES, all_classes
-from .slices import foreground_fraction, prepare_input, slicing_axis
+from .slices import foreground_fraction, prepare_input, slicing_axis, volume_range
 
 #: Slices with less head than this share of pixels are flagged, not scored.
 MIN_FOREGROUND = 0.05
@@ -56,6 +56,22 @@ def verdict_for(fractions: Dict[str, float], rescan_share: float = 0.2, good_sha
     return "sufficient"
 
 
+def foreground_slices(moved: np.ndarray) -> np.ndarray:
+    """Which slices of a (n, H, W) stack hold enough head to score: at least ``MIN_FOREGROUND`` of their
+    pixels above 10 % of the volume's range (min → p99.5), and of their own range too.
+
+    The volume's range keeps out empty slices of tiny values (air above the head), which the slice's own
+    range would call all foreground and whose normalised label is meaningless.
+    """
+    ref = volume_range(moved)
+    out = np.zeros(moved.shape[0], dtype=bool)
+    for i in range(moved.shape[0]):
+        s = moved[i].astype(np.float32)
+        out[i] = (foreground_fraction(s, reference=ref) >= MIN_FOREGROUND
+                  and foreground_fraction(s) >= MIN_FOREGROUND)
+    return out
+
+
 @torch.no_grad()
 def predict_slices(model, slices: torch.Tensor, device: Union[str, torch.device] = "cpu", batch_size: int = 32,
                    bf16: bool = False, progress: Optional[Callable[[int], None]] = None) -> np.ndarray:
@@ -88,7 +104,7 @@ def score_array(model, volume: np.ndarray, spacing=(1.0, 1.0, 1.0), axis: Option
     ax = slicing_axis(spacing, axis)
     moved = np.moveaxis(np.asarray(volume), ax, 0)  # a view
     n = moved.shape[0]
-    fg = np.array([foreground_fraction(moved[i].astype(np.float32)) >= MIN_FOREGROUND for i in range(n)], dtype=bool)
+    fg = foreground_slices(moved)
     pred = np.full(n, np.nan, dtype=np.float64)
     idx = np.flatnonzero(fg)
     for start in range(0, len(idx), batch_size):

@@ -80,14 +80,43 @@ def take_slice(volume: np.ndarray, axis: int, index: int) -> np.ndarray:
     return np.take(volume, index, axis=axis)
 
 
-def foreground_fraction(image: ArrayOrTensor, threshold: float = 0.1) -> float:
-    """Share of pixels above ``threshold`` × the image's robust maximum (p99.5)."""
+def foreground_fraction(image: ArrayOrTensor, threshold: float = 0.1,
+                        reference: Optional[Tuple[float, float]] = None) -> float:
+    """Share of pixels above ``threshold`` of the way from the minimum to the robust maximum (p99.5).
+
+    Parameters
+    ----------
+    image : array, (H, W)
+    threshold : float
+    reference : (low, high), optional
+        The range to measure against, e.g. the whole volume's (minimum, p99.5).
+        Without it the slice's own range is used, which calls an empty slice
+        of tiny values (air above the head) "all foreground".
+
+    Examples
+    --------
+    >>> img = np.zeros((10, 10)); img[:5] = 100.0
+    >>> foreground_fraction(img), foreground_fraction(img * 0.01, reference=(0.0, 100.0))
+    (0.5, 0.0)
+    """
     a = np.asarray(image, dtype=np.float32)
-    lo = float(a.min())
-    hi = float(np.percentile(a, UPPER_PERCENTILE))
+    if reference is None:
+        lo, hi = float(a.min()), float(np.percentile(a, UPPER_PERCENTILE))
+    else:
+        lo, hi = float(reference[0]), float(reference[1])
     if hi - lo <= 0:
         return 0.0
     return float(np.mean(a > lo + threshold * (hi - lo)))
+
+
+def volume_range(volume: np.ndarray) -> Tuple[float, float]:
+    """Robust (low, high) = (p0.5, p99.5) of a volume, from every second voxel along each axis (cheap on large
+    volumes).  Robust at the low end too: a few negative outliers (resampled or filtered data) would otherwise
+    drag the foreground threshold below the air."""
+    v = np.asarray(volume)
+    sub = v[tuple(slice(None, None, 2) if n > 8 else slice(None) for n in v.shape)]
+    lo, hi = np.percentile(sub, [100.0 - UPPER_PERCENTILE, UPPER_PERCENTILE])
+    return float(lo), float(hi)
 
 
 @dataclass

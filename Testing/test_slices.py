@@ -2,7 +2,8 @@ import numpy as np
 import pytest
 import torch
 
-from SSIMQualityLib.slices import (INPUT_SIZE, SliceSampler, acquisition_axis, candidate_axes, fit_to_size, slicing_axis,
+from SSIMQualityLib.slices import (INPUT_SIZE, SliceSampler, acquisition_axis, candidate_axes, fit_to_size,
+                                   foreground_fraction, slicing_axis,
                                    normalize, prepare_input)
 
 
@@ -91,3 +92,17 @@ def test_slicing_axis_given_or_acquisition_and_clear_error():
     assert slicing_axis([1.0, 1.0, 4.0]) == 2 and slicing_axis([1.0, 1.0, 4.0], 0) == 0
     with pytest.raises(SSIMQualityError, match="scan.nii: axis must be 0, 1, 2"):
         slicing_axis([1.0, 1.0, 1.0], 3, "scan.nii")
+
+
+def test_near_empty_slices_are_not_foreground_even_with_negative_outliers():
+    """Air above the head holds tiny values; with one negative outlier in the volume, a slice-relative test (or
+    the volume's plain minimum) calls it all foreground and its normalised label is meaningless."""
+    from SSIMQualityLib.scoring import foreground_slices
+
+    rng = np.random.default_rng(0)
+    vol = np.zeros((6, 40, 40), np.float32)
+    vol[:4, 8:32, 8:32] = 200.0 + rng.normal(0, 5, (4, 24, 24))
+    vol[4] = np.abs(rng.normal(0, 0.5, (40, 40)))  # near-empty: noise of the air only
+    vol[0, 0, 0] = -20.0  # a negative outlier (resampled data)
+    assert foreground_fraction(vol[4]) > 0.05, "the slice's own range is fooled"
+    assert foreground_slices(vol).tolist() == [True, True, True, True, False, False]
