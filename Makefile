@@ -30,7 +30,7 @@ bench: $(STAMP)
 	$(BIN)/python Testing/bench.py --out bench.json
 
 # Train a model with the current data recipe (CPU: about 2 h on 2 cores; resumes if interrupted) and make it the
-# bundled one. The released file came from a from-scratch run plus three fine-tunes (commands in the model card).
+# bundled one. The released file (v4) came from a from-scratch run plus four fine-tunes (commands in the model card).
 RUN ?= runs
 train: $(STAMP)
 	$(BIN)/ssimquality train --out $(RUN) --train-samples 80000 --steps 8000 --batch-size 64 --input-size 128
