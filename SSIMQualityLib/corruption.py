@@ -48,23 +48,6 @@ def slice_labels(clean: torch.Tensor, corrupted: torch.Tensor) -> torch.Tensor:
     return ssim(normalize(clean.double()), normalize(corrupted.double()), data_range=1.0)
 
 
-def _move_anatomy_batch(clean: torch.Tensor, transforms) -> np.ndarray:
-    """The noise-fixed corruption of a batch of slices (identity transforms leave a slice bit-identical)."""
-    from .noise import _is_identity, split_noise
-
-    host = clean.cpu().numpy()
-    out = host.copy()
-    moving = [i for i, t in enumerate(transforms) if not _is_identity(t)]
-    if not moving:
-        return out
-    parts = [split_noise(host[i]) for i in moving]
-    denoised = torch.as_tensor(np.stack([p[0] for p in parts])).to(clean.device)
-    moved = apply_motion_batch(denoised, [transforms[i] for i in moving]).cpu().numpy()
-    for k, i in enumerate(moving):
-        out[i] = np.maximum(moved[k] + parts[k][1], 0.0)
-    return out
-
-
 def corrupt_volume(volume: np.ndarray, axis: int, method: str = "kspace",
                    severity: Union[float, Tuple[float, float]] = 0.5, seed: Optional[int] = None,
                    batch_size: int = 32, device: Union[str, torch.device] = "cpu",
@@ -117,7 +100,9 @@ def corrupt_volume(volume: np.ndarray, axis: int, method: str = "kspace",
         clean = torch.as_tensor(np.ascontiguousarray(moved[start:stop], dtype=np.float32)).to(device)
         transforms = [corruptor.sample(tuple(clean.shape[-2:]), streams[i]) for i in range(start, stop)]
         if noise_fixed:
-            corrupted = _move_anatomy_batch(clean, transforms)
+            from .noise import move_anatomy_batch
+
+            corrupted = move_anatomy_batch(clean.cpu().numpy(), transforms, device=clean.device)
         else:
             corrupted = apply_motion_batch(clean, transforms).cpu().numpy()
         corrupted = cast_like(corrupted, dtype)

@@ -35,7 +35,7 @@ from torch.utils.data import Dataset
 from .contrast import RandomContrast
 from .corruption import slice_labels
 from .motion import RandomKSpaceMotion, RandomMotion, apply_motion_batch
-from .slices import SliceSampler, fit_to_size, normalize, take_slice
+from .slices import SliceSampler, fit_to_size, normalize, resample, take_slice
 from .synthesis import RandomSynthesis, add_rician_noise, load_tissue_volume, synthesize
 
 
@@ -59,9 +59,14 @@ class SliceSource:
     """Where clean slices come from.  ``draw(rng)`` → (H, W) float tensor or (C, H, W) tissue stack."""
 
     synthetic = False
+    adds_noise = False  # a nearly noise-free real source: synthetic noise is added after the motion
 
     def draw(self, rng: np.random.Generator) -> torch.Tensor:
         raise NotImplementedError
+
+    def pick(self, rng: np.random.Generator) -> "SliceSource":
+        """The source that makes the next sample (a mixture picks one of its parts)."""
+        return self
 
 
 class SyntheticSource(SliceSource):
@@ -151,6 +156,12 @@ class AnatomySource(VolumeFolderSource):
     adds_noise = True
 
 
+def _head_rows_cols(image: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
+    """Indices of the rows and columns that hold head (some pixel above 5 % of the slice's maximum)."""
+    head = 0.05 * float(image.max())
+    return (torch.nonzero(image.amax(dim=1) > head).flatten(), torch.nonzero(image.amax(dim=0) > head).flatten())
+
+
 @dataclass
 class SampleConfig:
     """How samples are made; every field has a default that trains well."""
@@ -215,14 +226,14 @@ class MotionSliceDataset(Dataset):
         motion: its sigma (in the slice's [0, 1] units) and seed, and whether
         the slice is a user's real scan (moved by the noise-fixed split).
         """
-        source = self.source.pick(rng) if isinstance(self.source, MixedSource) else self.source
+        source = self.source.pick(rng)
         raw = source.draw(rng)
         sigma, noise_seed, real = 0.0, 0, False
         if source.synthetic:
             params = self.synthesis.sample(rng)
             img = synthesize(raw, params, noise=False)
             sigma, noise_seed = params.noise, params.noise_seed
-        elif getattr(source, "adds_noise", False):
+        elif source.adds_noise:
             lo, hi = np.log(self.synthesis.noise_range)
             sigma, noise_seed = float(np.exp(rng.uniform(lo, hi))), int(rng.integers(2 ** 31))
             img = raw.float()
@@ -275,9 +286,7 @@ class MotionSliceDataset(Dataset):
         draws = rng.random(5)
         if draws[0] < cfg.p_native:
             return canvas
-        head = 0.05 * float(canvas.max())
-        rows = torch.nonzero(canvas.amax(dim=1) > head).flatten()
-        cols = torch.nonzero(canvas.amax(dim=0) > head).flatten()
+        rows, cols = _head_rows_cols(canvas)
         if len(rows) < 4 or len(cols) < 4:
             return canvas
         r0, r1, c0, c1 = int(rows[0]), int(rows[-1]) + 1, int(cols[0]), int(cols[-1]) + 1
@@ -293,9 +302,7 @@ class MotionSliceDataset(Dataset):
         ch, cw = crop.shape
         scale = longest / max(ch, cw)
         size = (max(8, int(round(ch * scale))), max(8, int(round(cw * scale))))
-        mode = "area" if scale < 1 else "bilinear"
-        kw = {} if mode == "area" else {"align_corners": False}
-        return torch.nn.functional.interpolate(crop[None, None], size=size, mode=mode, **kw)[0, 0].clamp_min(0)
+        return resample(crop[None, None], size)[0, 0].clamp_min(0)
 
     def background(self, rng: np.random.Generator) -> str:
         names, weights = self.config.background_table()
@@ -343,9 +350,7 @@ class MotionSliceDataset(Dataset):
         fov = torch.ones_like(clean)
         if rng.random() < self.config.p_full_fov:
             return fov
-        head = 0.05 * float(clean.max())
-        rows = torch.nonzero(clean.amax(dim=1) > head).flatten()
-        cols = torch.nonzero(clean.amax(dim=0) > head).flatten()
+        rows, cols = _head_rows_cols(clean)
         if len(rows) == 0 or len(cols) == 0:
             return fov
         m = rng.integers(0, 41, size=4)

@@ -43,8 +43,7 @@ def stratified_std(pred: np.ndarray, true: np.ndarray, edges: np.ndarray = STRAT
     idx = np.digitize(t, edges[1:-1])
     inside = (t >= edges[0]) & (t <= edges[-1] + 1e-9)
     weights = np.zeros_like(r)
-    bins = [b for b in np.unique(idx[inside])]
-    for b in bins:
+    for b in np.unique(idx[inside]):
         m = inside & (idx == b)
         weights[m] = 1.0 / m.sum()
     if weights.sum() == 0:

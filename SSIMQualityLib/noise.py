@@ -9,7 +9,7 @@ images.  With no motion, the corrupted slice is the acquired slice exactly.
 """
 from __future__ import annotations
 
-from typing import Tuple
+from typing import Optional, Sequence, Tuple, Union
 
 import numpy as np
 import torch
@@ -76,6 +76,8 @@ def noise_sigma(image: np.ndarray) -> float:
 def move_anatomy(image: np.ndarray, transform, split=None) -> np.ndarray:
     """``image`` corrupted by ``transform`` under the project's definition (noise held fixed).
 
+    One slice of :func:`move_anatomy_batch`.
+
     Parameters
     ----------
     image : ndarray (H, W)
@@ -88,13 +90,40 @@ def move_anatomy(image: np.ndarray, transform, split=None) -> np.ndarray:
     ndarray (H, W) float32: moved denoised part plus the unmoved residual,
     clipped at zero (magnitude images are non-negative).
     """
+    splits = None if split is None else [split]
+    return move_anatomy_batch(np.asarray(image)[None], [transform], splits)[0]
+
+
+def move_anatomy_batch(images: np.ndarray, transforms: Sequence, splits: Optional[Sequence] = None,
+                       device: Union[str, torch.device] = "cpu") -> np.ndarray:
+    """The noise-fixed corruption of a batch of slices, the motion batched on ``device``.
+
+    Parameters
+    ----------
+    images : ndarray (B, H, W)
+    transforms : sequence of KSpaceMotion or TorchioMotion, one per slice
+    splits : sequence of (denoised, residual), optional
+        Precomputed :func:`split_noise` of each slice (computed here when None).
+    device : str or torch.device
+
+    Returns
+    -------
+    ndarray (B, H, W) float32.  Slices whose transform is the identity come
+    back bit-identical.
+    """
     from .motion import apply_motion_batch
 
-    denoised, residual = split if split is not None else split_noise(image)
-    if _is_identity(transform):
-        return np.asarray(image, dtype=np.float32).copy()
-    moved = apply_motion_batch(torch.as_tensor(denoised)[None], [transform])[0].numpy()
-    return np.maximum(moved + residual, 0.0).astype(np.float32)
+    host = np.asarray(images, dtype=np.float32)
+    out = host.copy()
+    moving = [i for i, t in enumerate(transforms) if not _is_identity(t)]
+    if not moving:
+        return out
+    parts = [splits[i] if splits is not None else split_noise(host[i]) for i in moving]
+    denoised = torch.as_tensor(np.stack([p[0] for p in parts])).to(device)
+    moved = apply_motion_batch(denoised, [transforms[i] for i in moving]).cpu().numpy()
+    for k, i in enumerate(moving):
+        out[i] = np.maximum(moved[k] + parts[k][1], 0.0)
+    return out
 
 
 def _is_identity(transform) -> bool:

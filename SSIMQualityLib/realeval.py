@@ -136,7 +136,7 @@ def evaluate_real(model, paths: Sequence[Union[str, Path]], *, seed: int = 20240
     """
     from .corruption import make_corruptor, slice_labels
     from .motion import apply_motion_batch
-    from .noise import move_anatomy, split_noise
+    from .noise import move_anatomy_batch, split_noise
     from .scoring import predict_slices
     from .slices import acquisition_axis
     from .volumes import list_volume_paths
@@ -156,54 +156,57 @@ def evaluate_real(model, paths: Sequence[Union[str, Path]], *, seed: int = 20240
     if total:
         total(sum(len(v[4]) for v in vols))
     levels = [float(s) for s in severities]
+    corruptors = {(mi, li): make_corruptor(m, sev) for mi, m in enumerate(methods) for li, sev in enumerate(levels)
+                  if sev > 0}
     samples: List[RealSample] = []
     volumes_meta, examples = [], []
     for vi, (f, vol, frame, axis, fg) in enumerate(vols):
         moved_axis = np.moveaxis(vol.array, axis, 0)
         batch: Dict[str, list] = {d: [] for d in DEFINITIONS}
-        keys: Dict[str, list] = {d: [] for d in DEFINITIONS}
-        example = None
+        keys: list = []
+        example = fg[len(fg) // 2] if fg else None
         for si in fg:
             s = np.ascontiguousarray(moved_axis[si], dtype=np.float32)
-            split = split_noise(s)
-            for mi, method in enumerate(methods):
-                for li, sev in enumerate(levels):
-                    if sev == 0 and mi > 0:
-                        continue  # one clean copy per slice
-                    rng = np.random.default_rng(np.random.SeedSequence([seed, vi, si, mi, li]))
-                    t = make_corruptor(method, sev).sample(s.shape, rng)
-                    project = move_anatomy(s, t, split)
-                    paper = s.copy() if sev == 0 else apply_motion_batch(torch.as_tensor(s)[None], [t])[0].clamp_min(0).numpy()
-                    for d, img in (("project", project), ("paper", paper)):
-                        batch[d].append(img)
-                        keys[d].append((si, method if sev > 0 else "clean", sev))
-            if example is None and si == fg[len(fg) // 2]:
-                example = si
+            # The clean slice once (severity 0), then every (method, severity), each with its own parameter stream.
+            grid = [(mi, li) for mi in range(len(methods)) for li in range(len(levels)) if (mi, li) in corruptors]
+            transforms = [corruptors[k].sample(s.shape, np.random.default_rng(np.random.SeedSequence([seed, vi, si, *k])))
+                          for k in grid]
+            stack = np.repeat(s[None], len(grid), axis=0)
+            project = move_anatomy_batch(stack, transforms, [split_noise(s)] * len(grid))
+            paper = apply_motion_batch(torch.as_tensor(stack), transforms).clamp_min(0).numpy()
+            clean_copy = [s] if 0.0 in levels else []
+            batch["project"] += clean_copy + list(project)
+            batch["paper"] += clean_copy + list(paper)
+            keys += [(si, "clean", 0.0)] * len(clean_copy) + [(si, methods[mi], levels[li]) for mi, li in grid]
+            if si == example:
+                examples.append((vi, si, s, {(methods[mi], levels[li]): img for (mi, li), img in zip(grid, project)}))
             if progress:
                 progress(1)
-        for d in DEFINITIONS:
-            if not batch[d]:
-                continue
-            stack = torch.as_tensor(np.stack(batch[d]))
-            clean = torch.stack([torch.as_tensor(np.ascontiguousarray(moved_axis[k[0]], dtype=np.float32)) for k in keys[d]])
-            true = slice_labels(clean, stack).numpy()
-            pred = predict_slices(model, stack, device=device, batch_size=batch_size)
-            for (si, method, sev), tv, pv in zip(keys[d], true, pred):
-                samples.append(RealSample(vi, si, method, sev, d, float(tv), float(pv)))
+        if fg:
+            clean = torch.as_tensor(np.stack([np.ascontiguousarray(moved_axis[k[0]], dtype=np.float32) for k in keys]))
+            for d in DEFINITIONS:
+                stack = torch.as_tensor(np.stack(batch[d]))
+                true = slice_labels(clean, stack).numpy()
+                pred = predict_slices(model, stack, device=device, batch_size=batch_size)
+                for (si, method, sev), tv, pv in zip(keys, true, pred):
+                    samples.append(RealSample(vi, si, method, sev, d, float(tv), float(pv)))
         volumes_meta.append({"index": vi, "path": str(f), "frame": frame, "kind": scan_kind(str(f)),
                              "shape": list(map(int, vol.array.shape)), "spacing": [float(x) for x in vol.spacing],
                              "axis": int(axis), "slices_evaluated": len(fg)})
-        if example is not None:
-            examples.append((vi, example))
     report = _report(samples, volumes_meta, levels, methods)
     report["protocol"] = {"seed": seed, "severities": levels, "methods": list(methods), "max_slices": max_slices,
                           "definitions": {"project": "anatomy moved, the slice's own noise kept (DESIGN §1)",
                                           "paper": "whole slice moved, noise included"}}
     _write_csv(out / "samples.csv", samples, volumes_meta)
-    report["figures"] = [p.name for p in _figures(samples, volumes_meta, report, vols, examples, methods, levels,
-                                                  seed, out)]
+    report["figures"] = [p.name for p in _figures(samples, volumes_meta, report, examples, methods, levels, out)]
     (out / "report.json").write_text(json.dumps(report, indent=2, default=float) + "\n", encoding="utf-8")
     return report
+
+
+def _summarise_samples(sel: List[RealSample]) -> dict:
+    """:func:`summarise` of a list of samples; severity-0 samples are the clean slices."""
+    clean = [s.predicted for s in sel if s.severity == 0]
+    return summarise(np.array([s.predicted for s in sel]), np.array([s.true for s in sel]), np.array(clean))
 
 
 def _report(samples: List[RealSample], volumes: List[dict], levels: List[float], methods: Sequence[str]) -> dict:
@@ -214,20 +217,15 @@ def _report(samples: List[RealSample], volumes: List[dict], levels: List[float],
         clean = [s for s in ds if s.severity == 0]
         # Clean slices count in ρ and accuracy too: "no motion" must read as good.
         both = corrupted + clean
-        block = {"overall": summarise(np.array([s.predicted for s in both]), np.array([s.true for s in both]),
-                                      np.array([s.predicted for s in clean]))}
-        block["corrupted_only"] = summarise(np.array([s.predicted for s in corrupted]),
-                                            np.array([s.true for s in corrupted]), np.array([]))
+        block = {"overall": _summarise_samples(both), "corrupted_only": _summarise_samples(corrupted)}
         block["by_kind"], block["by_volume"] = {}, []
         for kind in sorted({v["kind"] for v in volumes}):
             idx = {v["index"] for v in volumes if v["kind"] == kind}
             sel = [s for s in both if s.volume in idx]
-            block["by_kind"][kind] = summarise(np.array([s.predicted for s in sel]), np.array([s.true for s in sel]),
-                                               np.array([s.predicted for s in sel if s.severity == 0]))
+            block["by_kind"][kind] = _summarise_samples(sel)
         for v in volumes:
             sel = [s for s in both if s.volume == v["index"]]
-            entry = summarise(np.array([s.predicted for s in sel]), np.array([s.true for s in sel]),
-                              np.array([s.predicted for s in sel if s.severity == 0]))
+            entry = _summarise_samples(sel)
             entry["volume"] = Path(v["path"]).name
             entry["response"] = {}
             for m in methods:
@@ -257,7 +255,7 @@ def _write_csv(path: Path, samples: List[RealSample], volumes: List[dict]) -> No
                         f"{s.predicted:.6f}"])
 
 
-def _figures(samples, volumes, report, vols, examples, methods, levels, seed, out: Path) -> List[Path]:
+def _figures(samples, volumes, report, examples, methods, levels, out: Path) -> List[Path]:
     from .figures import _pyplot
 
     plt = _pyplot()
@@ -311,29 +309,20 @@ def _figures(samples, volumes, report, vols, examples, methods, levels, seed, ou
     # 3. One row of example slices per volume: clean and k-space corrupted at three severities.
     show = [lv for lv in levels if lv > 0]
     show = [show[0], show[len(show) // 2], show[-1]] if len(show) >= 3 else show
+    method = "kspace" if "kspace" in methods else methods[0]
     fig, axes = plt.subplots(max(1, len(examples)), 1 + len(show), figsize=(2.4 * (1 + len(show)), 2.5 * max(1, len(examples))),
                              squeeze=False)
     by_key = {(s.volume, s.slice, s.method, s.severity): s for s in samples if s.definition == "project"}
-    from .corruption import make_corruptor
-    from .noise import move_anatomy
-
-    for row, (vi, si) in zip(axes, examples):
-        f, vol, frame, axis, fg = vols[vi]
-        s = np.ascontiguousarray(np.moveaxis(vol.array, axis, 0)[si], dtype=np.float32)
-        imgs = [(s, by_key.get((vi, si, "clean", 0.0)))]
-        mi = list(methods).index("kspace") if "kspace" in methods else 0
-        for lv in show:
-            li = levels.index(lv)
-            rng = np.random.default_rng(np.random.SeedSequence([seed, vi, si, mi, li]))
-            t = make_corruptor(methods[mi], lv).sample(s.shape, rng)
-            imgs.append((move_anatomy(s, t), by_key.get((vi, si, methods[mi], lv))))
+    for row, (vi, si, clean, corrupted) in zip(axes, examples):
+        imgs = [(clean, by_key.get((vi, si, "clean", 0.0)))]
+        imgs += [(corrupted[(method, lv)], by_key.get((vi, si, method, lv))) for lv in show]
         for ax, (img, smp) in zip(row, imgs):
-            ax.imshow(img, cmap="gray", vmin=0, vmax=float(np.percentile(s, 99.5)) or 1.0)
+            ax.imshow(img, cmap="gray", vmin=0, vmax=float(np.percentile(clean, 99.5)) or 1.0)
             ax.set_xticks([])
             ax.set_yticks([])
             if smp is not None:
                 ax.set_title(f"true {smp.true:.2f} / pred {smp.predicted:.2f}", fontsize=8)
-        row[0].set_ylabel(Path(f).name[:22], fontsize=7)
+        row[0].set_ylabel(Path(volumes[vi]["path"]).name[:22], fontsize=7)
     fig.tight_layout()
     p = out / "real_examples.png"
     fig.savefig(p, dpi=70)

@@ -271,16 +271,26 @@ def fit_to_size(image: ArrayOrTensor, size: int = INPUT_SIZE) -> ArrayOrTensor:
     if max(h, w) != size:
         scale = size / max(h, w)
         nh, nw = min(size, max(1, round(h * scale))), min(size, max(1, round(w * scale)))
-        if scale < 1:
-            t = F.interpolate(t, size=(nh, nw), mode="area")
-        else:
-            t = F.interpolate(t, size=(nh, nw), mode="bilinear", align_corners=False)
+        t = resample(t, (nh, nw))
         h, w = nh, nw
     top = (size - h) // 2
     left = (size - w) // 2
     t = F.pad(t, (left, size - w - left, top, size - h - top))
     t = t.reshape(*lead, size, size)
     return t.numpy() if is_numpy else t
+
+
+def resample(image: torch.Tensor, size: Tuple[int, int]) -> torch.Tensor:
+    """Resize (N, C, H, W) images to ``size``: area averaging when the longest side shrinks, bilinear otherwise.
+
+    Examples
+    --------
+    >>> resample(torch.ones(1, 1, 64, 32), (128, 64)).shape
+    torch.Size([1, 1, 128, 64])
+    """
+    if max(size) < max(image.shape[-2:]):
+        return F.interpolate(image, size=size, mode="area")
+    return F.interpolate(image, size=size, mode="bilinear", align_corners=False)
 
 
 def prepare_input(image: ArrayOrTensor, size: int = INPUT_SIZE) -> torch.Tensor:
