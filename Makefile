@@ -9,7 +9,7 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 PIP    := $(BIN)/python -m pip
 
-.PHONY: demo test bench train evaluate realscans evaluate-real venv clean
+.PHONY: demo test bench train evaluate realscans evaluate-real compare venv clean
 
 venv: $(STAMP)
 
@@ -46,6 +46,10 @@ realscans: $(STAMP)
 # Does the score follow motion on real scans? (the figures in the README and the model card)
 evaluate-real: realscans
 	$(BIN)/ssimquality evaluate --real realscans --out evaluation-real --force
+
+# The model against MRIQC's CNR, CJV, EFC and QI1 on the same held-out real scans.
+compare: realscans
+	$(BIN)/ssimquality compare --data realscans --out comparison --force
 
 clean:
 	rm -rf demo-output bench.json .pytest_cache

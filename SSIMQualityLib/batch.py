@@ -25,7 +25,6 @@ SLICE_COLUMNS = ["file", "axis", "slice", "predicted_ssim", "clinical_class", "c
                  "foreground"]
 SUMMARY_COLUMNS = ["file", "slices", "slices_scored", "mean_predicted_ssim", "min_predicted_ssim", "fraction_good",
                    "fraction_sufficient", "fraction_rescan", "verdict"]
-IQM_SUMMARY_COLUMNS = ["cnr", "cjv", "efc", "qi1", "reason"]
 
 
 @dataclass
@@ -98,7 +97,7 @@ def score_files(paths: Sequence[Union[str, Path]], model, device="cpu", batch_si
                     if iqm:
                         from .iqm import compute_iqms
 
-                        result.extra = compute_iqms(vol.array).as_dict()
+                        result.extra = compute_iqms(vol.array, direction=vol.direction).as_dict()
                 except SSIMQualityError as exc:
                     result = VolumeResult(str(path), error=exc)
             if on_volume:

@@ -153,7 +153,8 @@ def _add_score(sub) -> None:
 def _run_score(args) -> int:
     from tqdm import tqdm
 
-    from .batch import IQM_SUMMARY_COLUMNS, SUMMARY_COLUMNS, load_results, summary_path, write_index, write_results
+    from .batch import SUMMARY_COLUMNS, load_results, summary_path, write_index, write_results
+    from .iqm import IQM_COLUMNS
     from .models import resolve_device
     from .outputs import ensure_writable
     from .volumes import list_volume_paths
@@ -185,7 +186,7 @@ def _run_score(args) -> int:
         print(f"resuming: {len(done_files)} volumes already in {args.output}, {len(paths)} to score")
     device = resolve_device(args.device)
     model = _load_model_arg(args.model, device)
-    columns = SUMMARY_COLUMNS + (IQM_SUMMARY_COLUMNS if args.iqm else [])
+    columns = SUMMARY_COLUMNS + (list(IQM_COLUMNS) if args.iqm else [])
     vol_bar = tqdm(total=len(paths), desc="volumes", unit="vol", disable=args.quiet, file=sys.stderr, position=0)
     slice_bar = tqdm(desc="slices", unit="slice", disable=args.quiet, file=sys.stderr, position=1, leave=False)
     results, index = list(previous), []
@@ -250,7 +251,7 @@ def _add_iqm(sub) -> None:
                                    "contrast-agnostic segmentation. A metric that cannot be computed is empty, "
                                    "with the reason.")
     p.add_argument("paths", nargs="+", help="volumes or folders")
-    p.add_argument("-o", "--output", default=None, help="iqm.csv (columns file,cnr,cjv,efc,qi1,reason) or .json")
+    p.add_argument("-o", "--output", default=None, help="iqm.csv (columns file,cnr,cjv,efc,qi1,qi1_air,reason) or .json")
     p.add_argument("--recursive", action="store_true")
     p.add_argument("--frame", type=int, default=None, help="frame to use from 4-D files")
     _add_series(p)
@@ -259,16 +260,13 @@ def _add_iqm(sub) -> None:
     p.set_defaults(func=_run_iqm)
 
 
-IQM_COLUMNS = ["file", "cnr", "cjv", "efc", "qi1", "reason"]
-
-
 def _run_iqm(args) -> int:
     import json
 
     from tqdm import tqdm
 
     from .batch import rows_to_csv
-    from .iqm import compute_iqms
+    from .iqm import IQM_COLUMNS, compute_iqms
     from .outputs import ensure_writable, write_text
     from .volumes import list_volume_paths, read_volume
 
@@ -285,7 +283,7 @@ def _run_iqm(args) -> int:
             tqdm.write(f"ssimquality: error: {exc.one_line()}", file=sys.stderr)
             bad += 1
             continue
-        row = {"file": str(path), **compute_iqms(vol.array).as_dict()}
+        row = {"file": str(path), **compute_iqms(vol.array, direction=vol.direction).as_dict()}
         rows.append(row)
         if not args.output:
             print(f"{path}: CNR {row['cnr']:.3f}  CJV {row['cjv']:.3f}  EFC {row['efc']:.3f}  QI1 {row['qi1']:.4f}"
@@ -296,7 +294,7 @@ def _run_iqm(args) -> int:
 
             write_text(args.output, json.dumps(_nan_to_none(rows), indent=1) + "\n", args.force)
         else:
-            write_text(args.output, rows_to_csv(rows, IQM_COLUMNS), args.force)
+            write_text(args.output, rows_to_csv(rows, ["file", *IQM_COLUMNS]), args.force)
         print(f"wrote {args.output}")
     return EXIT_ERROR if bad else 0
 
@@ -462,9 +460,13 @@ def _add_compare(sub) -> None:
     p = sub.add_parser("compare", help="the model against MRIQC-style IQMs on corrupted held-out scans",
                        description="Corrupt held-out real scans (shipped in packages, never used in training) at a "
                                    "range of severities; report Spearman's rho of the model's mean predicted SSIM "
-                                   "and of CNR, CJV, EFC, QI1 with the true mean SSIM; write JSON and a PNG.")
+                                   "and of CNR, CJV, EFC, QI1 with the true mean SSIM, and each one's agreement "
+                                   "(rho with lower-is-better metrics negated, so higher always agrees with the "
+                                   "truth); write JSON and a PNG. `make compare` runs it on the real-scan set.")
     p.add_argument("--model", default=None, help="model checkpoint (default: the bundled model)")
-    p.add_argument("--data", nargs="+", default=None, help="held-out volumes (default: package-shipped real scans)")
+    p.add_argument("--data", nargs="+", default=None,
+                   help="held-out volumes or folders (default: the real scans nibabel ships; `make realscans` "
+                        "collects more)")
     p.add_argument("--out", default="comparison", help="output folder (default comparison)")
     p.add_argument("--device", default="auto")
     p.add_argument("--force", action="store_true", help="overwrite an existing comparison.json")
@@ -477,18 +479,20 @@ def _run_compare(args) -> int:
     from .evaluation import compare_with_iqms
     from .models import resolve_device
     from .outputs import ensure_writable
+    from .volumes import list_volume_paths
 
     out = Path(args.out)
     if out.exists():
         ensure_writable(out / "comparison.json", args.force)
     device = resolve_device(args.device)
     model = _load_model_arg(args.model, device)
-    scans = [(Path(p), None, str(p)) for p in args.data] if args.data else None
+    scans = [(p, None, str(p)) for p in list_volume_paths(args.data)] if args.data else None
     bar = tqdm(desc="corrupted volumes", unit="vol", file=sys.stderr)
     rep = compare_with_iqms(model, scans=scans, device=device, out_dir=out, progress=bar.update)
     bar.close()
-    rho = rep["spearman_rho"]
-    print("Spearman rho with the true mean SSIM: " + ", ".join(f"{k} {v:+.3f}" for k, v in rho.items()))
+    print(f"{'':18s}{'direction':>18s}{'rho':>9s}{'agreement':>11s}   (agreement: higher = follows the true SSIM)")
+    for key, info in rep["metrics"].items():
+        print(f"{key:18s}{info['direction']:>18s}{info['spearman_rho']:>+9.3f}{info['agreement_rho']:>+11.3f}")
     print("clinical agreement: " + ", ".join(f"{k} {v:.1%}" for k, v in rep["clinical_agreement"].items()))
     print(f"wrote {out / 'comparison.json'} and {out / 'comparison.png'}")
     return 0

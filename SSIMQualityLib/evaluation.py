@@ -229,22 +229,37 @@ def clean_real_check(model, scans=None, device: Union[str, torch.device] = "cpu"
             "fraction_good": float(np.mean(allp >= threshold)) if allp.size else None, "scans": per_scan}
 
 
+#: What ``compare`` ranks against the truth: the model, MRIQC's IQMs, and QI1 by the robust detection too.
+COMPARED = ("model_mean_ssim", "cnr", "cjv", "efc", "qi1", "qi1_robust")
+
+
+def compared_direction(key: str) -> int:
+    """+1 where a higher value of a compared quantity means a better image (the model, CNR), −1 where lower does."""
+    from .iqm import DIRECTIONS
+
+    return 1 if key == "model_mean_ssim" else DIRECTIONS[key.split("_")[0]]
+
+
 def compare_with_iqms(model, scans=None, severities=(0.0, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 1.0),
                       methods=("kspace", "torchio"), seed: int = EVAL_SEED, device: Union[str, torch.device] = "cpu",
                       out_dir: Union[str, Path] = "comparison", progress=None) -> dict:
     """The paper's baseline comparison on held-out scans corrupted at a range of severities.
 
     For every (scan, method, severity): the true mean SSIM over slices, the
-    model's mean predicted SSIM (foreground slices) and CNR, CJV, EFC, QI1.
-    Reports Spearman's ρ of each with the true mean SSIM, and how often each
-    flags the volume's clinical class correctly: the model by its predicted
-    class, QI1 the paper's way (QI1 > 0 means "artefact", i.e. not good).
+    model's mean predicted SSIM (foreground slices), CNR, CJV, EFC and QI1
+    (MRIQC's detection, and the robust one as ``qi1_robust``).  For each it
+    reports its direction, Spearman's ρ with the true mean SSIM, and the
+    *agreement* ρ: ρ times the direction, so that for every row "higher
+    agrees with the truth" (a lower-is-better metric that rises as the image
+    worsens has a positive agreement).  It also reports how often each flags
+    the volume's clinical class correctly: the model by its predicted class,
+    QI1 the paper's way (QI1 > 0 means "artefact", i.e. not good).
     Writes ``comparison.json`` and ``comparison.png`` to ``out_dir``.
     """
     from scipy.stats import spearmanr
 
     from .corruption import corrupt_volume
-    from .iqm import compute_iqms
+    from .iqm import IQM_NAMES, compute_iqms, segment
     from .scoring import score_array
     from .slices import acquisition_axis
     from .volumes import read_volume
@@ -262,28 +277,38 @@ def compare_with_iqms(model, scans=None, severities=(0.0, 0.1, 0.2, 0.3, 0.4, 0.
                                      out_dtype=vol.array.dtype)
                 sc = score_array(model, res.array, vol.spacing, axis=axis, device=device)
                 fg = sc.foreground
-                iq = compute_iqms(res.array).as_dict()
+                masks = segment(res.array)
+                iq = compute_iqms(res.array, direction=vol.direction, masks=masks).as_dict()
+                robust = compute_iqms(res.array, direction=vol.direction, qi1_detection="robust", masks=masks)
                 rows.append({"scan": desc, "method": method, "severity": float(sev),
                              "true_mean_ssim": float(res.ssim[fg].mean() if fg.any() else res.ssim.mean()),
                              "model_mean_ssim": float(np.nanmean(sc.predicted[fg])) if fg.any() else float("nan"),
-                             **{k: iq[k] for k in ("cnr", "cjv", "efc", "qi1")}, "iqm_reason": iq["reason"]})
+                             **{k: iq[k] for k in IQM_NAMES}, "qi1_robust": robust.qi1, "qi1_air": iq["qi1_air"],
+                             "iqm_reason": iq["reason"]})
                 if progress:
                     progress(1)
     true = np.array([r["true_mean_ssim"] for r in rows])
     report = {"n_volumes": len(rows), "scans": [d for _, _, d in scans], "methods": list(methods),
-              "severities": [float(s) for s in severities], "spearman_rho": {}, "clinical_agreement": {}}
-    for key in ("model_mean_ssim", "cnr", "cjv", "efc", "qi1"):
+              "severities": [float(s) for s in severities], "metrics": {}, "clinical_agreement": {}}
+    for key in COMPARED:
         vals = np.array([r[key] for r in rows], dtype=float)
         ok = np.isfinite(vals)
-        rho = spearmanr(vals[ok], true[ok]).statistic if ok.sum() > 2 else float("nan")
-        report["spearman_rho"][key] = float(rho)
+        constant = ok.sum() > 0 and float(np.ptp(vals[ok])) == 0.0
+        rho = float(spearmanr(vals[ok], true[ok]).statistic) if ok.sum() > 2 and not constant else float("nan")
+        sign = compared_direction(key)
+        report["metrics"][key] = {"direction": "higher is better" if sign > 0 else "lower is better",
+                                  "spearman_rho": rho, "agreement_rho": sign * rho, "volumes": int(ok.sum())}
+        if constant:
+            report["metrics"][key]["note"] = f"the same value ({vals[ok][0]:g}) on every volume: no ranking"
     true_cls = clinical_class(true)
     pred_cls = clinical_class(np.array([r["model_mean_ssim"] for r in rows]))
     report["clinical_agreement"]["model_3class"] = float(np.mean(true_cls == pred_cls))
     report["clinical_agreement"]["model_good_vs_not"] = float(np.mean((true_cls == 1) == (pred_cls == 1)))
-    qi = np.array([r["qi1"] for r in rows], dtype=float)
-    okq = np.isfinite(qi)
-    report["clinical_agreement"]["qi1_good_vs_not"] = float(np.mean((true_cls[okq] == 1) == (qi[okq] <= 0))) if okq.any() else float("nan")
+    for key in ("qi1", "qi1_robust"):
+        qi = np.array([r[key] for r in rows], dtype=float)
+        okq = np.isfinite(qi)
+        report["clinical_agreement"][f"{key}_good_vs_not"] = (
+            float(np.mean((true_cls[okq] == 1) == (qi[okq] <= 0))) if okq.any() else float("nan"))
     report["rows"] = rows
     (out / "comparison.json").write_text(json.dumps(report, indent=2, default=float) + "\n")
     _plot_comparison(rows, out / "comparison.png", report)
@@ -294,17 +319,18 @@ def _plot_comparison(rows, png: Path, report: dict) -> None:
     from .figures import _pyplot
 
     plt = _pyplot()
-    keys = [("model_mean_ssim", "model: mean predicted SSIM"), ("cnr", "CNR"), ("cjv", "CJV"), ("efc", "EFC"),
-            ("qi1", "QI1")]
-    fig, axes = plt.subplots(1, 5, figsize=(20, 4))
+    names = {"model_mean_ssim": "model: mean predicted SSIM", "cnr": "CNR", "cjv": "CJV", "efc": "EFC",
+             "qi1": "QI1 (MRIQC detection)", "qi1_robust": "QI1 (robust detection)"}
+    fig, axes = plt.subplots(1, len(COMPARED), figsize=(4 * len(COMPARED), 4))
     methods = sorted({r["method"] for r in rows})
-    for ax, (k, name) in zip(axes, keys):
+    for ax, k in zip(axes, COMPARED):
+        info = report["metrics"][k]
         for m in methods:
             xs = [r["true_mean_ssim"] for r in rows if r["method"] == m]
             ys = [r[k] for r in rows if r["method"] == m]
             ax.scatter(xs, ys, s=12, label=m, alpha=0.7)
         ax.set_xlabel("true mean SSIM")
-        ax.set_title(f"{name}  (Spearman ρ = {report['spearman_rho'][k]:+.2f})", fontsize=10)
+        ax.set_title(f"{names[k]}\n{info['direction']}; agreement ρ = {info['agreement_rho']:+.2f}", fontsize=10)
         ax.grid(alpha=0.3)
     axes[0].plot([0, 1], [0, 1], "k--", lw=0.8)
     axes[0].legend(fontsize=8)

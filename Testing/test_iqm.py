@@ -11,13 +11,17 @@ from SSIMQualityLib.iqm import compute_iqms, efc
 SEVERITIES = (0.2, 0.4, 0.6, 0.8, 1.0)
 
 
-@pytest.fixture(scope="module")
-def series(sample):
-    out = [compute_iqms(sample.array)]
+def _series(sample, detection):
+    out = [compute_iqms(sample.array, direction=sample.direction, qi1_detection=detection)]
     for sev in SEVERITIES:
         c = corrupt_volume(sample.array, 0, "kspace", sev, seed=0, out_dtype=sample.array.dtype)
-        out.append(compute_iqms(c.array))
+        out.append(compute_iqms(c.array, direction=sample.direction, qi1_detection=detection))
     return out
+
+
+@pytest.fixture(scope="module")
+def series(sample):
+    return _series(sample, "mriqc")
 
 
 def test_finite_on_sample(series):
@@ -25,6 +29,7 @@ def test_finite_on_sample(series):
     for m in ("cnr", "cjv", "efc", "qi1"):
         assert np.isfinite(getattr(r, m)), (m, r.reasons)
     assert r.cnr > 1 and 0 < r.cjv < 2 and 0 < r.efc < 1 and r.qi1 < 0.01
+    assert r.qi1_air == "hat"  # the sample is oriented: QI1 looks at the air above the head
 
 
 def test_monotone_with_kspace_severity(series):
@@ -34,12 +39,21 @@ def test_monotone_with_kspace_severity(series):
     # EFC (ghost energy in the background) rises from the very first step.
     assert all(a < b for a, b in zip(e, e[1:])), e
     # CNR and CJV are tissue statistics: mild motion (severity 0.2, the k-space
-    # centre kept) hardly moves them — within 1 % of the clean value — and from
+    # centre kept) hardly moves them — within 2 % of the clean value — and from
     # there on they worsen at every step, by far more at severity 1.
-    assert abs(cnr[1] / cnr[0] - 1) < 0.01 and abs(cjv[1] / cjv[0] - 1) < 0.01, (cnr, cjv)
+    assert abs(cnr[1] / cnr[0] - 1) < 0.02 and abs(cjv[1] / cjv[0] - 1) < 0.02, (cnr, cjv)
     assert all(a > b for a, b in zip(cnr[1:], cnr[2:])), cnr
     assert all(a < b for a, b in zip(cjv[1:], cjv[2:])), cjv
-    assert cnr[-1] < 0.9 * cnr[0] and cjv[-1] > 1.05 * cjv[0], (cnr, cjv)
+    assert cnr[-1] < 0.8 * cnr[0] and cjv[-1] > 1.1 * cjv[0], (cnr, cjv)
+
+
+def test_qi1_detections_on_the_sample(sample, series):
+    # MRIQC's rule (value > 10 MAD-sigma of the air) finds none of these ghosts:
+    # they are a few noise sigmas bright.  The robust rule (median + 3 MAD-sigma,
+    # then the opening) finds them from severity 0.6 on, more at every step.
+    assert [r.qi1 for r in series] == [0.0] * len(series)
+    q = [r.qi1 for r in _series(sample, "robust")]
+    assert q[:3] == [0.0, 0.0, 0.0] and all(a < b for a, b in zip(q[2:], q[3:])), q
 
 
 def test_undefined_cases_give_nan_with_reason():
@@ -74,6 +88,40 @@ def test_iqm_command_csv(sample_path, tmp_path, capsys):
     nib.save(nib.Nifti1Image(np.random.rand(30, 30, 30).astype(np.float32), np.eye(4)), str(noise))
     assert main(["iqm", str(sample_path), str(noise), "-o", str(out), "--quiet"]) == 0
     rows = list(csv.DictReader(out.open(encoding="utf-8")))
-    assert list(rows[0]) == ["file", "cnr", "cjv", "efc", "qi1", "reason"]
+    assert list(rows[0]) == ["file", "cnr", "cjv", "efc", "qi1", "qi1_air", "reason"]
+    assert rows[0]["qi1_air"] == "hat" and rows[1]["qi1_air"] == ""
     assert float(rows[0]["cnr"]) > 1 and rows[0]["reason"] == ""
     assert rows[1]["cnr"] == "" and "noise" in rows[1]["reason"]
+
+
+def test_compare_reports_directions_and_agreement(tmp_path, capsys):
+    """`compare` on a folder of real scans: every row on the same footing, higher = agrees with the truth."""
+    import json
+    from pathlib import Path
+
+    import nibabel
+
+    from SSIMQualityLib.evaluation import COMPARED
+
+    scans = tmp_path / "scans"
+    scans.mkdir()
+    (scans / "t1.nii").write_bytes((Path(nibabel.__file__).parent / "tests" / "data" / "anatomical.nii").read_bytes())
+    out = tmp_path / "cmp"
+    assert main(["compare", "--data", str(scans), "--out", str(out), "--device", "cpu"]) == 0
+    printed = capsys.readouterr().out
+    rep = json.loads((out / "comparison.json").read_text())
+    assert rep["n_volumes"] == 2 * 11 and (out / "comparison.png").is_file()
+    assert list(rep["metrics"]) == list(COMPARED)
+    lower = {"cjv", "efc", "qi1", "qi1_robust"}
+    for key, info in rep["metrics"].items():
+        assert info["direction"] == ("lower is better" if key in lower else "higher is better")
+        sign = -1 if key in lower else 1
+        if np.isfinite(info["spearman_rho"]):
+            assert info["agreement_rho"] == pytest.approx(sign * info["spearman_rho"])
+        assert key in printed
+    # On this scan the model and EFC both follow the truth (EFC rises as SSIM falls: agreement > 0).
+    assert rep["metrics"]["model_mean_ssim"]["agreement_rho"] > 0.5
+    assert rep["metrics"]["efc"]["agreement_rho"] > 0
+    # QI1 finds no ghost on this small scan at any severity: said, not a meaningless rho.
+    assert "note" in rep["metrics"]["qi1"] and np.isnan(rep["metrics"]["qi1"]["agreement_rho"])
+    assert all(r["qi1_air"] in ("hat", "all background", "") for r in rep["rows"])
