@@ -140,7 +140,9 @@ def _add_score(sub) -> None:
     p.add_argument("--workers", type=int, default=2, help="volumes read ahead in background threads (default 2)")
     p.add_argument("--frame", type=int, default=None, help="frame to score in 4-D files")
     _add_series(p)
-    p.add_argument("--fast", action="store_true", help="bfloat16 on the CPU: faster, but predictions move by up to ~0.01 (bench), so it is off by default")
+    p.add_argument("--fast", action="store_true",
+                   help="bfloat16 where this machine computes it natively (AVX-512 BF16 / AMX CPUs): faster, but "
+                        "predictions move by up to ~0.01 (bench), so it is off by default; elsewhere float32 is kept")
     p.add_argument("--report-dir", default=None, help="folder for one PNG per volume and index.html")
     p.add_argument("--iqm", action="store_true", help="add MRIQC-style CNR, CJV, EFC, QI1 to each volume's summary")
     p.add_argument("--force", action="store_true", help="overwrite existing outputs")
@@ -185,6 +187,12 @@ def _run_score(args) -> int:
         paths = [p for p in paths if str(p) not in done_files]
         print(f"resuming: {len(done_files)} volumes already in {args.output}, {len(paths)} to score")
     device = resolve_device(args.device)
+    if args.fast:
+        from .precision import BFLOAT16, describe, fast_precision
+
+        if fast_precision(device) != BFLOAT16:
+            print(f"--fast: keeping {describe(device)}", file=sys.stderr)
+            args.fast = False
     model = _load_model_arg(args.model, device)
     columns = SUMMARY_COLUMNS + (list(IQM_COLUMNS) if args.iqm else [])
     vol_bar = tqdm(total=len(paths), desc="volumes", unit="vol", disable=args.quiet, file=sys.stderr, position=0)
@@ -353,6 +361,9 @@ def _add_train(sub) -> None:
                    help=f"share of samples drawn from --source (default {d.source_share})")
     p.add_argument("--init", default="", metavar="MODEL",
                    help="start from this model file's weights (fine-tune; e.g. the bundled model) instead of from scratch")
+    p.add_argument("--precision", choices=["auto", "float32", "bfloat16"], default=d.precision,
+                   help="network arithmetic (default auto: bfloat16 where the GPU or CPU has it natively, "
+                        "float32 elsewhere, where emulated bfloat16 is 40-50x slower)")
     p.set_defaults(func=_run_train)
 
 
@@ -364,7 +375,8 @@ def _run_train(args) -> int:
                       train_samples=args.train_samples, val_samples=args.val_samples, val_every=args.val_every,
                       checkpoint_every=args.val_every, train_seed=args.seed, device=args.device,
                       workers=args.workers, max_minutes=args.max_minutes, init=args.init,
-                      source=tuple(str(p) for p in args.source), source_share=args.source_share)
+                      source=tuple(str(p) for p in args.source), source_share=args.source_share,
+                      precision=args.precision)
     final = train(cfg, resume=not args.no_resume)
     print(f"model written to {final}")
     return 0

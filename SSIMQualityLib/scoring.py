@@ -75,9 +75,17 @@ def foreground_slices(moved: np.ndarray) -> np.ndarray:
 @torch.no_grad()
 def predict_slices(model, slices: torch.Tensor, device: Union[str, torch.device] = "cpu", batch_size: int = 32,
                    bf16: bool = False, progress: Optional[Callable[[int], None]] = None) -> np.ndarray:
-    """Predicted SSIM of raw slices (N, H, W): normalised, fitted to 256², batched through the model."""
+    """Predicted SSIM of raw slices (N, H, W): normalised, fitted to 256², batched through the model.
+
+    ``bf16`` asks for bfloat16 autocast on the CPU; it is honoured only where
+    the CPU computes bfloat16 natively (emulated, it is 40–50× slower).
+    """
     model.eval()
     dev = torch.device(device)
+    if bf16 and dev.type == "cpu":
+        from .precision import cpu_has_native_bf16
+
+        bf16 = cpu_has_native_bf16()
     out = []
     for i in range(0, len(slices), batch_size):
         x = prepare_input(slices[i:i + batch_size].float())[:, None].to(dev)

@@ -45,7 +45,7 @@ class TrainConfig:
     device: str = "auto"
     workers: int = 2
     max_minutes: float = 0.0  # stop cleanly (checkpoint) after this long; 0 = no limit
-    bf16_cpu: bool = True
+    precision: str = "auto"  # auto (bfloat16 where the device has it natively, else float32), float32, bfloat16
     init: str = ""  # start from this model file's weights (fine-tuning); "" = from scratch
     source: tuple = ()  # the user's real volumes (files / folders) mixed into training, noise-fixed rule
     source_share: float = 0.5  # share of samples drawn from ``source``
@@ -122,11 +122,17 @@ def load_or_build_cache(out_dir: Path, kind: str, n: int, seed: int, size: int, 
 
 
 def _autocast(device: torch.device, cfg: TrainConfig):
+    """Mixed precision for the network: bfloat16 where the device computes it natively (see :mod:`.precision`)."""
+    from .precision import BFLOAT16, FLOAT32, fast_precision
+
+    choice = fast_precision(device) if cfg.precision == "auto" else cfg.precision
+    if choice not in (BFLOAT16, FLOAT32):
+        raise ValueError(f"precision must be auto, {FLOAT32} or {BFLOAT16}, got {cfg.precision!r}")
     if device.type == "cuda":
+        if choice == FLOAT32 and cfg.precision == FLOAT32:
+            return torch.autocast("cuda", enabled=False)
         return torch.autocast("cuda", dtype=torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16)
-    if cfg.bf16_cpu:
-        return torch.autocast("cpu", dtype=torch.bfloat16)
-    return torch.autocast("cpu", enabled=False)
+    return torch.autocast(device.type, dtype=torch.bfloat16, enabled=choice == BFLOAT16)
 
 
 @torch.no_grad()
@@ -148,6 +154,9 @@ def train(cfg: TrainConfig, resume: bool = True, log: Callable[[str], None] = pr
     out = Path(cfg.out_dir)
     out.mkdir(parents=True, exist_ok=True)
     device = resolve_device(cfg.device)
+    from .precision import describe
+
+    log(f"precision: {cfg.precision}" if cfg.precision != "auto" else f"precision: {describe(device)}")
     src = tuple(str(p) for p in cfg.source)
     x_tr, y_tr = load_or_build_cache(out, "train", cfg.train_samples, cfg.train_seed, cfg.input_size, cfg.workers, log,
                                      src, cfg.source_share)
@@ -180,7 +189,7 @@ def train(cfg: TrainConfig, resume: bool = True, log: Callable[[str], None] = pr
         saved = json.loads(state.get("train_config", "{}"))
         current = json.loads(json.dumps(asdict(cfg)))  # tuples as lists, as saved
         changed = {k: (saved[k], v) for k, v in current.items()
-                   if k in saved and saved[k] != v and k not in ("max_minutes", "workers", "device", "out_dir")}
+                   if k in saved and saved[k] != v and k not in ("max_minutes", "workers", "device", "out_dir", "precision")}
         if changed:
             from .errors import SSIMQualityError
 

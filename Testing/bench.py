@@ -5,10 +5,15 @@ Measures, in one run:
       a batch of 256 pairs of 256 × 256 slices
   kspace_slices_per_s / torchio_motion_slices_per_s / kspace_speedup_vs_torchio
       corruption of real 256 × 256 slices of the sample (severity 0.5)
-  train_step_images_per_s
-      ResNet-18 training steps (bf16 autocast, channels-last) at the network's resolution
+  precision_chosen
+      what the defaults pick on this CPU (bfloat16 only where native: AVX-512 BF16 / AMX)
+  train_step_images_per_s (_fp32), train_default_vs_fp32
+      ResNet-18 training steps (channels-last) at the network's resolution, in the default precision and in float32
   score_slices_per_s (_bf16), bf16_max_abs_prediction_change
-      inference of 256 × 256 slices with the bundled model
+      inference of 256 × 256 slices with the bundled model (_bf16: what --fast gives here)
+  bf16_gate_max_change_real, bf16_default_allowed
+      the accuracy gate: largest prediction change bfloat16 vs float32 over the foreground slices of the real
+      scans (realscans/, else the sample); bfloat16 may be a scoring default only if it is <= 0.005
   score_volume_256x256x150_s_cpu (_fast), score_volume_256x256x150_s_cuda (with a GPU)
       the whole `ssimquality score` command on one volume, model loaded once
   score_512x512x300_peak_rss_mb
@@ -121,15 +126,24 @@ def bench_model(results: dict) -> None:
     x = torch.rand(32, 1, size, size).contiguous(memory_format=torch.channels_last)
     y = torch.rand(32)
 
-    def step():
-        with torch.autocast("cpu", dtype=torch.bfloat16):
+    from SSIMQualityLib.precision import BFLOAT16, describe, fast_precision
+
+    chosen = fast_precision("cpu")
+    results["precision_chosen"] = describe("cpu")
+
+    def step(bf16: bool):
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
             p = net(x)
         loss = torch.nn.functional.mse_loss(p.float(), y)
         opt.zero_grad()
         loss.backward()
         opt.step()
 
-    results["train_step_images_per_s"] = _rate(step, 32, min_time=6.0)
+    # The training default (precision auto) against plain float32 on the same machine.
+    results["train_step_images_per_s"] = _rate(lambda: step(chosen == BFLOAT16), 32, min_time=6.0)
+    results["train_step_images_per_s_fp32"] = (results["train_step_images_per_s"] if chosen != BFLOAT16
+                                               else _rate(lambda: step(False), 32, min_time=6.0))
+    results["train_default_vs_fp32"] = results["train_step_images_per_s"] / results["train_step_images_per_s_fp32"]
     results["train_step_resolution"] = size
     slices = torch.rand(64, 256, 256) * 1000
     results["score_slices_per_s"] = _rate(lambda: predict_slices(model, slices, batch_size=32), 64, min_time=4.0)
@@ -139,6 +153,35 @@ def bench_model(results: dict) -> None:
     a = predict_slices(model, real, batch_size=32)
     b = predict_slices(model, real, batch_size=32, bf16=True)
     results["bf16_max_abs_prediction_change"] = float(np.max(np.abs(a - b)))
+    bench_bf16_gate(results, model)
+
+
+def bench_bf16_gate(results: dict, model) -> None:
+    """Largest bfloat16-vs-float32 prediction change on real scans' foreground slices (the default's gate)."""
+    from SSIMQualityLib.precision import cpu_has_native_bf16
+    from SSIMQualityLib.scoring import foreground_slices, predict_slices
+    from SSIMQualityLib.slices import acquisition_axis
+    from SSIMQualityLib.volumes import list_volume_paths
+
+    if not cpu_has_native_bf16():
+        results["bf16_gate_max_change_real"] = None  # --fast keeps float32 here: nothing to gate
+        results["bf16_default_allowed"] = False
+        return
+    real = ROOT / "realscans"
+    paths = list_volume_paths([real]) if real.is_dir() else [SAMPLE_VOLUME]
+    worst = 0.0
+    for path in paths:
+        vol = read_volume(path)
+        moved = torch.as_tensor(np.moveaxis(vol.array.astype(np.float32), acquisition_axis(vol.spacing), 0).copy())
+        fg = foreground_slices(moved.numpy())
+        if not fg.any():
+            continue
+        a = predict_slices(model, moved[fg], batch_size=32)
+        b = predict_slices(model, moved[fg], batch_size=32, bf16=True)
+        worst = max(worst, float(np.max(np.abs(a - b))))
+    results["bf16_gate_max_change_real"] = worst
+    results["bf16_gate_scans"] = "realscans/" if real.is_dir() else "bundled sample"
+    results["bf16_default_allowed"] = worst <= 0.005
 
 
 def bench_score_volume(results: dict, tmp: Path) -> None:
