@@ -267,3 +267,67 @@ def load_results(output: Union[str, Path]) -> List[StoredResult]:
     for r in rows:
         by_file.setdefault(r["file"], []).append(r)
     return [StoredResult(s["file"], s, by_file.get(s["file"], [])) for s in summaries]
+
+
+def shard(paths: Sequence, part: int, parts: int) -> list:
+    """Part ``part`` (1-based) of ``parts`` of a list of volumes: contiguous blocks, sizes differing by at most one.
+
+    Contiguous, so that the parts joined in order (:func:`merge_results`) list the
+    volumes exactly as one process would.
+
+    Examples
+    --------
+    >>> [shard(list("abcde"), k, 2) for k in (1, 2)]
+    [['a', 'b', 'c'], ['d', 'e']]
+    """
+    if not 1 <= part <= parts:
+        raise SSIMQualityError(f"shard {part}/{parts} does not exist", "--shard", "give K/N with 1 <= K <= N")
+    n = len(paths)
+    start, stop = -((-n * (part - 1)) // parts), -((-n * part) // parts)  # ceilings: larger blocks first
+    return list(paths[start:stop])
+
+
+def merge_results(parts: Sequence[Union[str, Path]], output: Union[str, Path], force: bool = False) -> List[Path]:
+    """Join the outputs of several ``ssimquality score`` runs (shards), in the order given, into one output.
+
+    All parts and the output have one format (``.csv`` with its ``.summary.csv``, or ``.json``).  A
+    volume found in two parts is refused: the parts overlap.
+    """
+    from .errors import UnreadableFileError
+    from .outputs import write_text
+
+    out = Path(output)
+    kinds = {Path(p).name.lower().endswith(".json") for p in parts} | {out.name.lower().endswith(".json")}
+    if len(kinds) != 1:
+        raise SSIMQualityError("parts and output must all be .csv or all be .json", str(out), "use one format")
+    seen: dict = {}
+    if out.name.lower().endswith(".json"):
+        volumes, errors = [], []
+        for p in parts:
+            try:
+                doc = json.loads(Path(p).read_text(encoding="utf-8"))
+                volumes_p, errors_p = doc["volumes"], doc.get("errors", [])
+            except (OSError, ValueError, KeyError) as exc:
+                raise UnreadableFileError(f"not a results file of ssimquality score ({type(exc).__name__})", str(p),
+                                          "give the files the shards wrote with -o") from None
+            for v in volumes_p:
+                if v["file"] in seen:
+                    raise SSIMQualityError(f"{v['file']} is in two parts ({seen[v['file']]} and {p})", str(p),
+                                           "merge parts of one sharded run only")
+                seen[v["file"]] = p
+            volumes += volumes_p
+            errors += errors_p
+        text = json.dumps({"volumes": volumes, "errors": errors}, indent=1, allow_nan=False)
+        return [write_text(out, text + "\n", force)]
+    results, columns = [], None
+    for p in parts:
+        for r in load_results(p):
+            if r.file in seen:
+                raise SSIMQualityError(f"{r.file} is in two parts ({seen[r.file]} and {p})", str(p),
+                                       "merge parts of one sharded run only")
+            seen[r.file] = p
+            results.append(r)
+        if columns is None:
+            with summary_path(p).open(encoding="utf-8") as fh:
+                columns = next(csv.reader(fh), SUMMARY_COLUMNS)
+    return write_results(results, out, force=force, summary_columns=columns or SUMMARY_COLUMNS)

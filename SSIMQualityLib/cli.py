@@ -148,14 +148,34 @@ def _add_score(sub) -> None:
     p.add_argument("--force", action="store_true", help="overwrite existing outputs")
     p.add_argument("--resume", action="store_true",
                    help="keep the volumes already in the output (-o) and score only the others")
+    p.add_argument("--shard", type=_shard_arg, default=None, metavar="K/N",
+                   help="score only part K of N of the volumes (e.g. one SLURM array task each); join the parts' "
+                        "outputs with `ssimquality merge`. Under torchrun the ranks share the volumes by themselves")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=_run_score)
+
+
+def _shard_arg(text: str):
+    try:
+        k, n = (int(v) for v in text.split("/"))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected K/N such as 2/8, got {text!r}") from None
+    if not 1 <= k <= n:
+        raise argparse.ArgumentTypeError(f"shard {text}: K must be between 1 and N")
+    return k, n
+
+
+def part_output(output: str, rank: int, world: int) -> str:
+    """Where rank ``rank`` of a torchrun run writes its part of ``output`` (removed once merged)."""
+    p = Path(output)
+    suffix = ".json" if p.name.lower().endswith(".json") else ".csv"
+    return str(p.with_name(f"{p.name[:-len(suffix)]}.part{rank + 1:03d}of{world:03d}{suffix}"))
 
 
 def _run_score(args) -> int:
     from tqdm import tqdm
 
-    from .batch import SUMMARY_COLUMNS, load_results, summary_path, write_index, write_results
+    from .batch import SUMMARY_COLUMNS, load_results, shard, summary_path, write_index, write_results
     from .iqm import IQM_COLUMNS
     from .models import resolve_device
     from .outputs import ensure_writable
@@ -163,6 +183,29 @@ def _run_score(args) -> int:
 
     if args.batch_size < 1:
         raise SSIMQualityError(f"--batch-size must be at least 1, got {args.batch_size}")
+    from .distributed import world as _world
+
+    rank, world, local_rank = _world()
+    if world > 1:
+        if not args.output:
+            raise SSIMQualityError("under torchrun the ranks' results are merged into one file: give -o results.csv")
+        if args.report_dir or args.shard:
+            raise SSIMQualityError("under torchrun, --report-dir and --shard are not available",
+                                   hint="run one process per shard with --shard K/N instead")
+        part = part_output(args.output, rank, world)
+        if not (args.resume and Path(part).exists()):  # an interrupted run resumes from its parts
+            # Every rank refuses the same way before any work; rank 0 writes the merged output at the end.
+            ensure_writable(args.output, args.force)
+            if args.output.lower().endswith(".csv"):
+                ensure_writable(summary_path(args.output), args.force)
+        args.final_output, args.output = args.output, part
+        args.shard = (rank + 1, world)
+        args.quiet = args.quiet or rank != 0
+        if args.device in ("auto", "cuda"):
+            import torch
+
+            if torch.cuda.is_available():
+                args.device = f"cuda:{local_rank}"
     # Refuse before any work is done.
     previous = []
     if args.resume and not args.output:
@@ -182,6 +225,8 @@ def _run_score(args) -> int:
             ensure_writable(report / "index.html", False)
         report.mkdir(parents=True, exist_ok=True)
     paths = list_volume_paths(args.paths, args.recursive)
+    if args.shard:
+        paths = shard(paths, *args.shard)
     done_files = {r.file for r in previous}
     if previous:
         paths = [p for p in paths if str(p) not in done_files]
@@ -216,8 +261,31 @@ def _run_score(args) -> int:
         print(f"wrote {write_index(index, report)}")
     bad = [r for r in results if r.error is not None]
     good = len(results) - len(bad)
-    print(f"{good} of {len(results)} volumes scored" + (f"; {len(bad)} could not be scored (see above)" if bad else ""))
+    part = f" (part {args.shard[0]} of {args.shard[1]})" if args.shard else ""
+    print(f"{good} of {len(results)} volumes scored{part}" + (f"; {len(bad)} could not be scored (see above)" if bad else ""))
+    if world > 1:
+        _merge_ranks(args, rank, world)
     return EXIT_ERROR if bad else 0
+
+
+def _merge_ranks(args, rank: int, world: int) -> None:
+    """torchrun: wait for every rank's part, then rank 0 joins them into the output and removes the parts."""
+    import torch
+
+    from . import distributed
+    from .batch import merge_results, summary_path
+
+    distributed.init(torch.device("cpu"))  # gloo: a rendezvous only, no tensors travel
+    distributed.barrier()
+    if rank == 0:
+        parts = [part_output(args.final_output, r, world) for r in range(world)]
+        for p in merge_results(parts, args.final_output, force=True):
+            print(f"wrote {p} (merged from {world} ranks)")
+        for p in parts:
+            for f in {Path(p), summary_path(p)}:
+                if f.exists():
+                    f.unlink()
+    distributed.finish()
 
 
 def _score_loop(args, paths, model, device, columns, results, index, report, slice_bar, vol_bar, save_every,
@@ -378,7 +446,10 @@ def _run_train(args) -> int:
                       source=tuple(str(p) for p in args.source), source_share=args.source_share,
                       precision=args.precision)
     final = train(cfg, resume=not args.no_resume)
-    print(f"model written to {final}")
+    from .distributed import world
+
+    if world().main:
+        print(f"model written to {final}")
     return 0
 
 
@@ -512,6 +583,34 @@ def _run_compare(args) -> int:
 
 # ----------------------------------------------------------------------------
 
+# ----------------------------------------------------------------------------
+# merge
+# ----------------------------------------------------------------------------
+
+def _add_merge(sub) -> None:
+    p = sub.add_parser("merge", help="join the outputs of sharded `score --shard K/N` runs into one",
+                       description="Join the result files that `ssimquality score --shard K/N -o part-K.csv` wrote "
+                                   "(CSV with their .summary.csv, or JSON), in the order given, into one output.")
+    p.add_argument("parts", nargs="+", help="the parts' result files, in shard order")
+    p.add_argument("-o", "--output", required=True, help="merged results (.csv or .json, as the parts)")
+    p.add_argument("--force", action="store_true", help="overwrite an existing output")
+    p.set_defaults(func=_run_merge)
+
+
+def _run_merge(args) -> int:
+    from .batch import merge_results
+    from .errors import UnreadableFileError
+    from .outputs import ensure_writable
+
+    for part in args.parts:
+        if not Path(part).is_file():
+            raise UnreadableFileError("no such results file", part, "give the files the shards wrote with -o")
+    ensure_writable(args.output, args.force)
+    for p in merge_results(args.parts, args.output, force=args.force):
+        print(f"wrote {p}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     from . import __version__
 
@@ -523,6 +622,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     sub.required = True
     _add_score(sub)
+    _add_merge(sub)
     _add_corrupt(sub)
     _add_iqm(sub)
     _add_demo(sub)

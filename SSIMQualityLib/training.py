@@ -83,7 +83,7 @@ def make_dataset(n: int, seed: int, source: Sequence[str] = (), source_share: fl
 
 
 def load_or_build_cache(out_dir: Path, kind: str, n: int, seed: int, size: int, workers: int, log=print,
-                        source: Sequence[str] = (), source_share: float = 0.5):
+                        source: Sequence[str] = (), source_share: float = 0.5, show: bool = True):
     """Samples ``0 … n − 1`` of the dataset with ``seed``, made once and kept on disk for resume."""
     path = cache_file(out_dir, kind, n, seed, size, source)
     if path.is_file():
@@ -109,7 +109,7 @@ def load_or_build_cache(out_dir: Path, kind: str, n: int, seed: int, size: int, 
     if start:
         log(f"extending cached {kind} samples from {start} to {n}")
     ds = make_dataset(n, seed, source, source_share)
-    bar = tqdm(total=n, initial=start, desc=f"making {kind} samples", unit="sample")
+    bar = tqdm(total=n, initial=start, desc=f"making {kind} samples", unit="sample", disable=not show)
     x, y = build_cache(ds, size, workers=workers, progress=bar.update, start=start)
     bar.close()
     if start:
@@ -151,17 +151,29 @@ def train(cfg: TrainConfig, resume: bool = True, log: Callable[[str], None] = pr
     """Run (or resume) a training run; returns the path of the final model checkpoint."""
     from tqdm import tqdm
 
-    out = Path(cfg.out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    device = resolve_device(cfg.device)
+    from . import distributed
     from .precision import describe
 
+    out = Path(cfg.out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    # Under torchrun: one process per GPU (NCCL) or per CPU share (gloo), gradients averaged by DDP.
+    # Each rank makes its own samples (its own seed); rank 0 validates and writes logs and checkpoints.
+    w = distributed.world()
+    device = distributed.rank_device(resolve_device(cfg.device), w)
+    if w.size > 1:
+        distributed.init(device)
+        if not w.main:
+            log = _silent
     log(f"precision: {cfg.precision}" if cfg.precision != "auto" else f"precision: {describe(device)}")
+    if w.size > 1:
+        log(f"distributed: {w.size} processes ({'NCCL' if device.type == 'cuda' else 'gloo'}), "
+            f"{cfg.batch_size} samples per process per step")
     src = tuple(str(p) for p in cfg.source)
-    x_tr, y_tr = load_or_build_cache(out, "train", cfg.train_samples, cfg.train_seed, cfg.input_size, cfg.workers, log,
-                                     src, cfg.source_share)
-    x_va, y_va = load_or_build_cache(out, "val", cfg.val_samples, cfg.val_seed, cfg.input_size, cfg.workers, log,
-                                     src, cfg.source_share)
+    x_tr, y_tr = load_or_build_cache(out, "train", cfg.train_samples, rank_seed(cfg.train_seed, w.rank),
+                                     cfg.input_size, cfg.workers, log, src, cfg.source_share, show=w.main)
+    if w.main:
+        x_va, y_va = load_or_build_cache(out, "val", cfg.val_samples, cfg.val_seed, cfg.input_size, cfg.workers, log,
+                                         src, cfg.source_share)
 
     torch.manual_seed(cfg.train_seed)  # here, so that making samples (or not) does not change the start
     model = build_model(cfg.arch, cfg.input_size)
@@ -201,8 +213,13 @@ def train(cfg: TrainConfig, resume: bool = True, log: Callable[[str], None] = pr
         sched.load_state_dict(state["scheduler"])
         step = int(state["step"])
         log(f"resumed from {last} at step {step}")
-    elif log_path.exists():
+    elif log_path.exists() and w.main:
         log_path.unlink()
+    net = model  # the module itself: what is saved, validated and returned
+    if w.size > 1:
+        distributed.barrier()  # every rank has read the checkpoint before rank 0 may write a new one
+        model = torch.nn.parallel.DistributedDataParallel(
+            model, device_ids=[device.index] if device.type == "cuda" else None)
 
     n = len(y_tr)
     per_epoch = n // cfg.batch_size
@@ -221,12 +238,12 @@ def train(cfg: TrainConfig, resume: bool = True, log: Callable[[str], None] = pr
             w.writerow(row)
 
     def checkpoint(path: Path):
-        save_checkpoint(path, model, {"optimizer": opt.state_dict(), "scheduler": sched.state_dict(), "step": step,
-                                      "train_config": json.dumps(asdict(cfg))})
+        save_checkpoint(path, net, {"optimizer": opt.state_dict(), "scheduler": sched.state_dict(), "step": step,
+                                    "train_config": json.dumps(asdict(cfg))})
 
     start = time.time()
     running = None
-    bar = tqdm(total=cfg.steps, initial=step, desc="training", unit="step")
+    bar = tqdm(total=cfg.steps, initial=step, desc="training", unit="step", disable=not w.main)
     while step < cfg.steps:
         model.train()
         idx = batch_indices(step)
@@ -245,8 +262,10 @@ def train(cfg: TrainConfig, resume: bool = True, log: Callable[[str], None] = pr
         bar.update(1)
         bar.set_postfix(loss=f"{running:.5f}", lr=f"{sched.get_last_lr()[0]:.2e}")
         timed_out = cfg.max_minutes > 0 and (time.time() - start) > cfg.max_minutes * 60
-        if step % cfg.val_every == 0 or step == cfg.steps or timed_out:
-            p = predict(model, x_va, device, cfg)
+        if w.size > 1:
+            timed_out = distributed.any_rank(timed_out, device)  # all ranks stop at the same step
+        if w.main and (step % cfg.val_every == 0 or step == cfg.steps or timed_out):
+            p = predict(net, x_va, device, cfg)
             r = (p - y_va).numpy()
             row = {"step": step, "lr": sched.get_last_lr()[0], "train_loss": running,
                    "val_mse": float(np.mean(r ** 2)), "val_residual_mean": float(r.mean()),
@@ -254,7 +273,7 @@ def train(cfg: TrainConfig, resume: bool = True, log: Callable[[str], None] = pr
             write_log(row)
             bar.write(f"step {step}: val residual mean {row['val_residual_mean']:+.4f} std {row['val_residual_std']:.4f}")
             plot_log(log_path, out / "loss.png")
-        if step % cfg.checkpoint_every == 0 or step == cfg.steps or timed_out:
+        if w.main and (step % cfg.checkpoint_every == 0 or step == cfg.steps or timed_out):
             checkpoint(last)
         if timed_out:
             bar.close()
@@ -262,9 +281,26 @@ def train(cfg: TrainConfig, resume: bool = True, log: Callable[[str], None] = pr
             break
     bar.close()
     final = out / "model.pt"
-    save_checkpoint(final, model, {"meta": json.dumps({"steps": step, "train_config": asdict(cfg),
-                                                       "wall_time_s": time.time() - start})})
+    if w.main:
+        save_checkpoint(final, net, {"meta": json.dumps({"steps": step, "train_config": asdict(cfg),
+                                                         "processes": w.size, "wall_time_s": time.time() - start})})
+    distributed.finish()
     return final
+
+
+def rank_seed(seed: int, rank: int) -> int:
+    """Rank ``rank``'s sample seed: rank 0 keeps ``seed`` (a one-process run's samples), the others differ.
+
+    Examples
+    --------
+    >>> [rank_seed(1, r) for r in range(3)]
+    [1, 100001, 200001]
+    """
+    return seed + 100_000 * rank
+
+
+def _silent(*_args, **_kwargs) -> None:
+    """The log of ranks other than 0."""
 
 
 def plot_log(log_path: Path, png: Path) -> None:

@@ -1,0 +1,128 @@
+"""Past one process: torchrun training (DDP, gloo on the CPU) and sharded archive scoring.
+
+Each test starts real processes: ``python -m torch.distributed.run`` (torchrun)
+with two CPU ranks, or one ``ssimquality score --shard K/N`` per shard.
+"""
+import csv
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from SSIMQualityLib.cli import main
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def _run(args, cwd=ROOT):
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT)}
+    return subprocess.run(args, cwd=cwd, env=env, capture_output=True, text=True, timeout=600)
+
+
+def _torchrun(*cli_args):
+    return _run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2",
+                 "-m", "SSIMQualityLib.cli", *cli_args])
+
+
+def _rows(path):
+    return list(csv.DictReader(open(path, encoding="utf-8")))
+
+
+def _same_tables(a, b):
+    ra, rb = _rows(a), _rows(b)
+    assert [(r["file"], r["slice"]) for r in ra] == [(r["file"], r["slice"]) for r in rb]
+    for x, y in zip(ra, rb):
+        px, py = x["predicted_ssim"], y["predicted_ssim"]
+        assert (px == py == "") or abs(float(px) - float(py)) <= 1e-6  # empty: a slice without head
+        assert {k: v for k, v in x.items() if k != "predicted_ssim"} == {k: v for k, v in y.items() if k != "predicted_ssim"}
+
+
+@pytest.fixture(scope="module")
+def archive(tmp_path_factory, sample_path):
+    """Five small real volumes (nibabel's T1 under three names, the sample, a crop of it) and one bad file."""
+    import nibabel
+    import numpy as np
+
+    d = tmp_path_factory.mktemp("archive")
+    anat = Path(nibabel.__file__).parent / "tests" / "data" / "anatomical.nii"
+    for name in ("a_t1.nii", "b_t1.nii", "d_t1.nii"):
+        shutil.copy(anat, d / name)
+    shutil.copy(sample_path, d / "c_sample.nii.gz")
+    img = nibabel.load(str(sample_path))
+    nibabel.save(nibabel.Nifti1Image(np.asarray(img.dataobj)[:, :, 20:50], img.affine), str(d / "e_crop.nii.gz"))
+    return d
+
+
+@pytest.fixture(scope="module")
+def one_process(archive, tmp_path_factory):
+    out = tmp_path_factory.mktemp("one") / "all.csv"
+    assert main(["score", str(archive), "-o", str(out), "--quiet", "--device", "cpu"]) == 0
+    assert len({r["file"] for r in _rows(out)}) == 5
+    return out
+
+
+def test_shards_and_merge_equal_one_process(archive, one_process, tmp_path):
+    parts = []
+    for k in (1, 2):
+        part = tmp_path / f"part-{k}.csv"
+        r = _run([sys.executable, "-m", "SSIMQualityLib.cli", "score", str(archive), "--shard", f"{k}/2",
+                  "-o", str(part), "--quiet", "--device", "cpu"])
+        assert r.returncode == 0, r.stderr
+        parts.append(part)
+    assert {len({x["file"] for x in _rows(p)}) for p in parts} == {2, 3}
+    merged = tmp_path / "merged.csv"
+    assert main(["merge", *map(str, parts), "-o", str(merged)]) == 0
+    _same_tables(merged, one_process)
+    assert _rows(merged.with_name("merged.summary.csv")) == _rows(one_process.with_name("all.summary.csv"))
+    # The parts overlap with themselves: refused, in one line.
+    assert main(["merge", str(parts[0]), str(parts[0]), "-o", str(tmp_path / "twice.csv")]) == 1
+
+
+def test_torchrun_scoring_equals_one_process(archive, one_process, tmp_path):
+    out = tmp_path / "tr.csv"
+    r = _torchrun("score", str(archive), "-o", str(out), "--device", "cpu")
+    assert r.returncode == 0, r.stderr[-2000:]
+    _same_tables(out, one_process)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["tr.csv", "tr.summary.csv"]  # the parts are gone
+
+
+def test_bad_file_in_one_shard_keeps_the_other(archive, one_process, tmp_path):
+    folder = tmp_path / "with_bad"
+    shutil.copytree(archive, folder)
+    (folder / "a_bad.nii.gz").write_bytes(b"not an image")  # sorts first: lands in shard 1
+    parts = [tmp_path / "p1.csv", tmp_path / "p2.csv"]
+    codes = []
+    for k, part in enumerate(parts, 1):
+        r = _run([sys.executable, "-m", "SSIMQualityLib.cli", "score", str(folder), "--shard", f"{k}/2",
+                  "-o", str(part), "--quiet", "--device", "cpu"])
+        codes.append(r.returncode)
+        if k == 1:
+            assert "a_bad.nii.gz" in r.stderr and r.stderr.count("\n") == 1  # one line, no traceback
+    assert codes == [1, 0]
+    merged = tmp_path / "merged.csv"
+    assert main(["merge", *map(str, parts), "-o", str(merged)]) == 0
+    assert {Path(r["file"]).name for r in _rows(merged)} == {Path(r["file"]).name for r in _rows(one_process)}
+
+
+def test_torchrun_training_writes_one_model_and_resumes(tmp_path):
+    out = tmp_path / "run"
+    common = ["train", "--out", str(out), "--input-size", "32", "--batch-size", "8", "--steps", "6",
+              "--train-samples", "32", "--val-samples", "16", "--val-every", "2", "--workers", "1", "--device", "cpu"]
+    first = _torchrun(*common, "--max-minutes", "0.00001")  # cut off after its first step
+    assert first.returncode == 0, first.stderr[-2000:]
+    assert "time limit reached at step 1" in first.stdout and "distributed: 2 processes (gloo)" in first.stdout
+    # Each rank made its own samples; only rank 0 made validation samples.
+    assert sorted(p.name for p in out.glob("cache_*")) == ["cache_train_v6_s100001_n32_32.pt",
+                                                           "cache_train_v6_s1_n32_32.pt", "cache_val_v6_s999_n16_32.pt"]
+    second = _torchrun(*common)
+    assert second.returncode == 0, second.stderr[-2000:]
+    assert second.stdout.count("resumed from") == 1 and "at step 1" in second.stdout
+    assert second.stdout.count("model written to") == 1
+    steps = [int(r["step"]) for r in _rows(out / "log.csv")]
+    assert steps == [1, 2, 4, 6]  # one log, written by rank 0 only, continued where it stopped
+    from SSIMQualityLib.models import load_model
+
+    assert load_model(out / "model.pt").input_size == 32
