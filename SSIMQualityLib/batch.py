@@ -19,7 +19,7 @@ from typing import Callable, Iterator, List, Optional, Sequence, Union
 import numpy as np
 
 from .errors import SSIMQualityError
-from .scoring import VolumeScore, score_array
+from .scoring import VolumeScore
 
 SLICE_COLUMNS = ["file", "axis", "slice", "predicted_ssim", "clinical_class", "class3", "class5", "class10",
                  "foreground"]
@@ -62,47 +62,58 @@ def _read(path: Path, frame: Optional[int], series_uid: Optional[str] = None):
                                          str(path), "check the file")
 
 
-def score_files(paths: Sequence[Union[str, Path]], model, device="cpu", batch_size: int = 32, axis: Optional[int] = None,
-                workers: int = 2, frame: Optional[int] = None, bf16: bool = False, iqm: bool = False,
-                series_uid: Optional[str] = None, progress: Optional[Callable[[int], None]] = None,
+def score_files(paths: Sequence[Union[str, Path]], model, device="cpu", batch_size: Optional[int] = None,
+                axis: Optional[int] = None, workers: int = 2, frame: Optional[int] = None, bf16: bool = False,
+                iqm: bool = False, series_uid: Optional[str] = None, progress: Optional[Callable[[int], None]] = None,
                 on_volume: Optional[Callable[[VolumeResult], None]] = None) -> Iterator[VolumeResult]:
     """Score each file; yields one :class:`VolumeResult` per input in order.
 
-    Up to ``workers`` volumes are read ahead in background threads.  With
-    ``iqm`` the MRIQC-style metrics join each volume's summary.  ``frame``
-    picks the frame of 4-D files, ``series_uid`` the series of DICOM folders
-    holding several.
+    Up to ``workers`` volumes are read ahead in background threads (decoding
+    a compressed file runs in zlib and ITK, outside Python's lock), while
+    :func:`~SSIMQualityLib.scoring.score_volumes` fills network batches with
+    slices of consecutive volumes.  With ``iqm`` the MRIQC metrics join each
+    volume's summary.  ``frame`` picks the frame of 4-D files, ``series_uid``
+    the series of DICOM folders holding several.
     """
+    from .scoring import score_volumes
+
     paths = [Path(p) for p in paths]
-    with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
-        pending = {}
-        ahead = max(1, workers)
+    read: dict = {}  # index -> (volume or None, read error or None), until its result is out
 
-        def submit(i):
-            if i < len(paths) and i not in pending:
-                pending[i] = pool.submit(_read, paths[i], frame, series_uid)
+    def volumes():
+        with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
+            pending = {}
+            ahead = max(1, workers)
 
-        for i in range(ahead):
-            submit(i)
-        for i, path in enumerate(paths):
-            submit(i + ahead)
-            vol, err = pending.pop(i).result()
-            if err is not None:
-                result = VolumeResult(str(path), error=err)
-            else:
-                try:
-                    sc = score_array(model, vol.array, vol.spacing, axis=axis, device=device, batch_size=batch_size,
-                                     bf16=bf16, progress=progress)
-                    result = VolumeResult(str(path), score=sc, array=vol.array)
-                    if iqm:
-                        from .iqm import compute_iqms
+            def submit(i):
+                if i < len(paths) and i not in pending:
+                    pending[i] = pool.submit(_read, paths[i], frame, series_uid)
 
-                        result.extra = compute_iqms(vol.array, direction=vol.direction).as_dict()
-                except SSIMQualityError as exc:
-                    result = VolumeResult(str(path), error=exc)
-            if on_volume:
-                on_volume(result)
-            yield result
+            for i in range(ahead):
+                submit(i)
+            for i in range(len(paths)):
+                submit(i + ahead)
+                vol, err = pending.pop(i).result()
+                read[i] = (vol, err)
+                yield (i, None, None, None) if err is not None else (i, vol.array, vol.spacing, axis)
+
+    for i, outcome in score_volumes(volumes(), model, device=device, batch_size=batch_size, bf16=bf16,
+                                    progress=progress):
+        vol, err = read.pop(i)
+        path = str(paths[i])
+        if err is not None:
+            result = VolumeResult(path, error=err)
+        elif isinstance(outcome, SSIMQualityError):
+            result = VolumeResult(path, error=outcome)
+        else:
+            result = VolumeResult(path, score=outcome, array=vol.array)
+            if iqm:
+                from .iqm import compute_iqms
+
+                result.extra = compute_iqms(vol.array, direction=vol.direction).as_dict()
+        if on_volume:
+            on_volume(result)
+        yield result
 
 
 def rows_to_csv(rows: List[dict], columns: Sequence[str]) -> str:

@@ -135,7 +135,8 @@ def _add_score(sub) -> None:
     p.add_argument("--recursive", action="store_true", help="look into sub-folders")
     p.add_argument("--model", default=None, help="model checkpoint (default: the bundled model)")
     p.add_argument("--device", default="auto", help="auto (CUDA when present), cpu or cuda")
-    p.add_argument("--batch-size", type=int, default=32, help="slices per model call (default 32)")
+    p.add_argument("--batch-size", type=int, default=None,
+                   help="slices per network call, filled across volumes (default: 256 on a GPU, 32 on a CPU)")
     p.add_argument("--axis", type=_axis, default=None, help="auto (acquisition axis), 0, 1 or 2")
     p.add_argument("--workers", type=int, default=2, help="volumes read ahead in background threads (default 2)")
     p.add_argument("--frame", type=int, default=None, help="frame to score in 4-D files")
@@ -181,7 +182,7 @@ def _run_score(args) -> int:
     from .outputs import ensure_writable
     from .volumes import list_volume_paths
 
-    if args.batch_size < 1:
+    if args.batch_size is not None and args.batch_size < 1:
         raise SSIMQualityError(f"--batch-size must be at least 1, got {args.batch_size}")
     from .distributed import world as _world
 

@@ -2,13 +2,13 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Callable, Dict, List, Optional, Union
+from typing import Callable, Dict, Iterable, Iterator, List, Optional, Sequence, Tuple, Union
 
 import numpy as np
 import torch
 
 from .labels import CLINICAL_NAMES, all_classes
-from .slices import foreground_fraction, prepare_input, slicing_axis, volume_range
+from .slices import UPPER_PERCENTILE, prepare_input, slicing_axis, volume_range
 
 #: Slices with less head than this share of pixels are flagged, not scored.
 MIN_FOREGROUND = 0.05
@@ -56,7 +56,25 @@ def verdict_for(fractions: Dict[str, float], rescan_share: float = 0.2, good_sha
     return "sufficient"
 
 
-def foreground_slices(moved: np.ndarray) -> np.ndarray:
+def stack_foreground(stack: torch.Tensor, reference: Tuple[float, float], threshold: float = 0.1) -> torch.Tensor:
+    """Which slices of a float (n, H, W) stack, on any device, hold enough head to score (bool (n,)).
+
+    A slice qualifies when at least ``MIN_FOREGROUND`` of its pixels lie above
+    ``threshold`` of the way through the volume's range ``reference`` (min →
+    p99.5) *and* through its own range: the rule of
+    :func:`~SSIMQualityLib.slices.foreground_fraction`, batched.
+    """
+    flat = stack.reshape(stack.shape[0], -1).float()
+    lo, hi = float(reference[0]), float(reference[1])
+    by_volume = (flat > lo + threshold * (hi - lo)).float().mean(dim=1) if hi > lo else torch.zeros(len(flat), device=flat.device)
+    own_lo = flat.amin(dim=1, keepdim=True)
+    own_hi = torch.quantile(flat.double(), UPPER_PERCENTILE / 100.0, dim=1, keepdim=True).float()
+    own = (flat > own_lo + threshold * (own_hi - own_lo)).float().mean(dim=1)
+    own = torch.where((own_hi > own_lo).flatten(), own, torch.zeros_like(own))
+    return (by_volume >= MIN_FOREGROUND) & (own >= MIN_FOREGROUND)
+
+
+def foreground_slices(moved: np.ndarray, chunk: int = 64) -> np.ndarray:
     """Which slices of a (n, H, W) stack hold enough head to score: at least ``MIN_FOREGROUND`` of their
     pixels above 10 % of the volume's range (min → p99.5), and of their own range too.
 
@@ -65,59 +83,189 @@ def foreground_slices(moved: np.ndarray) -> np.ndarray:
     """
     ref = volume_range(moved)
     out = np.zeros(moved.shape[0], dtype=bool)
-    for i in range(moved.shape[0]):
-        s = moved[i].astype(np.float32)
-        out[i] = (foreground_fraction(s, reference=ref) >= MIN_FOREGROUND
-                  and foreground_fraction(s) >= MIN_FOREGROUND)
+    for i in range(0, moved.shape[0], chunk):
+        t = torch.as_tensor(np.ascontiguousarray(moved[i:i + chunk], dtype=np.float32))
+        out[i:i + chunk] = stack_foreground(t, ref).numpy()
     return out
+
+
+def _run_model(model, x: torch.Tensor, bf16: bool) -> torch.Tensor:
+    """The network on a prepared (B, 1, 256, 256) batch already on its device; bf16 autocast where asked."""
+    x = x.contiguous(memory_format=torch.channels_last)
+    if x.device.type == "cuda":
+        with torch.autocast("cuda", dtype=torch.bfloat16, enabled=bf16):
+            return model(x).float()
+    with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
+        return model(x).float()
+
+
+def _use_bf16(bf16: bool, dev: torch.device) -> bool:
+    """bf16 is honoured only where the device computes it natively (emulated, it is 40–50× slower)."""
+    if not bf16:
+        return False
+    from .precision import BFLOAT16, fast_precision
+
+    return fast_precision(dev) == BFLOAT16
 
 
 @torch.no_grad()
 def predict_slices(model, slices: torch.Tensor, device: Union[str, torch.device] = "cpu", batch_size: int = 32,
                    bf16: bool = False, progress: Optional[Callable[[int], None]] = None) -> np.ndarray:
-    """Predicted SSIM of raw slices (N, H, W): normalised, fitted to 256², batched through the model.
+    """Predicted SSIM of raw slices (N, H, W): moved to the device, normalised, fitted to 256², batched.
 
-    ``bf16`` asks for bfloat16 autocast on the CPU; it is honoured only where
-    the CPU computes bfloat16 natively (emulated, it is 40–50× slower).
+    ``bf16`` asks for bfloat16 autocast; it is honoured only where the device
+    computes bfloat16 natively (emulated, it is 40–50× slower).
     """
     model.eval()
     dev = torch.device(device)
-    if bf16 and dev.type == "cpu":
-        from .precision import cpu_has_native_bf16
-
-        bf16 = cpu_has_native_bf16()
+    bf16 = _use_bf16(bf16, dev)
     out = []
     for i in range(0, len(slices), batch_size):
-        x = prepare_input(slices[i:i + batch_size].float())[:, None].to(dev)
-        x = x.contiguous(memory_format=torch.channels_last)
-        if bf16 and dev.type == "cpu":
-            with torch.autocast("cpu", dtype=torch.bfloat16):
-                p = model(x)
-        else:
-            p = model(x)
-        out.append(p.float().cpu().numpy())
+        raw = slices[i:i + batch_size].float()
+        x = prepare_input(_to_device(raw, dev))[:, None]
+        out.append(_run_model(model, x, bf16).cpu().numpy())
         if progress:
-            progress(min(batch_size, len(slices) - i))
+            progress(len(raw))
     return np.concatenate(out) if out else np.zeros(0, np.float32)
 
 
+def _to_device(t: torch.Tensor, dev: torch.device) -> torch.Tensor:
+    """A CPU tensor onto ``dev``; through pinned memory to a GPU, so the copy overlaps the work."""
+    if dev.type == "cuda":
+        return t.pin_memory().to(dev, non_blocking=True)
+    return t.to(dev)
+
+
+def default_batch_size(device: Union[str, torch.device]) -> int:
+    """Slices per network call: 256 on a GPU (it is idle below that), 32 on a CPU (no gain past it)."""
+    return 256 if torch.device(device).type == "cuda" else 32
+
+
+@dataclass
+class _Pending:
+    key: object
+    axis: int
+    predicted: Optional[np.ndarray] = None
+    foreground: Optional[np.ndarray] = None
+    waiting: int = 0  # foreground slices queued but not yet predicted
+    queued_all: bool = False
+    error: Optional[BaseException] = None
+
+
+@torch.no_grad()
+def score_volumes(items: Iterable[Tuple[object, Optional[np.ndarray], Sequence[float], Optional[int]]], model, *,
+                  device: Union[str, torch.device] = "cpu", batch_size: Optional[int] = None, bf16: bool = False,
+                  progress: Optional[Callable[[int], None]] = None
+                  ) -> Iterator[Tuple[object, Union[VolumeScore, BaseException, None]]]:
+    """Score a stream of volumes, with network batches that span volumes; the one inference loop.
+
+    ``items`` yields ``(key, volume, spacing, axis)``: ``volume`` a (k, j, i)
+    array, or None to pass ``key`` through (a file that could not be read);
+    ``axis`` None for the acquisition axis.  Yields ``(key, result)`` in the
+    order of ``items``: a :class:`VolumeScore`, the
+    :class:`~SSIMQualityLib.errors.SSIMQualityError` that stopped this volume,
+    or None for a passed-through key.
+
+    Every per-slice step runs on ``device`` in batches: the volume goes there
+    a chunk of slices at a time (through pinned memory to a GPU), and the
+    foreground test, normalisation, fitting to 256² and the network follow
+    there.  Slices of small volumes fill a batch together, so an archive of
+    24-slice EPI series keeps a GPU as busy as one large volume does.
+    """
+    from collections import deque
+
+    from .errors import SSIMQualityError
+
+    model.eval()
+    dev = torch.device(device)
+    batch_size = batch_size or default_batch_size(dev)
+    use_bf16 = _use_bf16(bf16, dev)
+    pending: deque = deque()
+    inputs: List[torch.Tensor] = []  # prepared (m, 256, 256) chunks on the device
+    owners: List[Tuple[_Pending, np.ndarray]] = []  # whose slices each chunk holds
+    queued = 0
+
+    def run(all_of_it: bool) -> None:
+        nonlocal inputs, owners, queued
+        while queued >= batch_size or (all_of_it and queued):
+            x = torch.cat(inputs) if len(inputs) > 1 else inputs[0]
+            take = min(batch_size, queued)
+            pred = _run_model(model, x[:take, None], use_bf16).cpu().numpy().astype(np.float64)
+            rest, used = [], 0
+            new_owners = []
+            for (vol, idx), chunk in zip(owners, inputs):
+                n = len(idx)
+                if used >= take:
+                    new_owners.append((vol, idx))
+                    rest.append(chunk)
+                    continue
+                k = min(n, take - used)
+                vol.predicted[idx[:k]] = pred[used:used + k]
+                vol.waiting -= k
+                used += k
+                if k < n:
+                    new_owners.append((vol, idx[k:]))
+                    rest.append(chunk[k:])
+            inputs, owners, queued = rest, new_owners, queued - take
+            if progress:
+                progress(take)
+
+    def finished():
+        while pending and pending[0].queued_all and pending[0].waiting == 0:
+            vol = pending.popleft()
+            if vol.error is not None or vol.predicted is None:
+                yield vol.key, vol.error
+            else:
+                classes = all_classes(np.nan_to_num(vol.predicted, nan=0.0))
+                yield vol.key, VolumeScore(axis=vol.axis, predicted=vol.predicted, foreground=vol.foreground,
+                                           classes=classes)
+
+    for key, volume, spacing, axis in items:
+        vol = _Pending(key, -1)
+        pending.append(vol)
+        if volume is not None:
+            try:
+                vol.axis = slicing_axis(spacing, axis)
+                moved = np.moveaxis(np.asarray(volume), vol.axis, 0)  # a view
+                n = moved.shape[0]
+                vol.predicted = np.full(n, np.nan, dtype=np.float64)
+                vol.foreground = np.zeros(n, dtype=bool)
+                ref = volume_range(moved)
+                # Cast and move a chunk at a time: a large integer volume is never copied whole.
+                for s in range(0, n, batch_size):
+                    raw = _to_device(torch.from_numpy(np.ascontiguousarray(moved[s:s + batch_size], dtype=np.float32)), dev)
+                    fg = stack_foreground(raw, ref)
+                    vol.foreground[s:s + len(raw)] = fg.cpu().numpy()
+                    idx = np.flatnonzero(vol.foreground[s:s + len(raw)]) + s
+                    if len(idx):
+                        inputs.append(prepare_input(raw[fg]))
+                        owners.append((vol, idx))
+                        vol.waiting += len(idx)
+                        queued += len(idx)
+                        run(all_of_it=False)
+            except SSIMQualityError as exc:
+                # Drop what this volume queued; the batches of the others go on.
+                keep = [(o, c) for o, c in zip(owners, inputs) if o[0] is not vol]
+                queued -= sum(len(o[1]) for o, _ in zip(owners, inputs) if o[0] is vol)
+                owners, inputs = [o for o, _ in keep], [c for _, c in keep]
+                vol.error, vol.waiting = exc, 0
+        vol.queued_all = True
+        yield from finished()
+    run(all_of_it=True)
+    yield from finished()
+
+
 def score_array(model, volume: np.ndarray, spacing=(1.0, 1.0, 1.0), axis: Optional[int] = None,
-                device: Union[str, torch.device] = "cpu", batch_size: int = 32, bf16: bool = False,
+                device: Union[str, torch.device] = "cpu", batch_size: Optional[int] = None, bf16: bool = False,
                 progress: Optional[Callable[[int], None]] = None) -> VolumeScore:
     """Score every slice of a (k, j, i) volume along ``axis`` (default: the acquisition axis).
 
-    Slices are cast to float one batch at a time, so a large integer volume
-    is never copied whole (memory stays near the size of the file's voxels).
+    One volume through :func:`score_volumes`.  Slices are cast to float one
+    batch at a time, so a large integer volume is never copied whole (memory
+    stays near the size of the file's voxels).
     """
-    ax = slicing_axis(spacing, axis)
-    moved = np.moveaxis(np.asarray(volume), ax, 0)  # a view
-    n = moved.shape[0]
-    fg = foreground_slices(moved)
-    pred = np.full(n, np.nan, dtype=np.float64)
-    idx = np.flatnonzero(fg)
-    for start in range(0, len(idx), batch_size):
-        chunk = idx[start:start + batch_size]
-        slices = torch.as_tensor(np.stack([moved[i].astype(np.float32) for i in chunk]))
-        pred[chunk] = predict_slices(model, slices, device, batch_size, bf16, progress)
-    classes = all_classes(np.nan_to_num(pred, nan=0.0))
-    return VolumeScore(axis=ax, predicted=pred, foreground=fg, classes=classes)
+    (_, result), = score_volumes([(None, volume, spacing, axis)], model, device=device, batch_size=batch_size,
+                                 bf16=bf16, progress=progress)
+    if isinstance(result, BaseException):
+        raise result
+    return result

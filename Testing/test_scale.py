@@ -126,3 +126,33 @@ def test_torchrun_training_writes_one_model_and_resumes(tmp_path):
     from SSIMQualityLib.models import load_model
 
     assert load_model(out / "model.pt").input_size == 32
+
+
+def test_batches_span_volumes_and_results_keep_their_order(sample):
+    """Small volumes share network batches; each volume's scores equal scoring it alone; errors pass in order."""
+    import numpy as np
+    import torch
+
+    from SSIMQualityLib.errors import SSIMQualityError
+    from SSIMQualityLib.models import build_model
+    from SSIMQualityLib.scoring import score_array, score_volumes
+
+    torch.manual_seed(0)
+    model = build_model("resnet18", 32).eval()
+    calls = []
+    model.register_forward_hook(lambda m, i, o: calls.append(i[0].shape[0]))
+    vols = [np.ascontiguousarray(sample.array[30 + 10 * k:40 + 10 * k]) for k in range(3)]  # 10 slices each, axis 0
+    alone = [score_array(model, v, (3.0, 1.0, 1.0), batch_size=16) for v in vols]
+    fg = [int(a.foreground.sum()) for a in alone]
+    assert fg == [10, 10, 10]
+    calls.clear()
+    items = [("a", vols[0], (3.0, 1.0, 1.0), None), ("unreadable", None, None, None),
+             ("b", vols[1], (3.0, 1.0, 1.0), None), ("bad axis", vols[1], (3.0, 1.0, 1.0), 7),
+             ("c", vols[2], (3.0, 1.0, 1.0), None)]
+    out = list(score_volumes(items, model, batch_size=16))
+    assert calls == [16, 14]  # 30 slices in two calls, not three calls of 10
+    assert [k for k, _ in out] == ["a", "unreadable", "b", "bad axis", "c"]
+    assert out[1][1] is None and isinstance(out[3][1], SSIMQualityError)
+    for (_, got), ref in zip([out[0], out[2], out[4]], alone):
+        np.testing.assert_allclose(got.predicted, ref.predicted, atol=1e-6)
+        assert (got.foreground == ref.foreground).all()
