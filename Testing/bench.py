@@ -16,6 +16,12 @@ Measures, in one run:
       scans (realscans/, else the sample); bfloat16 may be a scoring default only if it is <= 0.005
   score_volume_256x256x150_s_cpu (_fast), score_volume_256x256x150_s_cuda (with a GPU)
       the whole `ssimquality score` command on one volume, model loaded once
+  resnet18_gflop_per_slice, cpu_sgemm_gflops, score_bound_slices_per_s_cpu, score_share_of_bound_cpu
+      scoring against its arithmetic bound: the network's FLOPs per slice over this CPU's float32 GEMM rate
+  score_slices_per_s_cuda (with a GPU; target >= 10,000), cuda_device
+      in-memory 256 x 256 x 150 volumes through the streaming scorer, every per-slice step on the GPU
+  score_archive_volumes_per_s_cpu (_cuda)
+      40 small .nii.gz volumes scored in one process, decoding included, batches filled across volumes
   score_512x512x300_peak_rss_mb
       peak memory of the whole command on a 512 x 512 x 300 int16 volume (target < 2 GB)
 """
@@ -212,6 +218,77 @@ def bench_score_volume(results: dict, tmp: Path) -> None:
         results["score_volume_256x256x150_s_cuda"] = time.perf_counter() - start
 
 
+def bench_archive(results: dict, tmp: Path) -> None:
+    """Archive scoring in one process: 40 small EPI-like volumes (64 x 64 x 24, .nii.gz), decoding included."""
+    import SimpleITK as sitk
+
+    from SSIMQualityLib.batch import score_files
+
+    model, _ = _bench_model()
+    vol = read_volume(SAMPLE_VOLUME)
+    folder = tmp / "archive"
+    folder.mkdir()
+    rng = np.random.default_rng(0)
+    src = torch.as_tensor(vol.array[np.linspace(10, vol.shape[0] - 10, 24).astype(int)].astype(np.float32))
+    small = torch.nn.functional.interpolate(src[None], size=(64, 64), mode="area")[0].numpy()
+    for k in range(40):
+        img = sitk.GetImageFromArray((small * rng.uniform(0.5, 2.0) + rng.normal(0, 5, small.shape)).astype(np.int16))
+        img.SetSpacing((3.5, 3.5, 4.0))
+        sitk.WriteImage(img, str(folder / f"epi{k:02d}.nii.gz"))
+    paths = sorted(folder.iterdir())
+    list(score_files(paths[:2], model))  # warm-up
+    start = time.perf_counter()
+    done = sum(r.score is not None for r in score_files(paths, model))
+    results["score_archive_volumes_per_s_cpu"] = done / (time.perf_counter() - start)
+    results["score_archive_volume"] = "64x64x24 int16 .nii.gz, 40 volumes, batches across volumes"
+    if torch.cuda.is_available():
+        list(score_files(paths[:2], model.cuda(), device="cuda"))
+        start = time.perf_counter()
+        done = sum(r.score is not None for r in score_files(paths, model, device="cuda"))
+        results["score_archive_volumes_per_s_cuda"] = done / (time.perf_counter() - start)
+        model.cpu()
+
+
+def bench_cuda_scoring(results: dict) -> None:
+    """In-memory volumes through the streaming scorer on the GPU: slices per second, all steps included."""
+    if not torch.cuda.is_available():
+        return
+    from SSIMQualityLib.scoring import score_volumes
+
+    model, _ = _bench_model()
+    model = model.cuda()
+    vol = read_volume(SAMPLE_VOLUME)
+    arr = np.zeros((150, 256, 256), np.int16)
+    src = vol.array[np.linspace(0, vol.shape[0] - 1, 150).astype(int)]
+    arr[:, 30:30 + src.shape[1], 50:50 + src.shape[2]] = src
+    items = [(k, arr, (1.2, 1.0, 1.0), None) for k in range(20)]
+    list(score_volumes(items[:2], model, device="cuda"))
+    torch.cuda.synchronize()
+    start = time.perf_counter()
+    n = sum(int(r.foreground.size) for _, r in score_volumes(items, model, device="cuda"))
+    torch.cuda.synchronize()
+    results["score_slices_per_s_cuda"] = n / (time.perf_counter() - start)
+    results["cuda_device"] = torch.cuda.get_device_name(0)
+
+
+def bench_flop_bound(results: dict) -> None:
+    """Scoring against the arithmetic bound: ResNet-18's FLOPs per slice over this CPU's float32 GEMM rate."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    model, _ = _bench_model()
+    x = torch.rand(1, 1, 256, 256)
+    with torch.no_grad(), FlopCounterMode(display=False) as counter:
+        model(x)
+    flops = counter.get_total_flops()
+    a, b = torch.rand(2048, 2048), torch.rand(2048, 2048)
+    gemm = _rate(lambda: a @ b, 1, min_time=2.0) * 2 * 2048 ** 3
+    results["resnet18_gflop_per_slice"] = flops / 1e9
+    results["cpu_sgemm_gflops"] = gemm / 1e9
+    results["score_bound_slices_per_s_cpu"] = gemm / flops
+    if "score_slices_per_s" in results:
+        results["score_share_of_bound_cpu"] = results["score_slices_per_s"] / results["score_bound_slices_per_s_cpu"]
+
+
 def bench_memory(results: dict, tmp: Path) -> None:
     """Peak RSS of `ssimquality score` on a 512 x 512 x 300 int16 volume (a child process, measured by the OS)."""
     import subprocess
@@ -248,7 +325,8 @@ def main(argv=None) -> int:
     import tempfile
 
     with tempfile.TemporaryDirectory() as tmp:
-        for step in (bench_ssim, bench_motion, bench_factory, bench_model, lambda r: bench_score_volume(r, Path(tmp)),
+        for step in (bench_ssim, bench_motion, bench_factory, bench_model, bench_flop_bound, bench_cuda_scoring,
+                     lambda r: bench_score_volume(r, Path(tmp)), lambda r: bench_archive(r, Path(tmp)),
                      lambda r: bench_memory(r, Path(tmp))):
             step(results)
             print(json.dumps({k: round(v, 3) for k, v in results.items() if isinstance(v, float)}), flush=True)
