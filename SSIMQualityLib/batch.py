@@ -62,16 +62,34 @@ def _read(path: Path, frame: Optional[int], series_uid: Optional[str] = None):
                                          str(path), "check the file")
 
 
+def _reader_pool(workers: int, processes: bool):
+    """Where files are decoded: worker processes (``processes``), else background threads.
+
+    Processes keep decompression and DICOM parsing off the interpreter that
+    drives the device.  They are started by "spawn" (safe with CUDA and with
+    torch's thread pools), which re-imports the caller's main module: only a
+    program with a ``__main__`` guard (the ``ssimquality`` command) may ask
+    for them; a script, a notebook or Slicer keeps threads.
+    """
+    if processes and workers >= 1:
+        import multiprocessing as mp
+        from concurrent.futures import ProcessPoolExecutor
+
+        return ProcessPoolExecutor(max_workers=workers, mp_context=mp.get_context("spawn"))
+    return ThreadPoolExecutor(max_workers=max(1, workers))
+
+
 def score_files(paths: Sequence[Union[str, Path]], model, device="cpu", batch_size: Optional[int] = None,
                 axis: Optional[int] = None, workers: int = 2, frame: Optional[int] = None, bf16: bool = False,
                 iqm: bool = False, series_uid: Optional[str] = None, progress: Optional[Callable[[int], None]] = None,
-                on_volume: Optional[Callable[[VolumeResult], None]] = None) -> Iterator[VolumeResult]:
+                on_volume: Optional[Callable[[VolumeResult], None]] = None,
+                processes: bool = False) -> Iterator[VolumeResult]:
     """Score each file; yields one :class:`VolumeResult` per input in order.
 
-    Up to ``workers`` volumes are read ahead in background threads (decoding
-    a compressed file runs in zlib and ITK, outside Python's lock), while
-    :func:`~SSIMQualityLib.scoring.score_volumes` fills network batches with
-    slices of consecutive volumes.  With ``iqm`` the MRIQC metrics join each
+    Up to ``workers`` volumes are read ahead and decoded in background threads,
+    or worker processes with ``processes`` (:func:`_reader_pool`), while
+    :func:`~SSIMQualityLib.scoring.score_volumes`
+    fills network batches with slices of consecutive volumes.  With ``iqm`` the MRIQC metrics join each
     volume's summary.  ``frame`` picks the frame of 4-D files, ``series_uid``
     the series of DICOM folders holding several.
     """
@@ -81,7 +99,7 @@ def score_files(paths: Sequence[Union[str, Path]], model, device="cpu", batch_si
     read: dict = {}  # index -> (volume or None, read error or None), until its result is out
 
     def volumes():
-        with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
+        with _reader_pool(workers, processes) as pool:
             pending = {}
             ahead = max(1, workers)
 

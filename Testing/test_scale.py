@@ -156,3 +156,22 @@ def test_batches_span_volumes_and_results_keep_their_order(sample):
     for (_, got), ref in zip([out[0], out[2], out[4]], alone):
         np.testing.assert_allclose(got.predicted, ref.predicted, atol=1e-6)
         assert (got.foreground == ref.foreground).all()
+
+
+def test_reading_in_worker_processes_gives_the_same_results(archive):
+    """The GPU path decodes in spawned worker processes: same volumes, same order, same scores as threads."""
+    import numpy as np
+    import torch
+
+    from SSIMQualityLib.batch import score_files
+    from SSIMQualityLib.models import build_model
+    from SSIMQualityLib.volumes import list_volume_paths
+
+    torch.manual_seed(0)
+    model = build_model("resnet18", 32).eval()
+    paths = list_volume_paths([archive])
+    threads = list(score_files(paths, model, workers=2))
+    procs = list(score_files(paths, model, workers=2, processes=True))
+    assert [r.file for r in procs] == [r.file for r in threads]
+    for a, b in zip(threads, procs):
+        np.testing.assert_array_equal(a.score.predicted, b.score.predicted)
