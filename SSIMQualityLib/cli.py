@@ -16,6 +16,7 @@ import time
 from pathlib import Path
 from typing import Optional, Sequence
 
+from . import progress
 from .errors import SSIMQualityError
 
 EXIT_USAGE = 2
@@ -49,10 +50,16 @@ def _axis(text: str):
     raise argparse.ArgumentTypeError(f"axis must be auto, 0, 1 or 2, got {text!r}")
 
 
-def _progress(desc: str, total: int, quiet: bool):
-    from tqdm import tqdm
+def _add_progress_flags(p) -> None:
+    g = p.add_mutually_exclusive_group()
+    g.add_argument("--progress", action="store_true",
+                   help="draw progress bars even when stderr is not a terminal (default: only in a terminal)")
+    g.add_argument("--quiet", action="store_true", help="no progress bars")
 
-    return tqdm(total=total, desc=desc, unit="slice", disable=quiet, file=sys.stderr, leave=False)
+
+def _show(args) -> Optional[bool]:
+    """Progress bars: forced on, forced off, or None (only when stderr is a terminal)."""
+    return True if getattr(args, "progress", False) else (False if getattr(args, "quiet", False) else None)
 
 
 # ----------------------------------------------------------------------------
@@ -86,7 +93,7 @@ def _add_corrupt(sub) -> None:
                    help="move the whole slice, its noise included (the paper's definition); by default only the "
                         "denoised anatomy moves and the scan's own noise stays (the project's label, see README)")
     p.add_argument("--force", action="store_true", help="overwrite existing outputs")
-    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    _add_progress_flags(p)
     p.set_defaults(func=_run_corrupt)
 
 
@@ -102,7 +109,8 @@ def _run_corrupt(args) -> int:
         ensure_writable(args.report, args.force, (".csv",))
     vol = read_volume(args.input, frame=args.frame, series_uid=args.series)
     axis = slicing_axis(vol.spacing, args.axis)
-    bar = _progress(f"corrupting {Path(args.input).name}", vol.shape[axis], args.quiet)
+    bar = progress.bar(vol.shape[axis], desc=f"corrupting {Path(args.input).name}", unit="slice", show=_show(args),
+                       leave=False)
     res = corrupt_volume(vol.array, axis, method=args.method, severity=args.severity, seed=args.seed,
                          out_dtype=vol.array.dtype, progress=lambda done, total: bar.update(done - bar.n),
                          noise_fixed=not args.whole_slice)
@@ -153,7 +161,7 @@ def _add_score(sub) -> None:
     p.add_argument("--shard", type=_shard_arg, default=None, metavar="K/N",
                    help="score only part K of N of the volumes (e.g. one SLURM array task each); join the parts' "
                         "outputs with `ssimquality merge`. Under torchrun the ranks share the volumes by themselves")
-    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    _add_progress_flags(p)
     p.set_defaults(func=_run_score)
 
 
@@ -175,8 +183,6 @@ def part_output(output: str, rank: int, world: int) -> str:
 
 
 def _run_score(args) -> int:
-    from tqdm import tqdm
-
     from .batch import SUMMARY_COLUMNS, load_results, shard, summary_path, write_index, write_results
     from .iqm import IQM_COLUMNS
     from .models import resolve_device
@@ -242,8 +248,8 @@ def _run_score(args) -> int:
             args.fast = False
     model = _load_model_arg(args.model, device)
     columns = SUMMARY_COLUMNS + (list(IQM_COLUMNS) if args.iqm else [])
-    vol_bar = tqdm(total=len(paths), desc="volumes", unit="vol", disable=args.quiet, file=sys.stderr, position=0)
-    slice_bar = tqdm(desc="slices", unit="slice", disable=args.quiet, file=sys.stderr, position=1, leave=False)
+    vol_bar = progress.bar(len(paths), desc="volumes", unit="vol", show=_show(args), position=0)
+    slice_bar = progress.bar(desc="slices", unit="slice", show=_show(args), position=1, leave=False)
     results, index = list(previous), []
     last_write = time.monotonic()
     save_every = float(os.environ.get("SSIMQUALITY_SAVE_EVERY_S", SAVE_EVERY_S))
@@ -251,14 +257,17 @@ def _run_score(args) -> int:
         _score_loop(args, paths, model, device, columns, results, index, report, slice_bar, vol_bar, save_every,
                     last_write)
     except KeyboardInterrupt:
-        if args.output:  # keep every finished volume, then stop
+        if args.output and any(r.error is None for r in results):  # keep every finished volume, then stop
             write_results(results, args.output, force=True, summary_columns=columns)
         raise
     vol_bar.close()
     slice_bar.close()
-    if args.output:
+    scored = any(r.error is None for r in results)
+    if args.output and (scored or world > 1):  # a torchrun rank always leaves its part for the merge
         for p in write_results(results, args.output, force=True, summary_columns=columns):
             print(f"wrote {p}")
+    elif args.output:
+        print(f"nothing was scored: {args.output} was not written")
     if report is not None:
         print(f"wrote {write_index(index, report)}")
     bad = [r for r in results if r.error is not None]
@@ -304,7 +313,7 @@ def _score_loop(args, paths, model, device, columns, results, index, report, sli
                            processes=device.type == "cuda" and len(paths) > 2):
         vol_bar.update(1)
         if res.error is not None:
-            tqdm.write(f"ssimquality: error: {res.error.one_line()}", file=sys.stderr)
+            progress.say(f"ssimquality: error: {res.error.one_line()}")
         else:
             s = res.summary()
             if report is not None:
@@ -337,14 +346,12 @@ def _add_iqm(sub) -> None:
     p.add_argument("--frame", type=int, default=None, help="frame to use from 4-D files")
     _add_series(p)
     p.add_argument("--force", action="store_true", help="overwrite an existing output")
-    p.add_argument("--quiet", action="store_true")
+    _add_progress_flags(p)
     p.set_defaults(func=_run_iqm)
 
 
 def _run_iqm(args) -> int:
     import json
-
-    from tqdm import tqdm
 
     from .batch import rows_to_csv
     from .iqm import IQM_COLUMNS, compute_iqms
@@ -357,11 +364,11 @@ def _run_iqm(args) -> int:
         ensure_writable(args.output, args.force)
     paths = list_volume_paths(args.paths, args.recursive)
     rows, bad = [], 0
-    for path in tqdm(paths, desc="volumes", unit="vol", disable=args.quiet, file=sys.stderr):
+    for path in progress.bar(desc="volumes", unit="vol", show=_show(args), total=len(paths), iterable=paths):
         try:
             vol = read_volume(path, frame=args.frame, series_uid=args.series)
         except SSIMQualityError as exc:
-            tqdm.write(f"ssimquality: error: {exc.one_line()}", file=sys.stderr)
+            progress.say(f"ssimquality: error: {exc.one_line()}")
             bad += 1
             continue
         row = {"file": str(path), **compute_iqms(vol.array, direction=vol.direction).as_dict()}
@@ -369,7 +376,9 @@ def _run_iqm(args) -> int:
         if not args.output:
             print(f"{path}: CNR {row['cnr']:.3f}  CJV {row['cjv']:.3f}  EFC {row['efc']:.3f}  QI1 {row['qi1']:.4f}"
                   + (f"  ({row['reason']})" if row["reason"] else ""))
-    if args.output:
+    if args.output and not rows:
+        print(f"nothing was measured: {args.output} was not written")
+    elif args.output:
         if args.output.lower().endswith(".json"):
             from .batch import _nan_to_none
 
@@ -437,11 +446,16 @@ def _add_train(sub) -> None:
     p.add_argument("--precision", choices=["auto", "float32", "bfloat16"], default=d.precision,
                    help="network arithmetic (default auto: bfloat16 where the GPU or CPU has it natively, "
                         "float32 elsewhere, where emulated bfloat16 is 40-50x slower)")
+    _add_progress_flags(p)
     p.set_defaults(func=_run_train)
 
 
 def _run_train(args) -> int:
     from .training import TrainConfig, train
+
+    show = _show(args)
+    if show is not None:  # also reaches the processes that make samples
+        os.environ[progress.PROGRESS_ENV] = "1" if show else "0"
 
     cfg = TrainConfig(out_dir=args.out, arch=args.arch, input_size=args.input_size, batch_size=args.batch_size,
                       optimizer=args.optimizer, lr=args.lr, loss=args.loss, steps=args.steps,
@@ -482,6 +496,7 @@ def _add_evaluate(sub) -> None:
     p.add_argument("--device", default="auto")
     p.add_argument("--workers", type=int, default=2)
     p.add_argument("--force", action="store_true", help="overwrite an existing report")
+    _add_progress_flags(p)
     p.set_defaults(func=_run_evaluate)
 
 
@@ -493,8 +508,6 @@ def _load_model_arg(path, device):
 
 def _run_evaluate(args) -> int:
     import json
-
-    from tqdm import tqdm
 
     from .evaluation import clean_real_check, evaluate
     from .models import resolve_device
@@ -508,7 +521,7 @@ def _run_evaluate(args) -> int:
     out.mkdir(parents=True, exist_ok=True)
     if args.real:
         return _run_evaluate_real(args, model, device, out)
-    bar = tqdm(total=args.samples, desc="held-out slices", unit="slice", file=sys.stderr)
+    bar = progress.bar(args.samples, desc="held-out slices", unit="slice", show=_show(args))
     report = evaluate(model, n=args.samples, seed=args.seed, data=args.data, device=device, workers=args.workers,
                       out_dir=out, progress=bar.update)
     bar.close()
@@ -530,7 +543,7 @@ def _run_evaluate(args) -> int:
 def _run_evaluate_real(args, model, device, out: Path) -> int:
     from .realeval import evaluate_real, headline
 
-    bar = _progress("real slices", 0, quiet=False)
+    bar = progress.bar(0, desc="real slices", unit="slice", show=_show(args), leave=False)
     report = evaluate_real(model, args.real, seed=args.seed, max_slices=args.max_slices or None, device=device,
                            out_dir=out, progress=bar.update, total=lambda n: setattr(bar, "total", n))
     bar.close()
@@ -558,11 +571,11 @@ def _add_compare(sub) -> None:
     p.add_argument("--out", default="comparison", help="output folder (default comparison)")
     p.add_argument("--device", default="auto")
     p.add_argument("--force", action="store_true", help="overwrite an existing comparison.json")
+    _add_progress_flags(p)
     p.set_defaults(func=_run_compare)
 
 
 def _run_compare(args) -> int:
-    from tqdm import tqdm
 
     from .evaluation import compare_with_iqms
     from .models import resolve_device
@@ -575,7 +588,7 @@ def _run_compare(args) -> int:
     device = resolve_device(args.device)
     model = _load_model_arg(args.model, device)
     scans = [(p, None, str(p)) for p in list_volume_paths(args.data)] if args.data else None
-    bar = tqdm(desc="corrupted volumes", unit="vol", file=sys.stderr)
+    bar = progress.bar(desc="corrupted volumes", unit="vol", show=_show(args))
     rep = compare_with_iqms(model, scans=scans, device=device, out_dir=out, progress=bar.update)
     bar.close()
     print(f"{'':18s}{'direction':>18s}{'rho':>9s}{'agreement':>11s}   (agreement: higher = follows the true SSIM)")

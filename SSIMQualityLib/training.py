@@ -19,6 +19,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from . import progress
 from .data import DATA_VERSION, MotionSliceDataset, build_cache
 from .models import build_model, resolve_device, save_checkpoint
 
@@ -91,7 +92,6 @@ def load_or_build_cache(out_dir: Path, kind: str, n: int, seed: int, size: int, 
         if int(data["n"]) == n and int(data["seed"]) == seed and int(data["size"]) == size:
             log(f"using cached {kind} samples {path}")
             return data["x"], data["y"]
-    from tqdm import tqdm
 
     # Samples depend only on (seed, index): a smaller cache of the same seed is a prefix.
     prefix_x, prefix_y, start = None, None, 0
@@ -109,7 +109,7 @@ def load_or_build_cache(out_dir: Path, kind: str, n: int, seed: int, size: int, 
     if start:
         log(f"extending cached {kind} samples from {start} to {n}")
     ds = make_dataset(n, seed, source, source_share)
-    bar = tqdm(total=n, initial=start, desc=f"making {kind} samples", unit="sample", disable=not show)
+    bar = progress.bar(n, initial=start, desc=f"making {kind} samples", unit="sample", show=None if show else False)
     x, y = build_cache(ds, size, workers=workers, progress=bar.update, start=start)
     bar.close()
     if start:
@@ -149,7 +149,6 @@ def predict(model, x: torch.Tensor, device: torch.device, cfg: Optional[TrainCon
 
 def train(cfg: TrainConfig, resume: bool = True, log: Callable[[str], None] = print) -> Path:
     """Run (or resume) a training run; returns the path of the final model checkpoint."""
-    from tqdm import tqdm
 
     from . import distributed
     from .precision import describe
@@ -243,7 +242,7 @@ def train(cfg: TrainConfig, resume: bool = True, log: Callable[[str], None] = pr
 
     start = time.time()
     running = None
-    bar = tqdm(total=cfg.steps, initial=step, desc="training", unit="step", disable=not w.main)
+    bar = progress.bar(cfg.steps, initial=step, desc="training", unit="step", show=None if w.main else False)
     while step < cfg.steps:
         model.train()
         idx = batch_indices(step)

@@ -28,6 +28,9 @@ WRITABLE_SUFFIXES = (".nii", ".nii.gz", ".nrrd", ".nhdr", ".mha", ".mhd")
 def _sitk():
     import SimpleITK as sitk  # imported lazily: a heavy import not every caller needs
 
+    # ITK prints its warnings straight to stderr ("GDCMSeriesFileNames ... No Series were found" for a folder
+    # that is not a DICOM series); each case is reported as our own one-line error instead.
+    sitk.ProcessObject.SetGlobalWarningDisplay(False)
     return sitk
 
 
