@@ -1,9 +1,10 @@
 #!/usr/bin/env python-real
-"""Slicer CLI module: score one volume, write a per-slice table (Slicer Execution Model).
+"""Slicer CLI module: score one volume, or a folder of them, and write tables (Slicer Execution Model).
 
 Slicer runs it as ``SSIMQualityCLI.py [--model F] [--device D] [--batch-size N] [--fast] input output``
-(booleans are passed bare) and reads progress from ``<filter-…>`` lines on stdout.  Outside Slicer it is
-a plain command with the same arguments.  All work is done by SSIMQualityLib.
+(booleans are passed bare), or with ``--inputFolder DIR [--summaryTable S] output`` for a folder, and
+reads progress from ``<filter-…>`` lines on stdout.  Outside Slicer it is a plain command with the same
+arguments.  All work is done by SSIMQualityLib.
 """
 import argparse
 import os
@@ -21,55 +22,100 @@ def _say(tag, text):
 
 
 def main(argv=None):
-    parser = argparse.ArgumentParser(description="Score a volume for motion artefacts (predicted SSIM per slice).")
-    parser.add_argument("inputVolume")
-    parser.add_argument("outputTable")
+    parser = argparse.ArgumentParser(description="Score a volume, or every volume in a folder, for motion artefacts "
+                                                 "(predicted SSIM per slice).")
+    parser.add_argument("files", nargs="*", metavar="inputVolume outputTable",
+                        help="the volume to score and its per-slice table; with --inputFolder, only the table")
+    parser.add_argument("--inputFolder", default="", help="score every volume in this folder instead")
+    parser.add_argument("--summaryTable", default="", help="folder mode: one row per volume")
     parser.add_argument("--model", default="")
     parser.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
     parser.add_argument("--batch-size", dest="batchSize", type=int, default=32)
     parser.add_argument("--fast", action="store_true")  # Slicer passes booleans bare
     args = parser.parse_args(argv)
+    # Slicer passes the index parameters that are set, in order: the volume (unless a folder is scored) and the table.
+    if args.inputFolder:
+        if not 1 <= len(args.files) <= 2:
+            parser.error("with --inputFolder give the output table (the input volume is ignored)")
+        args.inputVolume, args.outputTable = "", args.files[-1]
+    elif len(args.files) != 2:
+        parser.error("give the input volume and the output table, or --inputFolder and the output table")
+    else:
+        args.inputVolume, args.outputTable = args.files
 
-    from SSIMQualityLib.batch import VolumeResult, write_slice_table
     from SSIMQualityLib.errors import SSIMQualityError
     from SSIMQualityLib.models import load_bundled_model, load_model, resolve_device
-    from SSIMQualityLib.scoring import score_array
-    from SSIMQualityLib.slices import acquisition_axis
-    from SSIMQualityLib.volumes import read_volume
 
     print("<filter-start><filter-name>SSIMQualityCLI</filter-name>"
           "<filter-comment>Scoring slices for motion artefacts</filter-comment></filter-start>", flush=True)
     try:
         if args.batchSize < 1:
             raise SSIMQualityError(f"batch size must be at least 1, got {args.batchSize}")
-        _say("filter-progress-text", "reading the volume")
-        vol = read_volume(args.inputVolume)
-        total = vol.shape[acquisition_axis(vol.spacing)]
         _say("filter-progress-text", "loading the model")
         device = resolve_device(args.device)
         model = load_model(args.model, device=device) if args.model else load_bundled_model(device=device)
-        _say("filter-progress", "0.1")
-        _say("filter-progress-text", f"scoring {total} slices")
-        done = [0]
-
-        def progress(n):
-            done[0] += n
-            _say("filter-progress", f"{0.1 + 0.85 * done[0] / max(1, total):.3f}")
-
-        score = score_array(model, vol.array, vol.spacing, device=device, batch_size=args.batchSize, bf16=args.fast,
-                            progress=progress)
-        result = VolumeResult(args.inputVolume, score=score)
-        s = result.summary()
-        _say("filter-progress-text", "writing the table")
-        write_slice_table(result, args.outputTable, force=True)  # Slicer hands over a fresh temporary path
-        _say("filter-comment", f"mean predicted SSIM {s['mean_predicted_ssim']:.3f}, min {s['min_predicted_ssim']:.3f}, "
-                               f"verdict {s['verdict']}")
-        _say("filter-progress", "1")
+        failed = _score_folder(args, model, device) if args.inputFolder else _score_volume(args, model, device)
     except SSIMQualityError as exc:
         print(f"SSIMQualityCLI: error: {exc.one_line()}", file=sys.stderr, flush=True)
         return 1
     print("<filter-end><filter-name>SSIMQualityCLI</filter-name><filter-time>0</filter-time></filter-end>", flush=True)
+    return 1 if failed else 0
+
+
+def _score_volume(args, model, device) -> int:
+    from SSIMQualityLib.batch import VolumeResult, write_slice_table
+    from SSIMQualityLib.scoring import score_array
+    from SSIMQualityLib.slices import acquisition_axis
+    from SSIMQualityLib.volumes import read_volume
+
+    _say("filter-progress-text", "reading the volume")
+    vol = read_volume(args.inputVolume)
+    total = vol.shape[acquisition_axis(vol.spacing)]
+    _say("filter-progress", "0.1")
+    _say("filter-progress-text", f"scoring {total} slices")
+    done = [0]
+
+    def progress(n):
+        done[0] += n
+        _say("filter-progress", f"{0.1 + 0.85 * done[0] / max(1, total):.3f}")
+
+    score = score_array(model, vol.array, vol.spacing, device=device, batch_size=args.batchSize, bf16=args.fast,
+                        progress=progress)
+    result = VolumeResult(args.inputVolume, score=score)
+    s = result.summary()
+    _say("filter-progress-text", "writing the table")
+    write_slice_table(result, args.outputTable, force=True)  # Slicer hands over a fresh temporary path
+    _say("filter-comment", f"mean predicted SSIM {s['mean_predicted_ssim']:.3f}, min {s['min_predicted_ssim']:.3f}, "
+                           f"verdict {s['verdict']}")
+    _say("filter-progress", "1")
     return 0
+
+
+def _score_folder(args, model, device) -> int:
+    """Every volume of the folder: per-slice rows (with the file) and one summary row per volume; the number
+    of files that could not be scored (each reported in one line on stderr, the others kept)."""
+    from SSIMQualityLib.batch import SLICE_COLUMNS, SUMMARY_COLUMNS, score_files, write_table
+    from SSIMQualityLib.volumes import list_volume_paths
+
+    paths = list_volume_paths([args.inputFolder])
+    _say("filter-progress", "0.05")
+    slices, summaries, failed = [], [], 0
+    for k, res in enumerate(score_files(paths, model, device=device, batch_size=args.batchSize, bf16=args.fast), 1):
+        if res.error is not None:
+            print(f"SSIMQualityCLI: error: {res.error.one_line()}", file=sys.stderr, flush=True)
+            failed += 1
+        else:
+            slices += res.slice_rows()
+            summaries.append(res.summary())
+        _say("filter-progress-text", f"{k} of {len(paths)} volumes")
+        _say("filter-progress", f"{0.05 + 0.9 * k / len(paths):.3f}")
+    _say("filter-progress-text", "writing the tables")
+    write_table(slices, SLICE_COLUMNS, args.outputTable, force=True)
+    if args.summaryTable:
+        write_table(summaries, SUMMARY_COLUMNS, args.summaryTable, force=True)
+    _say("filter-comment", f"{len(summaries)} of {len(paths)} volumes scored")
+    _say("filter-progress", "1")
+    return failed
 
 
 if __name__ == "__main__":

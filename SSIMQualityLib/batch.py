@@ -134,9 +134,9 @@ def score_files(paths: Sequence[Union[str, Path]], model, device="cpu", batch_si
         yield result
 
 
-def rows_to_csv(rows: List[dict], columns: Sequence[str]) -> str:
+def rows_to_csv(rows: List[dict], columns: Sequence[str], delimiter: str = ",") -> str:
     buf = io.StringIO()
-    w = csv.DictWriter(buf, fieldnames=list(columns), extrasaction="ignore", lineterminator="\n")
+    w = csv.DictWriter(buf, fieldnames=list(columns), extrasaction="ignore", lineterminator="\n", delimiter=delimiter)
     w.writeheader()
     for r in rows:
         w.writerow({k: (f"{v:.6f}" if isinstance(v, float) and v == v else ("" if isinstance(v, float) else v))
@@ -250,15 +250,17 @@ def write_index(entries: List[dict], report_dir: Union[str, Path]) -> Path:
     return write_text(Path(report_dir) / "index.html", doc, force=True)
 
 
-def write_slice_table(result: VolumeResult, path: Union[str, Path], force: bool = False) -> Path:
-    """One volume's per-slice table; tab-separated for ``.tsv`` (what Slicer loads), else CSV."""
+def write_table(rows: List[dict], columns: Sequence[str], path: Union[str, Path], force: bool = False) -> Path:
+    """A table of ``rows``: tab-separated for ``.tsv`` (what Slicer's table storage reads), else CSV."""
     from .outputs import write_text
 
-    columns = [c for c in SLICE_COLUMNS if c != "file"]
-    text = rows_to_csv(result.slice_rows(), columns)
-    if str(path).lower().endswith(".tsv"):
-        text = text.replace(",", "\t")
-    return write_text(path, text, force)
+    delimiter = "\t" if str(path).lower().endswith(".tsv") else ","
+    return write_text(path, rows_to_csv(rows, columns, delimiter), force)
+
+
+def write_slice_table(result: VolumeResult, path: Union[str, Path], force: bool = False) -> Path:
+    """One volume's per-slice table (no file column); tab-separated for ``.tsv``, else CSV."""
+    return write_table(result.slice_rows(), [c for c in SLICE_COLUMNS if c != "file"], path, force)
 
 
 class StoredResult(VolumeResult):

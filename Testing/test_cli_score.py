@@ -119,7 +119,8 @@ def test_cli_xml_parses_and_follows_our_rules():
 
     module, params = _xml_params()
     assert module.category == "Quality Assurance" and module.title and module.description and module.contributor
-    assert {p.name for p in params} == {"inputVolume", "outputTable", "model", "device", "batchSize", "fast"}
+    assert {p.name for p in params} == {"inputVolume", "outputTable", "inputFolder", "summaryTable", "model", "device",
+                                        "batchSize", "fast"}
     for p in params:
         assert p.label and p.description, p.name
         assert p.index is not None or p.flag or p.longflag, p.name
@@ -128,6 +129,8 @@ def test_cli_xml_parses_and_follows_our_rules():
     parser = ctk_cli.CLIArgumentParser(str(CLI_DIR / "SSIMQualityCLI.xml"))
     ns = parser.parse_args(["in.nrrd", "out.tsv", "--device", "cpu", "--batch-size", "8"])
     assert ns.inputVolume == "in.nrrd" and ns.batchSize == 8 and ns.device == "cpu"
+    kinds = {p.name: p.typ for p in params}
+    assert kinds["inputFolder"] == "directory" and kinds["summaryTable"] == "table"
 
 
 def test_cli_runs_like_slicer_runs_it(tmp_path, sample_path, sample):
@@ -165,3 +168,35 @@ def test_cli_bad_input_one_line(tmp_path):
                        capture_output=True, text=True)
     assert r.returncode != 0 and "Traceback" not in r.stderr
     assert len(r.stderr.strip().splitlines()) == 1 and str(bad) in r.stderr
+
+
+def test_cli_module_scores_a_folder(tmp_path, sample_path):
+    """Folder mode, as Slicer runs it: one summary row per volume; a bad file is reported, exit 1, the rest kept."""
+    import csv
+    import shutil
+
+    import nibabel
+
+    folder = tmp_path / "series"
+    folder.mkdir()
+    shutil.copy(Path(nibabel.__file__).parent / "tests" / "data" / "anatomical.nii", folder / "a.nii")
+    shutil.copy(sample_path, folder / "b.nii.gz")
+    slices, summary = tmp_path / "slices.tsv", tmp_path / "volumes.tsv"
+    cmd = [sys.executable, str(CLI_DIR / "SSIMQualityCLI.py"), "--inputFolder", str(folder), "--summaryTable",
+           str(summary), "--device", "cpu", str(slices)]
+    r = subprocess.run(cmd, capture_output=True, text=True, env={**os.environ, "PYTHONPATH": ""})
+    assert r.returncode == 0, r.stderr
+    rows = list(csv.DictReader(summary.open(encoding="utf-8"), delimiter="\t"))
+    assert [Path(x["file"]).name for x in rows] == ["a.nii", "b.nii.gz"]
+    assert all(0 < float(x["mean_predicted_ssim"]) <= 1.05 and x["verdict"] for x in rows)
+    per_slice = list(csv.DictReader(slices.open(encoding="utf-8"), delimiter="\t"))
+    assert {Path(x["file"]).name for x in per_slice} == {"a.nii", "b.nii.gz"}
+    progress = [float(l[len("<filter-progress>"):-len("</filter-progress>")]) for l in r.stdout.splitlines()
+                if l.startswith("<filter-progress>")]
+    assert progress == sorted(progress) and progress[-1] == 1.0 and len(progress) >= 4  # over volumes
+    (folder / "c_bad.nii.gz").write_bytes(b"broken")
+    r = subprocess.run(cmd, capture_output=True, text=True, env={**os.environ, "PYTHONPATH": ""})
+    assert r.returncode == 1
+    assert len(r.stderr.strip().splitlines()) == 1 and "c_bad.nii.gz" in r.stderr
+    rows = list(csv.DictReader(summary.open(encoding="utf-8"), delimiter="\t"))
+    assert [Path(x["file"]).name for x in rows] == ["a.nii", "b.nii.gz"]
