@@ -15,6 +15,7 @@ import vtk
 import slicer
 from slicer.ScriptedLoadableModule import (ScriptedLoadableModule, ScriptedLoadableModuleLogic,
                                            ScriptedLoadableModuleTest, ScriptedLoadableModuleWidget)
+from slicer.util import VTKObservationMixin
 
 # SSIMQualityLib sits next to this module once installed, and one folder up in a source checkout.
 _HERE = os.path.dirname(os.path.abspath(__file__))
@@ -55,22 +56,55 @@ Method: reference-free image quality assessment by regressing SSIM (ResNet on sy
 augmentation). Motion simulation uses TorchIO (P&eacute;rez-Garc&iacute;a et al., 2021; Shaw et al., 2019). Training data
 are synthesised from the MNI ICBM152 2009 template (Fonov et al., 2009/2011) shipped with nilearn.
 """
+        # The bundled sample in Sample Data, so that a teacher can load it in one click.
+        app = getattr(slicer, "app", None)
+        if app is not None and hasattr(app, "connect"):
+            app.connect("startupCompleted()", registerSampleData)
+
+
+def registerSampleData():
+    """Register the bundled sample (a T1 head from the MNI ICBM152 2009 template) with Sample Data."""
+    import pathlib
+
+    import SampleData
+
+    from SSIMQualityLib.resources import SAMPLE_VOLUME
+
+    if not SAMPLE_VOLUME.is_file():
+        return
+    SampleData.SampleDataLogic.registerCustomSampleDataSource(
+        category="SSIM Quality", sampleName="SSIMQualitySample",
+        thumbnailFileName=os.path.join(_HERE, "Resources", "Icons", "SSIMQuality.png"),
+        uris=pathlib.Path(SAMPLE_VOLUME).resolve().as_uri(), fileNames=SAMPLE_VOLUME.name,
+        nodeNames="SSIMQualitySample", loadFileType="VolumeFile")
 
 
 #
 # Widget
 #
 
-class SSIMQualityWidget(ScriptedLoadableModuleWidget):
-    """Thin Qt layer: binds the .ui widgets to Logic calls."""
+class SSIMQualityWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
+    """Thin Qt layer, in the layout of Slicer's scripted-module template.
+
+    Every setting lives in the module's parameter node (saved with the scene): the GUI shows the node and
+    writes back what the user changes.  Scoring, corruption and fine-tuning run in another process
+    (:mod:`SSIMQualityLib.jobs`), followed by a timer: the GUI stays responsive, the buttons are disabled
+    while a job runs, and Cancel stops it.
+    """
 
     def __init__(self, parent=None):
         ScriptedLoadableModuleWidget.__init__(self, parent)
+        VTKObservationMixin.__init__(self)
         self.logic = None
         self.ui = None
-        self._cancel = False
+        self._parameterNode = None
+        self._updatingGUI = False
+        self._job = None
+        self._timer = None
 
     def setup(self):
+        import qt
+
         ScriptedLoadableModuleWidget.setup(self)
         uiWidget = slicer.util.loadUI(self.resourcePath("UI/SSIMQuality.ui"))
         self.layout.addWidget(uiWidget)
@@ -82,20 +116,126 @@ class SSIMQualityWidget(ScriptedLoadableModuleWidget):
         for method in CORRUPTION_METHODS:
             self.ui.methodComboBox.addItem(method)
         self.ui.deviceComboBox.addItems(["auto", "cpu", "cuda"])
+        self.refreshModels()
+        self._timer = qt.QTimer()
+        self._timer.setInterval(200)
+        self._timer.connect("timeout()", self.pollJob)
+        # GUI -> parameter node
+        self.ui.inputSelector.connect("currentNodeChanged(vtkMRMLNode*)", self.updateParameterNodeFromGUI)
+        for combo in (self.ui.modelComboBox, self.ui.deviceComboBox, self.ui.methodComboBox,
+                      self.ui.contrastKindComboBox):
+            combo.connect("currentIndexChanged(int)", self.updateParameterNodeFromGUI)
+        for slider in (self.ui.severitySlider, self.ui.contrastParameterSlider):
+            slider.connect("valueChanged(double)", self.updateParameterNodeFromGUI)
+        self.ui.seedSpinBox.connect("valueChanged(int)", self.updateParameterNodeFromGUI)
+        self.ui.fineTuneStepsSpinBox.connect("valueChanged(int)", self.updateParameterNodeFromGUI)
+        self.ui.showKspaceCheckBox.connect("toggled(bool)", self.updateParameterNodeFromGUI)
+        self.ui.fineTuneFolderLineEdit.connect("currentPathChanged(QString)", self.updateParameterNodeFromGUI)
+        self.ui.fineTuneNameLineEdit.connect("textChanged(QString)", self.updateParameterNodeFromGUI)
+        # Actions
         self.ui.scoreButton.connect("clicked(bool)", self.onScore)
         self.ui.cancelButton.connect("clicked(bool)", self.onCancel)
         self.ui.corruptButton.connect("clicked(bool)", self.onCorrupt)
         self.ui.kspaceButton.connect("clicked(bool)", self.onKspace)
         self.ui.contrastButton.connect("clicked(bool)", self.onContrast)
-        self.ui.inputSelector.connect("currentNodeChanged(vtkMRMLNode*)", self.updateButtons)
+        self.ui.fineTuneButton.connect("clicked(bool)", self.onFineTune)
         self.ui.progressBar.setVisible(False)
-        self.ui.cancelButton.setEnabled(False)
+        self.addObserver(slicer.mrmlScene, slicer.mrmlScene.StartCloseEvent, self.onSceneStartClose)
+        self.addObserver(slicer.mrmlScene, slicer.mrmlScene.EndCloseEvent, self.onSceneEndClose)
+        self.initializeParameterNode()
+
+    # -- parameter node (Slicer's template) ---------------------------------
+
+    def cleanup(self):
+        self.onCancel()
+        self.removeObservers()
+
+    def enter(self):
+        self.initializeParameterNode()
+
+    def exit(self):
+        if self._parameterNode is not None:
+            self.removeObserver(self._parameterNode, vtk.vtkCommand.ModifiedEvent, self.updateGUIFromParameterNode)
+
+    def onSceneStartClose(self, caller, event):
+        self.onCancel()
+        self.setParameterNode(None)
+
+    def onSceneEndClose(self, caller, event):
+        if self.parent.isEntered:
+            self.initializeParameterNode()
+
+    def initializeParameterNode(self):
+        node = self.logic.getParameterNode()
+        self.logic.setDefaultParameters(node)
+        if node.GetNodeReference("inputVolume") is None:
+            first = slicer.mrmlScene.GetFirstNodeByClass("vtkMRMLScalarVolumeNode")
+            if first is not None:
+                node.SetNodeReferenceID("inputVolume", first.GetID())
+        self.setParameterNode(node)
+
+    def setParameterNode(self, node):
+        if self._parameterNode is not None:
+            self.removeObserver(self._parameterNode, vtk.vtkCommand.ModifiedEvent, self.updateGUIFromParameterNode)
+        self._parameterNode = node
+        if node is not None:
+            self.addObserver(node, vtk.vtkCommand.ModifiedEvent, self.updateGUIFromParameterNode)
+        self.updateGUIFromParameterNode()
+
+    def updateGUIFromParameterNode(self, caller=None, event=None):
+        if self._parameterNode is None or self._updatingGUI:
+            return
+        self._updatingGUI = True  # the widgets' change signals must not write back half-updated values
+        try:
+            p = self.logic.getParameters(self._parameterNode)
+            self.ui.inputSelector.setCurrentNode(p["inputVolume"])
+            self.ui.modelComboBox.setCurrentIndex(max(0, self.ui.modelComboBox.findData(p["model"])))
+            self.ui.deviceComboBox.setCurrentText(p["device"])
+            self.ui.methodComboBox.setCurrentText(p["method"])
+            self.ui.severitySlider.value = p["severity"]
+            self.ui.seedSpinBox.value = p["seed"]
+            self.ui.showKspaceCheckBox.checked = p["showKspace"]
+            self.ui.contrastKindComboBox.setCurrentText(p["contrastKind"])
+            self.ui.contrastParameterSlider.value = p["contrastParameter"]
+            self.ui.fineTuneFolderLineEdit.currentPath = p["fineTuneFolder"]
+            self.ui.fineTuneNameLineEdit.text = p["fineTuneName"]
+            self.ui.fineTuneStepsSpinBox.value = p["fineTuneSteps"]
+        finally:
+            self._updatingGUI = False
         self.updateButtons()
 
+    def updateParameterNodeFromGUI(self, *_):
+        if self._parameterNode is None or self._updatingGUI:
+            return
+        self.logic.setParameters(
+            self._parameterNode, inputVolume=self.ui.inputSelector.currentNode(),
+            model=self.ui.modelComboBox.currentData or "", device=self.ui.deviceComboBox.currentText,
+            method=self.ui.methodComboBox.currentText, severity=self.ui.severitySlider.value,
+            seed=self.ui.seedSpinBox.value, showKspace=self.ui.showKspaceCheckBox.checked,
+            contrastKind=self.ui.contrastKindComboBox.currentText,
+            contrastParameter=self.ui.contrastParameterSlider.value,
+            fineTuneFolder=self.ui.fineTuneFolderLineEdit.currentPath, fineTuneName=self.ui.fineTuneNameLineEdit.text,
+            fineTuneSteps=self.ui.fineTuneStepsSpinBox.value)
+
+    def refreshModels(self):
+        """The model list: the bundled model first, then the user's fine-tuned ones (by name)."""
+        from SSIMQualityLib.models import model_entries
+
+        self.ui.modelComboBox.clear()
+        for i, entry in enumerate(model_entries()):
+            label = entry["name"] + (" (bundled)" if entry["where"] == "bundled" else " (yours)")
+            self.ui.modelComboBox.addItem(label, "" if i == 0 and entry["where"] == "bundled" else entry["name"])
+
     def updateButtons(self, *_):
+        busy = self._job is not None
         has = self.ui.inputSelector.currentNode() is not None
         for b in (self.ui.scoreButton, self.ui.corruptButton, self.ui.kspaceButton, self.ui.contrastButton):
-            b.setEnabled(has)
+            b.setEnabled(has and not busy)
+        self.ui.fineTuneButton.setEnabled(not busy)
+        self.ui.cancelButton.setEnabled(busy)
+        self.ui.progressBar.setVisible(busy)
+
+    # -- jobs ----------------------------------------------------------------
 
     def ensureDependencies(self):
         """Ask before installing anything; torch through the PyTorch extension where present."""
@@ -127,33 +267,83 @@ class SSIMQualityWidget(ScriptedLoadableModuleWidget):
             slicer.util.pip_install(f"-r {requirementsFile}")
         return not self.logic.missingPackages()
 
-    def _progress(self, done, total):
-        self.ui.progressBar.setMaximum(total)
-        self.ui.progressBar.setValue(done)
-        slicer.app.processEvents()
-        return not self._cancel
-
-    def onCancel(self):
-        self._cancel = True
-
-    def onScore(self):
-        with slicer.util.tryWithErrorDisplay("Scoring failed.", waitCursor=True):
+    def _run(self, start, what):
+        """Start a job (``start()`` returns it) unless one runs; poll it from the timer."""
+        if self._job is not None:
+            return
+        with slicer.util.tryWithErrorDisplay(f"{what} could not start.", waitCursor=True):
             if not self.ensureDependencies():
                 return
-            self._cancel = False
-            self.ui.progressBar.setVisible(True)
-            self.ui.cancelButton.setEnabled(True)
-            try:
-                model = self.logic.loadModel(self.ui.modelPathLineEdit.currentPath or None,
-                                             self.ui.deviceComboBox.currentText)
-                table = self.logic.scoreVolume(self.ui.inputSelector.currentNode(), model=model,
-                                               device=self.ui.deviceComboBox.currentText, progress=self._progress)
-            finally:
-                self.ui.progressBar.setVisible(False)
-                self.ui.cancelButton.setEnabled(False)
-            if table is None:
-                return  # cancelled
+            self._job = start()
+            self.ui.progressBar.setMaximum(1000)
+            self.ui.progressBar.setValue(0)
+            self.ui.summaryLabel.setText(f"{what}…")
+            self.updateButtons()
+            self._timer.start()
+
+    def pollJob(self):
+        job = self._job
+        if job is None:
+            self._timer.stop()
+            return
+        running = job.poll()
+        self.ui.progressBar.setValue(int(1000 * job.progress))
+        if job.text:
+            self.ui.progressBar.setFormat(f"{job.text}  %p%")
+        if not running:
+            self._finish(job)
+
+    def _finish(self, job):
+        self._timer.stop()
+        self._job = None
+        self.ui.progressBar.setFormat("%p%")
+        self.updateButtons()
+        if job.state == "failed":
+            slicer.util.errorDisplay(job.error_message)
+
+    def onCancel(self):
+        if self._job is not None:
+            self._job.cancel()
+            self._finish(self._job)
+            self.ui.summaryLabel.setText("cancelled")
+
+    def onScore(self):
+        p = self.logic.getParameters(self._parameterNode)
+        self._run(lambda: self.logic.startScoring(p["inputVolume"], model=p["model"], device=p["device"],
+                                                  onDone=self._scored), "Scoring")
+
+    def _scored(self, job, table):
+        if table is not None:
             self.showResults(table)
+
+    def onCorrupt(self):
+        p = self.logic.getParameters(self._parameterNode)
+        seed = p["seed"] if p["seed"] >= 0 else None
+        self._run(lambda: self.logic.startCorruption(p["inputVolume"], method=p["method"], severity=p["severity"],
+                                                     seed=seed, onDone=self._corrupted), "Corrupting")
+
+    def _corrupted(self, job, result):
+        if result is None:
+            return
+        out, table = result
+        inputNode = self.logic.getParameters(self._parameterNode)["inputVolume"]
+        self._showSideBySide(inputNode, out)
+        self.ui.summaryLabel.setText(table.GetAttribute("SSIMQuality.Summary") or "")
+        if self.logic.getParameters(self._parameterNode)["showKspace"]:
+            self._showSideBySide(out, self.logic.kspaceVolume(out))
+
+    def onFineTune(self):
+        p = self.logic.getParameters(self._parameterNode)
+        self._run(lambda: self.logic.startFineTuning(p["fineTuneFolder"], p["fineTuneName"], model=p["model"],
+                                                     steps=p["fineTuneSteps"], device=p["device"],
+                                                     onDone=self._fineTuned), "Fine-tuning")
+
+    def _fineTuned(self, job, entry):
+        if entry is None:
+            return
+        self.refreshModels()
+        self.logic.setParameters(self._parameterNode, model=entry["name"])
+        self.ui.summaryLabel.setText(f"new model {entry['name']} (SHA-256 {entry['sha256'][:12]}…) is selected")
 
     def showResults(self, table):
         chartId = table.GetAttribute("SSIMQuality.ChartNodeID")
@@ -174,32 +364,21 @@ class SSIMQualityWidget(ScriptedLoadableModuleWidget):
         for name in ("Red", "Yellow"):
             slicer.app.layoutManager().sliceWidget(name).sliceLogic().FitSliceToAll()
 
-    def onCorrupt(self):
-        with slicer.util.tryWithErrorDisplay("Corruption failed.", waitCursor=True):
-            if not self.ensureDependencies():
-                return
-            seed = self.ui.seedSpinBox.value if self.ui.seedSpinBox.value >= 0 else None
-            inputNode = self.ui.inputSelector.currentNode()
-            out, table = self.logic.corruptVolume(inputNode, method=self.ui.methodComboBox.currentText,
-                                                  severity=self.ui.severitySlider.value, seed=seed)
-            self._showSideBySide(inputNode, out)
-            self.ui.summaryLabel.setText(table.GetAttribute("SSIMQuality.Summary") or "")
-            if self.ui.showKspaceCheckBox.checked:
-                self._showSideBySide(out, self.logic.kspaceVolume(out))
-
     def onKspace(self):
+        # A log-magnitude FFT per slice: a second or two, no job needed.
         with slicer.util.tryWithErrorDisplay("k-space display failed.", waitCursor=True):
-            inputNode = self.ui.inputSelector.currentNode()
+            inputNode = self.logic.getParameters(self._parameterNode)["inputVolume"]
             self._showSideBySide(inputNode, self.logic.kspaceVolume(inputNode))
 
     def onContrast(self):
+        # Elementwise maps per slice (seconds): run in place.
         with slicer.util.tryWithErrorDisplay("Contrast change failed.", waitCursor=True):
             if not self.ensureDependencies():
                 return
-            inputNode = self.ui.inputSelector.currentNode()
-            out = self.logic.augmentContrast(inputNode, kind=self.ui.contrastKindComboBox.currentText,
-                                             parameter=self.ui.contrastParameterSlider.value)
-            self._showSideBySide(inputNode, out)
+            p = self.logic.getParameters(self._parameterNode)
+            out = self.logic.augmentContrast(p["inputVolume"], kind=p["contrastKind"],
+                                             parameter=p["contrastParameter"])
+            self._showSideBySide(p["inputVolume"], out)
 
 
 #
@@ -208,6 +387,16 @@ class SSIMQualityWidget(ScriptedLoadableModuleWidget):
 
 CONTRAST_KINDS = ("gamma", "log", "sigmoid", "ahe")
 CORRUPTION_METHODS = ("kspace", "paper", "torchio", "random")
+
+#: Every setting of the panel and its default.  They live in the module's parameter node, so they are saved
+#: with the scene and restored with it; the Widget shows them and writes back what the user changes.
+PARAMETER_DEFAULTS = {"model": "", "device": "auto", "method": "kspace", "severity": 0.5, "seed": -1,
+                      "showKspace": False, "contrastKind": "gamma", "contrastParameter": 1.0,
+                      "fineTuneFolder": "", "fineTuneName": "", "fineTuneSteps": 300}
+#: Node references held by the parameter node.
+PARAMETER_NODE_ROLES = ("inputVolume",)
+#: A small default budget for fine-tuning on a site's own scans (minutes on a CPU).
+FINE_TUNE_SAMPLES = 2000
 
 
 class SSIMQualityLogic(ScriptedLoadableModuleLogic):
@@ -222,6 +411,215 @@ class SSIMQualityLogic(ScriptedLoadableModuleLogic):
         ScriptedLoadableModuleLogic.__init__(self)
         self._model = None
         self._modelKey = None
+
+    # -- parameter node -------------------------------------------------------
+
+    def setDefaultParameters(self, parameterNode):
+        """Fill in every setting the node does not hold yet (a new scene, or one saved by an older version)."""
+        for name, value in PARAMETER_DEFAULTS.items():
+            if not parameterNode.GetParameter(name):
+                parameterNode.SetParameter(name, _serialize(value))
+
+    def getParameters(self, parameterNode=None):
+        """The settings as typed values (by their defaults' types), with the referenced nodes."""
+        node = parameterNode or self.getParameterNode()
+        self.setDefaultParameters(node)
+        values = {name: _deserialize(node.GetParameter(name), default) for name, default in PARAMETER_DEFAULTS.items()}
+        for role in PARAMETER_NODE_ROLES:
+            values[role] = node.GetNodeReference(role)
+        return values
+
+    def setParameters(self, parameterNode=None, **values):
+        """Store settings (names of :data:`PARAMETER_DEFAULTS`, or node roles with an MRML node or None)."""
+        node = parameterNode or self.getParameterNode()
+        wasModifying = node.StartModify()
+        try:
+            for name, value in values.items():
+                if name in PARAMETER_NODE_ROLES:
+                    node.SetNodeReferenceID(name, value.GetID() if value is not None else None)
+                elif name in PARAMETER_DEFAULTS:
+                    node.SetParameter(name, _serialize(type(PARAMETER_DEFAULTS[name])(value)))
+                else:
+                    raise KeyError(f"unknown SSIM Quality setting {name!r}")
+        finally:
+            node.EndModify(wasModifying)
+
+    # -- long work out of process -----------------------------------------
+
+    def modelPath(self, model=""):
+        """A file for ``model``: "" is the bundled model, a catalogue name its file, anything else a path."""
+        from SSIMQualityLib.models import bundled_model_entry, catalog_path, model_entries
+
+        if not model:
+            return str(catalog_path().parent / bundled_model_entry()["file"])
+        for entry in model_entries():
+            if entry["name"] == model:
+                return entry["path"]
+        return str(model)
+
+    @staticmethod
+    def cliModuleScript():
+        """The scoring CLI module's script: Slicer's registered module, else beside this module's folder."""
+        module = getattr(getattr(slicer, "modules", None), "ssimqualitycli", None)
+        if module is not None:
+            return module.path
+        for candidate in (os.path.join(os.path.dirname(_HERE), "SSIMQualityCLI", "SSIMQualityCLI.py"),
+                          os.path.join(os.path.dirname(_HERE), "cli-modules", "SSIMQualityCLI.py")):
+            if os.path.isfile(candidate):
+                return candidate
+        from SSIMQualityLib.errors import SSIMQualityError
+
+        raise SSIMQualityError("the SSIMQualityCLI module was not found", _HERE, "reinstall the extension")
+
+    @staticmethod
+    def _writeTemporary(volumeNode, folder):
+        """The volume as a NRRD file in ``folder`` (its geometry kept), for a job to read."""
+        path = os.path.join(folder, "input.nrrd")
+        storage = slicer.mrmlScene.AddNewNodeByClass("vtkMRMLVolumeArchetypeStorageNode")
+        try:
+            storage.SetFileName(path)
+            storage.SetUseCompression(False)
+            if not storage.WriteData(volumeNode):
+                from SSIMQualityLib.errors import SSIMQualityError
+
+                raise SSIMQualityError("the volume could not be written for the scoring job", volumeNode.GetName(),
+                                       "check the free disk space")
+        finally:
+            slicer.mrmlScene.RemoveNode(storage)
+        return path
+
+    def startScoring(self, volumeNode, model="", device="auto", tableNode=None, onDone=None):
+        """Score ``volumeNode`` in another process (the CLI module); returns the running :class:`Job`.
+
+        Poll it (``job.poll()``, from a timer in the GUI) or ``job.wait()``.  When it succeeds, the table
+        (new unless ``tableNode`` is given) is filled as by :meth:`scoreVolume`, and ``onDone(job, table)``
+        is called; on failure ``onDone(job, None)``, with ``job.error_message``.
+        """
+        import shutil
+        import tempfile
+
+        from SSIMQualityLib.jobs import Job, python_executable
+
+        self.volumeArray(volumeNode)  # odd nodes are refused here, in one line, before a process starts
+        folder = tempfile.mkdtemp(prefix="SSIMQuality-")
+        inputPath = self._writeTemporary(volumeNode, folder)
+        outputPath = os.path.join(folder, "slices.tsv")
+        args = [python_executable(), self.cliModuleScript(), "--device", device, "--model", self.modelPath(model),
+                inputPath, outputPath]
+        name = volumeNode.GetName()
+
+        def finished(job):
+            table = None
+            try:
+                if job.state == "done":
+                    table = self._tableFromSliceFile(outputPath, name, tableNode)
+            finally:
+                shutil.rmtree(folder, ignore_errors=True)
+                if onDone is not None:
+                    onDone(job, table)
+
+        return Job(args, on_done=finished).start()
+
+    def startCorruption(self, inputNode, method="kspace", severity=0.5, seed=None, outputNode=None, onDone=None):
+        """Corrupt ``inputNode`` in another process (``ssimquality corrupt``); returns the running :class:`Job`.
+
+        On success ``onDone(job, (outputVolume, trueSsimTable))``; on failure ``onDone(job, None)``.
+        """
+        import shutil
+        import tempfile
+
+        from SSIMQualityLib.corruption import make_corruptor
+        from SSIMQualityLib.jobs import Job, library_command
+
+        name = inputNode.GetName()
+        self._checkOutput(inputNode, outputNode)
+        self._parameters(name, make_corruptor, method, severity)
+        self.volumeArray(inputNode)
+        folder = tempfile.mkdtemp(prefix="SSIMQuality-")
+        inputPath = self._writeTemporary(inputNode, folder)
+        outputPath, reportPath = os.path.join(folder, "corrupted.nrrd"), os.path.join(folder, "ssim.csv")
+        args = ["corrupt", inputPath, outputPath, "--method", method, "--severity", str(severity),
+                "--report", reportPath]
+        if seed is not None:
+            args += ["--seed", str(int(seed))]
+
+        def finished(job):
+            result = None
+            try:
+                if job.state == "done":
+                    result = self._corruptionResult(inputNode, outputNode, outputPath, reportPath, method, severity)
+            finally:
+                shutil.rmtree(folder, ignore_errors=True)
+                if onDone is not None:
+                    onDone(job, result)
+
+        return Job(library_command(*args), on_done=finished).start()
+
+    def startFineTuning(self, folder, name, model="", steps=300, samples=FINE_TUNE_SAMPLES, device="auto",
+                        onDone=None, extraArgs=()):
+        """Fine-tune ``model`` on the site's motion-free scans in ``folder``, in another process.
+
+        Runs ``ssimquality train --init <model> --source <folder>`` with a small budget; on success the
+        new model is catalogued under ``name`` in the user's catalogue (with its SHA-256; never in the
+        extension's folder) and ``onDone(job, entry)`` is called; on failure ``onDone(job, None)``.
+        """
+        from SSIMQualityLib.errors import SSIMQualityError
+        from SSIMQualityLib.jobs import Job, library_command
+        from SSIMQualityLib.models import read_checkpoint, register_user_model, user_models_dir
+
+        if not name:
+            raise SSIMQualityError("give the fine-tuned model a name", hint="type a name for the new model")
+        if not folder or not os.path.isdir(folder):
+            raise SSIMQualityError("no folder of scans to fine-tune on", str(folder or ""),
+                                   "choose a folder of your site's motion-free scans")
+        init = self.modelPath(model)
+        inputSize = int(read_checkpoint(init)["config"].get("input_size", 128))
+        runDir = os.path.join(str(user_models_dir().parent), "runs", name)
+        args = ["train", "--init", init, "--source", folder, "--out", runDir, "--steps", str(int(steps)),
+                "--train-samples", str(int(samples)), "--val-samples", str(max(16, int(samples) // 10)),
+                "--val-every", str(max(1, int(steps) // 4)), "--input-size", str(inputSize), "--workers", "1",
+                "--device", device, *extraArgs]
+
+        def finished(job):
+            entry = None
+            if job.state == "done":
+                try:
+                    entry = register_user_model(os.path.join(runDir, "model.pt"), name,
+                                                f"fine-tuned from {model or 'the bundled model'} on {folder}")
+                except SSIMQualityError as exc:
+                    job.errors.append(f"SSIMQuality: error: {exc.one_line()}")
+                    job.state = "failed"
+            if onDone is not None:
+                onDone(job, entry)
+
+        return Job(library_command(*args), on_done=finished).start()
+
+    def _tableFromSliceFile(self, path, volumeName, tableNode=None):
+        """The CLI module's per-slice table read back into a table node, with summary and chart."""
+        import csv
+
+        from SSIMQualityLib.labels import all_classes
+        from SSIMQualityLib.scoring import VolumeScore
+
+        with open(path, encoding="utf-8") as fh:
+            rows = list(csv.DictReader(fh, delimiter="\t"))
+        predicted = np.array([float(r["predicted_ssim"]) if r["predicted_ssim"] else np.nan for r in rows])
+        foreground = np.array([r["foreground"] == "True" for r in rows])
+        axis = int(rows[0]["axis"]) if rows else 0
+        score = VolumeScore(axis=axis, predicted=predicted, foreground=foreground,
+                            classes=all_classes(np.nan_to_num(predicted, nan=0.0)))
+        return self._fillScoreTable(score, volumeName, tableNode)
+
+    def _corruptionResult(self, inputNode, outputNode, volumePath, reportPath, method, severity):
+        import csv
+
+        from SSIMQualityLib.volumes import read_volume
+
+        array = read_volume(volumePath).array
+        out = self._outputVolume(inputNode, outputNode, array, f" {method} {severity:g}")
+        with open(reportPath, encoding="utf-8") as fh:
+            ssim = np.array([float(r["ssim"]) for r in csv.DictReader(fh)])
+        return out, self._trueSsimTable(out, ssim, method, severity)
 
     # -- dependencies -------------------------------------------------------
 
@@ -369,9 +767,14 @@ class SSIMQualityLogic(ScriptedLoadableModuleLogic):
             result = score_array(model, array, spacing, axis=ax, device=dev, progress=_step)
         except _Cancelled:
             return None
+        return self._fillScoreTable(result, volumeNode.GetName(), tableNode)
+
+    def _fillScoreTable(self, result, volumeName, tableNode=None):
+        """A table node (new unless given) of one volume's per-slice scores, with summary attributes and chart."""
         if tableNode is None:
             tableNode = slicer.mrmlScene.AddNewNodeByClass("vtkMRMLTableNode",
-                                                           slicer.mrmlScene.GenerateUniqueName(volumeNode.GetName() + " quality"))
+                                                           slicer.mrmlScene.GenerateUniqueName(volumeName + " quality"))
+        ax = result.axis
         rows = result.rows()
         columns = {"slice": [r["slice"] for r in rows],
                    "predicted_ssim": [r["predicted_ssim"] for r in rows],
@@ -386,7 +789,7 @@ class SSIMQualityLogic(ScriptedLoadableModuleLogic):
             tableNode.SetAttribute(f"SSIMQuality.{key}", str(value))
         tableNode.SetAttribute("SSIMQuality.axis", str(ax))
         tableNode.SetAttribute("SSIMQuality.Summary", _summaryText(summary))
-        chart = self._plotSlices(tableNode, volumeNode.GetName())
+        chart = self._plotSlices(tableNode, volumeName)
         tableNode.SetAttribute("SSIMQuality.ChartNodeID", chart.GetID())
         return tableNode
 
@@ -436,13 +839,18 @@ class SSIMQualityLogic(ScriptedLoadableModuleLogic):
         ax = slicing_axis(spacing, axis, name)
         res = corrupt_volume(array, ax, method=method, severity=severity, seed=seed, out_dtype=array.dtype)
         out = self._outputVolume(inputNode, outputNode, res.array, f" {method} {severity:g}")
-        table = slicer.mrmlScene.AddNewNodeByClass("vtkMRMLTableNode", out.GetName() + " true SSIM")
-        _fillTable(table, {"slice": list(range(len(res.ssim))), "ssim": [float(s) for s in res.ssim]})
+        table = self._trueSsimTable(out, res.ssim, method, severity)
         table.SetAttribute("SSIMQuality.axis", str(ax))
-        table.SetAttribute("SSIMQuality.Summary", f"true SSIM per slice: mean {res.ssim.mean():.3f}, "
-                                                  f"min {res.ssim.min():.3f} ({method}, severity {severity:g})")
-        out.SetAttribute("SSIMQuality.TrueSSIMTableID", table.GetID())
         return out, table
+
+    @staticmethod
+    def _trueSsimTable(volumeNode, ssim, method, severity):
+        table = slicer.mrmlScene.AddNewNodeByClass("vtkMRMLTableNode", volumeNode.GetName() + " true SSIM")
+        _fillTable(table, {"slice": list(range(len(ssim))), "ssim": [float(s) for s in ssim]})
+        table.SetAttribute("SSIMQuality.Summary", f"true SSIM per slice: mean {ssim.mean():.3f}, "
+                                                  f"min {ssim.min():.3f} ({method}, severity {severity:g})")
+        volumeNode.SetAttribute("SSIMQuality.TrueSSIMTableID", table.GetID())
+        return table
 
     def kspaceVolume(self, inputNode, outputNode=None, axis=None):
         """log(1 + |FFT|) of each slice along the acquisition axis (centred), for teaching."""
@@ -477,6 +885,23 @@ class SSIMQualityLogic(ScriptedLoadableModuleLogic):
         node = self._outputVolume(inputNode, outputNode, np.moveaxis(out, 0, ax), f" {kind}")
         node.SetAttribute("SSIMQuality.Contrast", repr(transform))
         return node
+
+
+def _serialize(value):
+    """A setting as the parameter node's string (booleans "true" / "false", as Slicer's template writes them)."""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    return str(value)
+
+
+def _deserialize(text, default):
+    """A parameter node string back to the type of ``default``; the default where it does not parse."""
+    if isinstance(default, bool):
+        return text == "true" if text in ("true", "false") else default
+    try:
+        return type(default)(text)
+    except (TypeError, ValueError):
+        return default
 
 
 def _fillTable(tableNode, columns):

@@ -7,9 +7,10 @@ checked against a SHA-256 listed in the model catalogue.
 from __future__ import annotations
 
 import hashlib
+import os
 import json
 from pathlib import Path
-from typing import Optional, Union
+from typing import List, Optional, Union
 
 import torch
 import torch.nn as nn
@@ -160,6 +161,51 @@ def load_bundled_model(name: Optional[str] = None, device: Union[str, torch.devi
     """The bundled model, checked against the SHA-256 in the catalogue."""
     entry = bundled_model_entry(name)
     return load_model(catalog_path().parent / entry["file"], entry["sha256"], device)
+
+
+def user_models_dir() -> Path:
+    """Where models the user trained are kept and catalogued: ``SSIMQUALITY_USER_DIR`` or ``~/.ssimquality``,
+    then ``models/``; never the installed extension's folder."""
+    base = os.environ.get("SSIMQUALITY_USER_DIR") or str(Path.home() / ".ssimquality")
+    return Path(base) / "models"
+
+
+def model_entries() -> List[dict]:
+    """Every model the user can pick: the bundled ones, then the user's own, each with its ``path`` and
+    ``where`` (``"bundled"`` or ``"user"``).  Names are unique; a user model may not shadow a bundled one."""
+    out = []
+    for folder, where in ((catalog_path().parent, "bundled"), (user_models_dir(), "user")):
+        cat = folder / "models.json"
+        if not cat.is_file():
+            continue
+        try:
+            entries = json.loads(cat.read_text(encoding="utf-8"))["models"]
+        except (OSError, ValueError, KeyError):
+            continue  # a damaged user catalogue must not hide the bundled model
+        names = {e["name"] for e in out}
+        out += [{**e, "path": str(folder / e["file"]), "where": where} for e in entries if e["name"] not in names]
+    return out
+
+
+def load_named_model(name: str, device: Union[str, torch.device] = "cpu") -> SSIMRegressor:
+    """A catalogued model (bundled or the user's) by name, checked against its SHA-256."""
+    for e in model_entries():
+        if e["name"] == name:
+            return load_model(e["path"], e["sha256"], device)
+    raise BadModelFileError(f"no model named {name!r} in the catalogues", str(user_models_dir()),
+                            "choose one of " + ", ".join(e["name"] for e in model_entries()))
+
+
+def register_user_model(checkpoint: Union[str, Path], name: str, description: str = "") -> dict:
+    """Copy a trained checkpoint into :func:`user_models_dir` and catalogue it there with its SHA-256."""
+    import re
+
+    if any(e["name"] == name for e in model_entries() if e["where"] == "bundled"):
+        raise BadModelFileError(f"{name!r} is the name of a bundled model", name, "choose another name")
+    safe = re.sub(r"[^A-Za-z0-9_.-]+", "_", name).strip("._") or "model"
+    folder = user_models_dir()
+    folder.mkdir(parents=True, exist_ok=True)
+    return export_model(checkpoint, folder / f"{safe}.pt", name, description, force=True)
 
 
 def resolve_device(device: str = "auto") -> torch.device:

@@ -1,0 +1,122 @@
+"""The Slicer module's settings in its parameter node, and its long work out of process, on a real MRML scene."""
+import os
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from slicer_scene import make_scene  # noqa: E402  (puts the shim on the path first)
+
+import slicer  # noqa: E402
+
+
+@pytest.fixture()
+def scene():
+    scene, _, _ = make_scene()
+    yield scene
+    scene.Clear(1)
+
+
+@pytest.fixture()
+def module():
+    import SSIMQuality
+
+    return SSIMQuality
+
+
+def _column(table, name):
+    t = table.GetTable()
+    return np.array([t.GetValueByName(r, name).ToDouble() for r in range(table.GetNumberOfRows())])
+
+
+def test_parameter_node_round_trip(scene, module, sample_path, tmp_path):
+    logic = module.SSIMQualityLogic()
+    volume = logic.loadVolumeFile(sample_path, "sample")
+    assert logic.getParameters()["severity"] == 0.5 and logic.getParameters()["showKspace"] is False  # defaults
+    logic.setParameters(inputVolume=volume, model="my-site-model", device="cpu", method="torchio", severity=0.8,
+                        seed=7, showKspace=True, contrastKind="sigmoid", contrastParameter=4.5,
+                        fineTuneFolder="/data/site", fineTuneName="site-v1", fineTuneSteps=120)
+    saved = logic.getParameters()
+    scene_file = tmp_path / "scene.mrml"
+    scene.SetURL(str(scene_file))
+    scene.Commit()
+    assert scene_file.is_file()
+    # A fresh scene, loaded from the file: every setting comes back, typed.
+    fresh, _, _ = make_scene()
+    fresh.SetURL(str(scene_file))
+    assert fresh.Connect()
+    restored = module.SSIMQualityLogic().getParameters()
+    for key, value in saved.items():
+        if key == "inputVolume":
+            assert restored[key] is not None and restored[key].GetName() == "sample"
+        else:
+            assert restored[key] == value and type(restored[key]) is type(value), key
+    with pytest.raises(KeyError):
+        logic.setParameters(sevrity=0.1)
+
+
+def test_scoring_job_fills_the_table_out_of_process(scene, module, sample_path):
+    logic = module.SSIMQualityLogic()
+    node = logic.loadVolumeFile(sample_path, "sample")
+    seen = {}
+    job = logic.startScoring(node, device="cpu", onDone=lambda j, t: seen.update(job=j, table=t))
+    assert job.state == "running"  # started, not finished: the caller's thread is free
+    job.wait(timeout=600)
+    assert job.state == "done", job.errors
+    table = seen["table"]
+    assert table is not None and table.GetNumberOfRows() == slicer.util.arrayFromVolume(node).shape[0]
+    assert 0.0 < job.progress <= 1.0 and job.progress == 1.0
+    in_process = logic.scoreVolume(node, model=logic.loadModel(device="cpu"))
+    np.testing.assert_allclose(_column(table, "predicted_ssim"), _column(in_process, "predicted_ssim"),
+                               atol=1e-5, equal_nan=True)
+    assert table.GetAttribute("SSIMQuality.verdict") == in_process.GetAttribute("SSIMQuality.verdict")
+    assert slicer.mrmlScene.GetNodeByID(table.GetAttribute("SSIMQuality.ChartNodeID")) is not None
+
+
+def test_corruption_job_and_cancel(scene, module, sample_path):
+    from SSIMQualityLib.corruption import corrupt_volume
+
+    logic = module.SSIMQualityLogic()
+    node = logic.loadVolumeFile(sample_path, "sample")
+    seen = {}
+    job = logic.startCorruption(node, method="kspace", severity=0.6, seed=3,
+                                onDone=lambda j, r: seen.update(result=r)).wait(timeout=600)
+    assert job.state == "done", job.errors
+    out, table = seen["result"]
+    arr = slicer.util.arrayFromVolume(node)
+    ref = corrupt_volume(arr, 0, method="kspace", severity=0.6, seed=3, out_dtype=arr.dtype)
+    np.testing.assert_array_equal(slicer.util.arrayFromVolume(out), ref.array)
+    np.testing.assert_allclose(_column(table, "ssim"), ref.ssim, atol=1e-6)
+    # Cancel: the process stops, nothing is added, onDone is not called.
+    called = []
+    job = logic.startScoring(node, device="cpu", onDone=lambda j, t: called.append(t))
+    job.cancel()
+    assert not job.poll() and job.state == "cancelled" and called == []
+
+
+def test_fine_tuning_job_catalogues_a_model_that_loads(scene, module, tmp_path, monkeypatch):
+    import nibabel
+
+    from SSIMQualityLib.models import load_named_model, model_entries
+
+    monkeypatch.setenv("SSIMQUALITY_USER_DIR", str(tmp_path / "user"))
+    site = tmp_path / "site"
+    site.mkdir()
+    shutil.copy(Path(nibabel.__file__).parent / "tests" / "data" / "anatomical.nii", site / "t1.nii")
+    logic = module.SSIMQualityLogic()
+    seen = {}
+    job = logic.startFineTuning(str(site), "site-v1", steps=2, samples=16, device="cpu",
+                                onDone=lambda j, e: seen.update(entry=e),
+                                extraArgs=["--batch-size", "8"]).wait(timeout=900)
+    assert job.state == "done", job.errors[-5:]
+    entry = seen["entry"]
+    assert entry["name"] == "site-v1" and len(entry["sha256"]) == 64
+    listed = {e["name"]: e for e in model_entries()}
+    assert listed["site-v1"]["where"] == "user"
+    assert Path(listed["site-v1"]["path"]).parent == tmp_path / "user" / "models"  # not the extension's folder
+    model = load_named_model("site-v1")  # checked against its SHA-256
+    assert model.input_size == 128
+    assert logic.modelPath("site-v1") == listed["site-v1"]["path"]
+    with pytest.raises(Exception):
+        logic.startFineTuning(str(site), "")  # a name is needed
