@@ -385,8 +385,8 @@ class SSIMQualityWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
 # Logic
 #
 
-CONTRAST_KINDS = ("gamma", "log", "sigmoid", "ahe")
-CORRUPTION_METHODS = ("kspace", "paper", "torchio", "random")
+from SSIMQualityLib.vocabulary import (CLINICAL_GOOD, CLINICAL_SUFFICIENT, CONTRAST_KINDS,  # noqa: E402
+                                       CORRUPTION_METHODS, SLICE_COLUMNS)
 
 #: Every setting of the panel and its default.  They live in the module's parameter node, so they are saved
 #: with the scene and restored with it; the Widget shows them and writes back what the user changes.
@@ -776,13 +776,9 @@ class SSIMQualityLogic(ScriptedLoadableModuleLogic):
                                                            slicer.mrmlScene.GenerateUniqueName(volumeName + " quality"))
         ax = result.axis
         rows = result.rows()
-        columns = {"slice": [r["slice"] for r in rows],
-                   "predicted_ssim": [r["predicted_ssim"] for r in rows],
-                   "clinical_class": [r["clinical_class"] for r in rows],
-                   "class3": [r["class3"] for r in rows],
-                   "class5": [r["class5"] for r in rows],
-                   "class10": [r["class10"] for r in rows],
-                   "foreground": [int(r["foreground"]) for r in rows]}
+        # The library's slice columns, less the file and the axis (the axis is an attribute here).
+        names = [c for c in SLICE_COLUMNS if c not in ("file", "axis")]
+        columns = {c: [int(r[c]) if c == "foreground" else r[c] for r in rows] for c in names}
         _fillTable(tableNode, columns)
         summary = result.summary()
         for key, value in summary.items():
@@ -795,8 +791,6 @@ class SSIMQualityLogic(ScriptedLoadableModuleLogic):
 
     @staticmethod
     def _plotSlices(tableNode, title):
-        from SSIMQualityLib.labels import CLINICAL_GOOD, CLINICAL_SUFFICIENT
-
         n = tableNode.GetNumberOfRows()
         thresholds = slicer.mrmlScene.AddNewNodeByClass("vtkMRMLTableNode", tableNode.GetName() + " thresholds")
         _fillTable(thresholds, {"slice": [0, max(n - 1, 1)], "good": [CLINICAL_GOOD] * 2,
@@ -808,8 +802,8 @@ class SSIMQualityLogic(ScriptedLoadableModuleLogic):
         chart.SetYAxisRangeAuto(False)
         chart.SetYAxisRange(0.0, 1.0)
         specs = [(tableNode, "predicted_ssim", "predicted SSIM", (0.1, 0.3, 0.8), False),
-                 (thresholds, "good", "good >= 0.85", (0.1, 0.6, 0.1), True),
-                 (thresholds, "rescan", "rescan < 0.60", (0.8, 0.1, 0.1), True)]
+                 (thresholds, "good", f"good >= {CLINICAL_GOOD:.2f}", (0.1, 0.6, 0.1), True),
+                 (thresholds, "rescan", f"rescan < {CLINICAL_SUFFICIENT:.2f}", (0.8, 0.1, 0.1), True)]
         for table, column, name, color, dashed in specs:
             series = slicer.mrmlScene.AddNewNodeByClass("vtkMRMLPlotSeriesNode", f"{tableNode.GetName()} {name}")
             series.SetAndObserveTableNodeID(table.GetID())

@@ -21,10 +21,7 @@ import numpy as np
 from .errors import SSIMQualityError
 from .scoring import VolumeScore
 
-SLICE_COLUMNS = ["file", "axis", "slice", "predicted_ssim", "clinical_class", "class3", "class5", "class10",
-                 "foreground"]
-SUMMARY_COLUMNS = ["file", "slices", "slices_scored", "mean_predicted_ssim", "min_predicted_ssim", "fraction_good",
-                   "fraction_sufficient", "fraction_rescan", "verdict"]
+from .vocabulary import SLICE_COLUMNS, SUMMARY_COLUMNS
 
 
 @dataclass
@@ -215,8 +212,8 @@ def volume_figure(path: Union[str, Path], array: np.ndarray, score: VolumeScore,
     ax.axhspan(CLINICAL_GOOD, 1.0, color="#2e7d32", alpha=0.08)
     ax.axhspan(CLINICAL_SUFFICIENT, CLINICAL_GOOD, color="#f9a825", alpha=0.08)
     ax.axhspan(0, CLINICAL_SUFFICIENT, color="#c62828", alpha=0.08)
-    ax.axhline(CLINICAL_GOOD, color="#2e7d32", ls="--", lw=0.8, label="good ≥ 0.85")
-    ax.axhline(CLINICAL_SUFFICIENT, color="#c62828", ls="--", lw=0.8, label="rescan < 0.60")
+    ax.axhline(CLINICAL_GOOD, color="#2e7d32", ls="--", lw=0.8, label=f"good ≥ {CLINICAL_GOOD:.2f}")
+    ax.axhline(CLINICAL_SUFFICIENT, color="#c62828", ls="--", lw=0.8, label=f"rescan < {CLINICAL_SUFFICIENT:.2f}")
     ax.set_ylim(0, 1.02)
     ax.set_xlabel(f"slice (axis {score.axis})")
     ax.set_ylabel("predicted SSIM")

@@ -18,6 +18,7 @@ from typing import Optional, Sequence
 
 from . import progress
 from .errors import SSIMQualityError
+from .vocabulary import CLINICAL_GOOD, CORRUPTION_METHODS
 
 EXIT_USAGE = 2
 EXIT_ERROR = 1
@@ -79,7 +80,7 @@ def _add_corrupt(sub) -> None:
                                    "optionally a CSV of the true SSIM of each slice.")
     p.add_argument("input", help="input volume (NIfTI, NRRD, MetaImage, or a DICOM series folder)")
     p.add_argument("output", help="output volume (.nii, .nii.gz, .nrrd, .mha)")
-    p.add_argument("--method", choices=["kspace", "paper", "torchio", "random"], default="kspace",
+    p.add_argument("--method", choices=list(CORRUPTION_METHODS), default="kspace",
                    help="kspace: our line-replacement algorithm; paper: the paper's k-space variant; "
                         "torchio: TorchIO's motion model; random: kspace or torchio per slice (default kspace)")
     p.add_argument("--severity", type=_severity, default=0.5,
@@ -535,7 +536,7 @@ def _run_evaluate(args) -> int:
         f"{name} (n={v['n']}) mean {v['mean']:+.4f} std {v['std']:.4f}" for name, v in report["residual_by_true_class"].items()))
     cr = report["clean_real"]
     if cr["slices"]:
-        print(f"clean real scans: {cr['fraction_good']:.1%} of {cr['slices']} foreground slices predicted >= 0.85")
+        print(f"clean real scans: {cr['fraction_good']:.1%} of {cr['slices']} foreground slices predicted >= {CLINICAL_GOOD}")
     print(f"report: {out / 'report.json'}")
     return 0
 

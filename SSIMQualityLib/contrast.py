@@ -13,6 +13,9 @@ from typing import Optional, Sequence, Tuple, Union
 
 import numpy as np
 
+from .vocabulary import CONTRAST_KINDS
+
+
 Seed = Union[None, int, np.random.Generator]
 
 
@@ -176,7 +179,7 @@ class AdaptiveHistogramEqualization(ContrastTransform):
         return {"clip_limit": self.clip_limit, "kernel_fraction": self.kernel_fraction}
 
 
-KINDS = {"gamma": Gamma, "log": Logarithmic, "sigmoid": Sigmoid, "ahe": AdaptiveHistogramEqualization}
+KINDS = dict(zip(CONTRAST_KINDS, (Gamma, Logarithmic, Sigmoid, AdaptiveHistogramEqualization)))
 
 
 class RandomContrastTransform:
@@ -235,8 +238,8 @@ class RandomAdaptiveHistogramEqualization(RandomContrastTransform):
 
 
 #: The random twin of each kind, by name.
-RANDOM_KINDS = {"gamma": RandomGamma, "log": RandomLogarithmic, "sigmoid": RandomSigmoid,
-                "ahe": RandomAdaptiveHistogramEqualization}
+RANDOM_KINDS = dict(zip(CONTRAST_KINDS, (RandomGamma, RandomLogarithmic, RandomSigmoid,
+                                        RandomAdaptiveHistogramEqualization)))
 
 
 class RandomContrast(RandomContrastTransform):

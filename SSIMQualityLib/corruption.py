@@ -17,6 +17,7 @@ import torch
 from .motion import RandomKSpaceMotion, RandomMotion, RandomTorchioMotion, apply_motion_batch
 from .slices import normalize
 from .ssim import ssim
+from .vocabulary import CORRUPTION_METHODS
 
 Progress = Optional[Callable[[int, int], None]]
 
@@ -40,7 +41,7 @@ def make_corruptor(method: str = "kspace", severity: Union[float, Tuple[float, f
         return RandomTorchioMotion(severity)
     if method == "random":
         return RandomMotion("random", severity)
-    raise ValueError(f"unknown method {method!r}; choose kspace, paper, torchio or random")
+    raise ValueError(f"unknown method {method!r}; choose {', '.join(CORRUPTION_METHODS)}")
 
 
 def slice_labels(clean: torch.Tensor, corrupted: torch.Tensor) -> torch.Tensor:

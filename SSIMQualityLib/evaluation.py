@@ -17,7 +17,7 @@ from typing import Optional, Sequence, Union
 import numpy as np
 import torch
 
-from .labels import CLINICAL_NAMES, clinical_class, equal_bin_class
+from .labels import CLINICAL_GOOD, CLINICAL_NAMES, CLINICAL_SUFFICIENT, clinical_class, equal_bin_class
 
 #: Seed of the held-out randomisation (training uses 1 and validation 999 by default).
 EVAL_SEED = 20240601
@@ -104,7 +104,7 @@ def plot_report(pred: np.ndarray, true: np.ndarray, out_dir: Union[str, Path], m
     xs = np.linspace(0, 1, 50)
     ax.plot(xs, xs, "k--", lw=0.8, label="identity")
     ax.plot(xs, slope * xs + intercept, "r-", lw=1.2, label=f"fit: {slope:.3f}x + {intercept:.3f} (r={rv:.3f})")
-    for t in (0.6, 0.85):
+    for t in (CLINICAL_SUFFICIENT, CLINICAL_GOOD):
         ax.axvline(t, color="gray", lw=0.5, ls=":")
         ax.axhline(t, color="gray", lw=0.5, ls=":")
     ax.set_xlim(0, 1.02)
@@ -210,7 +210,7 @@ def held_out_scans() -> list:
     return out
 
 
-def clean_real_check(model, scans=None, device: Union[str, torch.device] = "cpu", threshold: float = 0.85) -> dict:
+def clean_real_check(model, scans=None, device: Union[str, torch.device] = "cpu", threshold: float = CLINICAL_GOOD) -> dict:
     """Share of foreground slices of clean real scans predicted ≥ ``threshold`` (clinical "good")."""
     from .scoring import score_array
     from .volumes import read_volume

@@ -16,10 +16,10 @@ import numpy as np
 
 ArrayLike = Union[float, np.ndarray, list]
 
-#: Lower SSIM bound of the clinical classes "good" and "sufficient".
-CLINICAL_GOOD = 0.85
-CLINICAL_SUFFICIENT = 0.60
-CLINICAL_NAMES = {1: "good", 2: "sufficient", 3: "rescan"}
+# The thresholds and class names are defined in vocabulary.py and re-exported here, beside the functions.
+from .vocabulary import CLINICAL_GOOD, CLINICAL_NAMES, CLINICAL_SUFFICIENT
+
+__all__ = ["CLINICAL_GOOD", "CLINICAL_NAMES", "CLINICAL_SUFFICIENT", "equal_bin_class", "clinical_class", "all_classes"]
 
 # Products like 0.3 * 10 land a hair away from the integer edge in floating
 # point, and a float32 prediction of 0.7 is 0.69999999: rounding s * n to six

@@ -32,8 +32,10 @@ import torch.nn.functional as F
 Seed = Union[None, int, np.random.Generator]
 ArrayOrTensor = Union[np.ndarray, torch.Tensor]
 
+from .vocabulary import MOTION_MODELS
+
 LINE_MODES = ("lines", "segments")
-METHODS = ("kspace", "torchio")
+METHODS = MOTION_MODELS
 
 
 def _rng(seed: Seed) -> np.random.Generator:

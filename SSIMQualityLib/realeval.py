@@ -30,12 +30,13 @@ import numpy as np
 import torch
 
 from .evaluation import stratified_std
-from .labels import CLINICAL_GOOD, clinical_class
+from .labels import CLINICAL_GOOD, CLINICAL_SUFFICIENT, clinical_class
+from .vocabulary import MOTION_MODELS
 
 #: Severity grid of the corruption (0 is the clean slice); chosen so that the
 #: truth spreads over about 0.3 – 1.0 on real scans.
 SEVERITIES = (0.0, 0.1, 0.2, 0.3, 0.45, 0.6, 0.8, 1.0)
-METHODS = ("kspace", "torchio")
+METHODS = MOTION_MODELS
 DEFINITIONS = ("project", "paper")
 #: Scan kinds the clean-slice figure is broken down by, and the words in a file name that say them.
 KINDS = {"T1": ("t1", "t1w", "mprage", "anatomical", "spgr"), "T2/PD": ("t2", "t2w", "pd", "pdw", "proton"),
@@ -268,7 +269,7 @@ def _figures(samples, volumes, report, examples, methods, levels, out: Path) -> 
             pts = [s for s in samples if s.definition == d and s.method == m]
             ax.scatter([s.true for s in pts], [s.predicted for s in pts], s=5, alpha=0.4, color=colour, label=m)
         ax.plot([0, 1], [0, 1], "k--", lw=0.8)
-        for t in (0.6, 0.85):
+        for t in (CLINICAL_SUFFICIENT, CLINICAL_GOOD):
             ax.axvline(t, color="gray", lw=0.5, ls=":")
             ax.axhline(t, color="gray", lw=0.5, ls=":")
         ax.set_xlim(0, 1.02)

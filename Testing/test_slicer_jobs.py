@@ -1,5 +1,4 @@
 """The Slicer module's settings in its parameter node, and its long work out of process, on a real MRML scene."""
-import os
 import shutil
 from pathlib import Path
 

@@ -1,0 +1,26 @@
+"""The project's words, each defined once and imported everywhere.
+
+Motion models, corruption methods, contrast kinds, clinical thresholds and
+the columns of every result table.  This module imports nothing, so the
+Slicer module can read it before torch is installed.
+"""
+from __future__ import annotations
+
+#: The two motion algorithms (training, evaluation, ``compare``).
+MOTION_MODELS = ("kspace", "torchio")
+#: What ``corrupt`` and the Slicer module offer: the two algorithms, the paper's k-space variant, or either at random.
+CORRUPTION_METHODS = ("kspace", "paper", "torchio", "random")
+#: Contrast changes (training's augmentation and the teaching panel).
+CONTRAST_KINDS = ("gamma", "log", "sigmoid", "ahe")
+
+#: Lower SSIM bound of the clinical classes "good" and "sufficient"; below the second: "rescan".
+CLINICAL_GOOD = 0.85
+CLINICAL_SUFFICIENT = 0.60
+CLINICAL_NAMES = {1: "good", 2: "sufficient", 3: "rescan"}
+
+#: One row per slice (``score`` output, the CLI module's table; the Slicer table drops ``file``).
+SLICE_COLUMNS = ["file", "axis", "slice", "predicted_ssim", "clinical_class", "class3", "class5", "class10",
+                 "foreground"]
+#: One row per volume.
+SUMMARY_COLUMNS = ["file", "slices", "slices_scored", "mean_predicted_ssim", "min_predicted_ssim", "fraction_good",
+                   "fraction_sufficient", "fraction_rescan", "verdict"]
