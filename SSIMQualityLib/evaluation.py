@@ -173,13 +173,9 @@ def evaluate(model, n: int = 10000, seed: int = EVAL_SEED, data: Optional[Sequen
     ds = MotionSliceDataset(n, source=source, seed=seed)
     size = int(getattr(model, "input_size", 256))
     x, y = build_cache(ds, size, workers=workers if source is None else 1, progress=progress)
-    model.eval()
-    dev = torch.device(device)
-    preds = []
-    with torch.no_grad():
-        for i in range(0, n, 128):
-            preds.append(model(x[i:i + 128].to(dev, torch.float32)).float().cpu())
-    pred = torch.cat(preds).numpy()
+    from .scoring import predict_prepared
+
+    pred = predict_prepared(model, x, device, 128).numpy()
     true = y.numpy()
     m = metrics(pred, true)
     m["protocol"] = {"n": n, "seed": seed, "data": list(map(str, data)) if data else "synthetic MNI152 (held-out seeds)"}

@@ -108,25 +108,37 @@ def _use_bf16(bf16: bool, dev: torch.device) -> bool:
     return fast_precision(dev) == BFLOAT16
 
 
-@torch.no_grad()
 def predict_slices(model, slices: torch.Tensor, device: Union[str, torch.device] = "cpu", batch_size: int = 32,
                    bf16: bool = False, progress: Optional[Callable[[int], None]] = None) -> np.ndarray:
-    """Predicted SSIM of raw slices (N, H, W): moved to the device, normalised, fitted to 256², batched.
+    """Predicted SSIM of raw slices (N, H, W), every one of them: :func:`score_volumes` without the
+    foreground test (normalised, fitted to 256², batched on ``device``).
 
     ``bf16`` asks for bfloat16 autocast; it is honoured only where the device
     computes bfloat16 natively (emulated, it is 40–50× slower).
     """
+    stack = slices.float().numpy() if isinstance(slices, torch.Tensor) else np.asarray(slices, np.float32)
+    if len(stack) == 0:
+        return np.zeros(0, np.float32)
+    (_, result), = score_volumes([(None, stack, (1.0, 1.0, 1.0), 0)], model, device=device, batch_size=batch_size,
+                                 bf16=bf16, progress=progress, every_slice=True)
+    if isinstance(result, BaseException):
+        raise result
+    return result.predicted.astype(np.float32)
+
+
+@torch.no_grad()
+def predict_prepared(model, x: torch.Tensor, device: Union[str, torch.device] = "cpu", batch_size: int = 256,
+                     bf16: bool = False) -> torch.Tensor:
+    """Predictions for inputs already prepared (N, 1, S, S) — cached training and validation samples.
+
+    The same network call as :func:`score_volumes` (:func:`_run_model`); ``bf16`` is taken as given (the
+    caller has chosen the precision).  Returns a CPU float tensor (N,).
+    """
     model.eval()
     dev = torch.device(device)
-    bf16 = _use_bf16(bf16, dev)
-    out = []
-    for i in range(0, len(slices), batch_size):
-        raw = slices[i:i + batch_size].float()
-        x = prepare_input(_to_device(raw, dev))[:, None]
-        out.append(_run_model(model, x, bf16).cpu().numpy())
-        if progress:
-            progress(len(raw))
-    return np.concatenate(out) if out else np.zeros(0, np.float32)
+    out = [_run_model(model, x[i:i + batch_size].to(dev, torch.float32), bf16).cpu()
+           for i in range(0, len(x), batch_size)]
+    return torch.cat(out) if out else torch.zeros(0)
 
 
 def _to_device(t: torch.Tensor, dev: torch.device) -> torch.Tensor:
@@ -155,7 +167,7 @@ class _Pending:
 @torch.no_grad()
 def score_volumes(items: Iterable[Tuple[object, Optional[np.ndarray], Sequence[float], Optional[int]]], model, *,
                   device: Union[str, torch.device] = "cpu", batch_size: Optional[int] = None, bf16: bool = False,
-                  progress: Optional[Callable[[int], None]] = None
+                  progress: Optional[Callable[[int], None]] = None, every_slice: bool = False
                   ) -> Iterator[Tuple[object, Union[VolumeScore, BaseException, None]]]:
     """Score a stream of volumes, with network batches that span volumes; the one inference loop.
 
@@ -171,6 +183,7 @@ def score_volumes(items: Iterable[Tuple[object, Optional[np.ndarray], Sequence[f
     foreground test, normalisation, fitting to 256² and the network follow
     there.  Slices of small volumes fill a batch together, so an archive of
     24-slice EPI series keeps a GPU as busy as one large volume does.
+    ``every_slice`` skips the foreground test (slices chosen by the caller).
     """
     from collections import deque
 
@@ -234,7 +247,8 @@ def score_volumes(items: Iterable[Tuple[object, Optional[np.ndarray], Sequence[f
                 # Cast and move a chunk at a time: a large integer volume is never copied whole.
                 for s in range(0, n, batch_size):
                     raw = _to_device(torch.from_numpy(np.ascontiguousarray(moved[s:s + batch_size], dtype=np.float32)), dev)
-                    fg = stack_foreground(raw, ref)
+                    fg = (torch.ones(len(raw), dtype=torch.bool, device=raw.device) if every_slice
+                          else stack_foreground(raw, ref))
                     vol.foreground[s:s + len(raw)] = fg.cpu().numpy()
                     idx = np.flatnonzero(vol.foreground[s:s + len(raw)]) + s
                     if len(idx):

@@ -135,16 +135,14 @@ def _autocast(device: torch.device, cfg: TrainConfig):
     return torch.autocast(device.type, dtype=torch.bfloat16, enabled=choice == BFLOAT16)
 
 
-@torch.no_grad()
 def predict(model, x: torch.Tensor, device: torch.device, cfg: Optional[TrainConfig] = None, batch: int = 256) -> torch.Tensor:
-    model.eval()
-    out = []
+    """Validation predictions on prepared samples, in the run's precision (the scoring loop's network call)."""
+    from .precision import BFLOAT16, fast_precision
+    from .scoring import predict_prepared
+
     cfg = cfg or TrainConfig()
-    for i in range(0, len(x), batch):
-        xb = x[i:i + batch].to(device, torch.float32).contiguous(memory_format=torch.channels_last)
-        with _autocast(device, cfg):
-            out.append(model(xb).float().cpu())
-    return torch.cat(out) if out else torch.zeros(0)
+    choice = fast_precision(device) if cfg.precision == "auto" else cfg.precision
+    return predict_prepared(model, x, device, batch, bf16=choice == BFLOAT16)
 
 
 def train(cfg: TrainConfig, resume: bool = True, log: Callable[[str], None] = print) -> Path:
