@@ -63,7 +63,8 @@ def main(argv=None):
 
 
 def _score_volume(args, model, device) -> int:
-    from SSIMQualityLib.batch import VolumeResult, write_slice_table
+    from SSIMQualityLib.batch import VolumeResult
+    from SSIMQualityLib.results import write_slice_table
     from SSIMQualityLib.scoring import score_array
     from SSIMQualityLib.slices import acquisition_axis
     from SSIMQualityLib.volumes import read_volume
@@ -94,7 +95,9 @@ def _score_volume(args, model, device) -> int:
 def _score_folder(args, model, device) -> int:
     """Every volume of the folder: per-slice rows (with the file) and one summary row per volume; the number
     of files that could not be scored (each reported in one line on stderr, the others kept)."""
-    from SSIMQualityLib.batch import SLICE_COLUMNS, SUMMARY_COLUMNS, score_files, write_table
+    from SSIMQualityLib.batch import score_files
+    from SSIMQualityLib.results import write_table
+    from SSIMQualityLib.vocabulary import SLICE_COLUMNS, SUMMARY_COLUMNS
     from SSIMQualityLib.volumes import list_volume_paths
 
     paths = list_volume_paths([args.inputFolder])

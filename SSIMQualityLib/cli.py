@@ -184,7 +184,11 @@ def part_output(output: str, rank: int, world: int) -> str:
 
 
 def _run_score(args) -> int:
-    from .batch import SUMMARY_COLUMNS, load_results, shard, summary_path, write_index, write_results
+    from .batch import shard
+    from .report import write_index
+    from .results import summary_path, write_results
+    from .resume import load_results
+    from .vocabulary import SUMMARY_COLUMNS
     from .iqm import IQM_COLUMNS
     from .models import resolve_device
     from .outputs import ensure_writable
@@ -285,7 +289,7 @@ def _merge_ranks(args, rank: int, world: int) -> None:
     import torch
 
     from . import distributed
-    from .batch import merge_results, summary_path
+    from .results import merge_results, summary_path
 
     distributed.init(torch.device("cpu"))  # gloo: a rendezvous only, no tensors travel
     distributed.barrier()
@@ -304,7 +308,9 @@ def _score_loop(args, paths, model, device, columns, results, index, report, sli
                 last_write) -> None:
     from tqdm import tqdm
 
-    from .batch import score_files, volume_figure, write_results
+    from .batch import score_files
+    from .report import volume_figure
+    from .results import write_results
 
     for res in score_files(paths, model, device=device, batch_size=args.batch_size, axis=args.axis,
                            workers=args.workers, frame=args.frame, bf16=args.fast, iqm=args.iqm, series_uid=args.series,
@@ -354,7 +360,7 @@ def _add_iqm(sub) -> None:
 def _run_iqm(args) -> int:
     import json
 
-    from .batch import rows_to_csv
+    from .results import rows_to_csv
     from .iqm import IQM_COLUMNS, compute_iqms
     from .outputs import ensure_writable, write_text
     from .volumes import list_volume_paths, read_volume
@@ -381,7 +387,7 @@ def _run_iqm(args) -> int:
         print(f"nothing was measured: {args.output} was not written")
     elif args.output:
         if args.output.lower().endswith(".json"):
-            from .batch import _nan_to_none
+            from .results import _nan_to_none
 
             write_text(args.output, json.dumps(_nan_to_none(rows), indent=1) + "\n", args.force)
         else:
@@ -617,7 +623,7 @@ def _add_merge(sub) -> None:
 
 
 def _run_merge(args) -> int:
-    from .batch import merge_results
+    from .results import merge_results
     from .errors import UnreadableFileError
     from .outputs import ensure_writable
 

@@ -1,0 +1,131 @@
+"""Result tables of ``ssimquality score``: CSV (per slice, plus the per-volume summary) or JSON, written
+atomically; and the join of sharded runs' outputs (``ssimquality merge``)."""
+from __future__ import annotations
+
+import csv
+import io
+import json
+from pathlib import Path
+from typing import List, Sequence, Union
+
+import numpy as np
+
+from .batch import VolumeResult
+from .errors import SSIMQualityError
+from .vocabulary import SLICE_COLUMNS, SUMMARY_COLUMNS
+
+
+def rows_to_csv(rows: List[dict], columns: Sequence[str], delimiter: str = ",") -> str:
+    buf = io.StringIO()
+    w = csv.DictWriter(buf, fieldnames=list(columns), extrasaction="ignore", lineterminator="\n", delimiter=delimiter)
+    w.writeheader()
+    for r in rows:
+        w.writerow({k: (f"{v:.6f}" if isinstance(v, float) and v == v else ("" if isinstance(v, float) else v))
+                    for k, v in r.items()})
+    return buf.getvalue()
+
+
+def summary_path(output: Union[str, Path]) -> Path:
+    """Where the per-volume summary of a CSV output goes: ``results.csv`` → ``results.summary.csv``."""
+    p = Path(output)
+    return p.with_name(p.name[: -len(".csv")] + ".summary.csv") if p.name.lower().endswith(".csv") else p
+
+
+def write_results(results: List[VolumeResult], output: Union[str, Path], force: bool = False,
+                  slice_columns: Sequence[str] = SLICE_COLUMNS, summary_columns: Sequence[str] = SUMMARY_COLUMNS) -> List[Path]:
+    """Write results by extension: ``.json`` (one document) or ``.csv`` (slices + ``.summary.csv``), atomically."""
+    from .outputs import write_text
+
+    out = Path(output)
+    done = [r for r in results if r.score is not None]
+    if out.name.lower().endswith(".json"):
+        doc = {"volumes": [{**r.summary(), "slice_scores": r.slice_rows()} for r in done],
+               "errors": [{"file": r.file, "error": r.error.one_line()} for r in results if r.error is not None]}
+        text = json.dumps(_nan_to_none(doc), indent=1, default=_json_default, allow_nan=False)
+        return [write_text(out, text + "\n", force)]
+    slices = [row for r in done for row in r.slice_rows()]
+    a = write_text(out, rows_to_csv(slices, slice_columns), force)
+    b = write_text(summary_path(out), rows_to_csv([r.summary() for r in done], summary_columns), force)
+    return [a, b]
+
+
+def _nan_to_none(o):
+    """JSON has no NaN: unscored values become null."""
+    if isinstance(o, dict):
+        return {k: _nan_to_none(v) for k, v in o.items()}
+    if isinstance(o, list):
+        return [_nan_to_none(v) for v in o]
+    if isinstance(o, (float, np.floating)) and o != o:
+        return None
+    return o
+
+
+def _json_default(o):
+    if isinstance(o, (np.integer,)):
+        return int(o)
+    if isinstance(o, (np.floating,)):
+        return float(o)
+    if isinstance(o, np.bool_):
+        return bool(o)
+    raise TypeError(type(o))
+
+
+def write_table(rows: List[dict], columns: Sequence[str], path: Union[str, Path], force: bool = False) -> Path:
+    """A table of ``rows``: tab-separated for ``.tsv`` (what Slicer's table storage reads), else CSV."""
+    from .outputs import write_text
+
+    delimiter = "\t" if str(path).lower().endswith(".tsv") else ","
+    return write_text(path, rows_to_csv(rows, columns, delimiter), force)
+
+
+def write_slice_table(result: VolumeResult, path: Union[str, Path], force: bool = False) -> Path:
+    """One volume's per-slice table (no file column); tab-separated for ``.tsv``, else CSV."""
+    return write_table(result.slice_rows(), [c for c in SLICE_COLUMNS if c != "file"], path, force)
+
+
+def merge_results(parts: Sequence[Union[str, Path]], output: Union[str, Path], force: bool = False) -> List[Path]:
+    """Join the outputs of several ``ssimquality score`` runs (shards), in the order given, into one output.
+
+    All parts and the output have one format (``.csv`` with its ``.summary.csv``, or ``.json``).  A
+    volume found in two parts is refused: the parts overlap.
+    """
+    from .errors import UnreadableFileError
+    from .outputs import write_text
+
+    out = Path(output)
+    kinds = {Path(p).name.lower().endswith(".json") for p in parts} | {out.name.lower().endswith(".json")}
+    if len(kinds) != 1:
+        raise SSIMQualityError("parts and output must all be .csv or all be .json", str(out), "use one format")
+    seen: dict = {}
+    if out.name.lower().endswith(".json"):
+        volumes, errors = [], []
+        for p in parts:
+            try:
+                doc = json.loads(Path(p).read_text(encoding="utf-8"))
+                volumes_p, errors_p = doc["volumes"], doc.get("errors", [])
+            except (OSError, ValueError, KeyError) as exc:
+                raise UnreadableFileError(f"not a results file of ssimquality score ({type(exc).__name__})", str(p),
+                                          "give the files the shards wrote with -o") from None
+            for v in volumes_p:
+                if v["file"] in seen:
+                    raise SSIMQualityError(f"{v['file']} is in two parts ({seen[v['file']]} and {p})", str(p),
+                                           "merge parts of one sharded run only")
+                seen[v["file"]] = p
+            volumes += volumes_p
+            errors += errors_p
+        text = json.dumps({"volumes": volumes, "errors": errors}, indent=1, allow_nan=False)
+        return [write_text(out, text + "\n", force)]
+    from .resume import load_results
+
+    results, columns = [], None
+    for p in parts:
+        for r in load_results(p):
+            if r.file in seen:
+                raise SSIMQualityError(f"{r.file} is in two parts ({seen[r.file]} and {p})", str(p),
+                                       "merge parts of one sharded run only")
+            seen[r.file] = p
+            results.append(r)
+        if columns is None:
+            with summary_path(p).open(encoding="utf-8") as fh:
+                columns = next(csv.reader(fh), SUMMARY_COLUMNS)
+    return write_results(results, out, force=force, summary_columns=columns or SUMMARY_COLUMNS)
