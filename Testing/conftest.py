@@ -37,3 +37,24 @@ def sample_slices(sample):
         for frac in (0.35, 0.45, 0.55, 0.65):
             out.append(np.ascontiguousarray(np.take(sample.array, int(n * frac), axis=axis), dtype=np.float32))
     return out
+
+
+@pytest.fixture()
+def scene():
+    """A fresh real MRML scene (slicer-core) as ``slicer.mrmlScene``."""
+    from slicer_scene import make_scene
+
+    scene, _, _ = make_scene()
+    yield scene
+    scene.Clear(1)
+
+
+@pytest.fixture()
+def module():
+    """The Slicer module file, imported as Slicer would (after the scene helper put the shim first)."""
+    import importlib
+
+    importlib.import_module("slicer_scene")  # puts the shim and the module folder on the path
+    import SSIMQuality
+
+    return SSIMQuality

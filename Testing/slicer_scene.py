@@ -30,3 +30,11 @@ def make_scene():
     app.SetModuleLogic("Tables", tables)
     slicer.mrmlScene = scene
     return scene, app, {"Colors": colors, "Volumes": volumes, "Tables": tables}
+
+
+def table_column(table, name):
+    """One column of a vtkMRMLTableNode as a float array."""
+    import numpy as np
+
+    t = table.GetTable()
+    return np.array([t.GetValueByName(r, name).ToDouble() for r in range(table.GetNumberOfRows())])

@@ -5,28 +5,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from slicer_scene import make_scene  # noqa: E402  (puts the shim on the path first)
+from slicer_scene import make_scene, table_column  # noqa: E402  (puts the shim on the path first)
 
 import slicer  # noqa: E402
-
-
-@pytest.fixture()
-def scene():
-    scene, _, _ = make_scene()
-    yield scene
-    scene.Clear(1)
-
-
-@pytest.fixture()
-def module():
-    import SSIMQuality
-
-    return SSIMQuality
-
-
-def _column(table, name):
-    t = table.GetTable()
-    return np.array([t.GetValueByName(r, name).ToDouble() for r in range(table.GetNumberOfRows())])
 
 
 def test_parameter_node_round_trip(scene, module, sample_path, tmp_path):
@@ -67,7 +48,7 @@ def test_scoring_job_fills_the_table_out_of_process(scene, module, sample_path):
     assert table is not None and table.GetNumberOfRows() == slicer.util.arrayFromVolume(node).shape[0]
     assert 0.0 < job.progress <= 1.0 and job.progress == 1.0
     in_process = logic.scoreVolume(node, model=logic.loadModel(device="cpu"))
-    np.testing.assert_allclose(_column(table, "predicted_ssim"), _column(in_process, "predicted_ssim"),
+    np.testing.assert_allclose(table_column(table, "predicted_ssim"), table_column(in_process, "predicted_ssim"),
                                atol=1e-5, equal_nan=True)
     assert table.GetAttribute("SSIMQuality.verdict") == in_process.GetAttribute("SSIMQuality.verdict")
     assert slicer.mrmlScene.GetNodeByID(table.GetAttribute("SSIMQuality.ChartNodeID")) is not None
@@ -86,7 +67,7 @@ def test_corruption_job_and_cancel(scene, module, sample_path):
     arr = slicer.util.arrayFromVolume(node)
     ref = corrupt_volume(arr, 0, method="kspace", severity=0.6, seed=3, out_dtype=arr.dtype)
     np.testing.assert_array_equal(slicer.util.arrayFromVolume(out), ref.array)
-    np.testing.assert_allclose(_column(table, "ssim"), ref.ssim, atol=1e-6)
+    np.testing.assert_allclose(table_column(table, "ssim"), ref.ssim, atol=1e-6)
     # Cancel: the process stops, nothing is added, onDone is not called.
     called = []
     job = logic.startScoring(node, device="cpu", onDone=lambda j, t: called.append(t))

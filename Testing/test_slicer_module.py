@@ -6,25 +6,11 @@ import xml.etree.ElementTree as ET
 import numpy as np
 import pytest
 
-from slicer_scene import ROOT, make_scene  # noqa: E402  (puts the shim on the path first)
+from slicer_scene import ROOT, table_column  # noqa: E402  (puts the shim on the path first)
 
 import slicer  # noqa: E402
 
 MODULE_DIR = os.path.join(ROOT, "SSIMQuality")
-
-
-@pytest.fixture()
-def scene():
-    scene, app, logics = make_scene()
-    yield scene
-    scene.Clear(1)
-
-
-@pytest.fixture()
-def module():
-    import SSIMQuality
-
-    return SSIMQuality
 
 
 @pytest.fixture()
@@ -42,11 +28,6 @@ def _matrix(node):
     return np.array([[m.GetElement(i, j) for j in range(4)] for i in range(4)])
 
 
-def _column(table, name):
-    t = table.GetTable()
-    return np.array([t.GetValueByName(r, name).ToDouble() for r in range(table.GetNumberOfRows())])
-
-
 def test_load_and_score_sample(scene, module, sample_path, sample, tiny_model):
     logic = module.SSIMQualityLogic()
     node = logic.loadVolumeFile(sample_path)
@@ -58,8 +39,8 @@ def test_load_and_score_sample(scene, module, sample_path, sample, tiny_model):
     assert table.GetNumberOfRows() == arr.shape[axis]
     cols = [table.GetColumnName(i) for i in range(table.GetNumberOfColumns())]
     assert cols == ["slice", "predicted_ssim", "clinical_class", "class3", "class5", "class10", "foreground"]
-    p = _column(table, "predicted_ssim")
-    fg = _column(table, "foreground").astype(bool)
+    p = table_column(table, "predicted_ssim")
+    fg = table_column(table, "foreground").astype(bool)
     assert np.all((p[fg] >= 0) & (p[fg] <= 1)) and np.all(np.isnan(p[~fg]))
     assert fg.sum() > 0.6 * len(fg)
     assert float(table.GetAttribute("SSIMQuality.mean_predicted_ssim")) == pytest.approx(np.nanmean(p[fg]))
@@ -100,11 +81,11 @@ def test_corrupt_kspace_contrast(scene, module, sample_path):
     node = logic.loadVolumeFile(sample_path)
     arr, _ = logic.volumeArray(node)
     out, table = logic.corruptVolume(node, method="kspace", severity=0.0, seed=0)
-    assert np.all(_column(table, "ssim") == 1.0)
+    assert np.all(table_column(table, "ssim") == 1.0)
     np.testing.assert_array_equal(slicer.util.arrayFromVolume(out), arr)
     out2, table2 = logic.corruptVolume(node, method="torchio", severity=0.7, seed=2)
     assert table2.GetNumberOfRows() == arr.shape[0]
-    s = _column(table2, "ssim")
+    s = table_column(table2, "ssim")
     assert np.all((s > 0) & (s <= 1)) and s.mean() < 0.99
     np.testing.assert_allclose(_matrix(out2), _matrix(node))
     assert scene.GetNodeByID(out2.GetAttribute("SSIMQuality.TrueSSIMTableID")) is table2
