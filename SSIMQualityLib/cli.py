@@ -450,6 +450,10 @@ def _add_train(sub) -> None:
                    help=f"share of samples drawn from --source (default {d.source_share})")
     p.add_argument("--init", default="", metavar="MODEL",
                    help="start from this model file's weights (fine-tune; e.g. the bundled model) instead of from scratch")
+    p.add_argument("--stream", action="store_true",
+                   help="fresh samples every step, made ahead by --workers processes, instead of a cached set of "
+                        "--train-samples (worth it where there are cores to spare: the sample maker must keep up "
+                        "with the network)")
     p.add_argument("--precision", choices=["auto", "float32", "bfloat16"], default=d.precision,
                    help="network arithmetic (default auto: bfloat16 where the GPU or CPU has it natively, "
                         "float32 elsewhere, where emulated bfloat16 is 40-50x slower)")
@@ -470,7 +474,7 @@ def _run_train(args) -> int:
                       checkpoint_every=args.val_every, train_seed=args.seed, device=args.device,
                       workers=args.workers, max_minutes=args.max_minutes, init=args.init,
                       source=tuple(str(p) for p in args.source), source_share=args.source_share,
-                      precision=args.precision)
+                      precision=args.precision, stream=args.stream)
     final = train(cfg, resume=not args.no_resume)
     from .distributed import world
 

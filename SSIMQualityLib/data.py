@@ -385,7 +385,7 @@ def build_cache(dataset: MotionSliceDataset, size: int, chunk: int = 32, workers
         import multiprocessing as mp
 
         ctx = mp.get_context("fork")
-        with ctx.Pool(workers, initializer=_worker_init) as pool:
+        with ctx.Pool(workers, initializer=worker_init) as pool:
             results = pool.imap_unordered(job, starts)
             for first, x, y in results:
                 xs[first - start:first - start + len(y)] = x
@@ -402,7 +402,8 @@ def build_cache(dataset: MotionSliceDataset, size: int, chunk: int = 32, workers
     return xs, ys
 
 
-def _worker_init():
+def worker_init(*_worker_id) -> None:
+    """Each sample-making process on one core (a Pool initializer or a DataLoader worker_init_fn)."""
     torch.set_num_threads(1)
 
 

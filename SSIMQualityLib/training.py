@@ -20,7 +20,7 @@ import torch
 import torch.nn.functional as F
 
 from . import progress
-from .data import DATA_VERSION, MotionSliceDataset, build_cache
+from .data import DATA_VERSION, MotionSliceDataset, build_cache, worker_init
 from .models import build_model, resolve_device, save_checkpoint
 
 
@@ -50,6 +50,7 @@ class TrainConfig:
     init: str = ""  # start from this model file's weights (fine-tuning); "" = from scratch
     source: tuple = ()  # the user's real volumes (files / folders) mixed into training, noise-fixed rule
     source_share: float = 0.5  # share of samples drawn from ``source``
+    stream: bool = False  # fresh samples every step, made by ``workers`` processes, instead of a cached set
 
 
 def _loss_fn(name: str) -> Callable:
@@ -166,8 +167,9 @@ def train(cfg: TrainConfig, resume: bool = True, log: Callable[[str], None] = pr
         log(f"distributed: {w.size} processes ({'NCCL' if device.type == 'cuda' else 'gloo'}), "
             f"{cfg.batch_size} samples per process per step")
     src = tuple(str(p) for p in cfg.source)
-    x_tr, y_tr = load_or_build_cache(out, "train", cfg.train_samples, rank_seed(cfg.train_seed, w.rank),
-                                     cfg.input_size, cfg.workers, log, src, cfg.source_share, show=w.main)
+    if not cfg.stream:
+        x_tr, y_tr = load_or_build_cache(out, "train", cfg.train_samples, rank_seed(cfg.train_seed, w.rank),
+                                         cfg.input_size, cfg.workers, log, src, cfg.source_share, show=w.main)
     if w.main:
         x_va, y_va = load_or_build_cache(out, "val", cfg.val_samples, cfg.val_seed, cfg.input_size, cfg.workers, log,
                                          src, cfg.source_share)
@@ -218,8 +220,12 @@ def train(cfg: TrainConfig, resume: bool = True, log: Callable[[str], None] = pr
         model = torch.nn.parallel.DistributedDataParallel(
             model, device_ids=[device.index] if device.type == "cuda" else None)
 
-    n = len(y_tr)
-    per_epoch = n // cfg.batch_size
+    if cfg.stream:
+        batches = stream_batches(cfg, rank_seed(cfg.train_seed, w.rank), first_step=step)
+        log(f"streaming fresh samples: {cfg.batch_size} a step, made by {cfg.workers} worker processes")
+    else:
+        n = len(y_tr)
+        per_epoch = n // cfg.batch_size
 
     def batch_indices(s: int) -> torch.Tensor:
         epoch, k = divmod(s, per_epoch)
@@ -243,9 +249,13 @@ def train(cfg: TrainConfig, resume: bool = True, log: Callable[[str], None] = pr
     bar = progress.bar(cfg.steps, initial=step, desc="training", unit="step", show=None if w.main else False)
     while step < cfg.steps:
         model.train()
-        idx = batch_indices(step)
-        xb = x_tr[idx].to(device, torch.float32).contiguous(memory_format=torch.channels_last)
-        yb = y_tr[idx].to(device)
+        if cfg.stream:
+            xb, yb = next(batches)
+        else:
+            idx = batch_indices(step)
+            xb, yb = x_tr[idx], y_tr[idx]
+        xb = xb.to(device, torch.float32).contiguous(memory_format=torch.channels_last)
+        yb = yb.to(device)
         with _autocast(device, cfg):
             pred = model(xb)
         loss = loss_fn(pred.float(), yb)
@@ -283,6 +293,36 @@ def train(cfg: TrainConfig, resume: bool = True, log: Callable[[str], None] = pr
                                                          "processes": w.size, "wall_time_s": time.time() - start})})
     distributed.finish()
     return final
+
+
+class StepBatches(torch.utils.data.Dataset):
+    """Training batch ``s`` of a streamed run: samples ``s·B … (s+1)·B − 1`` of the dataset, at the network's
+    resolution (area-averaged, as the cache stores them).  Fixed by ``(seed, s)``, so a resumed run makes the
+    same samples an uninterrupted one would."""
+
+    def __init__(self, dataset: MotionSliceDataset, batch_size: int, size: int):
+        self.dataset, self.batch_size, self.size = dataset, int(batch_size), int(size)
+
+    def __len__(self) -> int:
+        return len(self.dataset) // self.batch_size
+
+    def __getitem__(self, step: int):
+        first = int(step) * self.batch_size
+        x, y = self.dataset.batch(range(first, first + self.batch_size))
+        if x.shape[-1] != self.size:
+            x = F.interpolate(x, size=(self.size, self.size), mode="area")
+        return x, y
+
+
+def stream_batches(cfg: TrainConfig, seed: int, first_step: int = 0):
+    """An iterator over the batches of steps ``first_step … cfg.steps − 1``, made ahead by ``cfg.workers``
+    processes (in this process when 0)."""
+    ds = make_dataset(cfg.steps * cfg.batch_size, seed, tuple(str(p) for p in cfg.source), cfg.source_share)
+    loader = torch.utils.data.DataLoader(
+        StepBatches(ds, cfg.batch_size, cfg.input_size), batch_size=None, sampler=range(first_step, cfg.steps),
+        num_workers=cfg.workers, worker_init_fn=worker_init if cfg.workers else None,
+        prefetch_factor=2 if cfg.workers else None, persistent_workers=False)
+    return iter(loader)
 
 
 def rank_seed(seed: int, rank: int) -> int:

@@ -153,3 +153,35 @@ def test_export_replaces_the_catalogue_entry_of_the_same_file(tmp_path):
     models = json.loads((dest.parent / "models.json").read_text(encoding="utf-8"))["models"]
     assert [m["name"] for m in models] == ["m-v2"] and models[0]["sha256"] == entry["sha256"] == sha256_of(dest)
     assert load_model(dest, sha256=entry["sha256"]).input_size == 32
+
+
+def test_streaming_training_makes_fresh_samples_and_resumes_the_same(tmp_path):
+    """--stream: no training cache; step s trains on samples s*B ... (s+1)*B - 1; a resumed run equals a straight one."""
+    from SSIMQualityLib.training import StepBatches, make_dataset
+
+    def cfg(out):
+        c = _cfg(out, 3)
+        c.stream, c.batch_size, c.workers = True, 4, 1
+        return c
+
+    straight = train(cfg(tmp_path / "a"), log=lambda *_: None)
+    assert not list((tmp_path / "a").glob("cache_train_*"))  # only the fixed validation set is cached
+    assert list((tmp_path / "a").glob("cache_val_*"))
+    c = cfg(tmp_path / "b")
+    (tmp_path / "b").mkdir()
+    for f in (tmp_path / "a").glob("cache_val_*.pt"):
+        (tmp_path / "b" / f.name).write_bytes(f.read_bytes())
+    c.max_minutes = 1e-9  # cut off after the first step
+    train(c, log=lambda *_: None)
+    c.max_minutes = 0
+    resumed = train(c, log=lambda *_: None)
+    a = torch.load(straight, weights_only=True)["state_dict"]
+    b = torch.load(resumed, weights_only=True)["state_dict"]
+    for k in a:
+        assert torch.allclose(a[k].float(), b[k].float(), atol=1e-5), k
+    # The batches are the dataset's own samples, resized as the cache would store them.
+    ds = make_dataset(12, seed=1)
+    x, y = StepBatches(ds, 4, 32)[1]
+    x_ref, y_ref = ds.batch(range(4, 8))
+    assert x.shape == (4, 1, 32, 32) and torch.equal(y, y_ref)
+    assert torch.allclose(x, torch.nn.functional.interpolate(x_ref, size=(32, 32), mode="area"))
