@@ -8,7 +8,7 @@ import numpy as np
 import torch
 
 from .labels import CLINICAL_NAMES, all_classes
-from .slices import UPPER_PERCENTILE, prepare_input, slicing_axis, volume_range
+from .slices import UPPER_PERCENTILE, prepare_input, slicing_axis, upper_quantile, volume_range
 
 #: Slices with less head than this share of pixels are flagged, not scored.
 MIN_FOREGROUND = 0.05
@@ -68,7 +68,7 @@ def stack_foreground(stack: torch.Tensor, reference: Tuple[float, float], thresh
     lo, hi = float(reference[0]), float(reference[1])
     by_volume = (flat > lo + threshold * (hi - lo)).float().mean(dim=1) if hi > lo else torch.zeros(len(flat), device=flat.device)
     own_lo = flat.amin(dim=1, keepdim=True)
-    own_hi = torch.quantile(flat.double(), UPPER_PERCENTILE / 100.0, dim=1, keepdim=True).float()
+    own_hi = upper_quantile(flat, UPPER_PERCENTILE / 100.0).float()
     own = (flat > own_lo + threshold * (own_hi - own_lo)).float().mean(dim=1)
     own = torch.where((own_hi > own_lo).flatten(), own, torch.zeros_like(own))
     return (by_volume >= MIN_FOREGROUND) & (own >= MIN_FOREGROUND)
