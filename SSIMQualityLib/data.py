@@ -14,7 +14,9 @@ Each sample, fully determined by ``(seed, index)``:
    Rician noise, the same draw added to both images (acquisition noise does
    not move with the head), with a background that is noisy, zero (masked,
    thresholded, suppressed by the scanner: ghosts then lift a black
-   background) or partly suppressed, or noise only inside a box;
+   background) or partly suppressed, or noise only inside a box; before
+   the noise, in a share of the samples, EPI's N/2 ghost, also the same
+   operator for both images;
 6. label = SSIM(clean, corrupted) at the acquired matrix by the project's
    convention; input = the normalised corrupted slice resized to 256².
 
@@ -36,7 +38,7 @@ from .contrast import RandomContrast
 from .corruption import slice_labels
 from .motion import RandomKSpaceMotion, RandomMotion, apply_motion_batch
 from .slices import SliceSampler, fit_to_size, normalize, resample, take_slice
-from .synthesis import RandomSynthesis, add_rician_noise, load_tissue_volume, synthesize
+from .synthesis import RandomSynthesis, add_rician_noise, load_tissue_volume, nyquist_ghost, synthesize
 
 
 _NO_MOTION = RandomKSpaceMotion(severity=0.0)
@@ -49,7 +51,8 @@ _NO_MOTION = RandomKSpaceMotion(severity=0.0)
 #: 5: acquired field of view and matrix (64 - 384), labels at that matrix; zero / partly suppressed
 #:    backgrounds; Colin27 anatomy; TorchIO's model moves about the centre, severity sets its moved share.
 #: 6: the clean slice's floor is zero after contrast augmentation (a sigmoid had lifted the air to flat grey).
-DATA_VERSION = 6
+#: 7: EPI's N/2 (Nyquist) ghost in a share of the synthetic acquisitions, the same for both images.
+DATA_VERSION = 7
 
 #: Background kinds of a real scan, and their shares in training (DESIGN §1).
 BACKGROUNDS = {"noisy": 0.3, "box": 0.15, "zero": 0.35, "partial": 0.2}
@@ -175,6 +178,8 @@ class SampleConfig:
     p_native: float = 0.25  # share acquired on the 256² canvas as it is (no field-of-view / matrix change)
     max_margin: float = 0.6  # field of view: up to this share of the head's size added on each side
     backgrounds: Optional[dict] = None  # kind -> share; default BACKGROUNDS
+    p_nyquist: float = 0.15  # share of synthetic acquisitions with EPI's N/2 ghost (real EPI nearly always has one)
+    nyquist_phase: Tuple[float, float] = (0.05, 0.6)  # its phase error, radians: ghost 2.5 - 30 % as bright
 
     def background_table(self) -> Tuple[list, np.ndarray]:
         table = self.backgrounds or BACKGROUNDS
@@ -267,6 +272,10 @@ class MotionSliceDataset(Dataset):
                 moved = torch.as_tensor(move_anatomy(acquired.numpy(), t))
             else:
                 moved = apply_motion_batch(acquired[None], [t])[0].clamp_min(0)
+                if rng.random() < self.config.p_nyquist:  # a scanner's own ghost, in both acquisitions
+                    pair = nyquist_ghost(torch.stack([acquired, moved]), float(rng.uniform(*self.config.nyquist_phase)),
+                                         pe_axis=t.pe_axis)
+                    acquired, moved = pair[0], pair[1]
             kind = self.background(rng)
             if sigma > 0:
                 acquired, moved = self.add_noise(acquired, moved, sigma, noise_seed, kind, rng)

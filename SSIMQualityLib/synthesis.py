@@ -262,3 +262,29 @@ def add_rician_noise(image: torch.Tensor, sigma: float, seed: int) -> torch.Tens
     n1 = torch.randn(image.shape[-2:], generator=g) * sigma
     n2 = torch.randn(image.shape[-2:], generator=g) * sigma
     return torch.sqrt((image + n1) ** 2 + n2 ** 2)
+
+
+def nyquist_ghost(image: torch.Tensor, phase: float, pe_axis: int = 0) -> torch.Tensor:
+    """EPI's N/2 ghost: every other phase-encoding line of k-space carries a phase error of ``phase`` radians.
+
+    The image dims to cos(phase / 2) of itself and a copy shifted by half the
+    field of view along ``pe_axis`` appears at sin(phase / 2): the faint
+    double of the head that most real EPI and DWI slices show.  It is part of
+    the acquisition, not of the motion, so training applies it to a clean
+    slice and to its moved twin alike (as it does the noise).  Magnitude out;
+    the same operator on every leading index.
+
+    Examples
+    --------
+    >>> img = torch.zeros(8, 8); img[1, 3] = 1.0
+    >>> out = nyquist_ghost(img, math.pi / 3)
+    >>> round(float(out[1, 3]), 3), round(float(out[5, 3]), 3)    # cos(pi/6), sin(pi/6)
+    (0.866, 0.5)
+    """
+    dim = -2 if pe_axis == 0 else -1
+    n = image.shape[dim]
+    k = torch.fft.fft(image.to(torch.complex64), dim=dim)
+    odd = (torch.arange(n) % 2 == 1).to(torch.complex64)
+    factor = 1 + odd * (complex(math.cos(phase), math.sin(phase)) - 1)
+    k = k * (factor.view(n, 1) if dim == -2 else factor)
+    return torch.fft.ifft(k, dim=dim).abs().to(image.dtype)
