@@ -1,4 +1,5 @@
 """The on-the-fly training dataset (DESIGN §1 steps 1–5)."""
+import numpy as np
 import pytest
 import torch
 from skimage.metrics import structural_similarity
@@ -161,3 +162,24 @@ def test_both_algorithms_labels_fall_with_severity_on_real_anatomy():
                 means.append(float(ds.pairs(list(range(32)))[2].mean()))
             assert all(a > b for a, b in zip(means, means[1:])), (name, p_kspace, means)
             assert means[-1] < 0.85, (name, p_kspace, means)
+
+
+def test_nyquist_ghost_is_the_half_fov_copy_and_keeps_energy():
+    import math
+
+    from SSIMQualityLib.synthesis import nyquist_ghost
+
+    rng = np.random.default_rng(0)
+    img = torch.as_tensor(rng.random((2, 32, 24)), dtype=torch.float32)
+    torch.testing.assert_close(nyquist_ghost(img, 0.0), img, atol=1e-5, rtol=0)
+    for pe in (0, 1):
+        point = torch.zeros(16, 16)
+        point[3, 5] = 2.0
+        out = nyquist_ghost(point, 0.8, pe_axis=pe)
+        ghost_at = (11, 5) if pe == 0 else (3, 13)
+        assert float(out[3, 5]) == pytest.approx(2 * math.cos(0.4), abs=1e-5)
+        assert float(out[ghost_at]) == pytest.approx(2 * math.sin(0.4), abs=1e-5)
+        assert float(out.sum()) == pytest.approx(2 * (math.cos(0.4) + math.sin(0.4)), abs=1e-4)  # nothing else
+    # Energy is kept (|cos|^2 + |sin|^2 = 1), for any image.
+    out = nyquist_ghost(img, 0.5, pe_axis=1)
+    assert float((out ** 2).sum()) == pytest.approx(float((img ** 2).sum()), rel=1e-4)
