@@ -52,7 +52,9 @@ _NO_MOTION = RandomKSpaceMotion(severity=0.0)
 #:    backgrounds; Colin27 anatomy; TorchIO's model moves about the centre, severity sets its moved share.
 #: 6: the clean slice's floor is zero after contrast augmentation (a sigmoid had lifted the air to flat grey).
 #: 7: EPI's N/2 (Nyquist) ghost in a share of the synthetic acquisitions, the same for both images.
-DATA_VERSION = 7
+#: 8: the ghost is drawn before the motion, with its own phase-encoding axis (the clean acquisition no longer
+#:    depends on the motion's draws).
+DATA_VERSION = 8
 
 #: Background kinds of a real scan, and their shares in training (DESIGN §1).
 BACKGROUNDS = {"noisy": 0.3, "box": 0.15, "zero": 0.35, "partial": 0.2}
@@ -262,6 +264,10 @@ class MotionSliceDataset(Dataset):
             rng = self.rng(i)
             canvas, sigma, noise_seed, real = self.clean_slice(i, rng)
             acquired = self.acquire(canvas, rng)
+            # The scanner's own N/2 ghost is drawn before the motion: the clean acquisition must not depend on
+            # how the head moves (its phase-encoding axis is its own, as the draws must not depend on the motion's).
+            ghost = (float(rng.uniform(*self.config.nyquist_phase)), int(rng.integers(2))) \
+                if rng.random() < self.config.p_nyquist else None
             if rng.random() < self.config.p_clean:
                 t = _NO_MOTION.sample(tuple(acquired.shape), rng)
             else:
@@ -272,9 +278,8 @@ class MotionSliceDataset(Dataset):
                 moved = torch.as_tensor(move_anatomy(acquired.numpy(), t))
             else:
                 moved = apply_motion_batch(acquired[None], [t])[0].clamp_min(0)
-                if rng.random() < self.config.p_nyquist:  # a scanner's own ghost, in both acquisitions
-                    pair = nyquist_ghost(torch.stack([acquired, moved]), float(rng.uniform(*self.config.nyquist_phase)),
-                                         pe_axis=t.pe_axis)
+                if ghost is not None:  # a scanner's own ghost, the same operator in both acquisitions
+                    pair = nyquist_ghost(torch.stack([acquired, moved]), ghost[0], pe_axis=ghost[1])
                     acquired, moved = pair[0], pair[1]
             kind = self.background(rng)
             if sigma > 0:
