@@ -1,5 +1,6 @@
 """Models, checkpoints and the training loop (tiny sizes, CPU)."""
 import pickle
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -96,21 +97,31 @@ def _cfg(out, steps):
                        val_every=2, checkpoint_every=2, workers=1)
 
 
-def test_train_resume_gives_same_state(tmp_path):
-    straight = train(_cfg(tmp_path / "a", 4), log=lambda *_: None)
-    # Interrupted after 2 steps (max_minutes would do the same), then resumed with the same settings.
-    cfg = _cfg(tmp_path / "b", 4)
-    (tmp_path / "b").mkdir()
-    for f in (tmp_path / "a").glob("cache_*.pt"):  # same samples, made once
-        (tmp_path / "b" / f.name).write_bytes(f.read_bytes())
+def _cut_off_then_resumed(cfg, source_dir, cache_glob):
+    """Train ``cfg`` cut off after its first step (with a checkpoint), then resumed; the final model's path.
+    The caches matching ``cache_glob`` in ``source_dir`` are copied first (the same samples, made once)."""
+    out = Path(cfg.out_dir)
+    out.mkdir()
+    for f in Path(source_dir).glob(cache_glob):
+        (out / f.name).write_bytes(f.read_bytes())
     cfg.max_minutes = 1e-9  # stops (with a checkpoint) after the first step
     train(cfg, log=lambda *_: None)
     cfg.max_minutes = 0
-    resumed = train(cfg, log=lambda *_: None)
-    a = torch.load(straight, weights_only=True)["state_dict"]
-    b = torch.load(resumed, weights_only=True)["state_dict"]
+    return train(cfg, log=lambda *_: None)
+
+
+def _same_weights(path_a, path_b):
+    a = torch.load(path_a, weights_only=True)["state_dict"]
+    b = torch.load(path_b, weights_only=True)["state_dict"]
     for k in a:
         assert torch.allclose(a[k].float(), b[k].float(), atol=1e-5), k
+
+
+def test_train_resume_gives_same_state(tmp_path):
+    straight = train(_cfg(tmp_path / "a", 4), log=lambda *_: None)
+    # Interrupted after its first step, then resumed with the same settings.
+    cfg = _cfg(tmp_path / "b", 4)
+    _same_weights(straight, _cut_off_then_resumed(cfg, tmp_path / "a", "cache_*.pt"))
     log = (tmp_path / "b" / "log.csv").read_text(encoding="utf-8").splitlines()
     assert log[0].startswith("step,lr,train_loss,val_mse") and len(log) >= 3
     assert (tmp_path / "b" / "loss.png").stat().st_size > 1000
@@ -167,18 +178,7 @@ def test_streaming_training_makes_fresh_samples_and_resumes_the_same(tmp_path):
     straight = train(cfg(tmp_path / "a"), log=lambda *_: None)
     assert not list((tmp_path / "a").glob("cache_train_*"))  # only the fixed validation set is cached
     assert list((tmp_path / "a").glob("cache_val_*"))
-    c = cfg(tmp_path / "b")
-    (tmp_path / "b").mkdir()
-    for f in (tmp_path / "a").glob("cache_val_*.pt"):
-        (tmp_path / "b" / f.name).write_bytes(f.read_bytes())
-    c.max_minutes = 1e-9  # cut off after the first step
-    train(c, log=lambda *_: None)
-    c.max_minutes = 0
-    resumed = train(c, log=lambda *_: None)
-    a = torch.load(straight, weights_only=True)["state_dict"]
-    b = torch.load(resumed, weights_only=True)["state_dict"]
-    for k in a:
-        assert torch.allclose(a[k].float(), b[k].float(), atol=1e-5), k
+    _same_weights(straight, _cut_off_then_resumed(cfg(tmp_path / "b"), tmp_path / "a", "cache_val_*.pt"))
     # The batches are the dataset's own samples, resized as the cache would store them.
     ds = make_dataset(12, seed=1)
     x, y = StepBatches(ds, 4, 32)[1]
