@@ -8,7 +8,7 @@ import numpy as np
 import torch
 
 from .labels import CLINICAL_NAMES, all_classes
-from .slices import UPPER_PERCENTILE, prepare_input, slicing_axis, upper_quantile, volume_range
+from .slices import foreground_fractions, prepare_input, slicing_axis, volume_range
 
 #: Slices with less head than this share of pixels are flagged, not scored.
 MIN_FOREGROUND = 0.05
@@ -57,21 +57,12 @@ def verdict_for(fractions: Dict[str, float], rescan_share: float = 0.2, good_sha
 
 
 def stack_foreground(stack: torch.Tensor, reference: Tuple[float, float], threshold: float = 0.1) -> torch.Tensor:
-    """Which slices of a float (n, H, W) stack, on any device, hold enough head to score (bool (n,)).
-
-    A slice qualifies when at least ``MIN_FOREGROUND`` of its pixels lie above
-    ``threshold`` of the way through the volume's range ``reference`` (min →
-    p99.5) *and* through its own range: the rule of
-    :func:`~SSIMQualityLib.slices.foreground_fraction`, batched.
+    """Which slices of a float (n, H, W) stack, on any device, hold enough head to score (bool (n,)): at
+    least ``MIN_FOREGROUND`` of their pixels above ``threshold`` of the way through the volume's range
+    ``reference`` (min → p99.5) *and* through their own (:func:`~SSIMQualityLib.slices.foreground_fractions`).
     """
-    flat = stack.reshape(stack.shape[0], -1).float()
-    lo, hi = float(reference[0]), float(reference[1])
-    by_volume = (flat > lo + threshold * (hi - lo)).float().mean(dim=1) if hi > lo else torch.zeros(len(flat), device=flat.device)
-    own_lo = flat.amin(dim=1, keepdim=True)
-    own_hi = upper_quantile(flat, UPPER_PERCENTILE / 100.0).float()
-    own = (flat > own_lo + threshold * (own_hi - own_lo)).float().mean(dim=1)
-    own = torch.where((own_hi > own_lo).flatten(), own, torch.zeros_like(own))
-    return (by_volume >= MIN_FOREGROUND) & (own >= MIN_FOREGROUND)
+    return ((foreground_fractions(stack, threshold, reference) >= MIN_FOREGROUND)
+            & (foreground_fractions(stack, threshold) >= MIN_FOREGROUND))
 
 
 def foreground_slices(moved: np.ndarray, chunk: int = 64) -> np.ndarray:
@@ -92,10 +83,7 @@ def foreground_slices(moved: np.ndarray, chunk: int = 64) -> np.ndarray:
 def _run_model(model, x: torch.Tensor, bf16: bool) -> torch.Tensor:
     """The network on a prepared (B, 1, 256, 256) batch already on its device; bf16 autocast where asked."""
     x = x.contiguous(memory_format=torch.channels_last)
-    if x.device.type == "cuda":
-        with torch.autocast("cuda", dtype=torch.bfloat16, enabled=bf16):
-            return model(x).float()
-    with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
+    with torch.autocast(x.device.type, dtype=torch.bfloat16, enabled=bf16):
         return model(x).float()
 
 
@@ -119,11 +107,8 @@ def predict_slices(model, slices: torch.Tensor, device: Union[str, torch.device]
     stack = slices.float().numpy() if isinstance(slices, torch.Tensor) else np.asarray(slices, np.float32)
     if len(stack) == 0:
         return np.zeros(0, np.float32)
-    (_, result), = score_volumes([(None, stack, (1.0, 1.0, 1.0), 0)], model, device=device, batch_size=batch_size,
-                                 bf16=bf16, progress=progress, every_slice=True)
-    if isinstance(result, BaseException):
-        raise result
-    return result.predicted.astype(np.float32)
+    return score_array(model, stack, axis=0, device=device, batch_size=batch_size, bf16=bf16, progress=progress,
+                       every_slice=True).predicted.astype(np.float32)
 
 
 @torch.no_grad()
@@ -243,7 +228,7 @@ def score_volumes(items: Iterable[Tuple[object, Optional[np.ndarray], Sequence[f
                 n = moved.shape[0]
                 vol.predicted = np.full(n, np.nan, dtype=np.float64)
                 vol.foreground = np.zeros(n, dtype=bool)
-                ref = volume_range(moved)
+                ref = None if every_slice else volume_range(moved)
                 # Cast and move a chunk at a time: a large integer volume is never copied whole.
                 for s in range(0, n, batch_size):
                     raw = _to_device(torch.from_numpy(np.ascontiguousarray(moved[s:s + batch_size], dtype=np.float32)), dev)
@@ -271,7 +256,7 @@ def score_volumes(items: Iterable[Tuple[object, Optional[np.ndarray], Sequence[f
 
 def score_array(model, volume: np.ndarray, spacing=(1.0, 1.0, 1.0), axis: Optional[int] = None,
                 device: Union[str, torch.device] = "cpu", batch_size: Optional[int] = None, bf16: bool = False,
-                progress: Optional[Callable[[int], None]] = None) -> VolumeScore:
+                progress: Optional[Callable[[int], None]] = None, every_slice: bool = False) -> VolumeScore:
     """Score every slice of a (k, j, i) volume along ``axis`` (default: the acquisition axis).
 
     One volume through :func:`score_volumes`.  Slices are cast to float one
@@ -279,7 +264,7 @@ def score_array(model, volume: np.ndarray, spacing=(1.0, 1.0, 1.0), axis: Option
     stays near the size of the file's voxels).
     """
     (_, result), = score_volumes([(None, volume, spacing, axis)], model, device=device, batch_size=batch_size,
-                                 bf16=bf16, progress=progress)
+                                 bf16=bf16, progress=progress, every_slice=every_slice)
     if isinstance(result, BaseException):
         raise result
     return result

@@ -80,18 +80,29 @@ def take_slice(volume: np.ndarray, axis: int, index: int) -> np.ndarray:
     return np.take(volume, index, axis=axis)
 
 
+def foreground_fractions(stack: torch.Tensor, threshold: float = 0.1,
+                         reference: Optional[Tuple[float, float]] = None) -> torch.Tensor:
+    """Per slice of a (n, H, W) stack, on any device: the share of pixels above ``threshold`` of the way from
+    the minimum to the robust maximum (p99.5), or through ``reference`` when given (0 for an empty range).
+
+    Without ``reference`` each slice's own range is used, which calls an empty
+    slice of tiny values (air above the head) "all foreground"; the whole
+    volume's (minimum, p99.5) keeps those out.
+    """
+    flat = stack.reshape(stack.shape[0], -1).float()
+    if reference is None:
+        lo = flat.amin(dim=1, keepdim=True)
+        hi = upper_quantile(flat, UPPER_PERCENTILE / 100.0).float()
+    else:
+        lo = torch.full((len(flat), 1), float(reference[0]), device=flat.device)
+        hi = torch.full((len(flat), 1), float(reference[1]), device=flat.device)
+    share = (flat > lo + threshold * (hi - lo)).float().mean(dim=1)
+    return torch.where((hi > lo).flatten(), share, torch.zeros_like(share))
+
+
 def foreground_fraction(image: ArrayOrTensor, threshold: float = 0.1,
                         reference: Optional[Tuple[float, float]] = None) -> float:
-    """Share of pixels above ``threshold`` of the way from the minimum to the robust maximum (p99.5).
-
-    Parameters
-    ----------
-    image : array, (H, W)
-    threshold : float
-    reference : (low, high), optional
-        The range to measure against, e.g. the whole volume's (minimum, p99.5).
-        Without it the slice's own range is used, which calls an empty slice
-        of tiny values (air above the head) "all foreground".
+    """:func:`foreground_fractions` of one (H, W) slice.
 
     Examples
     --------
@@ -99,14 +110,8 @@ def foreground_fraction(image: ArrayOrTensor, threshold: float = 0.1,
     >>> foreground_fraction(img), foreground_fraction(img * 0.01, reference=(0.0, 100.0))
     (0.5, 0.0)
     """
-    a = np.asarray(image, dtype=np.float32)
-    if reference is None:
-        lo, hi = float(a.min()), float(np.percentile(a, UPPER_PERCENTILE))
-    else:
-        lo, hi = float(reference[0]), float(reference[1])
-    if hi - lo <= 0:
-        return 0.0
-    return float(np.mean(a > lo + threshold * (hi - lo)))
+    t = torch.as_tensor(np.asarray(image, dtype=np.float32))
+    return float(foreground_fractions(t[None], threshold, reference)[0])
 
 
 def volume_range(volume: np.ndarray) -> Tuple[float, float]:
