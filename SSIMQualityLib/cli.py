@@ -184,21 +184,20 @@ def part_output(output: str, rank: int, world: int) -> str:
 
 
 def _run_score(args) -> int:
+    from . import distributed
     from .batch import shard
-    from .report import write_index
-    from .results import summary_path, write_results
-    from .resume import load_results
-    from .vocabulary import SUMMARY_COLUMNS
     from .iqm import IQM_COLUMNS
     from .models import resolve_device
     from .outputs import ensure_writable
+    from .report import write_index
+    from .results import ensure_results_writable, write_results
+    from .resume import load_results
+    from .vocabulary import SUMMARY_COLUMNS
     from .volumes import list_volume_paths
 
     if args.batch_size is not None and args.batch_size < 1:
         raise SSIMQualityError(f"--batch-size must be at least 1, got {args.batch_size}")
-    from .distributed import world as _world
-
-    rank, world, local_rank = _world()
+    rank, world, _ = distributed.world()
     if world > 1:
         if not args.output:
             raise SSIMQualityError("under torchrun the ranks' results are merged into one file: give -o results.csv")
@@ -208,17 +207,11 @@ def _run_score(args) -> int:
         part = part_output(args.output, rank, world)
         if not (args.resume and Path(part).exists()):  # an interrupted run resumes from its parts
             # Every rank refuses the same way before any work; rank 0 writes the merged output at the end.
-            ensure_writable(args.output, args.force)
-            if args.output.lower().endswith(".csv"):
-                ensure_writable(summary_path(args.output), args.force)
+            ensure_results_writable(args.output, args.force)
         args.final_output, args.output = args.output, part
         args.shard = (rank + 1, world)
-        args.quiet = args.quiet or rank != 0
-        if args.device in ("auto", "cuda"):
-            import torch
-
-            if torch.cuda.is_available():
-                args.device = f"cuda:{local_rank}"
+        if rank != 0:  # one set of bars, rank 0's
+            args.quiet, args.progress = True, False
     # Refuse before any work is done.
     previous = []
     if args.resume and not args.output:
@@ -229,9 +222,7 @@ def _run_score(args) -> int:
         if args.resume and Path(args.output).exists():
             previous = load_results(args.output)
         else:
-            ensure_writable(args.output, args.force)
-            if args.output.lower().endswith(".csv"):
-                ensure_writable(summary_path(args.output), args.force)
+            ensure_results_writable(args.output, args.force)
     report = Path(args.report_dir) if args.report_dir else None
     if report is not None:
         if (report / "index.html").exists() and not args.force:
@@ -244,7 +235,7 @@ def _run_score(args) -> int:
     if previous:
         paths = [p for p in paths if str(p) not in done_files]
         print(f"resuming: {len(done_files)} volumes already in {args.output}, {len(paths)} to score")
-    device = resolve_device(args.device)
+    device = distributed.rank_device(resolve_device(args.device), distributed.world())  # torchrun: one GPU a rank
     if args.fast:
         from .precision import BFLOAT16, describe, fast_precision
 
@@ -268,7 +259,7 @@ def _run_score(args) -> int:
     vol_bar.close()
     slice_bar.close()
     scored = any(r.error is None for r in results)
-    if args.output and (scored or world > 1):  # a torchrun rank always leaves its part for the merge
+    if args.output and (scored or args.shard):  # a shard (or torchrun rank) always leaves its part for the merge
         for p in write_results(results, args.output, force=True, summary_columns=columns):
             print(f"wrote {p}")
     elif args.output:
@@ -627,14 +618,13 @@ def _add_merge(sub) -> None:
 
 
 def _run_merge(args) -> int:
-    from .results import merge_results
     from .errors import UnreadableFileError
-    from .outputs import ensure_writable
+    from .results import ensure_results_writable, merge_results
 
     for part in args.parts:
         if not Path(part).is_file():
             raise UnreadableFileError("no such results file", part, "give the files the shards wrote with -o")
-    ensure_writable(args.output, args.force)
+    ensure_results_writable(args.output, args.force)
     for p in merge_results(args.parts, args.output, force=args.force):
         print(f"wrote {p}")
     return 0

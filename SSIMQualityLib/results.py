@@ -31,6 +31,16 @@ def summary_path(output: Union[str, Path]) -> Path:
     return p.with_name(p.name[: -len(".csv")] + ".summary.csv") if p.name.lower().endswith(".csv") else p
 
 
+def ensure_results_writable(output: Union[str, Path], force: bool = False) -> None:
+    """Refuse, before any work, to overwrite an existing results file (and, for CSV, its summary) without
+    ``force``."""
+    from .outputs import ensure_writable
+
+    ensure_writable(output, force)
+    if str(output).lower().endswith(".csv"):
+        ensure_writable(summary_path(output), force)
+
+
 def write_results(results: List[VolumeResult], output: Union[str, Path], force: bool = False,
                   slice_columns: Sequence[str] = SLICE_COLUMNS, summary_columns: Sequence[str] = SUMMARY_COLUMNS) -> List[Path]:
     """Write results by extension: ``.json`` (one document) or ``.csv`` (slices + ``.summary.csv``), atomically."""
@@ -89,43 +99,21 @@ def merge_results(parts: Sequence[Union[str, Path]], output: Union[str, Path], f
     All parts and the output have one format (``.csv`` with its ``.summary.csv``, or ``.json``).  A
     volume found in two parts is refused: the parts overlap.
     """
-    from .errors import UnreadableFileError
-    from .outputs import write_text
+    from .resume import load_results
 
     out = Path(output)
     kinds = {Path(p).name.lower().endswith(".json") for p in parts} | {out.name.lower().endswith(".json")}
     if len(kinds) != 1:
         raise SSIMQualityError("parts and output must all be .csv or all be .json", str(out), "use one format")
-    seen: dict = {}
-    if out.name.lower().endswith(".json"):
-        volumes, errors = [], []
-        for p in parts:
-            try:
-                doc = json.loads(Path(p).read_text(encoding="utf-8"))
-                volumes_p, errors_p = doc["volumes"], doc.get("errors", [])
-            except (OSError, ValueError, KeyError) as exc:
-                raise UnreadableFileError(f"not a results file of ssimquality score ({type(exc).__name__})", str(p),
-                                          "give the files the shards wrote with -o") from None
-            for v in volumes_p:
-                if v["file"] in seen:
-                    raise SSIMQualityError(f"{v['file']} is in two parts ({seen[v['file']]} and {p})", str(p),
-                                           "merge parts of one sharded run only")
-                seen[v["file"]] = p
-            volumes += volumes_p
-            errors += errors_p
-        text = json.dumps({"volumes": volumes, "errors": errors}, indent=1, allow_nan=False)
-        return [write_text(out, text + "\n", force)]
-    from .resume import load_results
-
-    results, columns = [], None
+    results, seen, columns = [], {}, None
     for p in parts:
-        for r in load_results(p):
+        for r in load_results(p, with_errors=True):
             if r.file in seen:
                 raise SSIMQualityError(f"{r.file} is in two parts ({seen[r.file]} and {p})", str(p),
                                        "merge parts of one sharded run only")
             seen[r.file] = p
             results.append(r)
-        if columns is None:
+        if columns is None and not out.name.lower().endswith(".json"):
             with summary_path(p).open(encoding="utf-8") as fh:
                 columns = next(csv.reader(fh), SUMMARY_COLUMNS)
     return write_results(results, out, force=force, summary_columns=columns or SUMMARY_COLUMNS)

@@ -26,21 +26,25 @@ class StoredResult(VolumeResult):
         return self._summary
 
 
-def load_results(output: Union[str, Path]) -> List[StoredResult]:
-    """Results already in an output written by :func:`write_results` (CSV + summary, or JSON)."""
-    from .errors import UnreadableFileError
+def load_results(output: Union[str, Path], *, with_errors: bool = False) -> List[VolumeResult]:
+    """Results already in an output written by :func:`~SSIMQualityLib.results.write_results` (CSV + summary,
+    or JSON): one :class:`StoredResult` per scored volume and, with ``with_errors``, one result per file a
+    JSON output lists as failed (``--resume`` leaves them out: it tries them again)."""
+    from .errors import SSIMQualityError, UnreadableFileError
 
     out = Path(output)
     try:
         if out.name.lower().endswith(".json"):
             doc = json.loads(out.read_text(encoding="utf-8"))
-            return [StoredResult(v["file"], {k: x for k, x in v.items() if k != "slice_scores"}, v["slice_scores"])
+            done = [StoredResult(v["file"], {k: x for k, x in v.items() if k != "slice_scores"}, v["slice_scores"])
                     for v in doc["volumes"]]
+            failed = [VolumeResult(e["file"], error=SSIMQualityError(e["error"])) for e in doc.get("errors", [])]
+            return done + (failed if with_errors else [])
         rows = list(csv.DictReader(out.open(encoding="utf-8")))
         summaries = list(csv.DictReader(summary_path(out).open(encoding="utf-8")))
     except (OSError, ValueError, KeyError) as exc:
-        raise UnreadableFileError(f"cannot resume from this file ({type(exc).__name__}: {exc})", str(out),
-                                  "resume only from a results file written by ssimquality score, or drop --resume") from None
+        raise UnreadableFileError(f"cannot read back this results file ({type(exc).__name__}: {exc})", str(out),
+                                  "give a results file written by ssimquality score (or drop --resume)") from None
     by_file: dict = {}
     for r in rows:
         by_file.setdefault(r["file"], []).append(r)

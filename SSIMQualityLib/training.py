@@ -122,13 +122,21 @@ def load_or_build_cache(out_dir: Path, kind: str, n: int, seed: int, size: int, 
     return x, y
 
 
-def _autocast(device: torch.device, cfg: TrainConfig):
-    """Mixed precision for the network: bfloat16 where the device computes it natively (see :mod:`.precision`)."""
+def _precision(cfg: TrainConfig, device: torch.device) -> str:
+    """The run's precision: ``cfg.precision``, or for "auto" what the device computes natively."""
     from .precision import BFLOAT16, FLOAT32, fast_precision
 
     choice = fast_precision(device) if cfg.precision == "auto" else cfg.precision
     if choice not in (BFLOAT16, FLOAT32):
         raise ValueError(f"precision must be auto, {FLOAT32} or {BFLOAT16}, got {cfg.precision!r}")
+    return choice
+
+
+def _autocast(device: torch.device, cfg: TrainConfig):
+    """Mixed precision for the network: bfloat16 where the device computes it natively (see :mod:`.precision`)."""
+    from .precision import BFLOAT16, FLOAT32
+
+    choice = _precision(cfg, device)
     if device.type == "cuda":
         if choice == FLOAT32 and cfg.precision == FLOAT32:
             return torch.autocast("cuda", enabled=False)
@@ -138,12 +146,10 @@ def _autocast(device: torch.device, cfg: TrainConfig):
 
 def predict(model, x: torch.Tensor, device: torch.device, cfg: Optional[TrainConfig] = None, batch: int = 256) -> torch.Tensor:
     """Validation predictions on prepared samples, in the run's precision (the scoring loop's network call)."""
-    from .precision import BFLOAT16, fast_precision
+    from .precision import BFLOAT16
     from .scoring import predict_prepared
 
-    cfg = cfg or TrainConfig()
-    choice = fast_precision(device) if cfg.precision == "auto" else cfg.precision
-    return predict_prepared(model, x, device, batch, bf16=choice == BFLOAT16)
+    return predict_prepared(model, x, device, batch, bf16=_precision(cfg or TrainConfig(), device) == BFLOAT16)
 
 
 def train(cfg: TrainConfig, resume: bool = True, log: Callable[[str], None] = print) -> Path:

@@ -177,3 +177,22 @@ def test_reading_in_worker_processes_gives_the_same_results(archive):
     assert [r.file for r in procs] == [r.file for r in threads]
     for a, b in zip(threads, procs):
         np.testing.assert_array_equal(a.score.predicted, b.score.predicted)
+
+
+def test_a_shard_of_only_bad_files_still_leaves_its_part(archive, tmp_path):
+    """A part holds its shard's errors (JSON), so the merge has every part and lists every failure."""
+    import json
+
+    folder = tmp_path / "with_bad"
+    shutil.copytree(archive, folder)
+    (folder / "z_bad.nii.gz").write_bytes(b"not an image")  # sorts last: shard 3 of 3 holds only it and e_crop
+    (folder / "e_crop.nii.gz").unlink()
+    parts = [tmp_path / f"p{k}.json" for k in (1, 2, 3)]
+    codes = [main(["score", str(folder), "--shard", f"{k}/3", "-o", str(p), "--quiet", "--device", "cpu"])
+             for k, p in enumerate(parts, 1)]
+    assert codes == [0, 0, 1] and all(p.is_file() for p in parts)
+    assert json.loads(parts[2].read_text())["volumes"] == []
+    merged = tmp_path / "all.json"
+    assert main(["merge", *map(str, parts), "-o", str(merged)]) == 0
+    doc = json.loads(merged.read_text())
+    assert len(doc["volumes"]) == 4 and [Path(e["file"]).name for e in doc["errors"]] == ["z_bad.nii.gz"]
