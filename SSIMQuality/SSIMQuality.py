@@ -488,6 +488,32 @@ class SSIMQualityLogic(ScriptedLoadableModuleLogic):
             slicer.mrmlScene.RemoveNode(storage)
         return path
 
+    @staticmethod
+    def _startJob(args, collect, onDone, folder=None):
+        """Start ``args`` as a :class:`Job`.  When it has ended: ``collect()`` turns a success into its result
+        (an error there fails the job, with its one line in ``job.errors``), the temporary ``folder`` goes,
+        and ``onDone(job, result)`` is called (result None on failure)."""
+        import shutil
+
+        from SSIMQualityLib.errors import SSIMQualityError
+        from SSIMQualityLib.jobs import Job
+
+        def finished(job):
+            result = None
+            try:
+                if job.state == "done":
+                    result = collect()
+            except SSIMQualityError as exc:
+                job.errors.append(f"SSIMQuality: error: {exc.one_line()}")
+                job.state = "failed"
+            finally:
+                if folder is not None:
+                    shutil.rmtree(folder, ignore_errors=True)
+                if onDone is not None:
+                    onDone(job, result)
+
+        return Job(args, on_done=finished).start()
+
     def startScoring(self, volumeNode, model="", device="auto", tableNode=None, onDone=None):
         """Score ``volumeNode`` in another process (the CLI module); returns the running :class:`Job`.
 
@@ -495,10 +521,9 @@ class SSIMQualityLogic(ScriptedLoadableModuleLogic):
         (new unless ``tableNode`` is given) is filled as by :meth:`scoreVolume`, and ``onDone(job, table)``
         is called; on failure ``onDone(job, None)``, with ``job.error_message``.
         """
-        import shutil
         import tempfile
 
-        from SSIMQualityLib.jobs import Job, python_executable
+        from SSIMQualityLib.jobs import python_executable
 
         self.volumeArray(volumeNode)  # odd nodes are refused here, in one line, before a process starts
         folder = tempfile.mkdtemp(prefix="SSIMQuality-")
@@ -507,29 +532,17 @@ class SSIMQualityLogic(ScriptedLoadableModuleLogic):
         args = [python_executable(), self.cliModuleScript(), "--device", device, "--model", self.modelPath(model),
                 inputPath, outputPath]
         name = volumeNode.GetName()
-
-        def finished(job):
-            table = None
-            try:
-                if job.state == "done":
-                    table = self._tableFromSliceFile(outputPath, name, tableNode)
-            finally:
-                shutil.rmtree(folder, ignore_errors=True)
-                if onDone is not None:
-                    onDone(job, table)
-
-        return Job(args, on_done=finished).start()
+        return self._startJob(args, lambda: self._tableFromSliceFile(outputPath, name, tableNode), onDone, folder)
 
     def startCorruption(self, inputNode, method="kspace", severity=0.5, seed=None, outputNode=None, onDone=None):
         """Corrupt ``inputNode`` in another process (``ssimquality corrupt``); returns the running :class:`Job`.
 
         On success ``onDone(job, (outputVolume, trueSsimTable))``; on failure ``onDone(job, None)``.
         """
-        import shutil
         import tempfile
 
         from SSIMQualityLib.corruption import make_corruptor
-        from SSIMQualityLib.jobs import Job, library_command
+        from SSIMQualityLib.jobs import library_command
 
         name = inputNode.GetName()
         self._checkOutput(inputNode, outputNode)
@@ -542,18 +555,10 @@ class SSIMQualityLogic(ScriptedLoadableModuleLogic):
                 "--report", reportPath]
         if seed is not None:
             args += ["--seed", str(int(seed))]
-
-        def finished(job):
-            result = None
-            try:
-                if job.state == "done":
-                    result = self._corruptionResult(inputNode, outputNode, outputPath, reportPath, method, severity)
-            finally:
-                shutil.rmtree(folder, ignore_errors=True)
-                if onDone is not None:
-                    onDone(job, result)
-
-        return Job(library_command(*args), on_done=finished).start()
+        return self._startJob(
+            library_command(*args),
+            lambda: self._corruptionResult(inputNode, outputNode, outputPath, reportPath, method, severity),
+            onDone, folder)
 
     def startFineTuning(self, folder, name, model="", steps=300, samples=FINE_TUNE_SAMPLES, device="auto",
                         onDone=None, extraArgs=()):
@@ -564,7 +569,7 @@ class SSIMQualityLogic(ScriptedLoadableModuleLogic):
         extension's folder) and ``onDone(job, entry)`` is called; on failure ``onDone(job, None)``.
         """
         from SSIMQualityLib.errors import SSIMQualityError
-        from SSIMQualityLib.jobs import Job, library_command
+        from SSIMQualityLib.jobs import library_command
         from SSIMQualityLib.models import read_checkpoint, register_user_model, user_models_dir
 
         if not name:
@@ -580,19 +585,9 @@ class SSIMQualityLogic(ScriptedLoadableModuleLogic):
                 "--val-every", str(max(1, int(steps) // 4)), "--input-size", str(inputSize), "--workers", "1",
                 "--device", device, *extraArgs]
 
-        def finished(job):
-            entry = None
-            if job.state == "done":
-                try:
-                    entry = register_user_model(os.path.join(runDir, "model.pt"), name,
-                                                f"fine-tuned from {model or 'the bundled model'} on {folder}")
-                except SSIMQualityError as exc:
-                    job.errors.append(f"SSIMQuality: error: {exc.one_line()}")
-                    job.state = "failed"
-            if onDone is not None:
-                onDone(job, entry)
-
-        return Job(library_command(*args), on_done=finished).start()
+        description = f"fine-tuned from {model or 'the bundled model'} on {folder}"
+        return self._startJob(library_command(*args),
+                              lambda: register_user_model(os.path.join(runDir, "model.pt"), name, description), onDone)
 
     def _tableFromSliceFile(self, path, volumeName, tableNode=None):
         """The CLI module's per-slice table read back into a table node, with summary and chart."""
