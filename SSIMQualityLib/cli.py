@@ -448,6 +448,9 @@ def _add_train(sub) -> None:
     p.add_argument("--precision", choices=["auto", "float32", "bfloat16"], default=d.precision,
                    help="network arithmetic (default auto: bfloat16 where the GPU or CPU has it natively, "
                         "float32 elsewhere, where emulated bfloat16 is 40-50x slower)")
+    p.add_argument("--factory", choices=["batched", "reference"], default=d.factory,
+                   help="how samples are made: batched (default; every step batched, on the GPU with --stream; "
+                        "README, 'Sample factory') or reference (one sample at a time; always used with --source)")
     _add_progress_flags(p)
     p.set_defaults(func=_run_train)
 
@@ -465,7 +468,7 @@ def _run_train(args) -> int:
                       checkpoint_every=args.val_every, train_seed=args.seed, device=args.device,
                       workers=args.workers, max_minutes=args.max_minutes, init=args.init,
                       source=tuple(str(p) for p in args.source), source_share=args.source_share,
-                      precision=args.precision, stream=args.stream)
+                      precision=args.precision, stream=args.stream, factory=args.factory)
     final = train(cfg, resume=not args.no_resume)
     from .distributed import world
 

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from typing import Optional, Sequence, Tuple, Union
 
 import numpy as np
+import torch
 
 from .vocabulary import CONTRAST_KINDS
 
@@ -295,3 +296,48 @@ def make_contrast(kind: str, parameter: Optional[float] = None) -> ContrastTrans
     if kind == "sigmoid":
         return Sigmoid(0.5, value)
     return AdaptiveHistogramEqualization(value)
+
+
+def apply_contrast_batch(images: torch.Tensor, transforms: Sequence[ContrastTransform]) -> torch.Tensor:
+    """Apply one deterministic transform per image of (B, H, W) in [0, 1], batched on the images' device.
+
+    Gamma, log and sigmoid are elementwise (the same formulas as scikit-image's
+    ``adjust_*`` on float images, whose range is [0, 1]); AHE runs as the
+    batched CLAHE of :mod:`SSIMQualityLib.clahe` (its difference from
+    scikit-image is documented there).
+    """
+    if len(transforms) != images.shape[0]:
+        raise ValueError(f"need one transform per image: {len(transforms)} for {images.shape[0]}")
+    out = images.clone()
+    dev, dt = images.device, images.dtype
+
+    def column(values):
+        return torch.tensor(values, dtype=dt, device=dev)[:, None, None]
+
+    by_kind = {}
+    for k, t in enumerate(transforms):
+        by_kind.setdefault(t.name, []).append(k)
+    for name, members in by_kind.items():
+        x = images[members].clamp(0, 1)  # as ContrastTransform.__call__: in and out clipped to [0, 1]
+        ts = [transforms[k] for k in members]
+        if name == "gamma":
+            y = x ** column([t.gamma for t in ts])
+        elif name == "log":
+            gain, inverse = column([t.gain for t in ts]), column([float(t.inverse) for t in ts]) > 0
+            y = gain * torch.where(inverse, torch.exp2(x) - 1, torch.log2(1 + x))
+        elif name == "sigmoid":
+            cutoff, gain = column([t.cutoff for t in ts]), column([t.gain for t in ts])
+            lo, hi = 1 / (1 + torch.exp(gain * cutoff)), 1 / (1 + torch.exp(gain * (cutoff - 1)))
+            y = (1 / (1 + torch.exp(gain * (cutoff - x))) - lo) / (hi - lo)
+        elif name == "ahe":
+            from .clahe import equalize_adapthist_batch
+
+            fractions = {t.kernel_fraction for t in ts}
+            if len(fractions) != 1:
+                raise ValueError("one kernel_fraction per batch")
+            y = equalize_adapthist_batch(x, torch.tensor([t.clip_limit for t in ts], device=dev),
+                                         kernel_fraction=fractions.pop())
+        else:
+            continue  # identity
+        out[members] = y.clamp(0, 1).to(dt)
+    return out

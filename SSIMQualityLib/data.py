@@ -37,7 +37,7 @@ from torch.utils.data import Dataset
 from .contrast import RandomContrast
 from .corruption import slice_labels
 from .motion import RandomKSpaceMotion, RandomMotion, apply_motion_batch
-from .slices import SliceSampler, fit_to_size, normalize, resample, take_slice
+from .slices import SliceSampler, crop, fit_to_size, normalize, resample, take_slice
 from .synthesis import RandomSynthesis, add_rician_noise, load_tissue_volume, nyquist_ghost, synthesize
 
 
@@ -307,16 +307,13 @@ class MotionSliceDataset(Dataset):
         mr, mc = (r1 - r0) * cfg.max_margin * draws[1], (c1 - c0) * cfg.max_margin * draws[2]
         r0, r1 = int(round(r0 - mr * rng.uniform(0.5, 1.5))), int(round(r1 + mr * rng.uniform(0.5, 1.5)))
         c0, c1 = int(round(c0 - mc * rng.uniform(0.5, 1.5))), int(round(c1 + mc * rng.uniform(0.5, 1.5)))
-        h, w = canvas.shape
-        pad = max(0, -r0, -c0, r1 - h, c1 - w)
-        view = torch.nn.functional.pad(canvas, (pad, pad, pad, pad)) if pad else canvas
-        crop = view[r0 + pad:r1 + pad, c0 + pad:c1 + pad]
+        view = crop(canvas, (r0, r1, c0, c1))
         lo, hi = np.log(cfg.matrix[0]), np.log(cfg.matrix[1])
         longest = int(round(np.exp(lo + (hi - lo) * draws[3])))
-        ch, cw = crop.shape
+        ch, cw = view.shape
         scale = longest / max(ch, cw)
         size = (max(8, int(round(ch * scale))), max(8, int(round(cw * scale))))
-        return resample(crop[None, None], size)[0, 0].clamp_min(0)
+        return resample(view[None, None], size)[0, 0].clamp_min(0)
 
     def background(self, rng: np.random.Generator) -> str:
         names, weights = self.config.background_table()
@@ -382,37 +379,44 @@ class MotionSliceDataset(Dataset):
         return x[0], y[0]
 
 
-def build_cache(dataset: MotionSliceDataset, size: int, chunk: int = 32, workers: int = 1, progress=None,
-                dtype=torch.float16, start: int = 0) -> Tuple[torch.Tensor, torch.Tensor]:
-    """Materialise samples ``start`` … len − 1 at ``size`` × ``size`` (area-averaged) in memory.
+def build_cache(dataset, size: int, chunk: int = 32, workers: int = 1, progress=None,
+                dtype=torch.float16, start: int = 0, n: Optional[int] = None) -> Tuple[torch.Tensor, torch.Tensor]:
+    """Materialise samples ``start`` … n − 1 at ``size`` × ``size`` (area-averaged) in memory.
+
+    ``dataset`` is a :class:`MotionSliceDataset` (samples by index; ``n``
+    defaults to its length) or a :class:`~SSIMQualityLib.factory.SampleFactory`
+    (samples by batch: sample ``i`` is item ``i % chunk`` of batch ``i // chunk``,
+    so ``chunk`` is part of what the samples are; ``n`` is required).
 
     On a CPU the network and the sample maker compete for the same cores;
     making the samples once and reusing them for a few epochs keeps the
     loader's share of a training step near zero.
     """
-    n = len(dataset)
+    n = len(dataset) if n is None else int(n)
     xs = torch.empty(n - start, 1, size, size, dtype=dtype)
     ys = torch.empty(n - start, dtype=torch.float32)
-    starts = list(range(start, n, chunk))
-    job = _CacheJob(dataset, chunk, size, dtype)
+    # Chunks start at multiples of `chunk` (a factory batch is made whole); samples before `start` are dropped.
+    starts = list(range((start // chunk) * chunk, n, chunk))
+    job = _CacheJob(dataset, chunk, size, dtype, n)
+
+    def store(first, x, y):
+        skip = max(0, start - first)
+        x, y = x[skip:], y[skip:]
+        xs[first + skip - start:first + skip - start + len(y)] = x
+        ys[first + skip - start:first + skip - start + len(y)] = y
+        if progress:
+            progress(len(y))
+
     if workers > 1:
         import multiprocessing as mp
 
         ctx = mp.get_context("fork")
         with ctx.Pool(workers, initializer=worker_init) as pool:
-            results = pool.imap_unordered(job, starts)
-            for first, x, y in results:
-                xs[first - start:first - start + len(y)] = x
-                ys[first - start:first - start + len(y)] = y
-                if progress:
-                    progress(len(y))
+            for first, x, y in pool.imap_unordered(job, starts):
+                store(first, x, y)
     else:
         for first in starts:
-            _, x, y = job(first)
-            xs[first - start:first - start + len(y)] = x
-            ys[first - start:first - start + len(y)] = y
-            if progress:
-                progress(len(y))
+            store(*job(first))
     return xs, ys
 
 
@@ -422,13 +426,16 @@ def worker_init(*_worker_id) -> None:
 
 
 class _CacheJob:
-    def __init__(self, dataset, chunk, size, dtype):
-        self.dataset, self.chunk, self.size, self.dtype = dataset, chunk, size, dtype
+    def __init__(self, dataset, chunk, size, dtype, n):
+        self.dataset, self.chunk, self.size, self.dtype, self.n = dataset, chunk, size, dtype, n
 
     def __call__(self, start):
-        n = len(self.dataset)
-        idx = list(range(start, min(n, start + self.chunk)))
-        x, y = self.dataset.batch(idx)
+        count = min(self.n, start + self.chunk) - start
+        if isinstance(self.dataset, MotionSliceDataset):
+            x, y = self.dataset.batch(list(range(start, start + count)))
+        else:  # the batched factory: whole batches, by batch index
+            x, y = self.dataset.batch(start // self.chunk, self.chunk)
+            x, y = x[:count].cpu(), y[:count].cpu()
         if self.size != x.shape[-1]:
             x = torch.nn.functional.interpolate(x, size=(self.size, self.size), mode="area")
         return start, x.to(self.dtype), y

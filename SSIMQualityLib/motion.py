@@ -129,10 +129,12 @@ def kspace_motion(images: torch.Tensor, owner: torch.Tensor, degrees: torch.Tens
     b, r, l = images.shape
     dev = images.device
     work = images if images.dtype in (torch.float32, torch.float64) else images.float()
-    k_all = torch.fft.fft(work, dim=-1)
+    # One buffer for the images' spectra and the copies' (B + C, R, L): no concatenation pass.
+    k_all = torch.empty((b + owner.numel(), r, l), dtype=torch.complex64 if work.dtype == torch.float32
+                        else torch.complex128, device=dev)
+    torch.fft.fft(work, dim=-1, out=k_all[:b])
     if owner.numel():
-        copies = warp(work[owner.to(dev)], degrees, shifts)
-        k_all = torch.cat([k_all, torch.fft.fft(copies, dim=-1)], dim=0)  # (B + C, R, L)
+        torch.fft.fft(warp(work[owner.to(dev)], degrees, shifts), dim=-1, out=k_all[b:])
     # Acquisition order is centred; FFT order starts at frequency 0.
     src = torch.fft.ifftshift(sources.to(dev).long(), dim=-1)
     rows = torch.where(src < 0, torch.arange(b, device=dev)[:, None], src + b)  # (B, L) index into k_all

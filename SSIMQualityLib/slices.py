@@ -185,6 +185,10 @@ class SliceSampler:
         ok = np.flatnonzero(frac >= min_foreground)
         return ok if ok.size else np.arange(n)
 
+    def positions(self, axis: int) -> np.ndarray:
+        """The slice positions along ``axis`` that may be drawn (enough head in them)."""
+        return self._valid[axis]
+
     def sample(self) -> SlicePick:
         """Draw one (axis, index)."""
         axis = int(self.axes[self.rng.integers(len(self.axes))])
@@ -307,6 +311,23 @@ def fit_to_size(image: ArrayOrTensor, size: int = INPUT_SIZE) -> ArrayOrTensor:
     t = F.pad(t, (left, size - w - left, top, size - h - top))
     t = t.reshape(*lead, size, size)
     return t.numpy() if is_numpy else t
+
+
+def crop(image: torch.Tensor, box: Sequence[int]) -> torch.Tensor:
+    """Rows ``box[0]:box[1]`` and columns ``box[2]:box[3]`` of a (..., H, W) image; parts outside it are zeros.
+
+    Examples
+    --------
+    >>> crop(torch.ones(4, 4), (-1, 2, 2, 5))
+    tensor([[0., 0., 0.],
+            [1., 1., 0.],
+            [1., 1., 0.]])
+    """
+    r0, r1, c0, c1 = (int(v) for v in box)
+    h, w = image.shape[-2:]
+    pad = max(0, -r0, -c0, r1 - h, c1 - w)
+    view = F.pad(image, (pad, pad, pad, pad)) if pad else image
+    return view[..., r0 + pad:r1 + pad, c0 + pad:c1 + pad]
 
 
 def resample(image: torch.Tensor, size: Tuple[int, int]) -> torch.Tensor:

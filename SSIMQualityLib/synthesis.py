@@ -17,7 +17,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Tuple
+from typing import Sequence, Tuple
 
 import numpy as np
 import torch
@@ -264,7 +264,7 @@ def add_rician_noise(image: torch.Tensor, sigma: float, seed: int) -> torch.Tens
     return torch.sqrt((image + n1) ** 2 + n2 ** 2)
 
 
-def nyquist_ghost(image: torch.Tensor, phase: float, pe_axis: int = 0) -> torch.Tensor:
+def nyquist_ghost(image: torch.Tensor, phase, pe_axis: int = 0) -> torch.Tensor:
     """EPI's N/2 ghost: every other phase-encoding line of k-space carries a phase error of ``phase`` radians.
 
     The image dims to cos(phase / 2) of itself and a copy shifted by half the
@@ -272,7 +272,8 @@ def nyquist_ghost(image: torch.Tensor, phase: float, pe_axis: int = 0) -> torch.
     double of the head that most real EPI and DWI slices show.  It is part of
     the acquisition, not of the motion, so training applies it to a clean
     slice and to its moved twin alike (as it does the noise).  Magnitude out;
-    the same operator on every leading index.
+    the same operator on every leading index, or, with ``phase`` a (B,)
+    tensor, one phase per index of the first axis.
 
     Examples
     --------
@@ -284,7 +285,135 @@ def nyquist_ghost(image: torch.Tensor, phase: float, pe_axis: int = 0) -> torch.
     dim = -2 if pe_axis == 0 else -1
     n = image.shape[dim]
     k = torch.fft.fft(image.to(torch.complex64), dim=dim)
-    odd = (torch.arange(n) % 2 == 1).to(torch.complex64)
-    factor = 1 + odd * (complex(math.cos(phase), math.sin(phase)) - 1)
-    k = k * (factor.view(n, 1) if dim == -2 else factor)
-    return torch.fft.ifft(k, dim=dim).abs().to(image.dtype)
+    odd = (torch.arange(n, device=image.device) % 2 == 1).to(torch.complex64)
+    if isinstance(phase, torch.Tensor) and phase.ndim == 1:
+        ph = phase.to(image.device, torch.float64)
+        error = torch.polar(torch.ones_like(ph), ph).to(torch.complex64)
+        factor = 1 + odd[None] * (error[:, None] - 1)  # (B, n)
+        factor = factor.view(-1, *([1] * (image.ndim - 3)), n, 1) if dim == -2 else \
+            factor.view(-1, *([1] * (image.ndim - 2)), n)
+    else:
+        factor = 1 + odd * (complex(math.cos(phase), math.sin(phase)) - 1)
+        factor = factor.view(n, 1) if dim == -2 else factor
+    return torch.fft.ifft(k * factor, dim=dim).abs().to(image.dtype)
+
+
+# ----------------------------------------------------------------------------
+# The same synthesis for a batch, each slice with its own parameters (the sample factory)
+# ----------------------------------------------------------------------------
+
+def mix_weights(params: Sequence[SynthesisParams]) -> torch.Tensor:
+    """(B, 3, 6) weights that fold a tissue stack of :data:`CHANNELS` into the three images synthesis needs.
+
+    Resampling is linear, so tissues can be mixed before the deformation
+    instead of after it (3 images to warp instead of 6): ``a`` is the tissue
+    image (the T1 template, or the weighted tissues), ``b`` the brain share
+    that the template family multiplies by, ``c`` the skull and scalp that the
+    template family scales by the warped template's maximum.
+    """
+    w = torch.zeros(len(params), 3, len(CHANNELS))
+    for k, p in enumerate(params):
+        if p.family == "template":
+            w[k, 0, 0] = 1.0
+            w[k, 1, 1:4] = 1.0
+            if not p.skull_stripped:
+                w[k, 2, 5] = p.intensities[3]
+                w[k, 2, 4] = p.skull * p.intensities[3]
+        else:
+            w[k, 0, 1:4] = torch.tensor(p.intensities[:3])
+            if not p.skull_stripped:
+                w[k, 0, 5] = p.intensities[3]
+                w[k, 0, 4] = p.skull * p.intensities[3]
+    return w
+
+
+def _blur_batch(img: torch.Tensor, sigmas: np.ndarray) -> torch.Tensor:
+    """:func:`_gaussian_blur` with one sigma per image of (B, H, W): zero-padded kernels of one common radius
+    (reflect padding of that radius gives each kernel the same neighbours as its own radius would)."""
+    r_each = np.where(sigmas > 0.05, np.maximum(1, np.ceil(3 * np.maximum(sigmas, 1e-6))), 0).astype(int)
+    if not r_each.any():
+        return img
+    b, h, w = img.shape
+    r = int(r_each.max())
+    x = torch.arange(-r, r + 1, dtype=img.dtype, device=img.device)
+    s = torch.as_tensor(np.maximum(sigmas, 1e-6), dtype=img.dtype, device=img.device)[:, None]
+    k = torch.exp(-0.5 * (x[None] / s) ** 2) * (x[None].abs() <= torch.as_tensor(r_each, device=img.device)[:, None])
+    k = k / k.sum(dim=1, keepdim=True)
+    k[torch.as_tensor(r_each == 0, device=img.device)] = (x == 0).to(img.dtype)  # sigma <= 0.05: unchanged
+    t = img[None]
+    t = F.conv2d(F.pad(t, (r, r, 0, 0), mode="reflect"), k.view(b, 1, 1, -1), groups=b)
+    t = F.conv2d(F.pad(t, (0, 0, r, r), mode="reflect"), k.view(b, 1, -1, 1), groups=b)
+    return t[0]
+
+
+def synthesize_mixed(mixed: torch.Tensor, params: Sequence[SynthesisParams]) -> torch.Tensor:
+    """Batched :func:`synthesize` (without noise) from pre-mixed stacks (B, 3, H, W) (see :func:`mix_weights`).
+
+    Equals :func:`synthesize` slice by slice to float round-off (tested).  Written for few passes over
+    memory (the factory's cost on a CPU is the number of full-size passes, not arithmetic): the sampling
+    grid is one batched product of the displacement field plus an affine part that is an outer sum, only
+    the template family warps three images (the others one), and the bias polynomial is in Horner form.
+    """
+    b, _, h, w = mixed.shape
+    dev, dt = mixed.device, mixed.dtype
+    x = mixed.clone()
+    transpose = [k for k, p in enumerate(params) if p.transpose and h == w]
+    if transpose:
+        x[transpose] = x[transpose].transpose(2, 3)
+    flip = [k for k, p in enumerate(params) if p.flip]
+    if flip:
+        x[flip] = x[flip].flip(-1)
+
+    def column(values):
+        return torch.as_tensor(np.asarray(values, dtype=np.float32), device=dev)[:, None, None]
+
+    rad = np.radians([p.rotation for p in params])
+    cs, sn = column(np.cos(rad)), column(np.sin(rad))
+    s0, s1 = column([p.scale[0] for p in params]), column([p.scale[1] for p in params])
+    ys = ((2 * torch.arange(h, dtype=dt, device=dev) + 1) / h - 1)[None, :, None]
+    xs = ((2 * torch.arange(w, dtype=dt, device=dev) + 1) / w - 1)[None, None, :]
+    coarse = torch.as_tensor(np.stack([p.elastic for p in params]), dtype=dt, device=dev)
+    disp = F.interpolate(coarse, size=(h, w), mode="bilinear", align_corners=True)  # (B, 2, H, W) pixels
+    # Deformed coordinates before the rotation (the bias field is a polynomial in them, as in synthesize).
+    xx = torch.addcmul(xs / s1, disp[:, 1], torch.tensor(2.0 / w, dtype=dt, device=dev))
+    yy = torch.addcmul(ys / s0, disp[:, 0], torch.tensor(2.0 / h, dtype=dt, device=dev))
+    grid = torch.empty(b, h, w, 2, dtype=dt, device=dev)
+    torch.addcmul(cs * xx, yy, -sn * (h / w), out=grid[..., 0])
+    torch.addcmul(cs * yy, xx, sn * (w / h), out=grid[..., 1])
+    template = [k for k, p in enumerate(params) if p.family == "template"]
+    others = [k for k, p in enumerate(params) if p.family != "template"]
+    img = torch.empty(b, h, w, dtype=dt, device=dev)
+    if others:
+        img[others] = F.grid_sample(x[others, :1], grid[others], mode="bilinear", padding_mode="zeros",
+                                    align_corners=False)[:, 0]
+    if template:
+        a, brain, head = F.grid_sample(x[template], grid[template], mode="bilinear", padding_mode="zeros",
+                                       align_corners=False).unbind(1)
+        img[template] = a * brain.clamp(0, 1) + head * a.amax(dim=(1, 2), keepdim=True)
+    amount = [p.texture_amount for p in params]
+    noise = np.stack([np.random.default_rng(p.texture_seed).standard_normal((1, 24, 24)) for p in params])
+    texture = F.interpolate(torch.as_tensor(noise, dtype=dt, device=dev), size=(h, w), mode="bilinear",
+                            align_corners=True)[:, 0]
+    img.mul_(torch.addcmul(torch.ones((), dtype=dt, device=dev), texture, column(amount)))
+    for k, p in enumerate(params):  # thick slices (40 % of the samples): average down, expand back, as synthesize
+        if p.thick_factor > 1.05:
+            size = (max(4, int(round(h / p.thick_factor))), w) if p.thick_axis == 0 else \
+                (h, max(4, int(round(w / p.thick_factor))))
+            img[k] = F.interpolate(F.interpolate(img[k][None, None], size=size, mode="area"), size=(h, w),
+                                   mode="bilinear", align_corners=False)[0, 0]
+    sigmas = np.array([p.blur_sigma for p in params])
+    blurred = np.flatnonzero(sigmas > 0.05)
+    if blurred.size:
+        img[blurred] = _blur_batch(img[blurred], sigmas[blurred])
+    c = np.stack([p.bias for p in params]).astype(np.float32)
+    # exp(c0 x + c1 y + c2 x y + c3 x² + c4 y²) = exp(x (c0 + c3 x + c2 y) + y (c1 + c4 y))
+    poly = torch.addcmul(column(c[:, 0]), xx, column(c[:, 3]))
+    poly.addcmul_(yy, column(c[:, 2])).mul_(xx)
+    poly.addcmul_(torch.addcmul(column(c[:, 1]), yy, column(c[:, 4])), yy)
+    return img.clamp_min_(0).mul_(poly.exp_())
+
+
+def synthesize_batch(stacks: torch.Tensor, params: Sequence[SynthesisParams]) -> torch.Tensor:
+    """Batched :func:`synthesize` without noise: tissue stacks (B, 6, H, W), one parameter set each → (B, H, W)."""
+    mixed = torch.einsum("bkc,bchw->bkhw", mix_weights(params).to(stacks.device, torch.float32), stacks.float())
+    return synthesize_mixed(mixed, params)

@@ -51,6 +51,7 @@ class TrainConfig:
     source: tuple = ()  # the user's real volumes (files / folders) mixed into training, noise-fixed rule
     source_share: float = 0.5  # share of samples drawn from ``source``
     stream: bool = False  # fresh samples every step, made by ``workers`` processes, instead of a cached set
+    factory: str = "batched"  # "batched": SampleFactory (every step batched); "reference": one sample at a time
 
 
 def _loss_fn(name: str) -> Callable:
@@ -63,31 +64,60 @@ def _loss_fn(name: str) -> Callable:
     raise ValueError(f"unknown loss {name!r}; choose mse, l1 or huber")
 
 
-def _cache_stem(kind: str, seed: int, source: Sequence[str] = ()) -> str:
+#: Samples per factory batch in a cache: sample i is item i % 64 of factory batch i // 64 (part of the recipe).
+FACTORY_CHUNK = 64
+
+
+def uses_factory(factory: str, source: Sequence[str] = ()) -> bool:
+    """Whether samples come from the batched factory: by default, except with ``--source`` (the user's real
+    volumes need the noise-fixed split, which only the reference path makes)."""
+    if factory not in ("batched", "reference"):
+        raise ValueError(f"factory must be 'batched' or 'reference', got {factory!r}")
+    return factory == "batched" and not source
+
+
+def _cache_stem(kind: str, seed: int, source: Sequence[str] = (), factory: str = "batched") -> str:
     tag = ""
     if source:  # another set of volumes makes other samples
         import hashlib
 
         tag = "_src" + hashlib.sha256("\n".join(sorted(map(str, source))).encode()).hexdigest()[:8]
+    if uses_factory(factory, source):
+        from .factory import FACTORY_VERSION
+
+        tag += f"f{FACTORY_VERSION}"
     return f"cache_{kind}_v{DATA_VERSION}{tag}_s{seed}_n"
 
 
-def cache_file(out_dir: Path, kind: str, n: int, seed: int, size: int, source: Sequence[str] = ()) -> Path:
-    return out_dir / f"{_cache_stem(kind, seed, source)}{n}_{size}.pt"
+def cache_file(out_dir: Path, kind: str, n: int, seed: int, size: int, source: Sequence[str] = (),
+               factory: str = "batched") -> Path:
+    return out_dir / f"{_cache_stem(kind, seed, source, factory)}{n}_{size}.pt"
 
 
 def make_dataset(n: int, seed: int, source: Sequence[str] = (), source_share: float = 0.5) -> MotionSliceDataset:
-    """The training / validation dataset: the default mix, plus the user's real volumes when given."""
+    """The reference dataset: the default mix, plus the user's real volumes when given."""
     from .data import MixedSource, VolumeFolderSource
 
     user = VolumeFolderSource(list(source)) if source else None
     return MotionSliceDataset(n, source=MixedSource(user=user, p_user=source_share), seed=seed)
 
 
+def make_sampler(n: int, seed: int, source: Sequence[str] = (), source_share: float = 0.5,
+                 factory: str = "batched", device="cpu"):
+    """What makes the samples: the batched :class:`~SSIMQualityLib.factory.SampleFactory` on ``device``, or the
+    reference dataset (with ``--source``, or when asked for)."""
+    if uses_factory(factory, source):
+        from .factory import SampleFactory
+
+        return SampleFactory(seed=seed, device=device)
+    return make_dataset(n, seed, source, source_share)
+
+
 def load_or_build_cache(out_dir: Path, kind: str, n: int, seed: int, size: int, workers: int, log=print,
-                        source: Sequence[str] = (), source_share: float = 0.5, show: bool = True):
+                        source: Sequence[str] = (), source_share: float = 0.5, show: bool = True,
+                        factory: str = "batched"):
     """Samples ``0 … n − 1`` of the dataset with ``seed``, made once and kept on disk for resume."""
-    path = cache_file(out_dir, kind, n, seed, size, source)
+    path = cache_file(out_dir, kind, n, seed, size, source, factory)
     if path.is_file():
         data = torch.load(str(path), weights_only=True)
         if int(data["n"]) == n and int(data["seed"]) == seed and int(data["size"]) == size:
@@ -98,7 +128,7 @@ def load_or_build_cache(out_dir: Path, kind: str, n: int, seed: int, size: int, 
     prefix_x, prefix_y, start = None, None, 0
     # The sample count is in the file name: load only the largest usable prefix, not every candidate.
     sizes = {}
-    stem = _cache_stem(kind, seed, source)
+    stem = _cache_stem(kind, seed, source, factory)
     for other in out_dir.glob(f"{stem}*_{size}.pt"):
         m = other.name[len(stem):-len(f"_{size}.pt")]
         if m.isdigit() and int(m) < n:
@@ -109,9 +139,10 @@ def load_or_build_cache(out_dir: Path, kind: str, n: int, seed: int, size: int, 
             prefix_x, prefix_y, start = data["x"], data["y"], int(data["n"])
     if start:
         log(f"extending cached {kind} samples from {start} to {n}")
-    ds = make_dataset(n, seed, source, source_share)
+    sampler = make_sampler(n, seed, source, source_share, factory)
+    chunk = FACTORY_CHUNK if uses_factory(factory, source) else 32
     bar = progress.bar(n, initial=start, desc=f"making {kind} samples", unit="sample", show=None if show else False)
-    x, y = build_cache(ds, size, workers=workers, progress=bar.update, start=start)
+    x, y = build_cache(sampler, size, chunk=chunk, workers=workers, progress=bar.update, start=start, n=n)
     bar.close()
     if start:
         x, y = torch.cat([prefix_x, x]), torch.cat([prefix_y, y])
@@ -175,10 +206,11 @@ def train(cfg: TrainConfig, resume: bool = True, log: Callable[[str], None] = pr
     src = tuple(str(p) for p in cfg.source)
     if not cfg.stream:
         x_tr, y_tr = load_or_build_cache(out, "train", cfg.train_samples, rank_seed(cfg.train_seed, w.rank),
-                                         cfg.input_size, cfg.workers, log, src, cfg.source_share, show=w.main)
+                                         cfg.input_size, cfg.workers, log, src, cfg.source_share, show=w.main,
+                                         factory=cfg.factory)
     if w.main:
         x_va, y_va = load_or_build_cache(out, "val", cfg.val_samples, cfg.val_seed, cfg.input_size, cfg.workers, log,
-                                         src, cfg.source_share)
+                                         src, cfg.source_share, factory=cfg.factory)
 
     torch.manual_seed(cfg.train_seed)  # here, so that making samples (or not) does not change the start
     model = build_model(cfg.arch, cfg.input_size)
@@ -227,8 +259,11 @@ def train(cfg: TrainConfig, resume: bool = True, log: Callable[[str], None] = pr
             model, device_ids=[device.index] if device.type == "cuda" else None)
 
     if cfg.stream:
-        batches = stream_batches(cfg, rank_seed(cfg.train_seed, w.rank), first_step=step)
-        log(f"streaming fresh samples: {cfg.batch_size} a step, made by {cfg.workers} worker processes")
+        batches = stream_batches(cfg, rank_seed(cfg.train_seed, w.rank), first_step=step, device=device)
+        if device.type == "cuda" and uses_factory(cfg.factory, src):
+            log(f"streaming fresh samples: {cfg.batch_size} a step, made on {device} by the batched factory")
+        else:
+            log(f"streaming fresh samples: {cfg.batch_size} a step, made by {cfg.workers} worker processes")
     else:
         n = len(y_tr)
         per_epoch = n // cfg.batch_size
@@ -302,31 +337,44 @@ def train(cfg: TrainConfig, resume: bool = True, log: Callable[[str], None] = pr
 
 
 class StepBatches(torch.utils.data.Dataset):
-    """Training batch ``s`` of a streamed run: samples ``s·B … (s+1)·B − 1`` of the dataset, at the network's
-    resolution (area-averaged, as the cache stores them).  Fixed by ``(seed, s)``, so a resumed run makes the
-    same samples an uninterrupted one would."""
+    """Training batch ``s`` of a streamed run, at the network's resolution (area-averaged, as the cache stores
+    them): factory batch ``s``, or samples ``s·B … (s+1)·B − 1`` of the reference dataset.  Fixed by
+    ``(seed, s)``, so a resumed run makes the same samples an uninterrupted one would."""
 
-    def __init__(self, dataset: MotionSliceDataset, batch_size: int, size: int):
-        self.dataset, self.batch_size, self.size = dataset, int(batch_size), int(size)
+    def __init__(self, sampler, batch_size: int, size: int, steps: int):
+        self.sampler, self.batch_size, self.size, self.steps = sampler, int(batch_size), int(size), int(steps)
 
     def __len__(self) -> int:
-        return len(self.dataset) // self.batch_size
+        return self.steps
 
     def __getitem__(self, step: int):
-        first = int(step) * self.batch_size
-        x, y = self.dataset.batch(range(first, first + self.batch_size))
+        if isinstance(self.sampler, MotionSliceDataset):
+            first = int(step) * self.batch_size
+            x, y = self.sampler.batch(range(first, first + self.batch_size))
+        else:
+            x, y = self.sampler.batch(int(step), self.batch_size)
         if x.shape[-1] != self.size:
             x = F.interpolate(x, size=(self.size, self.size), mode="area")
         return x, y
 
 
-def stream_batches(cfg: TrainConfig, seed: int, first_step: int = 0):
-    """An iterator over the batches of steps ``first_step … cfg.steps − 1``, made ahead by ``cfg.workers``
-    processes (in this process when 0)."""
-    ds = make_dataset(cfg.steps * cfg.batch_size, seed, tuple(str(p) for p in cfg.source), cfg.source_share)
+def stream_batches(cfg: TrainConfig, seed: int, first_step: int = 0, device=None):
+    """An iterator over the batches of steps ``first_step … cfg.steps − 1``.
+
+    On a GPU the batched factory makes them on the GPU in this process (every step of it is batched there).
+    Elsewhere ``cfg.workers`` processes make them ahead (in this process when 0).
+    """
+    src = tuple(str(p) for p in cfg.source)
+    device = torch.device(device or "cpu")
+    if device.type == "cuda" and uses_factory(cfg.factory, src):
+        steps = StepBatches(make_sampler(0, seed, src, cfg.source_share, cfg.factory, device), cfg.batch_size,
+                            cfg.input_size, cfg.steps)
+        return (steps[s] for s in range(first_step, cfg.steps))
+    sampler = make_sampler(cfg.steps * cfg.batch_size, seed, src, cfg.source_share, cfg.factory)
     loader = torch.utils.data.DataLoader(
-        StepBatches(ds, cfg.batch_size, cfg.input_size), batch_size=None, sampler=range(first_step, cfg.steps),
-        num_workers=cfg.workers, worker_init_fn=worker_init if cfg.workers else None,
+        StepBatches(sampler, cfg.batch_size, cfg.input_size, cfg.steps), batch_size=None,
+        sampler=range(first_step, cfg.steps), num_workers=cfg.workers,
+        worker_init_fn=worker_init if cfg.workers else None,
         prefetch_factor=2 if cfg.workers else None, persistent_workers=False)
     return iter(loader)
 

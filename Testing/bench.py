@@ -5,6 +5,12 @@ Measures, in one run:
       a batch of 256 pairs of 256 × 256 slices
   kspace_slices_per_s / torchio_motion_slices_per_s / kspace_speedup_vs_torchio
       corruption of real 256 × 256 slices of the sample (severity 0.5)
+  factory_samples_per_s_cpu / reference_factory_samples_per_s_cpu / factory_speedup_vs_reference
+      training samples (the whole recipe, inputs at 256²) made by the batched factory (batches of 64) and by the
+      reference per-sample path, in this process with torch's default threads, best of three rounds each;
+      factory_samples_per_s_cpu_2proc: the factory in two processes of one thread each (how a cache is filled)
+  factory_samples_per_s_cuda, factory_share_of_train_step_cuda, train_256_images_per_s_cuda (with a GPU)
+      the factory on the GPU (batches of 1024), and a 256² ResNet-18 training step fed by it
   precision_chosen
       what the defaults pick on this CPU (bfloat16 only where native: AVX-512 BF16 / AMX)
   train_step_images_per_s (_fp32), train_default_vs_fp32
@@ -92,20 +98,88 @@ def bench_motion(results: dict) -> None:
     results["kspace_speedup_vs_torchio"] = results["kspace_slices_per_s"] / results["torchio_motion_slices_per_s"]
 
 
+def _best_rate(fn, items: int, rounds: int = 3) -> float:
+    """Items per second of the fastest of ``rounds`` calls (after one warm-up): robust to a busy machine."""
+    fn()
+    best = float("inf")
+    for _ in range(rounds):
+        start = time.perf_counter()
+        fn()
+        best = min(best, time.perf_counter() - start)
+    return items / best
+
+
 def bench_factory(results: dict) -> None:
-    """Training samples made per second in one process (the whole recipe: slice, synthesis, contrast,
-    field of view and matrix, motion, noise, label, input at 256²)."""
+    """Training samples per second: the batched factory against the reference per-sample path, same run, same
+    recipe (slice, synthesis, contrast, field of view and matrix, motion, noise, label, input at 256²)."""
     from SSIMQualityLib.data import MotionSliceDataset
+    from SSIMQualityLib.factory import SampleFactory
 
     ds = MotionSliceDataset(10 ** 6, seed=0)
-    ds.batch(list(range(16)))  # loads the sources
-    start = [16]
+    start = [0]
 
-    def make():
-        ds.batch(list(range(start[0], start[0] + 32)))
-        start[0] += 32
+    def reference():
+        ds.batch(list(range(start[0], start[0] + 64)))
+        start[0] += 64
 
-    results["factory_samples_per_s_cpu"] = _rate(make, 32, min_time=6.0)
+    factory = SampleFactory(seed=0)
+    step = [0]
+
+    def batched():
+        factory.batch(step[0], 64)
+        step[0] += 1
+
+    results["reference_factory_samples_per_s_cpu"] = _best_rate(reference, 64)
+    results["factory_samples_per_s_cpu"] = _best_rate(batched, 64, rounds=5)
+    results["factory_speedup_vs_reference"] = (results["factory_samples_per_s_cpu"]
+                                               / results["reference_factory_samples_per_s_cpu"])
+    # How a cache is filled on this machine: one single-threaded process per core.
+    from SSIMQualityLib.data import build_cache
+
+    cores = max(1, min(os.cpu_count() or 1, 4))
+    begin = time.perf_counter()
+    build_cache(SampleFactory(seed=1), 256, chunk=64, workers=cores, n=64 * 4 * cores)
+    results["factory_samples_per_s_cpu_2proc" if cores == 2 else f"factory_samples_per_s_cpu_{cores}proc"] = \
+        64 * 4 * cores / (time.perf_counter() - begin)
+    if torch.cuda.is_available():
+        bench_factory_cuda(results)
+
+
+def bench_factory_cuda(results: dict) -> None:
+    from SSIMQualityLib.factory import SampleFactory
+    from SSIMQualityLib.models import build_model
+
+    factory = SampleFactory(seed=0, device="cuda", group_size=128)
+    step = [0]
+
+    def batched():
+        factory.batch(step[0], 1024)
+        step[0] += 1
+        torch.cuda.synchronize()
+
+    results["factory_samples_per_s_cuda"] = _best_rate(batched, 1024)
+    net = build_model("resnet18", 256).cuda().to(memory_format=torch.channels_last)
+    opt = torch.optim.AdamW(net.parameters(), 1e-3)
+    x, y = factory.batch(0, 256)
+
+    def train_step(x=x, y=y):
+        with torch.autocast("cuda", dtype=torch.bfloat16):
+            loss = torch.nn.functional.mse_loss(net(x.contiguous(memory_format=torch.channels_last)).float(), y)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        torch.cuda.synchronize()
+
+    results["train_256_images_per_s_cuda"] = _best_rate(train_step, 256)
+
+    def fed_step():
+        xb, yb = factory.batch(step[0], 256)
+        step[0] += 1
+        train_step(xb, yb)
+
+    fed = _best_rate(fed_step, 256)
+    results["train_256_fed_by_factory_images_per_s_cuda"] = fed
+    results["factory_share_of_train_step_cuda"] = 1 - fed / results["train_256_images_per_s_cuda"]
 
 
 def _bench_model():

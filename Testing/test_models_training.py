@@ -179,9 +179,9 @@ def test_streaming_training_makes_fresh_samples_and_resumes_the_same(tmp_path):
     assert not list((tmp_path / "a").glob("cache_train_*"))  # only the fixed validation set is cached
     assert list((tmp_path / "a").glob("cache_val_*"))
     _same_weights(straight, _cut_off_then_resumed(cfg(tmp_path / "b"), tmp_path / "a", "cache_val_*.pt"))
-    # The batches are the dataset's own samples, resized as the cache would store them.
+    # The batches are the sample maker's own, resized as the cache would store them.
     ds = make_dataset(12, seed=1)
-    x, y = StepBatches(ds, 4, 32)[1]
+    x, y = StepBatches(ds, 4, 32, 3)[1]
     x_ref, y_ref = ds.batch(range(4, 8))
     assert x.shape == (4, 1, 32, 32) and torch.equal(y, y_ref)
     assert torch.allclose(x, torch.nn.functional.interpolate(x_ref, size=(32, 32), mode="area"))

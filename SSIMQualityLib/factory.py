@@ -1,0 +1,337 @@
+"""The batched sample factory: every step of making training samples on the training device, a batch at a time.
+
+:class:`~SSIMQualityLib.data.MotionSliceDataset` makes one sample at a time
+in numpy, scikit-image and small torch calls: its steps are the reference.
+:class:`SampleFactory` makes the same kind of sample with each step batched:
+
+1. slice picking: index arithmetic on the source volumes held on the device;
+2. synthesis (:func:`~SSIMQualityLib.synthesis.synthesize_mixed`), contrast
+   (:func:`~SSIMQualityLib.contrast.apply_contrast_batch`, CLAHE included);
+3. the acquisition: field of view and matrix by matrix products
+   (crop and resample per slice, as the reference), EPI's N/2 ghost, both motion models
+   (:func:`~SSIMQualityLib.motion.apply_motion_batch`), Rician noise with
+   one of the four backgrounds;
+4. the label (batched SSIM) and the input, fitted to the network's size.
+
+The parameters are drawn by the same random twins as the reference
+(``RandomSynthesis``, ``RandomContrast``, ``RandomMotion``): only the
+arithmetic is batched.
+
+What differs from the reference, on purpose (the label distributions agree:
+a two-sample KS test, ``Testing/test_factory.py`` and the README):
+
+* **Reproducibility per (seed, batch).**  One generator per batch index;
+  the same ``(seed, batch index, batch size, group size)`` gives the same
+  samples on any device (up to float round-off between devices).
+* **One acquired matrix per group** of ``group_size`` samples (default 16):
+  motion, noise and label run at the acquired matrix, and a batched FFT needs
+  one shape.  Each group draws "keep the 256² canvas" (25 %) or a matrix whose
+  longest side is log-uniform in 64 – 384, with the aspect of its first
+  sample's field of view; the other samples' fields of view are widened on
+  their short side to that aspect.  Each sample's matrix is still drawn from
+  the same distribution as in the reference.
+* **The head mask** of a zero or partly suppressed background is the pixels
+  with head on all four sides along their row and column (a cumulative max
+  each way), not scipy's hole filling: the same on head slices except in
+  narrow channels open to the air, and it runs batched on any device.
+* Samples from a user's real volumes (``train --source``: the noise-fixed
+  split needs non-local means per slice) are not made here; training with
+  ``--source`` uses the reference path.
+"""
+from __future__ import annotations
+
+from typing import List, NamedTuple, Optional, Tuple
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from .contrast import RandomContrast, apply_contrast_batch
+from .motion import RandomMotion, apply_motion_batch
+from .slices import INPUT_SIZE, SliceSampler, crop, fit_to_size, normalize, resample
+from .ssim import ssim
+from .synthesis import RandomSynthesis, load_tissue_volume, mix_weights, nyquist_ghost, synthesize_mixed
+
+#: Changes whenever the same (seed, batch) would give a different sample.
+FACTORY_VERSION = 1
+_STREAM = 0x5AFAC  # keeps the factory's generators apart from the reference's per-index ones
+
+
+class Group(NamedTuple):
+    """Samples of one batch that share an acquired matrix."""
+
+    clean: torch.Tensor  # (n, h, w) the acquisition without motion (noise, ghost and background included)
+    corrupted: torch.Tensor  # (n, h, w) the same acquisition with the head moving
+    inputs: torch.Tensor  # (n, 1, 256, 256) the normalised corrupted slices fitted to the canvas
+    labels: torch.Tensor  # (n,) SSIM of the normalised pair
+
+
+class _Volume:
+    """One source volume on the device, with the slice positions the orientation rule may draw."""
+
+    def __init__(self, data: torch.Tensor, sampler: SliceSampler):
+        # One contiguous copy per axis, (n, C, a, b): a batch of slices is then one gather of whole rows
+        # (a gather across a strided axis of the (C, X, Y, Z) volume was a third of the factory's time).
+        self.by_axis = {a: data.movedim(a + 1, 0).contiguous() for a in sampler.axes}
+        self.axes = sampler.axes
+        self.positions = {a: sampler.positions(a) for a in sampler.axes}
+
+    def draw(self, rng: np.random.Generator) -> Tuple[int, int]:
+        axis = int(self.axes[rng.integers(len(self.axes))])
+        pos = self.positions[axis]
+        return axis, int(pos[rng.integers(len(pos))])
+
+    def slices(self, axis: int, index: torch.Tensor) -> torch.Tensor:
+        """(n, C, a, b) slices at ``index`` along ``axis`` (0 – 2 of X, Y, Z)."""
+        stack = self.by_axis[axis]
+        return stack[index.to(stack.device)]
+
+
+def head_mask_batch(clean: torch.Tensor) -> torch.Tensor:
+    """0/1 head masks of (B, H, W): above 5 % of each slice's maximum, grown by 2 pixels (a cross, twice),
+    closed by the row-and-column rule (a pixel with head on all four sides along its row and column)."""
+    m = clean > 0.05 * clean.amax(dim=(1, 2), keepdim=True)
+    for _ in range(2):
+        grown = m.clone()
+        grown[:, 1:] |= m[:, :-1]
+        grown[:, :-1] |= m[:, 1:]
+        grown[:, :, 1:] |= m[:, :, :-1]
+        grown[:, :, :-1] |= m[:, :, 1:]
+        m = grown
+    f = m.to(torch.uint8)
+    rows = f.cummax(dim=2).values & f.flip(2).cummax(dim=2).values.flip(2)
+    cols = f.cummax(dim=1).values & f.flip(1).cummax(dim=1).values.flip(1)
+    return (rows & cols).to(clean.dtype)
+
+
+def head_boxes(images: torch.Tensor) -> Tuple[np.ndarray, np.ndarray]:
+    """Per image of (B, H, W): the rows and columns that hold head (above 5 % of its maximum) as
+    (first, last + 1, count) arrays ``rows`` and ``cols`` of shape (B, 3)."""
+    head = images > 0.05 * images.amax(dim=(1, 2), keepdim=True)
+
+    def span(any_along: torch.Tensor) -> np.ndarray:
+        n = any_along.shape[1]
+        count = any_along.sum(dim=1)
+        first = any_along.to(torch.uint8).argmax(dim=1)
+        last = n - any_along.flip(1).to(torch.uint8).argmax(dim=1)
+        return torch.stack([first, last, count], dim=1).cpu().numpy()
+
+    return span(head.any(dim=2)), span(head.any(dim=1))
+
+
+class SampleFactory:
+    """Training samples made a batch at a time, every step batched on ``device``.
+
+    Parameters
+    ----------
+    seed : int
+        Base seed; batch ``i`` of a given size is a pure function of
+        ``(seed, i)``.
+    config : SampleConfig, optional
+        The recipe (the reference's: :class:`~SSIMQualityLib.data.SampleConfig`).
+    device : str or torch.device
+        Where the sources live and every step runs (``"cpu"`` or ``"cuda"``).
+    group_size : int
+        Samples that share one acquired matrix (see the module notes).
+    size : int
+        Side of the inputs returned (the network's input size; 256 is the
+        canvas, smaller sizes are area-averaged from it, as the cache does).
+
+    Examples
+    --------
+    >>> factory = SampleFactory(seed=0)                          # doctest: +SKIP
+    >>> x, y = factory.batch(0, 32)                              # doctest: +SKIP
+    >>> x.shape, y.shape                                         # doctest: +SKIP
+    (torch.Size([32, 1, 256, 256]), torch.Size([32]))
+    """
+
+    def __init__(self, *, seed: int = 0, config=None, device="cpu", group_size: int = 16, size: int = INPUT_SIZE,
+                 use_anatomy: bool = True):
+        from .data import SampleConfig, colin27_files
+
+        self.seed = int(seed)
+        self.config = config or SampleConfig()
+        self.device = torch.device(device)
+        self.group_size = int(group_size)
+        self.size = int(size)
+        self.synthesis = RandomSynthesis()
+        self.contrast = RandomContrast(p=self.config.p_contrast)
+        self.motion = RandomMotion("random", self.config.severity, p_kspace=self.config.p_kspace)
+        self._anatomy_files = colin27_files() if use_anatomy else []
+        self.p_anatomy = 0.3 if self._anatomy_files else 0.0
+        self._tissue: Optional[_Volume] = None
+        self._anatomy: List[_Volume] = []
+
+    # -- sources ---------------------------------------------------------------------------------------------
+    def _load(self) -> None:
+        if self._tissue is not None:
+            return
+        vol = load_tissue_volume()
+        brain = vol[1].astype(np.float32) + vol[2].astype(np.float32)  # GM + WM decide "foreground", as the reference
+        self._tissue = _Volume(torch.as_tensor(vol).to(self.device), SliceSampler(brain, (1.0, 1.0, 1.0)))
+        from .volumes import read_volume
+
+        for path in self._anatomy_files:
+            v = read_volume(path)
+            arr = v.array.astype(np.float32)
+            self._anatomy.append(_Volume(torch.as_tensor(arr)[None].to(self.device), SliceSampler(arr, v.spacing)))
+
+    def _canvases(self, picks, params) -> torch.Tensor:
+        """Steps 1 – 2 up to synthesis: (B, 256, 256) raw clean slices (synthetic or anatomy), not normalised."""
+        b = len(picks)
+        out = torch.empty(b, INPUT_SIZE, INPUT_SIZE, device=self.device)
+        groups = {}
+        for k, (source, axis, index) in enumerate(picks):
+            groups.setdefault((source, axis), []).append((k, index))
+        synthetic = [k for k, p in enumerate(picks) if p[0] < 0]
+        weights = mix_weights([params[k] for k in synthetic]).to(self.device) if synthetic else None
+        row_of = {k: r for r, k in enumerate(synthetic)}
+        mixed = torch.empty(len(synthetic), 3, INPUT_SIZE, INPUT_SIZE, device=self.device)
+        for (source, axis), members in groups.items():
+            ks = [k for k, _ in members]
+            index = torch.tensor([i for _, i in members])
+            if source < 0:
+                stack = self._tissue.slices(axis, index).float()  # (n, 6, a, b)
+                rows = [row_of[k] for k in ks]
+                mixed[rows] = fit_to_size(torch.einsum("nkc,ncab->nkab", weights[rows], stack))
+            else:
+                out[ks] = fit_to_size(self._anatomy[source].slices(axis, index)[:, 0].float())
+        if synthetic:
+            out[synthetic] = synthesize_mixed(mixed, [params[k] for k in synthetic])
+        return out
+
+    # -- one batch -------------------------------------------------------------------------------------------
+    def rng(self, batch_index: int) -> np.random.Generator:
+        return np.random.default_rng(np.random.SeedSequence([self.seed, _STREAM, int(batch_index)]))
+
+    def batch(self, batch_index: int, batch_size: int) -> Tuple[torch.Tensor, torch.Tensor]:
+        """Batch ``batch_index``: inputs (B, 1, size, size) in [0, 1] and labels (B,), on the factory's device."""
+        groups = self.groups(batch_index, batch_size)
+        x = torch.cat([g.inputs for g in groups])
+        if self.size != INPUT_SIZE:
+            x = F.interpolate(x, size=(self.size, self.size), mode="area")
+        return x, torch.cat([g.labels for g in groups])
+
+    def groups(self, batch_index: int, batch_size: int) -> List["Group"]:
+        """The batch as its groups, each with the clean and corrupted slices at the group's acquired matrix
+        (the label is the SSIM of that pair, normalised) and the network inputs."""
+        with torch.no_grad():
+            return self._groups(batch_index, batch_size)
+
+    def _groups(self, batch_index: int, batch_size: int):
+        self._load()
+        cfg = self.config
+        rng = self.rng(batch_index)
+        b = int(batch_size)
+        # Phase 1, the clean canvas: source, slice, synthesis and contrast parameters, then batched arithmetic.
+        picks, params, sigmas = [], [], np.empty(b)
+        for k in range(b):
+            if rng.random() < self.p_anatomy:
+                s = int(rng.integers(len(self._anatomy)))
+                picks.append((s, *self._anatomy[s].draw(rng)))
+                params.append(None)
+                lo, hi = np.log(self.synthesis.noise_range)
+                sigmas[k] = float(np.exp(rng.uniform(lo, hi)))
+            else:
+                picks.append((-1, *self._tissue.draw(rng)))
+                params.append(self.synthesis.sample(rng))
+                sigmas[k] = params[-1].noise
+        contrasts = [self.contrast.sample(rng) for _ in range(b)]
+        noise_gen = torch.Generator(device=self.device).manual_seed(int(rng.integers(2 ** 62)))
+        out = []
+        # Group by group, start to end: a group's images stay in the CPU's cache between steps (a whole batch of
+        # 256² images does not, and every step then waits on memory: measured 3x slower per sample).
+        for first in range(0, b, self.group_size):
+            members = list(range(first, min(b, first + self.group_size)))
+            raw = self._canvases([picks[k] for k in members], [params[k] for k in members])
+            canvas = apply_contrast_batch(normalize(raw), [contrasts[k] for k in members])
+            canvas = canvas - canvas.amin(dim=(1, 2), keepdim=True)  # air at zero again (as the reference)
+            rows, cols = head_boxes(canvas)
+            out.append(self._group(canvas, rows, cols, sigmas[members], rng, noise_gen))
+        return out
+
+    def _acquire(self, canvas: torch.Tensor, rows: np.ndarray, cols: np.ndarray, rng: np.random.Generator):
+        """Field of view and matrix for a group: the canvas as it is, or crops resized to one shared matrix."""
+        cfg = self.config
+        n = canvas.shape[0]
+        native, matrix_draw = rng.random(2)
+        margins = rng.random((n, 2)) * cfg.max_margin
+        stretch = rng.uniform(0.5, 1.5, size=(n, 4))
+        if native < cfg.p_native or (rows[:, 2] < 4).any() or (cols[:, 2] < 4).any():
+            return canvas
+        boxes = []
+        for k in range(n):
+            r0, r1, c0, c1 = rows[k, 0], rows[k, 1], cols[k, 0], cols[k, 1]
+            mr, mc = (r1 - r0) * margins[k, 0], (c1 - c0) * margins[k, 1]
+            boxes.append([r0 - mr * stretch[k, 0], r1 + mr * stretch[k, 1], c0 - mc * stretch[k, 2], c1 + mc * stretch[k, 3]])
+        boxes = np.asarray(boxes)
+        heights, widths = boxes[:, 1] - boxes[:, 0], boxes[:, 3] - boxes[:, 2]
+        lo, hi = np.log(cfg.matrix[0]), np.log(cfg.matrix[1])
+        longest = int(round(np.exp(lo + (hi - lo) * matrix_draw)))
+        scale = longest / max(heights[0], widths[0])
+        size = (max(8, int(round(heights[0] * scale))), max(8, int(round(widths[0] * scale))))
+        aspect = size[0] / size[1]
+        # Every other box widened on its short side to the group's aspect, about its centre.
+        tall = heights / widths < aspect
+        grow_h = np.where(tall, widths * aspect - heights, 0.0) / 2
+        grow_w = np.where(tall, 0.0, heights / aspect - widths) / 2
+        boxes = np.round(boxes + np.stack([-grow_h, grow_h, -grow_w, grow_w], axis=1)).astype(int)
+        return torch.stack([resample(crop(canvas[k], boxes[k])[None, None], size)[0, 0] for k in range(n)]).clamp_min(0)
+
+    def _group(self, canvas, rows, cols, sigmas, rng, noise_gen):
+        cfg = self.config
+        clean = self._acquire(canvas, rows, cols, rng)
+        n, h, w = clean.shape
+        ghost = rng.random(n) < cfg.p_nyquist
+        phases = rng.uniform(*cfg.nyquist_phase, size=n)
+        ghost_axes = rng.integers(2, size=n)
+        still = rng.random(n) < cfg.p_clean
+        from .data import _NO_MOTION
+
+        transforms = [(_NO_MOTION if still[k] else self.motion).sample((h, w), rng) for k in range(n)]
+        moved = apply_motion_batch(clean, transforms).clamp_min(0)
+        pair = torch.stack([clean, moved], dim=1)  # (n, 2, h, w): the scanner's ghost and noise hit both alike
+        for axis in (0, 1):
+            sel = np.flatnonzero(ghost & (ghost_axes == axis))
+            if sel.size:
+                pair[sel] = nyquist_ghost(pair[sel], torch.as_tensor(phases[sel]), pe_axis=axis)
+        names, weights = cfg.background_table()
+        kinds = np.asarray(names)[rng.choice(len(names), size=n, p=weights)]
+        full_fov = rng.random(n) < cfg.p_full_fov
+        fov_margins = rng.integers(0, 41, size=(n, 4))
+        partial = rng.uniform(0.05, 0.5, size=n)
+        sigma = torch.as_tensor(sigmas, dtype=clean.dtype, device=self.device)[:, None, None, None]
+        sigma = sigma * pair[:, :1].amax(dim=(2, 3), keepdim=True)
+        noise = torch.randn(n, 2, 1, h, w, generator=noise_gen, device=self.device) * sigma[:, None]
+        noisy = torch.sqrt((pair + noise[:, 0]) ** 2 + noise[:, 1] ** 2)
+        weight = torch.ones(n, 1, h, w, device=self.device)
+        masked = np.isin(kinds, ("zero", "partial"))
+        if masked.any():
+            sel = np.flatnonzero(masked)
+            m = head_mask_batch(pair[sel, 0])
+            level = torch.as_tensor(np.where(kinds[sel] == "partial", partial[sel], 0.0), dtype=m.dtype,
+                                    device=self.device)[:, None, None]
+            weight[sel, 0] = m + (1 - m) * level
+        boxed = np.flatnonzero((kinds == "box") & ~full_fov)
+        if boxed.size:
+            r, c = head_boxes(pair[boxed, 0])
+            top = np.maximum(0, r[:, 0] - fov_margins[boxed, 0])
+            bottom = np.minimum(h, r[:, 1] + fov_margins[boxed, 1])
+            left = np.maximum(0, c[:, 0] - fov_margins[boxed, 2])
+            right = np.minimum(w, c[:, 1] + fov_margins[boxed, 3])
+            ii = torch.arange(h, device=self.device)[None, :, None]
+            jj = torch.arange(w, device=self.device)[None, None, :]
+
+            def col(v):
+                return torch.as_tensor(v, device=self.device)[:, None, None]
+
+            box = (ii >= col(top)) & (ii < col(bottom)) & (jj >= col(left)) & (jj < col(right))
+            box |= col((r[:, 2] == 0) | (c[:, 2] == 0))  # no head to frame: the whole matrix
+            weight[boxed, 0] = box.to(weight.dtype)
+        noisy_kind = torch.as_tensor(kinds == "noisy", device=self.device)[:, None, None, None]
+        out = torch.where(noisy_kind, noisy, pair + weight * (noisy - pair))
+        boxed_all = torch.as_tensor(kinds == "box", device=self.device)[:, None, None, None]
+        out = torch.where(boxed_all, noisy * weight, out)
+        norm = normalize(out)  # (n, 2, h, w): each slice on its own
+        labels = ssim(norm[:, 0], norm[:, 1], data_range=1.0).float()
+        return Group(out[:, 0], out[:, 1], fit_to_size(norm[:, 1:2]), labels)

@@ -1,0 +1,120 @@
+"""The batched sample factory: each step against its per-sample reference, labels against scikit-image,
+seeds, the label distribution against the reference path, and training from it."""
+import numpy as np
+import pytest
+import torch
+from skimage.metrics import structural_similarity
+
+from SSIMQualityLib.contrast import Gamma, Identity, Logarithmic, Sigmoid, apply_contrast_batch
+from SSIMQualityLib.data import MotionSliceDataset
+from SSIMQualityLib.factory import SampleFactory, head_boxes, head_mask_batch
+from SSIMQualityLib.slices import fit_to_size, normalize
+from SSIMQualityLib.synthesis import (RandomSynthesis, load_tissue_volume, nyquist_ghost, synthesize,
+                                      synthesize_batch)
+
+
+@pytest.fixture(scope="module")
+def factory():
+    return SampleFactory(seed=3)
+
+
+@pytest.fixture(scope="module")
+def tissue_slices():
+    vol = load_tissue_volume()
+    picks = [(0, 90), (1, 100), (2, 80), (2, 50), (0, 60), (1, 140), (2, 110), (0, 120)]
+    return torch.stack([fit_to_size(torch.as_tensor(np.take(vol, i, axis=a + 1).astype(np.float32)))
+                        for a, i in picks])
+
+
+def test_batched_synthesis_equals_the_per_slice_reference(tissue_slices):
+    rng = np.random.default_rng(7)
+    params = [RandomSynthesis().sample(rng) for _ in range(len(tissue_slices))]
+    params[0].family, params[1].thick_factor, params[2].blur_sigma = "template", 3.0, 1.3  # every branch
+    params[3].transpose, params[4].flip, params[5].skull_stripped = True, True, True
+    out = synthesize_batch(tissue_slices, params)
+    for k, p in enumerate(params):
+        ref = synthesize(tissue_slices[k], p, noise=False)
+        assert float((out[k] - ref).abs().max()) <= 1e-4 * float(ref.abs().max())
+
+
+def test_batched_contrast_equals_the_scikit_image_transforms():
+    x = torch.rand(5, 48, 40)
+    transforms = [Gamma(0.5), Logarithmic(1.1), Logarithmic(0.9, inverse=True), Sigmoid(0.4, 10.0), Identity()]
+    out = apply_contrast_batch(x, transforms)
+    for k, t in enumerate(transforms):
+        assert np.abs(out[k].numpy() - t(x[k].numpy())).max() < 1e-6
+
+
+def test_batched_ghost_equals_one_phase_at_a_time():
+    x = torch.rand(3, 2, 20, 24)
+    phases = torch.tensor([0.1, 0.3, 0.6])
+    for axis in (0, 1):
+        out = nyquist_ghost(x, phases, pe_axis=axis)
+        for k in range(3):
+            assert torch.allclose(out[k], nyquist_ghost(x[k], float(phases[k]), pe_axis=axis), atol=1e-6)
+
+
+def test_head_mask_fills_holes_and_agrees_with_scipy_on_head_slices(tissue_slices):
+    # A ring (a hole inside the head) is filled, the air around it is not.
+    yy, xx = torch.meshgrid(torch.arange(64.0), torch.arange(64.0), indexing="ij")
+    r = ((yy - 32) ** 2 + (xx - 32) ** 2).sqrt()
+    ring = ((r > 10) & (r < 20)).float()[None]
+    mask = head_mask_batch(ring)[0]
+    assert mask[32, 32] == 1 and mask[0, 0] == 0 and mask[32, 54] == 0  # centre filled; air 2 px past the rim kept
+    assert torch.equal(mask, MotionSliceDataset.head_mask(ring[0]))
+    # Real head shapes: scipy's hole filling and the row-and-column rule agree on nearly every pixel.
+    heads = tissue_slices[:, 0] + tissue_slices[:, 3]  # T1 template + CSF: a brain with its ventricles
+    ours = head_mask_batch(heads)
+    for k in range(len(heads)):
+        assert float((ours[k] != MotionSliceDataset.head_mask(heads[k])).float().mean()) < 0.005
+
+
+def test_head_boxes_are_the_rows_and_columns_above_five_percent():
+    img = torch.zeros(2, 10, 12)
+    img[0, 2:5, 3:9] = 1.0
+    img[0, 7, 1] = 0.04  # below 5 % of the maximum: not head
+    rows, cols = head_boxes(img)
+    assert rows[0].tolist() == [2, 5, 3] and cols[0].tolist() == [3, 9, 6]
+    assert rows[1, 2] == 0 and cols[1, 2] == 0  # no head at all
+
+
+def test_labels_equal_scikit_image_ssim_and_batches_are_reproducible(factory):
+    groups = factory.groups(0, 32)
+    assert sum(len(g.labels) for g in groups) == 32
+    worst = 0.0
+    for g in groups:
+        a, b = normalize(g.clean.double()).numpy(), normalize(g.corrupted.double()).numpy()
+        for k in range(len(g.labels)):
+            ref = structural_similarity(a[k], b[k], data_range=1.0)
+            worst = max(worst, abs(ref - float(g.labels[k])))
+        assert g.inputs.shape == (len(g.labels), 1, 256, 256)
+    assert worst < 1e-4
+    x, y = factory.batch(0, 32)
+    x2, y2 = SampleFactory(seed=3).batch(0, 32)  # a fresh factory: the same seed gives the same samples
+    assert torch.equal(y, y2) and torch.equal(x, x2)
+    assert not torch.equal(factory.batch(1, 32)[1], y)
+    assert not torch.equal(SampleFactory(seed=4).batch(0, 32)[1], y)
+    assert float(x.min()) >= 0 and float(x.max()) <= 1 and float(y.max()) <= 1.0
+
+
+def test_groups_share_a_matrix_drawn_like_the_reference(factory):
+    sizes = []
+    for i in range(6):
+        for g in factory.groups(100 + i, 64):
+            assert g.clean.shape == g.corrupted.shape
+            sizes.append(max(g.clean.shape[-2:]))
+    sizes = np.array(sizes)
+    assert sizes.min() >= 64 - 1 and sizes.max() <= 384 + 1
+    assert 1 < len(np.unique(sizes))  # groups differ (native 256² or a drawn matrix)
+
+
+def test_label_distribution_agrees_with_the_reference_path():
+    """Two-sample KS test on 2,000 labels of each path (the factory's deliberate differences: module notes)."""
+    from scipy.stats import ks_2samp
+
+    factory = SampleFactory(seed=11)
+    ours = torch.cat([factory.batch(i, 64)[1] for i in range(32)]).numpy()[:2000]
+    ds = MotionSliceDataset(10 ** 6, seed=11)
+    ref = torch.cat([ds.batch(list(range(i, i + 100)))[1] for i in range(0, 2000, 100)]).numpy()
+    assert ks_2samp(ours, ref).pvalue > 0.01
+    assert abs(np.mean(ours < 0.85) - np.mean(ref < 0.85)) < 0.05
