@@ -1,6 +1,6 @@
 """Batched contrast-limited adaptive histogram equalisation (CLAHE) in torch.
 
-:func:`equalize_adapthist_batch` reproduces ``skimage.exposure.equalize_adapthist``
+:func:`equalize_adapthist_batch` computes ``skimage.exposure.equalize_adapthist``
 (scikit-image 0.26, after Zuiderveld, Graphics Gems IV, 1994) for a stack of
 2-D grey images of one size, with the tile size the project uses in
 :class:`SSIMQualityLib.contrast.AdaptiveHistogramEqualization`::
@@ -8,85 +8,83 @@
     kernel = tuple(max(2, int(round(s * kernel_fraction))) for s in image.shape)
     exposure.equalize_adapthist(image, kernel_size=kernel, clip_limit=clip_limit)
 
-It follows scikit-image step by step:
+It follows scikit-image step by step, in the same arithmetic:
 
 1. Quantise: ``img_as_uint`` (``rint(x * 65535)``), stretch that image's
    min..max to 0..16383 and round half to even, then fold into ``nbins``
    bins of ``1 + 16384 // nbins`` levels (with 256 bins only bins 0..252
    ever hold pixels; the other three still take part in the clipping).
-2. Tiles: the image is reflect-padded by ``k // 2`` before and
-   ``(k - s % k) % k + ceil(k / 2)`` after each axis; the histogram tiles are
-   the ``ceil(s / k)`` tiles of side ``k`` starting at the first image pixel
-   (mirrored past the last one).  Padding is done with indices, never copied.
+2. Tiles: scikit-image reflect-pads the image by ``k // 2`` before and
+   ``(k - s % k) % k + ceil(k / 2)`` after each axis; its histogram tiles are
+   the ``ceil(s / k)`` tiles of side ``k`` that start at the first image
+   pixel (mirrored past the last one).  Here the padding is index arithmetic.
 3. Clip limit in counts: ``int(max(clip_limit * kh * kw, 1))``; no clipping
    for ``clip_limit <= 0``.
 4. Clip and redistribute with scikit-image's integer arithmetic and quirks:
    ``excess // nbins`` goes to every bin below ``clim - excess // nbins``;
    every bin then in ``[clim - excess // nbins, clim)``, including bins just
-   raised, is filled to ``clim`` and booked against the excess even when that
-   overdraws it; what is left is dealt out one count at a time by
-   scikit-image's strided passes (``for index in range(nbins)`` with
-   ``step = max(1, n_under // n_excess)``).  Those passes are replayed for
-   all tiles at once, one vectorised step per ``index``; finished tiles drop
-   out, so the Python loop runs only as long as the slowest tile (two to five
-   steps on head slices), and the counts are the same as scikit-image's.
-5. Map: ``floor(min(cumsum(hist) * (16383 / (kh * kw)), 16383))``.
-6. Interpolate bilinearly between the four surrounding tile maps with the
-   weights ``i / k`` of scikit-image, truncate to an integer, stretch that
+   raised, is filled to ``clim`` even when that overdraws the excess; what is
+   left is dealt out one count at a time by scikit-image's strided passes
+   (``for index in range(nbins)``, ``step = max(1, n_under // n_excess)``).
+   Those passes are replayed exactly, one vectorised step per ``index`` for
+   all tiles at once, until the slowest tile is done (two to five steps on
+   head slices) -- not approximated by a fixed number of passes.
+5. Map: ``floor(min(cumsum(hist) * (16383 / (kh * kw)), 16383))`` in float64.
+6. Interpolate bilinearly between the four surrounding tile maps with
+   scikit-image's weights ``i / k``, truncate to an integer, stretch that
    image's min..max to [0, 1].
-
-Speed
------
-Everything is vectorised over images, tiles and pixels; Python loops run over
-chunks only.  On the CPU the work is cut into chunks of at most
-``_CPU_CHUNK`` (32 768) elements per operation -- torch's parallel grain --
-so that every operation stays in cache and runs on the calling thread: on a
-small machine shared with other work, torch's thread pool costs several
-milliseconds per parallel operation whenever a core is busy elsewhere.  On a
-GPU the whole batch is one chunk.  Measured on the project's 2-core CPU
-(shared, torch default threads), 32 head slices of 256 x 256: about
-0.6 ms per slice against about 4 ms per slice for scikit-image (see
-``Testing/test_clahe.py`` for the timing test).
 
 Difference from scikit-image
 ----------------------------
 Measured by ``Testing/test_clahe.py`` on synthetic head-like slices (eight
-256 x 256, one 96 x 128, one 384 x 320; zero background, noise), kernel
-fraction 1/8, clip limits 0.005 / 0.01 / 0.03:
+256 x 256, one 96 x 128, one 384 x 320; zero background, noise) and on the
+twelve slices of the bundled sample, kernel fraction 1/8, clip limits 0.005,
+0.01 and 0.03: the results are scikit-image's float64 results rounded to
+float32 -- mean absolute difference 5e-9, 99th percentile 3e-8, maximum
+3e-8 for every clip limit and size.
 
-* 256 x 256 (tiles 32 x 32): identical up to the float32 rounding of the
-  result (max 3e-8);
-* 96 x 128 and 384 x 320 (tiles 12 x 16 and 48 x 40): mean absolute
-  difference below 1e-6, 99th percentile below 1e-6 (float32 rounding),
-  maximum one grey level of the 16383 (about 7e-5).
+Exactness rests on replaying scikit-image's rounding.  The interpolation
+sums four float32-rounded float64 products in float32 in scikit-image's
+order; when the tile sides are powers of two with ``kh * kw <= 1024``
+(256 x 256 images: 32 x 32 tiles) every one of those numbers is exact in
+float32, so three ``lerp`` give the same result faster.  The final stretch is
+done in float32, which equals numpy's float64 quotient rounded to float32
+(exact integer operands, one correctly rounded division).
 
-The one source of difference is the interpolation arithmetic: scikit-image
-rounds each of the four weighted map values to float32 before summing them,
-here the interpolation is two nested ``lerp`` in float32.  Both are exact
-(hence identical) when every weight is a multiple of ``1 / 1024`` -- tile
-sides that are powers of two with ``kh * kw <= 1024``, e.g. 256 x 256 images
--- otherwise scikit-image's rounding sometimes leaves a value a hair below an
-integer that its truncation then drops by one level, mostly in flat regions.
+Deliberate differences: inputs are clamped to [0, 1] (scikit-image raises
+outside [-1, 1]); the input is quantised in float64 whatever its dtype
+(scikit-image computes ``x * 65535`` in float32 for float32 input, which
+could move a value lying within float32 rounding of half-way between two
+16-bit levels -- none of the test images has one); a ``clip_limit`` tensor
+is read in float64; only 2-D grey images; the result is float32.
 
-Other deliberate differences: inputs are clamped to [0, 1] (scikit-image
-raises outside [-1, 1]); the input is quantised in float64 whatever its dtype
-(scikit-image uses float32 for float32 input, which can move a value lying
-exactly half-way between two 16-bit levels); a ``clip_limit`` tensor is used
-in float64; only 2-D grey images; the result is float32, not float64.
+Speed
+-----
+Everything is vectorised over images, tiles and pixels; Python loops run over
+chunks of the stack only.  On the CPU no operation touches more than 32 768
+elements (torch's parallel grain, ``_CPU_PIXELS``), so every operation stays
+in cache and on the calling thread: on a small machine shared with other
+work, each operation torch hands to its thread pool waits milliseconds for a
+busy core.  Temporaries stay below glibc's 128 KiB mmap threshold, above
+which every allocation is mapped and page-faulted afresh.  On a GPU the whole
+stack is one chunk.  Timings are in ``Testing/test_clahe.py``.
 """
 from __future__ import annotations
 
+import functools
 import math
-import os
-from typing import Iterator, Tuple, Union
+from typing import Dict, Iterator, NamedTuple, Tuple, Union
 
+import numpy as np
 import torch
 
 __all__ = ["equalize_adapthist_batch", "kernel_size_for"]
 
 NR_OF_GRAY = 2 ** 14  # grey levels of scikit-image's intermediate image
-_CPU_CHUNK = int(os.environ.get('CLAHE_CHUNK', 16384))  # elements per CPU operation, below torch's parallel grain (32768)
-_ROUNDER = 1.5 * 2.0 ** 52  # x + _ROUNDER - _ROUNDER rounds float64 x half to even
+_CPU_PIXELS = 32768  # most elements per CPU operation: torch's parallel grain (at::internal::GRAIN_SIZE)
+_CPU_CLIP_ROWS_BYTES = 120 * 1024  # int32 histogram rows clipped at once: below the 128 KiB mmap threshold
+_ROUNDER = 1.5 * 2.0 ** 52  # x + _ROUNDER - _ROUNDER rounds a float64 x half to even
+_HUGE_PAGE_BYTES = 4 << 20  # numpy asks for transparent huge pages from this block size on
 
 
 def kernel_size_for(shape: Tuple[int, int], *, kernel_fraction: float = 0.125) -> Tuple[int, int]:
@@ -108,101 +106,245 @@ def kernel_size_for(shape: Tuple[int, int], *, kernel_fraction: float = 0.125) -
     return tuple(max(2, int(round(s * kernel_fraction))) for s in shape)
 
 
-def _reflect(pos: torch.Tensor, size: int) -> torch.Tensor:
-    """Mirror positions into ``[0, size)`` without repeating the edge sample.
-
-    This is ``numpy.pad(mode='reflect')``, also for pads longer than the
-    axis, where numpy mirrors again (a period of ``2 * (size - 1)``).
-    """
+def _reflect(pos: np.ndarray, size: int) -> np.ndarray:
+    """Mirror positions into ``[0, size)`` as ``numpy.pad(mode='reflect')``, repeatedly if need be."""
     if size == 1:
-        return torch.zeros_like(pos)
+        return np.zeros_like(pos)
     period = 2 * (size - 1)
-    pos = pos.remainder(period)
-    return torch.where(pos < size, pos, period - pos)
+    pos = pos % period
+    return np.where(pos < size, pos, period - pos)
 
 
-def _round_half_even(x: torch.Tensor) -> torch.Tensor:
-    """Round float64 ``x`` (``|x| < 2**51``) half to even in place, as ``np.round``.
+class _Geometry(NamedTuple):
+    """What depends only on the image size, the tiles and the chunking (numpy arrays)."""
 
-    Adding and subtracting 1.5 * 2**52 leaves no fraction bits, so the FPU
-    rounds to nearest even.  ``torch.round_`` does the same but goes
-    parallel from 2048 elements (see ``_CPU_CHUNK``).
+    n_tiles: int  # histogram tiles per image, nh * nw
+    grid: int  # maps per image in the edge-padded grid, (nh + 2) * (nw + 2)
+    hist_geo: np.ndarray  # (per_chunk, H, W) int32 flat histogram entry of each pixel at bin 0
+    hist_base: np.ndarray  # (n_bands,) histogram entry of its image where a band's hist_geo starts
+    hist_len: np.ndarray  # (n_bands,) histogram entries a band touches
+    block_geo: np.ndarray  # (per_chunk, H, W) int32 flat entry of each pixel's upper-left map at bin 0
+    corner_shift: Tuple[int, int, int, int]  # entries from the upper-left map to the four corner maps
+    interior: np.ndarray  # (n_tiles,) row of each tile's map in the padded grid
+    wy: np.ndarray  # (H,) float64 weight of the lower tile row at each row
+    wx: np.ndarray  # (W,) float64 weight of the right tile column at each column
+    corner_w: np.ndarray  # (4, H, W) float64 weight of each corner map, scikit-image's products
+    extra_src: np.ndarray  # (E,) int64 source pixel of each mirrored pixel counted by the tiles
+    extra_entry: np.ndarray  # (E,) int32 its histogram entry at bin 0
+
+
+@functools.lru_cache(maxsize=16)
+def _geometry(height: int, width: int, kh: int, kw: int, nbins: int, per_chunk: int, rows: int) -> _Geometry:
+    """Index and weight arrays for tiles of ``kh`` x ``kw`` on a ``height`` x ``width`` image."""
+    nh, nw = -(-height // kh), -(-width // kw)  # histogram tiles per axis
+    n_tiles, grid = nh * nw, (nh + 2) * (nw + 2)
+    ys, xs = np.arange(height), np.arange(width)
+    img = np.arange(per_chunk).reshape(-1, 1, 1)  # image within its chunk
+
+    # Histogram tile of each pixel (tiles start at the first pixel).  Offsets
+    # are relative to the first tile row a band of rows touches, so that a
+    # band's counts are short (see hist_base).
+    tile_row = ys // kh
+    band_first = tile_row[::rows]
+    row_base = np.repeat(band_first, rows)[:height]
+    hist_geo = (img * n_tiles + ((tile_row - row_base) * nw)[:, None] + (xs // kw)[None, :]) * nbins
+    hist_base = band_first * nw * nbins
+    band_last = tile_row[np.minimum(np.arange(0, height, rows) + rows, height) - 1]
+    hist_len = (band_last - band_first + 1) * nw * nbins
+
+    # Maps live in a grid padded by one map on every side, the edge maps
+    # repeated, as scikit-image pads its map array.  In padded coordinates
+    # pixel y is in block (y + kh//2) // kh at offset (y + kh//2) % kh, and
+    # block (i, j) blends grid maps (i, j), (i, j+1), (i+1, j), (i+1, j+1).
+    py, px = ys + kh // 2, xs + kw // 2
+    block_geo = (img * grid + (py // kh * (nw + 2))[:, None] + (px // kw)[None, :]) * nbins
+    corner_shift = (0, nbins, (nw + 2) * nbins, (nw + 3) * nbins)
+    interior = ((np.arange(nh)[:, None] + 1) * (nw + 2) + np.arange(nw)[None, :] + 1).reshape(-1)
+    wy = (np.arange(kh) / kh)[py % kh]  # scikit-image: np.arange(k) / k
+    wx = (np.arange(kw) / kw)[px % kw]
+    # scikit-image multiplies column weight by row weight, then map by that.
+    corner_w = np.stack([(cx * cy[:, None]) for cy in (1 - wy, wy) for cx in (1 - wx, wx)])
+
+    # Tiles reaching past the last row or column also count mirrored pixels.
+    ey, ex = np.nonzero(np.pad(np.zeros((height, width), bool),
+                               ((0, nh * kh - height), (0, nw * kw - width)), constant_values=True))
+    sy, sx = _reflect(ey, height), _reflect(ex, width)
+    extra_src = sy * width + sx
+    extra_entry = (ey // kh * nw + ex // kw) * nbins
+
+    i32 = np.int32
+    return _Geometry(n_tiles, grid, hist_geo.astype(i32), hist_base, hist_len, block_geo.astype(i32), corner_shift,
+                     interior, wy, wx, corner_w, extra_src.astype(np.int64), extra_entry.astype(i32))
+
+
+@functools.lru_cache(maxsize=4)
+def _stride_table(nbins: int) -> np.ndarray:
+    """``table[s, nbins + p] = int(p % s == 0)`` for ``0 <= p < nbins``; 0 elsewhere and for ``s = 0``.
+
+    Row ``s`` read from column ``nbins - index`` marks the bins ``index,
+    index + s, index + 2 s, ...`` that scikit-image's redistribution visits.
     """
-    return x.add_(_ROUNDER).sub_(_ROUNDER)
+    table = np.zeros((nbins + 1, 2 * nbins), dtype=np.int32)
+    table[1:, nbins:] = np.arange(nbins)[None, :] % np.arange(1, nbins + 1)[:, None] == 0
+    return table
+
+
+def _allocate(device: torch.device, specs: Dict[str, Tuple[Tuple[int, ...], torch.dtype]]
+              ) -> Dict[str, torch.Tensor]:
+    """Empty work tensors, ``name: (shape, dtype)``; on the CPU carved out of one numpy block.
+
+    numpy's allocator asks the kernel for transparent huge pages for blocks
+    of 4 MiB and more, torch's does not.  On a virtual machine, where the
+    first touch of every fresh 4 KiB page is a costly fault, fresh torch work
+    buffers cost more than the arithmetic that fills them.
+    """
+    if device.type != "cpu":
+        return {name: torch.empty(shape, dtype=dtype, device=device) for name, (shape, dtype) in specs.items()}
+    places, total = {}, 0
+    for name, (shape, dtype) in specs.items():
+        nbytes = math.prod(shape) * torch.empty((), dtype=dtype).element_size()
+        places[name] = (total, nbytes)
+        total += -(-nbytes // 64) * 64  # keep every buffer 64-byte aligned
+    block = torch.from_numpy(np.empty(max(total, _HUGE_PAGE_BYTES), dtype=np.uint8))
+    return {name: block[start:start + nbytes].view(dtype).view(shape)
+            for (name, (shape, dtype)), (start, nbytes) in zip(specs.items(), places.values())}
 
 
 def _chunks(n_images: int, height: int, images_per_chunk: int, rows_per_chunk: int
-            ) -> Iterator[Tuple[int, int, int, int]]:
-    """Split a (B, H, W) stack into contiguous ``(b0, b1, y0, y1)`` blocks.
+            ) -> Iterator[Tuple[int, int, int, int, int]]:
+    """Split a (B, H, W) stack into contiguous blocks ``(b0, b1, y0, y1, band)``.
 
-    A block is either ``images_per_chunk`` whole images or, when
-    ``rows_per_chunk < height``, a band of rows of one image.
+    A block is up to ``images_per_chunk`` whole images (band 0) or, when
+    ``rows_per_chunk < height``, band number ``band`` of the rows of one image.
     """
     if rows_per_chunk >= height:
         for b0 in range(0, n_images, images_per_chunk):
-            yield b0, min(n_images, b0 + images_per_chunk), 0, height
+            yield b0, min(n_images, b0 + images_per_chunk), 0, height, 0
     else:
         for b in range(n_images):
-            for y0 in range(0, height, rows_per_chunk):
-                yield b, b + 1, y0, min(height, y0 + rows_per_chunk)
+            for band, y0 in enumerate(range(0, height, rows_per_chunk)):
+                yield b, b + 1, y0, min(height, y0 + rows_per_chunk), band
 
 
-def _clip_histograms(hist: torch.Tensor, clim: torch.Tensor) -> None:
-    """Clip every histogram row at ``clim`` and hand the excess back, in place, as scikit-image.
+def _clip(hist: torch.Tensor, clim: torch.Tensor, total: int, excess: torch.Tensor,
+          scratch: Tuple[torch.Tensor, torch.Tensor]) -> None:
+    """Clip histogram rows at ``clim`` and hand out the excess in bulk, in place, as scikit-image.
 
     Parameters
     ----------
-    hist : (T, nbins) long tensor
-        One histogram per row (tile); clipped in place.
-    clim : (T, 1) long tensor
+    hist : (T, nbins) int32 tensor
+        One histogram per row (tile), each summing to ``total``; clipped in place.
+    clim : (T, 1) int32 tensor
         Maximum count per bin of each row.
+    total : int
+        Pixels per tile.
+    excess : (T, 1) int32 tensor
+        Receives the excess still to be dealt out (see :func:`_deal_out`).
+    scratch : two (>= T, nbins) int32 tensors
+        Work space.
+
+    Notes
+    -----
+    Every count taken off a bin goes to the excess and every count added comes
+    from it (scikit-image lets the excess go negative), so the excess is always
+    ``total - hist.sum()`` and needs no bookkeeping of its own.
     """
     nbins = hist.shape[1]
-    over = (hist - clim).clamp_(min=0)
-    n_excess = over.sum(dim=1, keepdim=True)
-    hist.sub_(over)
-
-    # First pass: one increment for every bin that stays below the limit.
+    hist.clamp_(max=clim)
+    n_excess = total - hist.sum(dim=1, keepdim=True, dtype=torch.int32)
+    # scikit-image gives every bin below clim - incr (incr = excess // nbins)
+    # incr more, then fills every bin in [clim - incr, clim) to the limit --
+    # bins just raised too -- even if that overdraws the excess.  Both at
+    # once: a bin ends at h + incr if that is below clim - incr, else at clim.
+    # With gap = clim - (h + incr): end = clim - gap * [gap > incr], the mask
+    # [gap > incr] being clamp(gap - incr, 0, 1) for integers (no bool tensors:
+    # they are slower here).
     bin_incr = torch.div(n_excess, nbins, rounding_mode="floor")
-    upper = clim - bin_incr
-    low = hist < upper
-    hist.add_(low * bin_incr)
-    n_excess -= low.sum(dim=1, keepdim=True) * bin_incr
-    # scikit-image then fills every bin in [upper, clim) to the limit -- bins
-    # just raised by bin_incr too -- and books that against the excess even if
-    # it goes negative (then nothing more is dealt out).
-    mid = (hist >= upper) & (hist < clim)
-    n_excess += ((hist - clim) * mid).sum(dim=1, keepdim=True)
-    hist.copy_(torch.where(mid, clim, hist))
+    gap = torch.sub(clim - bin_incr, hist, out=scratch[0][:hist.shape[0]])
+    mask = torch.sub(gap, bin_incr, out=scratch[1][:hist.shape[0]]).clamp_(0, 1)
+    torch.sub(clim, gap.mul_(mask), out=hist)
+    torch.sub(total, hist.sum(dim=1, keepdim=True, dtype=torch.int32), out=excess)
 
-    # Deal out the rest one count per bin, replaying scikit-image's loop
-    #   for index in range(nbins): add 1 to the bins under the limit at
-    #   index, index + step, ... with step = max(1, n_under // n_excess)
-    # (repeated while a full pass still changes something), one index per
-    # step for all rows at once; rows that are done are masked out.
-    active = n_excess > 0
-    if not bool(active.any()):
+
+def _deal_out(hist: torch.Tensor, clim: torch.Tensor, total: int, excess: torch.Tensor,
+              strides: torch.Tensor, rows_per_op: int) -> None:
+    """Deal the remaining excess out one count per bin, in place, replaying scikit-image.
+
+    scikit-image runs, per histogram::
+
+        while excess > 0:
+            for index in range(nbins):
+                step = max(1, n_under // excess)     # n_under: bins below clim
+                add 1 to the bins below clim among index, index + step, ...
+                stop once excess <= 0
+            stop if the pass changed nothing
+
+    Here one ``index`` is one vectorised step for all rows still dealing; rows
+    that are done are written back and dropped, so later steps (most rows need
+    at most two) only touch the few rows left.  Bins never exceed the limit
+    any more, so ``min(clim - hist, 1)`` is the 0/1 "below the limit" mask.
+
+    Parameters
+    ----------
+    hist : (T, nbins) int32 tensor
+        Histograms after :func:`_clip`; finished in place.
+    clim : (T, 1) int32 tensor
+        Limit per row.
+    total : int
+        Pixels per tile.
+    excess : (T, 1) int32 tensor
+        Excess per row, from :func:`_clip`.
+    strides : (nbins + 1, 2 * nbins) int32 tensor
+        :func:`_stride_table`.
+    rows_per_op : int
+        Most rows per operation (see ``_CPU_CLIP_ROWS_BYTES``).
+    """
+    nbins = hist.shape[1]
+    ids = torch.nonzero(excess.view(-1) > 0).view(-1)
+    if ids.numel() == 0:
         return
-    prev = n_excess.clone()
-    bins = torch.arange(nbins, device=hist.device)
+    rows = torch.empty((ids.numel(), nbins), dtype=hist.dtype, device=hist.device)
+    for r0 in range(0, ids.numel(), rows_per_op):
+        torch.index_select(hist, 0, ids[r0:r0 + rows_per_op], out=rows[r0:r0 + rows_per_op])
+    under = torch.empty((min(rows_per_op, ids.numel()), nbins), dtype=hist.dtype, device=hist.device)
+    hits = torch.empty_like(under)
+    lim, left = clim[ids], excess[ids]
+    prev = left
     t = 0
     while True:
         index = t % nbins
+        stuck = torch.zeros_like(left, dtype=torch.bool)
         if index == 0 and t > 0:
-            # End of a full pass: scikit-image stops when it changed nothing.
-            active &= n_excess != prev
-            prev = n_excess.clone()
-        under = hist < clim
-        n_under = under.sum(dim=1, keepdim=True)
-        # A row with no bin under the limit can never change again.
-        active &= (n_excess > 0) & (n_under > 0)
-        if not bool(active.any()):
-            return
-        step = torch.div(n_under, n_excess.clamp(min=1), rounding_mode="floor").clamp_(min=1)
-        offset = bins - index
-        hit = under & active & (offset >= 0) & (offset.remainder(step) == 0)
-        hist += hit
-        n_excess -= hit.sum(dim=1, keepdim=True)
+            stuck = left == prev  # a full pass changed nothing: scikit-image gives up
+            prev = left
+        n_under = torch.empty_like(left)
+        for r0 in range(0, rows.shape[0], rows_per_op):
+            h, c = rows[r0:r0 + rows_per_op], lim[r0:r0 + rows_per_op]
+            u = torch.sub(c, h, out=under[:h.shape[0]]).clamp_(max=1)
+            torch.sum(u, dim=1, keepdim=True, dtype=torch.int32, out=n_under[r0:r0 + rows_per_op])
+        # Done: excess spent, nothing below the limit (cannot change), or stuck.
+        done = (left <= 0) | (n_under == 0) | stuck
+        if bool(done.any()):
+            finished = torch.nonzero(done.view(-1)).view(-1)
+            for r0 in range(0, finished.numel(), rows_per_op):
+                part = finished[r0:r0 + rows_per_op]
+                hist.index_copy_(0, ids[part], rows.index_select(0, part))
+            keep = torch.nonzero(~done.view(-1)).view(-1)
+            if keep.numel() == 0:
+                return
+            ids, lim, left, prev, n_under = ids[keep], lim[keep], left[keep], prev[keep], n_under[keep]
+            kept = torch.empty((keep.numel(), nbins), dtype=rows.dtype, device=rows.device)
+            for r0 in range(0, keep.numel(), rows_per_op):
+                torch.index_select(rows, 0, keep[r0:r0 + rows_per_op], out=kept[r0:r0 + rows_per_op])
+            rows = kept
+        step = torch.div(n_under, left, rounding_mode="floor").clamp_(min=1).view(-1)
+        visited = strides[:, nbins - index:2 * nbins - index]
+        for r0 in range(0, rows.shape[0], rows_per_op):
+            h, c = rows[r0:r0 + rows_per_op], lim[r0:r0 + rows_per_op]
+            u = torch.sub(c, h, out=under[:h.shape[0]]).clamp_(max=1)
+            u.mul_(torch.index_select(visited, 0, step[r0:r0 + rows_per_op], out=hits[:h.shape[0]]))
+            h.add_(u)
+            torch.sub(total, h.sum(dim=1, keepdim=True, dtype=torch.int32), out=left[r0:r0 + rows_per_op])
         t += 1
 
 
@@ -257,42 +399,58 @@ def equalize_adapthist_batch(
         cl = cl.expand(B)
     if cl.shape != (B,):
         raise ValueError(f"clip_limit must be a float or a ({B},) tensor, got shape {tuple(cl.shape)}")
-    out = torch.empty((B, H, W), dtype=torch.float32, device=device)
-    if out.numel() == 0:
-        return out
+    if B * H * W == 0:
+        return torch.empty((B, H, W), dtype=torch.float32, device=device)
+    # The result through numpy on the CPU, for its huge pages (see _allocate).
+    out = (torch.from_numpy(np.empty((B, H, W), dtype=np.float32)) if device.type == "cpu"
+           else torch.empty((B, H, W), dtype=torch.float32, device=device))
 
-    f64, f32 = torch.float64, torch.float32
+    f64, f32, i32 = torch.float64, torch.float32, torch.int32
     kh, kw = kernel_size_for((H, W), kernel_fraction=kernel_fraction)
-    nh, nw = math.ceil(H / kh), math.ceil(W / kw)  # histogram tiles per axis
-    n_tiles = nh * nw
-    n_blocks = (nh + 1) * (nw + 1)  # interpolation blocks of the padded image
-    tile_bins, block_bins = n_tiles * nbins, n_blocks * nbins
     kernel_elements = kh * kw
-    # int32 indices are cheaper to build and gather with; int64 for huge stacks.
-    index_dtype = torch.int32 if B * max(tile_bins, block_bins) < 2 ** 31 else torch.int64
+    n_tiles = -(-H // kh) * -(-W // kw)
+    grid = (-(-H // kh) + 2) * (-(-W // kw) + 2)
+    tile_bins, grid_bins = n_tiles * nbins, grid * nbins
+    if B * grid_bins >= 2 ** 31:
+        raise ValueError(f"a stack of {B} images is too large for int32 indices: split it")
 
-    # Chunking: on the CPU no operation may exceed _CPU_CHUNK elements, be it
-    # pixels of the chunk or histogram bins of its images.
+    # Chunks (see the module's Speed notes): per_chunk whole images or bands
+    # of `rows` rows of one image; clip_rows histograms clipped at once;
+    # the padding rings of per_grid images' map grids filled at once.
     if device.type == "cpu":
-        per_chunk = max(1, min(_CPU_CHUNK // (H * W), _CPU_CHUNK // tile_bins))
-        n_bands = -(-H * W // _CPU_CHUNK)  # equal bands of rows when an image is too large
-        rows = -(-H // n_bands)
-        per_group = max(1, _CPU_CHUNK // tile_bins)  # images per clipping pass
-        per_table = max(1, _CPU_CHUNK // block_bins)  # images per map-table copy
+        per_chunk = max(1, min(B, _CPU_PIXELS // (H * W), _CPU_PIXELS // grid_bins))
+        rows = -(-H // -(-H * W // _CPU_PIXELS))  # equal bands
+        clip_rows = max(1, min(B * n_tiles, _CPU_CLIP_ROWS_BYTES // (4 * nbins)))
+        per_grid = max(1, min(B, _CPU_PIXELS // (max(-(-H // kh), -(-W // kw) + 2) * nbins)))  # edge rows/columns
     else:
-        per_chunk = per_group = per_table = B
-        rows = H
-    per_chunk = min(per_chunk, B)
+        per_chunk, rows, clip_rows, per_grid = B, H, B * n_tiles, B
+    n_bands = -(-H // rows)
+    chunks = list(_chunks(B, H, per_chunk, rows))
+    max_pixels = per_chunk * rows * W
+    geo = _geometry(H, W, kh, kw, nbins, per_chunk, rows)
+    hist_geo = torch.from_numpy(geo.hist_geo).to(device)
+    block_geo = torch.from_numpy(geo.block_geo).to(device)
+    wy = torch.from_numpy(geo.wy).to(device)
+    wx = torch.from_numpy(geo.wx).to(device)
+    # Tile sides that are powers of two with kh * kw <= 1024 make every weight
+    # product a multiple of 1/1024, so map value (< 2**14) times weight and all
+    # partial sums fit float32's 24 bits: any float32 evaluation is exact and
+    # nested lerps give scikit-image's numbers.  Otherwise replay its rounding:
+    # each corner's float64 product rounded to float32, summed in float32 in
+    # scikit-image's order.
+    dyadic = all(k & (k - 1) == 0 for k in (kh, kw)) and kernel_elements <= 1024
+    if dyadic:
+        wy32, wx32 = wy.to(f32).view(H, 1), wx.to(f32)
+    else:
+        corner_w = torch.from_numpy(geo.corner_w).to(device)
 
     # --- per-image intensity range (img_as_uint is monotone: min/max of x do) ---
-    x_lo = torch.empty(B, dtype=f64, device=device)
-    x_hi = torch.empty(B, dtype=f64, device=device)
-    for b0, b1, y0, y1 in _chunks(B, H, per_chunk, rows):
+    band_lo = torch.empty((n_bands, B), dtype=images.dtype, device=device)
+    band_hi = torch.empty((n_bands, B), dtype=images.dtype, device=device)
+    for b0, b1, y0, y1, band in chunks:
         piece = images[b0:b1, y0:y1].reshape(b1 - b0, -1)
-        lo, hi = piece.amin(dim=1).to(f64), piece.amax(dim=1).to(f64)
-        if y0 > 0:
-            lo, hi = torch.minimum(lo, x_lo[b0:b1]), torch.maximum(hi, x_hi[b0:b1])
-        x_lo[b0:b1], x_hi[b0:b1] = lo, hi
+        torch.aminmax(piece, dim=1, out=(band_lo[band, b0:b1], band_hi[band, b0:b1]))
+    x_lo, x_hi = band_lo.amin(dim=0).to(f64), band_hi.amax(dim=0).to(f64)
     clamp_input = bool((x_lo < 0).any() | (x_hi > 1).any())
     u_lo = torch.round(x_lo.clamp(0, 1) * 65535)
     u_span = torch.round(x_hi.clamp(0, 1) * 65535) - u_lo
@@ -301,150 +459,145 @@ def equalize_adapthist_batch(
     flat_input = u_span == 0
     any_flat_input = bool(flat_input.any())
     u_lo = torch.where(flat_input, torch.zeros_like(u_lo), u_lo)
-    u_span = torch.where(flat_input, torch.full_like(u_span, NR_OF_GRAY - 1), u_span)
-    lo_shift = (u_lo + _ROUNDER).view(B, 1, 1)  # folds the rounding of x * 65535 into "- lo"
-    u_span = u_span.view(B, 1, 1)
-    bin_size = 1 + NR_OF_GRAY // nbins
+    u_span = torch.where(flat_input, torch.full_like(u_span, NR_OF_GRAY - 1), u_span).view(B, 1, 1)
+    # x * 65535 + R - (R + lo) is rint(x * 65535) - lo: adding R = 1.5 * 2**52
+    # leaves no fraction bits, so the FPU rounds half to even as np.rint does
+    # (torch.round_ does too, but goes multi-threaded from 2048 elements).
+    lo_shift = (u_lo + _ROUNDER).view(B, 1, 1)
+    # level // bin_size as a truncated product: with 1/bin_size rounded up,
+    # level * scale lands in [m, m + 1) for level in [m, m + 1) * bin_size
+    # (the error is < 2**-36, the distance to m + 1 at least 1/bin_size).
+    bin_scale = float(np.nextafter(1.0 / (1 + NR_OF_GRAY // nbins), 2.0))
 
-    # --- geometry: per-row and per-column parts of the flat indices -------------
-    ys = torch.arange(H, device=device)
-    xs = torch.arange(W, device=device)
-    img = torch.arange(per_chunk, device=device).view(-1, 1, 1)  # image within a chunk
-    # Histogram tile of each pixel (tiles start at the first pixel).
-    hist_row = (img * tile_bins + (ys // kh * (nw * nbins)).view(1, H, 1)).to(index_dtype)
-    hist_col = (xs // kw * nbins).to(index_dtype)
-    # Interpolation block of each pixel: in padded coordinates pixel y is in
-    # block (y + kh//2) // kh at offset (y + kh//2) % kh.  Block (i, j) blends
-    # the maps of tiles i-1 and i (rows) and j-1 and j (columns), clamped to
-    # the tile grid, as scikit-image pads its grid of maps by its edge.
-    py, px = ys + kh // 2, xs + kw // 2
-    block_row = (img * block_bins + (py // kh * ((nw + 1) * nbins)).view(1, H, 1)).to(index_dtype)
-    block_col = (px // kw * nbins).to(index_dtype)
-    wy = (torch.arange(kh, device=device, dtype=f64) / kh)[py % kh]  # scikit-image: arange(k) / k
-    wx = (torch.arange(kw, device=device, dtype=f64) / kw)[px % kw]
-    # Tile sides that are powers of two with kh * kw <= 1024 make every weight
-    # product a multiple of 1/1024, so map value (< 2**14) times weight and all
-    # partial sums fit float32's 24 bits: every float32 evaluation order is
-    # exact, and two nested lerps give scikit-image's numbers.  Otherwise
-    # replay scikit-image's rounding: each corner's float64 product rounded
-    # to float32, summed in float32 in its order.
-    dyadic = all(k & (k - 1) == 0 for k in (kh, kw)) and kernel_elements <= 1024
-    if dyadic:
-        wy32, wx32 = wy.to(f32).view(H, 1), wx.to(f32)
-    else:
-        wy_c = [(1 - wy).view(H, 1), wy.view(H, 1)]
-        wx_c = [(1 - wx).view(1, W), wx.view(1, W)]
-
-    # --- 1. quantise, count, and note each pixel's map-table index ---------------
-    hist = torch.empty(B * tile_bins, dtype=torch.int64, device=device)
-    table_index = torch.empty((B, H, W), dtype=index_dtype, device=device)
-    for b0, b1, y0, y1 in _chunks(B, H, per_chunk, rows):
-        nb = b1 - b0
-        q = images[b0:b1, y0:y1].to(f64, copy=True)
-        if clamp_input:
-            q.clamp_(0, 1)
-        # img_as_uint (rint of x * 65535), then rescale_intensity to
-        # 0..16383 and np.round, with numpy's float64 operations in its order.
-        q.mul_(65535).add_(_ROUNDER).sub_(lo_shift[b0:b1])
-        _round_half_even(q.div_(u_span[b0:b1]).mul_(NR_OF_GRAY - 1))
+    # --- 1. quantise and count --------------------------------------------------
+    buf = _allocate(device, {
+        "bins": ((B, H, W), i32),  # kept for step 3, then holds the truncated result
+        "hist": ((B * tile_bins,), i32),
+        "maps": ((B * grid, nbins), f32),  # edge-padded grids of maps
+        "work": ((max_pixels,), f64),
+        "index": ((max_pixels,), i32),
+        "result": ((max_pixels,), f32),
+        "corners": ((4, max_pixels), f32),
+        "cdf": ((clip_rows, nbins), f64),
+        "cdf_int": ((clip_rows, nbins), i32),
+        "cdf_f32": ((clip_rows, nbins), f32),
+        "clip_scratch": ((clip_rows, nbins), i32),
+        "term64": ((max_pixels if not dyadic else 0,), f64),
+        "term32": ((max_pixels if not dyadic else 0,), f32),
+    })
+    bins, hist, work, index_buf = buf["bins"], buf["hist"], buf["work"], buf["index"]
+    for b0, b1, y0, y1, band in chunks:
+        nb, shape = b1 - b0, (b1 - b0, y1 - y0, W)
+        n = nb * (y1 - y0) * W
+        q = work[:n].view(shape)
+        # img_as_uint, then rescale_intensity to 0..16383 and np.round, with
+        # numpy's float64 operations in numpy's order.
+        if images.dtype == f64 and not clamp_input:
+            torch.mul(images[b0:b1, y0:y1], 65535, out=q)
+        else:
+            q.copy_(images[b0:b1, y0:y1])
+            q.clamp_(0, 1).mul_(65535)
+        q.add_(_ROUNDER).sub_(lo_shift[b0:b1])
+        q.div_(u_span[b0:b1]).mul_(NR_OF_GRAY - 1).add_(_ROUNDER).sub_(_ROUNDER)
         if any_flat_input:
             q.clamp_(max=NR_OF_GRAY - 1)
-        bins = q.div_(bin_size).to(index_dtype)  # truncation: the level is >= 0
-        flat = (bins + hist_row[:nb, y0:y1]).add_(hist_col)
-        counts = torch.bincount(flat.view(-1), minlength=nb * tile_bins)
+        chunk_bins = bins[b0:b1, y0:y1]
+        chunk_bins.copy_(q.mul_(bin_scale))  # truncation is floor: levels are >= 0
         if y0 == 0:
-            hist[b0 * tile_bins:b1 * tile_bins] = counts
-        else:
-            hist[b0 * tile_bins:b1 * tile_bins] += counts
-        torch.add(bins, block_row[:nb, y0:y1], out=table_index[b0:b1, y0:y1]).add_(block_col)
+            hist[b0 * tile_bins:b1 * tile_bins].zero_()
+        flat = torch.add(chunk_bins, hist_geo[:nb, y0:y1], out=index_buf[:n].view(shape))
+        start = b0 * tile_bins + int(geo.hist_base[band])
+        length = int(geo.hist_len[band]) if nb == 1 else nb * tile_bins
+        hist[start:start + length] += torch.bincount(flat.view(-1), minlength=length)
 
     # Tiles reaching past the image also count the mirrored pixels.
-    hist_h, hist_w = nh * kh, nw * kw
-    if hist_h > H or hist_w > W:
-        ey = torch.arange(hist_h, device=device).view(-1, 1).expand(hist_h, hist_w)
-        ex = torch.arange(hist_w, device=device).view(1, -1).expand(hist_h, hist_w)
-        outside = (ey >= H) | (ex >= W)
-        ey, ex = ey[outside], ex[outside]
-        sy, sx = _reflect(ey, H), _reflect(ex, W)
-        # table_index holds bin + block offset: swap that for the tile offset.
-        shift = (ey // kh * nw + ex // kw) * nbins - ((py[sy] // kh) * (nw + 1) + px[sx] // kw) * nbins
-        src = sy * W + sx
-        per_extra = max(1, _CPU_CHUNK // max(src.numel(), tile_bins)) if device.type == "cpu" else B
+    if geo.extra_src.size:
+        src = torch.from_numpy(geo.extra_src).to(device)
+        extra_entry = torch.from_numpy(geo.extra_entry).to(device)
+        flat_bins = bins.view(B, -1)
+        per_extra = max(1, min(B, _CPU_PIXELS // src.numel())) if device.type == "cpu" else B
         for b0 in range(0, B, per_extra):
             b1 = min(B, b0 + per_extra)
-            b = torch.arange(b0, b1, device=device)
-            # Undo the image's place within its chunk, put its place in this group.
-            image_shift = (b - b0) * tile_bins - b.remainder(per_chunk) * block_bins
-            vals = table_index[b0:b1].view(b1 - b0, -1).index_select(1, src)
-            vals = vals + (shift.view(1, -1) + image_shift.view(-1, 1)).to(index_dtype)
-            hist[b0 * tile_bins:b1 * tile_bins] += torch.bincount(vals.view(-1), minlength=(b1 - b0) * tile_bins)
+            image_start = (torch.arange(b1 - b0, device=device) * tile_bins).to(i32).view(-1, 1)
+            vals = (flat_bins[b0:b1].index_select(1, src) + (extra_entry + image_start)).view(-1)
+            hist[b0 * tile_bins:b1 * tile_bins] += torch.bincount(vals, minlength=(b1 - b0) * tile_bins)
 
-    # --- 2. clip limit in counts, per image ---------------------------------------
+    # --- 2. clip and map --------------------------------------------------------
     clim = torch.where(cl > 0, torch.floor((cl * kernel_elements).clamp(min=1.0)),
-                       torch.full_like(cl, float(kernel_elements))).long()
-
-    # --- 3. clip, map, and lay the maps out per interpolation block --------------
-    # table[b, block, v, e] = map of corner e (upper-left, upper-right,
-    # lower-left, lower-right) of the block at grey bin v, so that one 16-byte
-    # gather per pixel fetches all four values.
-    bi = torch.arange(nh + 1, device=device).view(-1, 1)
-    bj = torch.arange(nw + 1, device=device).view(1, -1)
-    corner_tiles = [((bi + ey - 1).clamp(0, nh - 1) * nw + (bj + ex - 1).clamp(0, nw - 1)).flatten()
-                    for ey in (0, 1) for ex in (0, 1)]
-    table = torch.empty((B, n_blocks, nbins, 4), dtype=f32, device=device)
-    scale = (NR_OF_GRAY - 1) / kernel_elements
+                       torch.full_like(cl, float(kernel_elements))).to(i32)
+    clim = clim.repeat_interleave(n_tiles).view(-1, 1)
     hist = hist.view(B * n_tiles, nbins)
-    for g0 in range(0, B, per_group):
-        g1 = min(B, g0 + per_group)
-        h = hist[g0 * n_tiles:g1 * n_tiles]
-        _clip_histograms(h, clim[g0:g1].repeat_interleave(n_tiles).view(-1, 1))
+    strides = torch.from_numpy(_stride_table(nbins)).to(device)
+    maps = buf["maps"]
+    interior = torch.from_numpy(geo.interior).to(device)
+    interior = (interior.view(1, -1) + torch.arange(B, device=device).view(-1, 1) * grid).view(-1)
+    cdf, cdf_int, cdf_f32, clip_scratch = buf["cdf"], buf["cdf_int"], buf["cdf_f32"], buf["clip_scratch"]
+    scale = (NR_OF_GRAY - 1) / kernel_elements
+    excess = torch.empty((B * n_tiles, 1), dtype=i32, device=device)
+    for r0 in range(0, B * n_tiles, clip_rows):
+        _clip(hist[r0:r0 + clip_rows], clim[r0:r0 + clip_rows], kernel_elements, excess[r0:r0 + clip_rows],
+              (cdf_int, clip_scratch))
+    _deal_out(hist, clim, kernel_elements, excess, strides, clip_rows)
+    for r0 in range(0, B * n_tiles, clip_rows):
+        r1 = min(B * n_tiles, r0 + clip_rows)
         # float64 product and truncation, as scikit-image's map_histogram.
-        maps = torch.cumsum(h, dim=1).to(f64).mul_(scale).clamp_(max=NR_OF_GRAY - 1)
-        maps = maps.to(torch.int32).view(g1 - g0, n_tiles, nbins)
-        for t0 in range(0, g1 - g0, per_table):
-            t1 = min(g1 - g0, t0 + per_table)
-            for e, tiles in enumerate(corner_tiles):
-                table[g0 + t0:g0 + t1, :, :, e] = maps[t0:t1].index_select(1, tiles)
+        m = torch.cumsum(hist[r0:r1], dim=1, dtype=f64, out=cdf[:r1 - r0])
+        m.mul_(scale).clamp_(max=NR_OF_GRAY - 1)
+        m = cdf_f32[:r1 - r0].copy_(cdf_int[:r1 - r0].copy_(m))
+        maps.index_copy_(0, interior[r0:r1], m)
+    # Repeat the edge maps into the padding ring, columns first, then rows.
+    maps = maps.view(B, -(-H // kh) + 2, -(-W // kw) + 2, nbins)
+    for b0 in range(0, B, per_grid):
+        m = maps[b0:b0 + per_grid]
+        m[:, 1:-1, 0] = m[:, 1:-1, 1]
+        m[:, 1:-1, -1] = m[:, 1:-1, -2]
+        m[:, 0] = m[:, 1]
+        m[:, -1] = m[:, -2]
+    maps = maps.view(-1)
 
-    # --- 4. interpolate and truncate ---------------------------------------------
-    r_lo = torch.empty(B, dtype=f32, device=device)
-    r_hi = torch.empty(B, dtype=f32, device=device)
-    for b0, b1, y0, y1 in _chunks(B, H, per_chunk, rows):
-        nb = b1 - b0
-        corners = table[b0:b1].view(torch.complex128).view(-1)  # 4 float32 = one complex128
-        g = corners.index_select(0, table_index[b0:b1, y0:y1].view(-1))
-        g = g.view(f32).view(nb, y1 - y0, W, 4)
-        res = out[b0:b1, y0:y1]
+    # --- 3. interpolate and truncate --------------------------------------------
+    corner_buf = buf["corners"].unbind(0)
+    term64, term32 = buf["term64"], buf["term32"]
+    band_lo = torch.empty((n_bands, B), dtype=f32, device=device)
+    band_hi = torch.empty((n_bands, B), dtype=f32, device=device)
+    for b0, b1, y0, y1, band in chunks:
+        nb, shape = b1 - b0, (b1 - b0, y1 - y0, W)
+        n = nb * (y1 - y0) * W
+        index = torch.add(bins[b0:b1, y0:y1], block_geo[:nb, y0:y1], out=index_buf[:n].view(shape)).view(-1)
+        chunk_maps = maps[b0 * grid_bins:b1 * grid_bins]
+        corner = [torch.index_select(chunk_maps[shift:], 0, index, out=buf[:n]).view(shape)
+                  for shift, buf in zip(geo.corner_shift, corner_buf)]
+        res = buf["result"][:n].view(shape)
         if dyadic:
-            top = torch.lerp(g[..., 0], g[..., 1], wx32)
-            bottom = torch.lerp(g[..., 2], g[..., 3], wx32)
+            top = torch.lerp(corner[0], corner[1], wx32, out=corner[0])
+            bottom = torch.lerp(corner[2], corner[3], wx32, out=corner[2])
             torch.lerp(top, bottom, wy32[y0:y1], out=res)
         else:
+            t64, t32 = term64[:n].view(shape), term32[:n].view(shape)
             for e in range(4):
-                term = g[..., e].to(f64).mul_(wy_c[e // 2][y0:y1]).mul_(wx_c[e % 2])
+                torch.mul(corner[e], corner_w[e, y0:y1], out=t64)
                 if e == 0:
-                    res.copy_(term)  # rounds to float32
+                    res.copy_(t64)  # rounds to float32
                 else:
-                    res.add_(term.to(f32))
-        res.copy_(res.to(torch.int32))  # scikit-image casts back to its integer image
-        lo = res.reshape(nb, -1).amin(dim=1)
-        hi = res.reshape(nb, -1).amax(dim=1)
-        if y0 > 0:
-            lo, hi = torch.minimum(lo, r_lo[b0:b1]), torch.maximum(hi, r_hi[b0:b1])
-        r_lo[b0:b1], r_hi[b0:b1] = lo, hi
+                    res.add_(t32.copy_(t64))
+        # scikit-image casts back to its integer image: truncate, into bins
+        # (no longer needed); the truncation is monotone, so min/max may precede it.
+        bins[b0:b1, y0:y1].copy_(res)
+        torch.aminmax(res.reshape(nb, -1), dim=1, out=(band_lo[band, b0:b1], band_hi[band, b0:b1]))
 
-    # --- 5. stretch each image's min..max to [0, 1] ----------------------------
+    # --- 4. stretch each image's min..max to [0, 1] -------------------------------
+    r_lo = band_lo.amin(dim=0).to(i32).to(f32)
+    r_span = band_hi.amax(dim=0).to(i32).to(f32) - r_lo
     # rescale_intensity clips a constant result into [0, 1] instead.
-    r_span = r_hi - r_lo
     flat_result = r_span == 0
     any_flat_result = bool(flat_result.any())
     r_lo = torch.where(flat_result, torch.zeros_like(r_lo), r_lo).view(B, 1, 1)
     r_span = torch.where(flat_result, torch.ones_like(r_span), r_span).view(B, 1, 1)
-    for b0, b1, y0, y1 in _chunks(B, H, per_chunk, rows):
-        # float32 gives numpy's float64 quotient rounded to float32: the
-        # operands are exact integers and a single division is correctly rounded.
-        res = out[b0:b1, y0:y1]
-        res.sub_(r_lo[b0:b1]).div_(r_span[b0:b1])
+    for b0, b1, y0, y1, band in chunks:
+        # In float32 this is numpy's float64 quotient rounded to float32: the
+        # operands are exact integers and one division is correctly rounded.
+        res = torch.sub(bins[b0:b1, y0:y1], r_lo[b0:b1], out=out[b0:b1, y0:y1])
+        res.div_(r_span[b0:b1])
         if any_flat_result:
             res.clamp_(0, 1)
     return out

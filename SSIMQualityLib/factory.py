@@ -55,6 +55,7 @@ from .synthesis import RandomSynthesis, load_tissue_volume, mix_weights, nyquist
 #: Changes whenever the same (seed, batch) would give a different sample.
 FACTORY_VERSION = 1
 _STREAM = 0x5AFAC  # keeps the factory's generators apart from the reference's per-index ones
+_SOURCES: dict = {}  # (device, anatomy files) -> the source volumes, per process
 
 
 class Group(NamedTuple):
@@ -166,15 +167,27 @@ class SampleFactory:
     def _load(self) -> None:
         if self._tissue is not None:
             return
-        vol = load_tissue_volume()
-        brain = vol[1].astype(np.float32) + vol[2].astype(np.float32)  # GM + WM decide "foreground", as the reference
-        self._tissue = _Volume(torch.as_tensor(vol).to(self.device), SliceSampler(brain, (1.0, 1.0, 1.0)))
-        from .volumes import read_volume
+        # Loaded once per process and device: a factory sent to worker processes (pickled with every task of a
+        # pool) must not read and copy the volumes again for each batch.
+        key = (str(self.device), tuple(map(str, self._anatomy_files)))
+        if key not in _SOURCES:
+            vol = load_tissue_volume()
+            brain = vol[1].astype(np.float32) + vol[2].astype(np.float32)  # GM + WM decide "foreground", as the reference
+            tissue = _Volume(torch.as_tensor(vol).to(self.device), SliceSampler(brain, (1.0, 1.0, 1.0)))
+            from .volumes import read_volume
 
-        for path in self._anatomy_files:
-            v = read_volume(path)
-            arr = v.array.astype(np.float32)
-            self._anatomy.append(_Volume(torch.as_tensor(arr)[None].to(self.device), SliceSampler(arr, v.spacing)))
+            anatomy = []
+            for path in self._anatomy_files:
+                v = read_volume(path)
+                arr = v.array.astype(np.float32)
+                anatomy.append(_Volume(torch.as_tensor(arr)[None].to(self.device), SliceSampler(arr, v.spacing)))
+            _SOURCES[key] = (tissue, anatomy)
+        self._tissue, self._anatomy = _SOURCES[key]
+
+    def __getstate__(self):
+        state = dict(self.__dict__)
+        state["_tissue"], state["_anatomy"] = None, []  # the volumes stay in each process's own cache
+        return state
 
     def _canvases(self, picks, params) -> torch.Tensor:
         """Steps 1 – 2 up to synthesis: (B, 256, 256) raw clean slices (synthetic or anatomy), not normalised."""

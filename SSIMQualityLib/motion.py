@@ -224,28 +224,31 @@ def apply_kspace_batch(images: torch.Tensor, transforms: Sequence[KSpaceMotion],
         batch = images[members]
         if pe == 0:
             batch = batch.transpose(1, 2)
-        owner, degrees, shifts = [], [], []
-        sources = torch.full((len(members), n), -1, dtype=torch.long)
+        # Vectorised bookkeeping (a per-slice loop of small tensor calls cost more than the FFTs):
+        # line sources (B, n), then one moved copy per (slice, move) that gives at least one line.
+        moves = max([len(transforms[i].degrees) for i in members] + [1])
+        src = np.full((len(members), n), -1, dtype=np.int64)
+        deg = np.zeros((len(members), moves))
+        sh = np.zeros((len(members), moves, 2))
         for row, i in enumerate(members):
             t = transforms[i]
-            if t.sources and len(t.sources) != n:
-                raise ValueError(f"transform {i} has {len(t.sources)} line sources for {n} phase-encoding lines")
-            if not t.sources:
-                continue
-            src = torch.tensor(t.sources, dtype=torch.long)
-            used = sorted(set(int(v) for v in src.unique().tolist()) - {-1})
-            remap = torch.full((len(t.degrees) + 1,), -1, dtype=torch.long)
-            for m in used:
-                remap[m + 1] = len(owner)
-                owner.append(row)
-                sign = -1.0 if pe == 0 else 1.0
-                degrees.append(sign * t.degrees[m])
-                dy, dx = t.shifts[m]
-                shifts.append((dx, dy) if pe == 0 else (dy, dx))
-            sources[row] = remap[src + 1]
-        res = kspace_motion(batch, torch.tensor(owner, dtype=torch.long),
-                            torch.tensor(degrees, dtype=torch.float64), torch.tensor(shifts, dtype=torch.float64).reshape(-1, 2),
-                            sources, real_part=real_part)
+            if t.sources:
+                if len(t.sources) != n:
+                    raise ValueError(f"transform {i} has {len(t.sources)} line sources for {n} phase-encoding lines")
+                src[row] = t.sources
+            if t.degrees:
+                deg[row, :len(t.degrees)] = t.degrees
+                sh[row, :len(t.shifts)] = t.shifts
+        used = (src[:, :, None] == np.arange(moves)).any(axis=1)  # (B, moves)
+        rows, ms = np.nonzero(used)
+        remap = np.full((len(members), moves + 1), -1, dtype=np.int64)
+        remap[rows, ms + 1] = np.arange(len(rows))
+        sources = torch.from_numpy(np.take_along_axis(remap, src + 1, axis=1))
+        degrees = deg[rows, ms] * (-1.0 if pe == 0 else 1.0)  # a transpose mirrors: rotations change sign
+        shifts = sh[rows, ms][:, ::-1] if pe == 0 else sh[rows, ms]  # ... and shifts swap
+        res = kspace_motion(batch, torch.from_numpy(rows.astype(np.int64)), torch.from_numpy(degrees),
+                            torch.from_numpy(np.ascontiguousarray(shifts)).reshape(-1, 2), sources,
+                            real_part=real_part)
         out[members] = res.transpose(1, 2) if pe == 0 else res
     return out
 
