@@ -449,7 +449,8 @@ def equalize_adapthist_batch(
     band_hi = torch.empty((n_bands, B), dtype=images.dtype, device=device)
     for b0, b1, y0, y1, band in chunks:
         piece = images[b0:b1, y0:y1].reshape(b1 - b0, -1)
-        torch.aminmax(piece, dim=1, out=(band_lo[band, b0:b1], band_hi[band, b0:b1]))
+        torch.amin(piece, dim=1, out=band_lo[band, b0:b1])
+        torch.amax(piece, dim=1, out=band_hi[band, b0:b1])
     x_lo, x_hi = band_lo.amin(dim=0).to(f64), band_hi.amax(dim=0).to(f64)
     clamp_input = bool((x_lo < 0).any() | (x_hi > 1).any())
     u_lo = torch.round(x_lo.clamp(0, 1) * 65535)
@@ -583,7 +584,8 @@ def equalize_adapthist_batch(
         # scikit-image casts back to its integer image: truncate, into bins
         # (no longer needed); the truncation is monotone, so min/max may precede it.
         bins[b0:b1, y0:y1].copy_(res)
-        torch.aminmax(res.reshape(nb, -1), dim=1, out=(band_lo[band, b0:b1], band_hi[band, b0:b1]))
+        torch.amin(res.reshape(nb, -1), dim=1, out=band_lo[band, b0:b1])
+        torch.amax(res.reshape(nb, -1), dim=1, out=band_hi[band, b0:b1])
 
     # --- 4. stretch each image's min..max to [0, 1] -------------------------------
     r_lo = band_lo.amin(dim=0).to(i32).to(f32)

@@ -233,10 +233,9 @@ class SampleFactory:
 
     def _groups(self, batch_index: int, batch_size: int):
         self._load()
-        cfg = self.config
         rng = self.rng(batch_index)
         b = int(batch_size)
-        # Phase 1, the clean canvas: source, slice, synthesis and contrast parameters, then batched arithmetic.
+        # Parameters first (source, slice, synthesis, contrast), by the reference's random twins; then the arithmetic, batched.
         picks, params, sigmas = [], [], np.empty(b)
         for k in range(b):
             if rng.random() < self.p_anatomy:
