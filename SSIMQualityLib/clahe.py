@@ -267,7 +267,7 @@ def _clip(hist: torch.Tensor, clim: torch.Tensor, total: int, excess: torch.Tens
 
 
 def _deal_out(hist: torch.Tensor, clim: torch.Tensor, total: int, excess: torch.Tensor,
-              strides: torch.Tensor, rows_per_op: int) -> None:
+              strides: torch.Tensor, rows_per_op: int, space: torch.Tensor) -> None:
     """Deal the remaining excess out one count per bin, in place, replaying scikit-image.
 
     scikit-image runs, per histogram::
@@ -298,12 +298,14 @@ def _deal_out(hist: torch.Tensor, clim: torch.Tensor, total: int, excess: torch.
         :func:`_stride_table`.
     rows_per_op : int
         Most rows per operation (see ``_CPU_CLIP_ROWS_BYTES``).
+    space : (2, T, nbins) int32 tensor
+        Work space for the rows still dealing.
     """
     nbins = hist.shape[1]
     ids = torch.nonzero(excess.view(-1) > 0).view(-1)
     if ids.numel() == 0:
         return
-    rows = torch.empty((ids.numel(), nbins), dtype=hist.dtype, device=hist.device)
+    rows = space[0, :ids.numel()]
     for r0 in range(0, ids.numel(), rows_per_op):
         torch.index_select(hist, 0, ids[r0:r0 + rows_per_op], out=rows[r0:r0 + rows_per_op])
     under = torch.empty((min(rows_per_op, ids.numel()), nbins), dtype=hist.dtype, device=hist.device)
@@ -333,7 +335,7 @@ def _deal_out(hist: torch.Tensor, clim: torch.Tensor, total: int, excess: torch.
             if keep.numel() == 0:
                 return
             ids, lim, left, prev, n_under = ids[keep], lim[keep], left[keep], prev[keep], n_under[keep]
-            kept = torch.empty((keep.numel(), nbins), dtype=rows.dtype, device=rows.device)
+            kept = space[1 if rows.data_ptr() == space[0].data_ptr() else 0, :keep.numel()]
             for r0 in range(0, keep.numel(), rows_per_op):
                 torch.index_select(rows, 0, keep[r0:r0 + rows_per_op], out=kept[r0:r0 + rows_per_op])
             rows = kept
@@ -483,6 +485,7 @@ def equalize_adapthist_batch(
         "cdf_int": ((clip_rows, nbins), i32),
         "cdf_f32": ((clip_rows, nbins), f32),
         "clip_scratch": ((clip_rows, nbins), i32),
+        "deal": ((2, B * n_tiles, nbins), i32),
         "term64": ((max_pixels if not dyadic else 0,), f64),
         "term32": ((max_pixels if not dyadic else 0,), f32),
     })
@@ -538,7 +541,7 @@ def equalize_adapthist_batch(
     for r0 in range(0, B * n_tiles, clip_rows):
         _clip(hist[r0:r0 + clip_rows], clim[r0:r0 + clip_rows], kernel_elements, excess[r0:r0 + clip_rows],
               (cdf_int, clip_scratch))
-    _deal_out(hist, clim, kernel_elements, excess, strides, clip_rows)
+    _deal_out(hist, clim, kernel_elements, excess, strides, clip_rows, buf["deal"])
     for r0 in range(0, B * n_tiles, clip_rows):
         r1 = min(B * n_tiles, r0 + clip_rows)
         # float64 product and truncation, as scikit-image's map_histogram.

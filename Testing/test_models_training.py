@@ -168,7 +168,8 @@ def test_export_replaces_the_catalogue_entry_of_the_same_file(tmp_path):
 
 def test_streaming_training_makes_fresh_samples_and_resumes_the_same(tmp_path):
     """--stream: no training cache; step s trains on samples s*B ... (s+1)*B - 1; a resumed run equals a straight one."""
-    from SSIMQualityLib.training import StepBatches, make_dataset
+    from SSIMQualityLib.factory import SampleFactory
+    from SSIMQualityLib.training import StepBatches, make_sampler
 
     def cfg(out):
         c = _cfg(out, 3)
@@ -179,9 +180,29 @@ def test_streaming_training_makes_fresh_samples_and_resumes_the_same(tmp_path):
     assert not list((tmp_path / "a").glob("cache_train_*"))  # only the fixed validation set is cached
     assert list((tmp_path / "a").glob("cache_val_*"))
     _same_weights(straight, _cut_off_then_resumed(cfg(tmp_path / "b"), tmp_path / "a", "cache_val_*.pt"))
-    # The batches are the sample maker's own, resized as the cache would store them.
-    ds = make_dataset(12, seed=1)
-    x, y = StepBatches(ds, 4, 32, 3)[1]
-    x_ref, y_ref = ds.batch(range(4, 8))
+    # The batches are the sample maker's own, resized as the cache would store them: the batched factory's
+    # batch s by default, samples s*B ... (s+1)*B - 1 of the reference dataset with --factory reference.
+    factory = make_sampler(12, seed=1)
+    assert isinstance(factory, SampleFactory)
+    x, y = StepBatches(factory, 4, 32, 3)[1]
+    x_ref, y_ref = factory.batch(1, 4)
     assert x.shape == (4, 1, 32, 32) and torch.equal(y, y_ref)
     assert torch.allclose(x, torch.nn.functional.interpolate(x_ref, size=(32, 32), mode="area"))
+    ds = make_sampler(12, seed=1, factory="reference")
+    x, y = StepBatches(ds, 4, 32, 3)[1]
+    x_ref, y_ref = ds.batch(range(4, 8))
+    assert torch.equal(y, y_ref)
+    assert torch.allclose(x, torch.nn.functional.interpolate(x_ref, size=(32, 32), mode="area"))
+
+
+def test_streaming_in_process_on_the_cpu_device_path(tmp_path):
+    """The GPU's way of streaming (factory in the training process, no workers), run on the CPU."""
+    from SSIMQualityLib.training import stream_batches
+
+    c = _cfg(tmp_path / "s", 2)
+    c.stream, c.batch_size, c.workers = True, 4, 0
+    batches = list(stream_batches(c, seed=1, first_step=0, device="cpu"))
+    assert len(batches) == 2 and batches[0][0].shape == (4, 1, 32, 32)
+    assert not torch.equal(batches[0][1], batches[1][1])
+    model = train(c, log=lambda *_: None)
+    assert read_checkpoint(model)["state_dict"]
