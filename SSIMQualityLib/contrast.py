@@ -335,8 +335,9 @@ def apply_contrast_batch(images: torch.Tensor, transforms: Sequence[ContrastTran
             fractions = {t.kernel_fraction for t in ts}
             if len(fractions) != 1:
                 raise ValueError("one kernel_fraction per batch")
-            y = equalize_adapthist_batch(x, torch.tensor([t.clip_limit for t in ts], device=dev),
-                                         kernel_fraction=fractions.pop())
+            # float64 clip limits: the same integer limit in counts as scikit-image's
+            limits = torch.tensor([t.clip_limit for t in ts], dtype=torch.float64, device=dev)
+            y = equalize_adapthist_batch(x, limits, kernel_fraction=fractions.pop())
         else:
             continue  # identity
         out[members] = y.clamp(0, 1).to(dt)
