@@ -346,6 +346,23 @@ def _blur_batch(img: torch.Tensor, sigmas: np.ndarray) -> torch.Tensor:
     return t[0]
 
 
+def _upsample_corners(coarse: torch.Tensor, h: int, w: int) -> torch.Tensor:
+    """``F.interpolate(coarse, (h, w), mode="bilinear", align_corners=True)`` as two small matrix products
+    (4x faster on a CPU for the 6² and 24² grids used here; equal to float round-off)."""
+
+    def weights(n_in: int, n_out: int) -> torch.Tensor:
+        pos = torch.linspace(0, n_in - 1, n_out, dtype=torch.float64)
+        i0 = pos.floor().clamp(max=max(n_in - 2, 0)).long()
+        frac = pos - i0
+        m = torch.zeros(n_out, n_in, dtype=torch.float64)
+        m[torch.arange(n_out), i0] = 1 - frac
+        if n_in > 1:
+            m[torch.arange(n_out), i0 + 1] += frac
+        return m.to(coarse.device, coarse.dtype)
+
+    return weights(coarse.shape[-2], h) @ coarse @ weights(coarse.shape[-1], w).T
+
+
 def synthesize_mixed(mixed: torch.Tensor, params: Sequence[SynthesisParams]) -> torch.Tensor:
     """Batched :func:`synthesize` (without noise) from pre-mixed stacks (B, 3, H, W) (see :func:`mix_weights`).
 
@@ -373,7 +390,7 @@ def synthesize_mixed(mixed: torch.Tensor, params: Sequence[SynthesisParams]) -> 
     ys = ((2 * torch.arange(h, dtype=dt, device=dev) + 1) / h - 1)[None, :, None]
     xs = ((2 * torch.arange(w, dtype=dt, device=dev) + 1) / w - 1)[None, None, :]
     coarse = torch.as_tensor(np.stack([p.elastic for p in params]), dtype=dt, device=dev)
-    disp = F.interpolate(coarse, size=(h, w), mode="bilinear", align_corners=True)  # (B, 2, H, W) pixels
+    disp = _upsample_corners(coarse, h, w)  # (B, 2, H, W) pixels
     # Deformed coordinates before the rotation (the bias field is a polynomial in them, as in synthesize).
     xx = torch.addcmul(xs / s1, disp[:, 1], torch.tensor(2.0 / w, dtype=dt, device=dev))
     yy = torch.addcmul(ys / s0, disp[:, 0], torch.tensor(2.0 / h, dtype=dt, device=dev))
@@ -392,8 +409,7 @@ def synthesize_mixed(mixed: torch.Tensor, params: Sequence[SynthesisParams]) -> 
         img[template] = a * brain.clamp(0, 1) + head * a.amax(dim=(1, 2), keepdim=True)
     amount = [p.texture_amount for p in params]
     noise = np.stack([np.random.default_rng(p.texture_seed).standard_normal((1, 24, 24)) for p in params])
-    texture = F.interpolate(torch.as_tensor(noise, dtype=dt, device=dev), size=(h, w), mode="bilinear",
-                            align_corners=True)[:, 0]
+    texture = _upsample_corners(torch.as_tensor(noise, dtype=dt, device=dev), h, w)[:, 0]
     img.mul_(torch.addcmul(torch.ones((), dtype=dt, device=dev), texture, column(amount)))
     for k, p in enumerate(params):  # thick slices (40 % of the samples): average down, expand back, as synthesize
         if p.thick_factor > 1.05:
