@@ -116,9 +116,11 @@ def test_torchrun_training_writes_one_model_and_resumes(tmp_path):
     assert "time limit reached at step 1" in first.stdout and "distributed: 2 processes (gloo)" in first.stdout
     # Each rank made its own samples; only rank 0 made validation samples.
     from SSIMQualityLib.data import DATA_VERSION as v
+    from SSIMQualityLib.factory import FACTORY_VERSION as f
 
-    assert sorted(p.name for p in out.glob("cache_*")) == [f"cache_train_v{v}_s100001_n32_32.pt",
-                                                           f"cache_train_v{v}_s1_n32_32.pt", f"cache_val_v{v}_s999_n16_32.pt"]
+    assert sorted(p.name for p in out.glob("cache_*")) == [f"cache_train_v{v}f{f}_s100001_n32_32.pt",
+                                                           f"cache_train_v{v}f{f}_s1_n32_32.pt",
+                                                           f"cache_val_v{v}f{f}_s999_n16_32.pt"]
     second = _torchrun(*common)
     assert second.returncode == 0, second.stderr[-2000:]
     assert second.stdout.count("resumed from") == 1 and "at step 1" in second.stdout
