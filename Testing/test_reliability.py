@@ -91,6 +91,7 @@ def batch_slow(tmp_path_factory):
     return d
 
 
+@pytest.mark.isolated  # in a pytest process of its own: see the Makefile
 def test_interrupt_then_resume_equals_one_run(batch_slow, tiny_model_file, tmp_path):
     ref = tmp_path / "ref.csv"
     # --batch-size 1 keeps each volume slow enough (~64 model calls) for the run to be caught halfway.
