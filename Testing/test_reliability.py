@@ -100,8 +100,10 @@ def test_interrupt_then_resume_equals_one_run(batch_slow, tiny_model_file, tmp_p
     subprocess.run(base + ["-o", str(ref)], capture_output=True, text=True, cwd=ROOT)
     out = tmp_path / "part.csv"
     env = {**os.environ, "SSIMQUALITY_SAVE_EVERY_S": "0"}
+    # SIGINT back to its default in the child: a test run started in the background (nohup, `&`) ignores SIGINT,
+    # and children inherit that, so Ctrl-C would never reach the scorer.
     proc = subprocess.Popen(base + ["-o", str(out)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                            cwd=ROOT, env=env)
+                            cwd=ROOT, env=env, preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     summary = tmp_path / "part.summary.csv"
     deadline = time.time() + 300
     while time.time() < deadline and proc.poll() is None:
