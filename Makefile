@@ -23,11 +23,8 @@ $(STAMP): pyproject.toml requirements-dev.txt
 demo: $(STAMP)
 	$(BIN)/ssimquality demo --out demo-output
 
-# Tests marked `isolated` run in a second pytest process: the interrupt-and-resume test fails after the rest
-# of the suite in the same process (its scoring run finishes before the test sees a result) and passes alone.
 test: $(STAMP)
-	$(BIN)/python -m pytest -q -m "not isolated"
-	$(BIN)/python -m pytest -q -m isolated
+	$(BIN)/python -m pytest -q
 
 bench: $(STAMP)
 	$(BIN)/python Testing/bench.py --out bench.json

@@ -85,13 +85,12 @@ def test_fifty_files_ten_bad(batch50, tiny_model_file, tmp_path):
 def batch_slow(tmp_path_factory):
     """Volumes large enough that a run lasts several seconds, so it can be interrupted halfway."""
     d = tmp_path_factory.mktemp("batch_slow")
-    for i in range(48):  # 24 were done before a busy CI machine's test process looked (seen twice in session 6)
+    for i in range(48):
         vol = np.tile(_head(100 + i), (3, 3, 3))[:64, :144, :144]
         write_nifti(d / f"vol_{i:02d}.nii.gz", vol.T.copy(), (1.0, 1.0, 2.0))
     return d
 
 
-@pytest.mark.isolated  # in a pytest process of its own: see the Makefile
 def test_interrupt_then_resume_equals_one_run(batch_slow, tiny_model_file, tmp_path):
     ref = tmp_path / "ref.csv"
     # --batch-size 1 keeps each volume slow enough (~64 model calls) for the run to be caught halfway.
