@@ -145,41 +145,77 @@ def bench_factory(results: dict) -> None:
         bench_factory_cuda(results)
 
 
-def bench_factory_cuda(results: dict) -> None:
+def bench_factory_cuda(results: dict, device: str = "cuda", batch: int = 512, workers: int = 8,
+                       rounds: int = 3) -> None:
+    """The factory on a GPU and a 256² ResNet-18 training step (bfloat16, channels-last) fed by it.
+
+    factory_samples_per_s_cuda: one process, the training default (groups of 16); ..._group64: groups of 64;
+    factory_samples_per_s_cuda_{N}proc: N processes each making batches on the GPU (what ``train --stream
+    --workers N`` runs), delivered to this process on the CPU; train_256_images_per_s_cuda: the step alone on
+    a batch already on the GPU; train_256_fed_by_factory_images_per_s_cuda (_inprocess): steps fed by the N
+    processes (by this process); factory_share_of_train_step_cuda: the share of a fed step's time that waits
+    on data.  ``device`` and sizes are parameters so that the same code runs on the CPU in a test.
+    """
     from SSIMQualityLib.factory import SampleFactory
     from SSIMQualityLib.models import build_model
+    from SSIMQualityLib.training import TrainConfig, stream_batches
 
-    factory = SampleFactory(seed=0, device="cuda", group_size=128)
-    step = [0]
+    dev = torch.device(device)
+    tag = "cuda" if dev.type == "cuda" else dev.type
 
-    def batched():
-        factory.batch(step[0], 1024)
-        step[0] += 1
-        torch.cuda.synchronize()
+    def sync():
+        if dev.type == "cuda":
+            torch.cuda.synchronize()
 
-    results["factory_samples_per_s_cuda"] = _best_rate(batched, 1024)
-    net = build_model("resnet18", 256).cuda().to(memory_format=torch.channels_last)
-    opt = torch.optim.AdamW(net.parameters(), 1e-3)
-    x, y = factory.batch(0, 256)
+    for group, key in ((16, f"factory_samples_per_s_{tag}"), (64, f"factory_samples_per_s_{tag}_group64")):
+        factory = SampleFactory(seed=0, device=dev, group_size=group)
+        step = [0]
 
-    def train_step(x=x, y=y):
-        with torch.autocast("cuda", dtype=torch.bfloat16):
-            loss = torch.nn.functional.mse_loss(net(x.contiguous(memory_format=torch.channels_last)).float(), y)
+        def batched(factory=factory, step=step):
+            factory.batch(step[0], batch)
+            step[0] += 1
+            sync()
+
+        results[key] = _best_rate(batched, batch, rounds)
+    net = build_model("resnet18", 256).to(dev).to(memory_format=torch.channels_last)
+    opt = torch.optim.AdamW(net.parameters(), 1e-4)
+    factory = SampleFactory(seed=0, device=dev)
+    x0, y0 = factory.batch(0, batch)
+
+    def train_step(x=x0, y=y0):
+        x = x.to(dev, non_blocking=True).float().contiguous(memory_format=torch.channels_last)
+        with torch.autocast(dev.type, dtype=torch.bfloat16):
+            loss = torch.nn.functional.mse_loss(net(x).float(), y.to(dev))
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
-        torch.cuda.synchronize()
+        loss.item()  # the training loop reads the loss every step
 
-    results["train_256_images_per_s_cuda"] = _best_rate(train_step, 256)
+    results[f"train_256_images_per_s_{tag}"] = _best_rate(lambda: (train_step(), sync()), batch, rounds)
+    step = [1]
 
-    def fed_step():
-        xb, yb = factory.batch(step[0], 256)
+    def fed_inprocess():
+        train_step(*factory.batch(step[0], batch))
         step[0] += 1
-        train_step(xb, yb)
 
-    fed = _best_rate(fed_step, 256)
-    results["train_256_fed_by_factory_images_per_s_cuda"] = fed
-    results["factory_share_of_train_step_cuda"] = 1 - fed / results["train_256_images_per_s_cuda"]
+    results[f"train_256_fed_by_factory_images_per_s_{tag}_inprocess"] = _best_rate(fed_inprocess, batch, rounds)
+    cfg = TrainConfig(stream=True, workers=workers, batch_size=batch, input_size=256, steps=10 ** 6)
+    batches = stream_batches(cfg, seed=5, device=dev)
+    for _ in range(2 * workers):  # every process started and one batch ahead
+        next(batches)
+    n, begin = 4 * workers, time.perf_counter()
+    for _ in range(n):
+        next(batches)
+    results[f"factory_samples_per_s_{tag}_{workers}proc"] = n * batch / (time.perf_counter() - begin)
+    n, begin = 6 * workers, time.perf_counter()
+    for _ in range(n):
+        train_step(*next(batches))
+    sync()
+    fed = n * batch / (time.perf_counter() - begin)
+    del batches
+    results[f"train_256_fed_by_factory_images_per_s_{tag}"] = fed
+    results[f"factory_workers_{tag}"] = workers
+    results[f"factory_share_of_train_step_{tag}"] = max(0.0, 1 - fed / results[f"train_256_images_per_s_{tag}"])
 
 
 def _bench_model():

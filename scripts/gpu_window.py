@@ -1,0 +1,137 @@
+"""One GPU window, start to end: measure the factory and the training step on the GPU, then train for the time left.
+
+For whoever has a GPU for a fixed window (README, "Training on a GPU").  In one command it
+
+1. measures the sample factory and a 256² training step on this GPU (``Testing/bench.py``'s GPU figures) and
+   writes them to ``OUT/bench_gpu.json``;
+2. sets the number of steps from the measured rate so that the run ends, with its learning-rate schedule
+   complete, inside the window;
+3. trains with fresh samples every step, made on the GPU (``ssimquality train --stream``), checkpointing as it
+   goes; if the run stops early with time left, it resumes once in this process's factory (``--workers 0``);
+4. copies the model, its log and loss plot to ``--export``, the model split into parts below ``--part-mb``
+   (with ``.sha256``) where a transfer limits file sizes; rejoin with ``cat model.pt.part* > model.pt``.
+
+Example (a 14-minute window, fine-tuning the bundled model at 256²)::
+
+    python3 scripts/gpu_window.py --minutes 14 --out runs-gpu --export gpu-out
+
+A run cut off by the window's end resumes with the same ``--out`` and ``--steps`` (printed at the start).
+"""
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import os
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def _bench(out: Path, batch: int, workers: int, timeout: float, device: str) -> dict:
+    """The GPU bench in a child process (its GPU memory is freed before training starts)."""
+    code = ("import json, sys; sys.path.insert(0, 'Testing'); import bench; r = {}; "
+            f"bench.bench_factory_cuda(r, device={device!r}, batch={batch}, workers={workers}); "
+            "import torch; r['torch'] = torch.__version__; "
+            "r['cuda_device'] = torch.cuda.get_device_name(0) if torch.cuda.is_available() else None; "
+            f"json.dump(r, open({str(out)!r}, 'w'), indent=1)")
+    try:
+        subprocess.run([sys.executable, "-c", code], cwd=ROOT, check=True, timeout=timeout)
+        return json.loads(out.read_text())
+    except (subprocess.SubprocessError, OSError, ValueError) as exc:
+        print(f"gpu_window: bench failed ({exc}); training goes on with a guessed rate", flush=True)
+        return {}
+
+
+def _split(path: Path, dest: Path, part_mb: float) -> None:
+    data = path.read_bytes()
+    (dest / f"{path.name}.sha256").write_text(hashlib.sha256(data).hexdigest() + "\n")
+    size = int(part_mb * 2 ** 20)
+    if len(data) <= size:
+        shutil.copy2(path, dest / path.name)
+        return
+    for k in range(0, len(data), size):
+        (dest / f"{path.name}.part{k // size}").write_bytes(data[k:k + size])
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--minutes", type=float, required=True, help="the whole window, this command's start to end")
+    p.add_argument("--out", default="runs-gpu", help="the training run's folder (checkpoints, log)")
+    p.add_argument("--export", default="", help="copy the model (in parts), log and plots here at the end")
+    p.add_argument("--init", default="bundled", help="start from these weights ('bundled', a file, or '' for none)")
+    p.add_argument("--input-size", type=int, default=256)
+    p.add_argument("--batch-size", type=int, default=512)
+    p.add_argument("--lr", type=float, default=5e-4)
+    p.add_argument("--workers", type=int, default=max(1, min(8, (os.cpu_count() or 2) - 4)),
+                   help="processes making samples on the GPU (0: in the training process)")
+    p.add_argument("--steps", type=int, default=0, help="fix the steps (a resumed window); 0: from the bench")
+    p.add_argument("--reserve", type=float, default=75.0, help="seconds kept for the final save and export")
+    p.add_argument("--part-mb", type=float, default=15.0)
+    p.add_argument("--device", default="cuda", help="cuda; cpu only to try this script out")
+    args = p.parse_args(argv)
+
+    begin = time.time()
+    deadline = begin + 60 * args.minutes
+    out, export = Path(args.out), Path(args.export) if args.export else None
+    out.mkdir(parents=True, exist_ok=True)
+    if export:
+        export.mkdir(parents=True, exist_ok=True)
+    bench = {}
+    if not args.steps:
+        bench = _bench((export or out) / "bench_gpu.json", args.batch_size, args.workers,
+                       timeout=max(60.0, 0.25 * (deadline - time.time())), device=args.device)
+        print("gpu_window: bench", json.dumps(bench), flush=True)
+    tag = args.device.split(":")[0]
+    key = f"train_256_fed_by_factory_images_per_s_{tag}" + ("" if args.workers else "_inprocess")
+    rate = float(bench.get(key) or 1500.0)  # images per second fed; a guess when the bench failed
+    if args.input_size < 256:  # a smaller network is faster, the factory not: no more than double
+        rate *= min(2.0, (256 / args.input_size) ** 2)
+    # Spawning the sample makers, the validation set and validations take time from the steps: 0.8 of the rate.
+    train_s = deadline - time.time() - args.reserve
+    steps = args.steps or max(50, int(0.8 * rate * (train_s - 30) / args.batch_size))
+    init = args.init
+    if init == "bundled":
+        sys.path.insert(0, str(ROOT))
+        from SSIMQualityLib.models import bundled_model_entry, catalog_path
+
+        init = str(catalog_path().parent / bundled_model_entry()["file"])
+    print(f"gpu_window: {steps} steps of {args.batch_size} at {args.input_size}² "
+          f"({steps * args.batch_size / 1e6:.2f} M samples) in about {train_s / 60:.1f} min, fed at ~{rate:.0f}/s",
+          flush=True)
+
+    log = (export or out) / "train.log"
+    env = dict(os.environ, PYTHONUNBUFFERED="1", SSIMQUALITY_PROGRESS="0")
+    for attempt, workers in enumerate((args.workers, 0) if args.workers else (0,)):
+        left = (deadline - time.time() - args.reserve) / 60
+        if left < 1.0:
+            break
+        cmd = [sys.executable, "-m", "SSIMQualityLib.cli", "train", "--stream", "--device", args.device,
+               "--out", str(out), "--input-size", str(args.input_size), "--batch-size", str(args.batch_size),
+               "--steps", str(steps), "--lr", str(args.lr), "--workers", str(workers), "--val-samples", "1024",
+               "--val-every", str(max(50, steps // 8)), "--max-minutes", f"{left:.2f}"]
+        if init:
+            cmd += ["--init", init]
+        with open(log, "a", encoding="utf-8") as fh:
+            fh.write(f"\n$ {' '.join(cmd)}\n")
+            fh.flush()
+            rc = subprocess.run(cmd, cwd=ROOT, env=env, stdout=fh, stderr=subprocess.STDOUT).returncode
+        print(f"gpu_window: train with {workers} sample processes ended with {rc}", flush=True)
+        if rc == 0:
+            break
+    print(f"gpu_window: {(time.time() - begin) / 60:.1f} min used", flush=True)
+    if export:
+        for name in ("log.csv", "loss.png"):
+            if (out / name).is_file():
+                shutil.copy2(out / name, export / name)
+        if (out / "model.pt").is_file():
+            _split(out / "model.pt", export, args.part_mb)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
