@@ -88,7 +88,9 @@ def _run(x: torch.Tensor, y: torch.Tensor, data_range: float, win: int, reduce: 
     h, w = x.shape[-2:]
     xf = x.reshape(-1, h, w)
     yf = y.reshape(-1, h, w)
-    out = [_ssim_chunk(xf[i:i + _CHUNK], yf[i:i + _CHUNK], data_range, win, reduce) for i in range(0, xf.shape[0], _CHUNK)]
+    # On a GPU one pass over the whole batch: small chunks there only multiply kernel launches.
+    chunk = _CHUNK if xf.device.type == "cpu" else max(1, xf.shape[0])
+    out = [_ssim_chunk(xf[i:i + chunk], yf[i:i + chunk], data_range, win, reduce) for i in range(0, xf.shape[0], chunk)]
     res = torch.cat(out) if out else xf.new_zeros((0,) if reduce else (0, h - win + 1, w - win + 1))
     return res.reshape(tuple(lead) + tuple(res.shape[1:]))
 

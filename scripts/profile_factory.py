@@ -1,0 +1,155 @@
+"""Where the sample factory's time goes, stage by stage, on any device (``--device cuda`` on a GPU).
+
+For each group size it reports, per stage of :class:`~SSIMQualityLib.factory.SampleFactory`: wall time with the
+device synchronised at the stage's edges (exclusive of nested stages), the number of aten operations (each one
+a kernel launch or more on a GPU, where launches, not arithmetic, bound small images), and the copies between
+host and device (each copy to the host waits for the device).  Writes JSON with ``--out``.
+
+Example::
+
+    python3 scripts/profile_factory.py --device cpu --batch 64 --groups 16
+"""
+from __future__ import annotations
+
+import argparse
+import collections
+import functools
+import json
+import sys
+import time
+from pathlib import Path
+
+import torch
+from torch.utils._python_dispatch import TorchDispatchMode
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+import SSIMQualityLib.factory as fm  # noqa: E402
+
+STAGES = ["mix_weights", "synthesize_mixed", "apply_contrast_batch", "normalize", "head_boxes", "apply_motion_batch",
+          "nyquist_ghost", "head_mask_batch", "ssim", "fit_to_size", "resample", "crop"]
+METHODS = ["_canvases", "_acquire", "_group"]
+
+
+class _Counter(TorchDispatchMode):
+    def __init__(self, current):
+        super().__init__()
+        self.current, self.ops, self.to_host, self.to_device = current, collections.Counter(), \
+            collections.Counter(), collections.Counter()
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        stage = self.current[-1]
+        self.ops[stage] += 1
+        if func in (torch.ops.aten._to_copy.default, torch.ops.aten.copy_.default):
+            src = args[1] if func is torch.ops.aten.copy_.default else args[0]
+            dst = args[0].device if func is torch.ops.aten.copy_.default else (kwargs or {}).get("device", src.device)
+            if isinstance(src, torch.Tensor) and dst is not None and torch.device(dst).type != src.device.type:
+                (self.to_host if torch.device(dst).type == "cpu" else self.to_device)[stage] += 1
+        if func is torch.ops.aten._local_scalar_dense.default:
+            self.to_host[stage] += 1
+        return func(*args, **(kwargs or {}))
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--device", default="cuda")
+    p.add_argument("--batch", type=int, default=512)
+    p.add_argument("--groups", type=int, nargs="+", default=[16, 64, 128])
+    p.add_argument("--out", default="")
+    args = p.parse_args(argv)
+    dev = torch.device(args.device)
+
+    def sync():
+        if dev.type == "cuda":
+            torch.cuda.synchronize()
+
+    current, wall = ["other"], collections.Counter()
+    child = [0.0]
+
+    def timed(label, fn):
+        @functools.wraps(fn)
+        def inner(*a, **k):
+            sync()
+            current.append(label)
+            outer_child, child[0] = child[0], 0.0
+            t = time.perf_counter()
+            try:
+                return fn(*a, **k)
+            finally:
+                sync()
+                spent = time.perf_counter() - t
+                wall[label] += spent - child[0]  # exclusive of nested stages
+                child[0] = outer_child + spent
+                current.pop()
+        return inner
+
+    plain = {}
+    for group in args.groups:  # before the stage timers are installed: they synchronise at every edge
+        factory = fm.SampleFactory(seed=0, device=dev, group_size=group)
+        factory.batch(0, args.batch)
+        plain[group] = _plain_rate(factory, args.batch, sync)
+    for name in STAGES:
+        setattr(fm, name, timed(name, getattr(fm, name)))
+    for name in METHODS:
+        setattr(fm.SampleFactory, name, timed(name, getattr(fm.SampleFactory, name)))
+
+    report = {"device": torch.cuda.get_device_name(0) if dev.type == "cuda" else "cpu", "batch": args.batch}
+    for group in args.groups:
+        factory = fm.SampleFactory(seed=0, device=dev, group_size=group)
+        factory.batch(0, args.batch)  # sources loaded, kernels compiled
+        wall.clear()
+        sync()
+        t = time.perf_counter()
+        rounds = 2
+        for i in range(rounds):
+            factory.batch(1 + i, args.batch)
+        sync()
+        total = (time.perf_counter() - t) / rounds
+        per_stage = {k: v / rounds for k, v in wall.items()}
+        counter = _Counter(current)
+        with counter:
+            factory.batch(9, args.batch)
+        rows = {}
+        for k in sorted(set(per_stage) | set(counter.ops), key=lambda s: -per_stage.get(s, 0)):
+            rows[k] = {"ms": round(1e3 * per_stage.get(k, 0.0), 2), "ops": counter.ops[k],
+                       "to_host": counter.to_host[k], "to_device": counter.to_device[k]}
+        report[f"group{group}"] = {"samples_per_s_plain": plain[group], "samples_per_s_synced_stages": args.batch / total,
+                                   "ms_per_batch_synced": 1e3 * total, "stages": rows}
+        print(f"group {group}: {plain[group]:.0f} samples/s ({args.batch / total:.0f} with a sync at every stage edge)")
+        for k, r in rows.items():
+            print(f"  {k:22s} {r['ms']:9.2f} ms  {r['ops']:7d} ops  {r['to_host']:5d} to host  {r['to_device']:5d} to device")
+        sys.stdout.flush()
+    report["fft_ms_new_shape"], report["fft_ms_cached_shape"] = _fft_plans(dev, sync)
+    print(f"1-D FFT of a small batch: {report['fft_ms_new_shape']:.3f} ms at a new shape, "
+          f"{report['fft_ms_cached_shape']:.3f} ms at a cached one (the factory's shapes vary by group)")
+    if args.out:
+        Path(args.out).write_text(json.dumps(report, indent=1))
+    return 0
+
+
+def _fft_plans(dev, sync):
+    """Mean time of a batched 1-D FFT at shapes never seen before against the same shape repeated: on a GPU a
+    new shape builds a new plan."""
+    def run(shapes):
+        sync()
+        t = time.perf_counter()
+        for n, r, length in shapes:
+            torch.fft.fft(torch.ones(n, r, length, device=dev), dim=-1)
+        sync()
+        return 1e3 * (time.perf_counter() - t) / len(shapes)
+
+    new = [(32, 128, 150 + k) for k in range(40)]  # lengths 150 - 189
+    return run(new), run([(32, 128, 170)] * 40)
+
+
+def _plain_rate(factory, batch, sync) -> float:
+    sync()
+    t = time.perf_counter()
+    factory.batch(20, batch)
+    factory.batch(21, batch)
+    sync()
+    return 2 * batch / (time.perf_counter() - t)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
