@@ -431,7 +431,9 @@ def _add_train(sub) -> None:
     p.add_argument("--val-every", type=int, default=d.val_every)
     p.add_argument("--seed", type=int, default=d.train_seed)
     p.add_argument("--device", default=d.device, help="auto (CUDA when present), cpu or cuda")
-    p.add_argument("--workers", type=int, default=d.workers, help="processes making samples")
+    p.add_argument("--workers", type=int, default=d.workers,
+                   help="processes making samples (with --stream on a GPU: processes that each make whole batches "
+                        "on the GPU; 0 = in the training process)")
     p.add_argument("--max-minutes", type=float, default=0.0, help="stop cleanly after this long (resume later)")
     p.add_argument("--no-resume", action="store_true", help="start afresh even if a checkpoint exists")
     p.add_argument("--source", nargs="+", default=(), metavar="PATH",

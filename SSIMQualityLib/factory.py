@@ -23,7 +23,10 @@ a two-sample KS test, ``Testing/test_factory.py`` and the README):
 * **Reproducibility per (seed, batch).**  One generator per batch index;
   the same ``(seed, batch index, batch size, group size)`` gives the same
   samples on any device (up to float round-off between devices).
-* **One acquired matrix per group** of ``group_size`` samples (default 16):
+* **One acquired matrix per group** of ``group_size`` samples (:data:`GROUP_SIZE`: 16 on a CPU, where a
+  group's images stay in the cache between steps; 256 on a GPU, where a group's cost is mostly kernel launches
+  and host round trips, not arithmetic: measured on an H200, 158 samples/s in groups of 16, 1,976 in groups
+  of 256):
   motion, noise and label run at the acquired matrix, and a batched FFT needs
   one shape.  Each group draws "keep the 256² canvas" (25 %) or a matrix whose
   longest side is log-uniform in 64 – 384, with the aspect of its first
@@ -56,6 +59,8 @@ from .synthesis import RandomSynthesis, load_tissue_volume, mix_weights, nyquist
 FACTORY_VERSION = 1
 _STREAM = 0x5AFAC  # keeps the factory's generators apart from the reference's per-index ones
 _SOURCES: dict = {}  # (device, anatomy files) -> the source volumes, per process
+#: Samples per group (one acquired matrix) by device type, where ``group_size`` is not given.
+GROUP_SIZE = {"cpu": 16, "cuda": 256}
 
 
 class Group(NamedTuple):
@@ -142,8 +147,9 @@ class SampleFactory:
         The recipe (the reference's: :class:`~SSIMQualityLib.data.SampleConfig`).
     device : str or torch.device
         Where the sources live and every step runs (``"cpu"`` or ``"cuda"``).
-    group_size : int
-        Samples that share one acquired matrix (see the module notes).
+    group_size : int, optional
+        Samples that share one acquired matrix (see the module notes); by
+        default :data:`GROUP_SIZE` for the device.
     size : int
         Side of the inputs returned (the network's input size; 256 is the
         canvas, smaller sizes are area-averaged from it, as the cache does).
@@ -156,14 +162,14 @@ class SampleFactory:
     (torch.Size([32, 1, 256, 256]), torch.Size([32]))
     """
 
-    def __init__(self, *, seed: int = 0, config=None, device="cpu", group_size: int = 16, size: int = INPUT_SIZE,
-                 use_anatomy: bool = True):
+    def __init__(self, *, seed: int = 0, config=None, device="cpu", group_size: Optional[int] = None,
+                 size: int = INPUT_SIZE, use_anatomy: bool = True):
         from .data import SampleConfig, colin27_files
 
         self.seed = int(seed)
         self.config = config or SampleConfig()
         self.device = torch.device(device)
-        self.group_size = int(group_size)
+        self.group_size = int(group_size or GROUP_SIZE.get(self.device.type, 16))
         self.size = int(size)
         self.synthesis = RandomSynthesis()
         self.contrast = RandomContrast(p=self.config.p_contrast)

@@ -32,6 +32,7 @@ import torch.nn.functional as F
 Seed = Union[None, int, np.random.Generator]
 ArrayOrTensor = Union[np.ndarray, torch.Tensor]
 
+from .dft import dft
 from .vocabulary import MOTION_MODELS
 
 LINE_MODES = ("lines", "segments")
@@ -132,15 +133,15 @@ def kspace_motion(images: torch.Tensor, owner: torch.Tensor, degrees: torch.Tens
     # One buffer for the images' spectra and the copies' (B + C, R, L): no concatenation pass.
     k_all = torch.empty((b + owner.numel(), r, l), dtype=torch.complex64 if work.dtype == torch.float32
                         else torch.complex128, device=dev)
-    torch.fft.fft(work, dim=-1, out=k_all[:b])
+    dft(work, dim=-1, out=k_all[:b])
     if owner.numel():
-        torch.fft.fft(warp(work[owner.to(dev)], degrees, shifts), dim=-1, out=k_all[b:])
+        dft(warp(work[owner.to(dev)], degrees, shifts), dim=-1, out=k_all[b:])
     # Acquisition order is centred; FFT order starts at frequency 0.
     src = torch.fft.ifftshift(sources.to(dev).long(), dim=-1)
     rows = torch.where(src < 0, torch.arange(b, device=dev)[:, None], src + b)  # (B, L) index into k_all
     cols = torch.arange(l, device=dev)[None, :].expand(b, l)
     k_out = k_all[rows, :, cols]  # (B, L, R)
-    rec = torch.fft.ifft(k_out.transpose(1, 2), dim=-1)
+    rec = dft(k_out.transpose(1, 2), dim=-1, inverse=True)
     out = (rec.real if real_part else rec.abs()).to(images.dtype)
     untouched = (sources < 0).all(dim=1).to(dev)
     if untouched.any():  # untouched slices stay bit-identical (no FFT round-off)

@@ -23,6 +23,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from .dft import dft
+
 #: Channels of a tissue slice stack ("skull" and "scalp" are synthetic shells:
 #: nilearn's T1 template is brain-extracted).
 CHANNELS = ("t1", "gm", "wm", "csf", "skull", "scalp")
@@ -284,7 +286,7 @@ def nyquist_ghost(image: torch.Tensor, phase, pe_axis: int = 0) -> torch.Tensor:
     """
     dim = -2 if pe_axis == 0 else -1
     n = image.shape[dim]
-    k = torch.fft.fft(image.to(torch.complex64), dim=dim)
+    k = dft(image.to(torch.complex64), dim=dim)
     odd = (torch.arange(n, device=image.device) % 2 == 1).to(torch.complex64)
     if isinstance(phase, torch.Tensor) and phase.ndim == 1:
         ph = phase.to(image.device, torch.float64)
@@ -295,7 +297,7 @@ def nyquist_ghost(image: torch.Tensor, phase, pe_axis: int = 0) -> torch.Tensor:
     else:
         factor = 1 + odd * (complex(math.cos(phase), math.sin(phase)) - 1)
         factor = factor.view(n, 1) if dim == -2 else factor
-    return torch.fft.ifft(k * factor, dim=dim).abs().to(image.dtype)
+    return dft(k * factor, dim=dim, inverse=True).abs().to(image.dtype)
 
 
 # ----------------------------------------------------------------------------

@@ -9,8 +9,9 @@ Measures, in one run:
       training samples (the whole recipe, inputs at 256²) made by the batched factory (batches of 64) and by the
       reference per-sample path, in this process with torch's default threads, best of three rounds each;
       factory_samples_per_s_cpu_2proc: the factory in two processes of one thread each (how a cache is filled)
-  factory_samples_per_s_cuda, factory_share_of_train_step_cuda, train_256_images_per_s_cuda (with a GPU)
-      the factory on the GPU (batches of 1024), and a 256² ResNet-18 training step fed by it
+  factory_samples_per_s_cuda (_group16, _8proc), factory_share_of_train_step_cuda, train_256_images_per_s_cuda,
+  train_256_fed_by_factory_images_per_s_cuda (_inprocess) (with a GPU)
+      the factory on the GPU (batches of 512) in this process and in 8, and a 256² ResNet-18 training step fed by it
   precision_chosen
       what the defaults pick on this CPU (bfloat16 only where native: AVX-512 BF16 / AMX)
   train_step_images_per_s (_fp32), train_default_vs_fp32
@@ -149,7 +150,8 @@ def bench_factory_cuda(results: dict, device: str = "cuda", batch: int = 512, wo
                        rounds: int = 3) -> None:
     """The factory on a GPU and a 256² ResNet-18 training step (bfloat16, channels-last) fed by it.
 
-    factory_samples_per_s_cuda: one process, the training default (groups of 16); ..._group64: groups of 64;
+    factory_samples_per_s_cuda: one process, the device's default group size (``factory.GROUP_SIZE``);
+    ..._group16: groups of 16 (the CPU's);
     factory_samples_per_s_cuda_{N}proc: N processes each making batches on the GPU (what ``train --stream
     --workers N`` runs), delivered to this process on the CPU; train_256_images_per_s_cuda: the step alone on
     a batch already on the GPU; train_256_fed_by_factory_images_per_s_cuda (_inprocess): steps fed by the N
@@ -167,7 +169,7 @@ def bench_factory_cuda(results: dict, device: str = "cuda", batch: int = 512, wo
         if dev.type == "cuda":
             torch.cuda.synchronize()
 
-    for group, key in ((16, f"factory_samples_per_s_{tag}"), (64, f"factory_samples_per_s_{tag}_group64")):
+    for group, key in ((None, f"factory_samples_per_s_{tag}"), (16, f"factory_samples_per_s_{tag}_group16")):
         factory = SampleFactory(seed=0, device=dev, group_size=group)
         step = [0]
 

@@ -118,3 +118,29 @@ def test_label_distribution_agrees_with_the_reference_path():
     ref = torch.cat([ds.batch(list(range(i, i + 100)))[1] for i in range(0, 2000, 100)]).numpy()
     assert ks_2samp(ours, ref).pvalue > 0.01
     assert abs(np.mean(ours < 0.85) - np.mean(ref < 0.85)) < 0.05
+
+
+def test_gpu_worker_path_hands_over_the_same_batches_on_the_host():
+    """What ``train --stream --workers N`` runs on a GPU, on the CPU: spawned processes make whole batches
+    and hand them over as float16 on the host; they are the trainer's own batches to float16 rounding."""
+    from SSIMQualityLib.data import worker_init
+    from SSIMQualityLib.training import StepBatches
+
+    made_here = StepBatches(SampleFactory(seed=4), 8, 128, 3)
+    loader = torch.utils.data.DataLoader(
+        StepBatches(SampleFactory(seed=4), 8, 128, 3, to_host=True), batch_size=None, sampler=range(3),
+        num_workers=2, worker_init_fn=worker_init, multiprocessing_context="spawn")
+    for step, (x, y) in enumerate(loader):
+        assert x.dtype == torch.float16 and x.device.type == "cpu" and y.dtype == torch.float32
+        x_ref, y_ref = made_here[step]
+        assert x.shape == x_ref.shape == (8, 1, 128, 128)
+        assert float((x.float() - x_ref).abs().max()) <= 2.5e-4  # float16 rounding of [0, 1]
+        assert torch.equal(y, y_ref)
+
+
+def test_group_size_defaults_by_device():
+    from SSIMQualityLib.factory import GROUP_SIZE
+
+    assert SampleFactory(seed=0).group_size == GROUP_SIZE["cpu"] == 16
+    assert SampleFactory(seed=0, device="cuda").group_size == GROUP_SIZE["cuda"] == 256  # no GPU needed to build one
+    assert SampleFactory(seed=0, group_size=32).group_size == 32
