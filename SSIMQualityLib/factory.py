@@ -55,7 +55,8 @@ from .slices import INPUT_SIZE, SliceSampler, crop, fit_to_size, normalize, resa
 from .ssim import ssim
 from .synthesis import RandomSynthesis, load_tissue_volume, mix_weights, nyquist_ghost, synthesize_mixed
 
-#: Changes whenever the same (seed, batch) would give a different sample.
+#: Changes whenever the same (seed, batch) would give a different sample (with ``data.DATA_VERSION``, which
+#: names the recipe both paths follow).
 FACTORY_VERSION = 1
 _STREAM = 0x5AFAC  # keeps the factory's generators apart from the reference's per-index ones
 _SOURCES: dict = {}  # (device, anatomy files) -> the source volumes, per process
@@ -280,7 +281,7 @@ class SampleFactory:
         cfg = self.config
         n = canvas.shape[0]
         native, matrix_draw = rng.random(2)
-        margins = rng.random((n, 2)) * cfg.max_margin
+        margins = cfg.min_margin + rng.random((n, 2)) * (cfg.max_margin - cfg.min_margin)
         stretch = rng.uniform(0.5, 1.5, size=(n, 4))
         if native < cfg.p_native or (rows[:, 2] < 4).any() or (cols[:, 2] < 4).any():
             return canvas

@@ -144,3 +144,31 @@ def test_group_size_defaults_by_device():
     assert SampleFactory(seed=0).group_size == GROUP_SIZE["cpu"] == 16
     assert SampleFactory(seed=0, device="cuda").group_size == GROUP_SIZE["cuda"] == 256  # no GPU needed to build one
     assert SampleFactory(seed=0, group_size=32).group_size == 32
+
+
+def _head_cut(img: torch.Tensor) -> bool:
+    """Head at both edges of the rows or of the columns: the field of view cuts into it."""
+    head = img > 0.05 * img.max()
+    return bool((head[0].any() and head[-1].any()) or (head[:, 0].any() and head[:, -1].any()))
+
+
+def test_fields_of_view_may_cut_into_the_head_on_both_paths():
+    """Recipe 9: margins from -0.2 of the head's size, so that tight EPI / ASL / cropped views, with the head
+    cut at the matrix edge, occur in training.  (Sagittal and coronal slices already reach the canvas edge at
+    the neck: about 30 % of the factory's slices, whatever the margins.)"""
+    from SSIMQualityLib.data import SampleConfig
+
+    assert SampleConfig().min_margin < 0 < SampleConfig().max_margin
+    slab = fit_to_size(torch.as_tensor(load_tissue_volume()[0, :, :, 90].astype(np.float32)))  # an axial slice
+
+    def shares(config):
+        ours = [_head_cut(c) for i in range(4)
+                for g in SampleFactory(seed=5, config=config, group_size=1).groups(i, 16) for c in g.clean]
+        ds, rng = MotionSliceDataset(10, seed=5, config=config), np.random.default_rng(0)
+        return np.mean(ours), np.mean([_head_cut(ds.acquire(slab, rng)) for _ in range(64)])
+
+    now = shares(SampleConfig(p_native=0.0, p_nyquist=0.0))
+    never = shares(SampleConfig(p_native=0.0, p_nyquist=0.0, min_margin=0.0))
+    for path, a, b in zip(("factory", "reference"), now, never):
+        assert a - b > 0.15, (path, a, b)
+    assert now[1] < 0.65  # the reference's axial slice: about 44 % cut (either axis), not all
