@@ -109,6 +109,11 @@ def test_evaluate_real_end_to_end_on_a_small_real_scan(anatomical, tmp_path, cap
         assert set(vol["response"]) == {"kspace", "torchio"}
         assert len(vol["response"]["kspace"]["curve"]) == 8
         assert "T1" in rep[d]["by_kind"]
+    # The field-of-view check: each clean slice once more, cut into the head; its share called good.
+    cut = rep["clean_cut_fov"]
+    assert cut["slices"] == 3 and len(rep["volumes"][0]["clean_cut_predicted"]) == 3
+    assert 0.0 <= cut["fraction_good"] <= 1.0 and set(cut["by_kind"]) == {"T1"}
+    assert "cut 10% into the head" in printed
     # The truth falls with severity on this real scan.
     curve = rep["project"]["by_volume"][0]["response"]["kspace"]["curve"]
     assert curve[0]["mean_true"] == 1.0 and curve[-1]["mean_true"] < 0.8
@@ -119,6 +124,16 @@ def test_evaluate_real_end_to_end_on_a_small_real_scan(anatomical, tmp_path, cap
     # An existing report is not overwritten without --force.
     assert main(argv) != 0
     assert "exists" in capsys.readouterr().err
+
+
+def test_cut_into_head_removes_a_share_of_the_head_box_on_each_side():
+    from SSIMQualityLib.realeval import cut_into_head
+
+    img = np.zeros((100, 80), np.float32)
+    img[20:80, 10:70] = 1.0  # head box 60 x 60
+    out = cut_into_head(img, 0.2)
+    assert out.shape == (36, 36) and float(out.min()) == 1.0  # all head: no air left
+    assert cut_into_head(np.zeros((50, 50), np.float32)).shape == (50, 50)  # nothing to cut: as it is
 
 
 def test_evaluate_real_missing_path_one_line(tmp_path, capsys):
