@@ -94,16 +94,6 @@ class _Volume:
         return stack[index.to(stack.device)]
 
 
-def _read_nifti(path) -> Tuple[np.ndarray, Tuple[float, float, float]]:
-    """A packaged NIfTI source as ``read_volume`` gives it, (k, j, i) float32 voxels and spacing, read by nibabel
-    alone: the factory then runs where SimpleITK is not installed (a GPU machine with only torch's stack)."""
-    import nibabel as nib
-
-    img = nib.load(str(path))
-    arr = np.asarray(img.dataobj, dtype=np.float32)
-    return np.ascontiguousarray(arr.transpose(2, 1, 0)), tuple(float(z) for z in img.header.get_zooms()[:3][::-1])
-
-
 def head_mask_batch(clean: torch.Tensor) -> torch.Tensor:
     """0/1 head masks of (B, H, W): above 5 % of each slice's maximum, grown by 2 pixels (a cross, twice),
     closed by the row-and-column rule (a pixel with head on all four sides along its row and column)."""
@@ -191,9 +181,11 @@ class SampleFactory:
             vol = load_tissue_volume()
             brain = vol[1].astype(np.float32) + vol[2].astype(np.float32)  # GM + WM decide "foreground", as the reference
             tissue = _Volume(torch.as_tensor(vol).to(self.device), SliceSampler(brain, (1.0, 1.0, 1.0)))
+            from .volumes import read_nifti_voxels  # nibabel only: the factory runs without SimpleITK
+
             anatomy = []
             for path in self._anatomy_files:
-                arr, spacing = _read_nifti(path)
+                arr, spacing = read_nifti_voxels(path)
                 anatomy.append(_Volume(torch.as_tensor(arr)[None].to(self.device), SliceSampler(arr, spacing)))
             _SOURCES[key] = (tissue, anatomy)
         self._tissue, self._anatomy = _SOURCES[key]

@@ -227,6 +227,17 @@ def check_memory(path: PathLike, frame: Optional[int] = None) -> None:
             _path_name(path), "free memory, use a larger machine, or crop / downsample the volume first")
 
 
+def read_nifti_voxels(path: PathLike) -> Tuple[np.ndarray, Tuple[float, float, float]]:
+    """A 3-D NIfTI file's voxels as :func:`read_volume` orders them, (k, j, i) float32, and its spacing, read
+    by nibabel alone: for packaged training sources where SimpleITK is not installed (a GPU machine with only
+    torch's stack).  No checks: :func:`read_volume` is the reader for users' files."""
+    import nibabel as nib
+
+    img = nib.load(str(path))
+    arr = np.asarray(img.dataobj, dtype=np.float32)
+    return np.ascontiguousarray(arr.transpose(2, 1, 0)), tuple(float(z) for z in img.header.get_zooms()[:3][::-1])
+
+
 def _nifti_float_array(p: Path, frame: Optional[int], shape) -> np.ndarray:
     import nibabel as nib
 

@@ -120,3 +120,14 @@ def test_folder_listing_skips_hidden_folders_and_files(sample_path, tmp_path):
     assert list_volume_paths([tmp_path], recursive=True) == [tmp_path / "a" / "t1.nii.gz"]
     # One level down finds no image file (the hidden one is skipped): the folder comes back as given.
     assert list_volume_paths([tmp_path]) == [tmp_path]
+
+
+def test_nibabel_only_reader_matches_read_volume():
+    """The factory's SimpleITK-free reader gives read_volume's voxels and spacing."""
+    from SSIMQualityLib.resources import SAMPLE_VOLUME
+    from SSIMQualityLib.volumes import read_nifti_voxels, read_volume
+
+    arr, spacing = read_nifti_voxels(SAMPLE_VOLUME)
+    vol = read_volume(SAMPLE_VOLUME)
+    assert arr.dtype == np.float32 and arr.shape == vol.array.shape and spacing == vol.spacing
+    assert np.array_equal(arr, vol.array.astype(np.float32))
