@@ -453,6 +453,9 @@ def _add_train(sub) -> None:
     p.add_argument("--factory", choices=["batched", "reference"], default=d.factory,
                    help="how samples are made: batched (default; every step batched, on the GPU with --stream; "
                         "README, 'Sample factory') or reference (one sample at a time; always used with --source)")
+    p.add_argument("--group-size", type=int, default=0, metavar="N",
+                   help="with --stream: samples that share one acquired matrix (default: the device's group size, "
+                        "smaller where a batch would hold fewer than 8 matrices)")
     _add_progress_flags(p)
     p.set_defaults(func=_run_train)
 
@@ -470,7 +473,8 @@ def _run_train(args) -> int:
                       checkpoint_every=args.val_every, train_seed=args.seed, device=args.device,
                       workers=args.workers, max_minutes=args.max_minutes, init=args.init,
                       source=tuple(str(p) for p in args.source), source_share=args.source_share,
-                      precision=args.precision, stream=args.stream, factory=args.factory)
+                      precision=args.precision, stream=args.stream, factory=args.factory,
+                      group_size=args.group_size)
     final = train(cfg, resume=not args.no_resume)
     from .distributed import world
 

@@ -53,7 +53,8 @@ from .contrast import RandomContrast, apply_contrast_batch
 from .motion import RandomMotion, apply_motion_batch
 from .slices import INPUT_SIZE, SliceSampler, crop, fit_to_size, normalize, resample
 from .ssim import ssim
-from .synthesis import RandomSynthesis, load_tissue_volume, mix_weights, nyquist_ghost, synthesize_mixed
+from .synthesis import (RandomSynthesis, load_tissue_volume, mix_weights, nyquist_ghost, scanner_blur,
+                        synthesize_mixed)
 
 #: Changes whenever the same (seed, batch) would give a different sample (with ``data.DATA_VERSION``, which
 #: names the recipe both paths follow).
@@ -62,6 +63,20 @@ _STREAM = 0x5AFAC  # keeps the factory's generators apart from the reference's p
 _SOURCES: dict = {}  # (device, anatomy files) -> the source volumes, per process
 #: Samples per group (one acquired matrix) by device type, where ``group_size`` is not given.
 GROUP_SIZE = {"cpu": 16, "cuda": 256}
+#: A streamed training batch holds at least this many groups: every sample of a group shares its matrix, and a
+#: batch of two or three matrices is a poor sample of the recipe (and skews the batch-norm statistics).
+MIN_GROUPS_PER_BATCH = 8
+
+
+def stream_group_size(batch_size: int, device="cpu") -> int:
+    """Group size for a training batch of ``batch_size`` made at once on ``device``: the device's
+    :data:`GROUP_SIZE`, made smaller where the batch would otherwise hold fewer than
+    :data:`MIN_GROUPS_PER_BATCH` groups.
+
+    >>> stream_group_size(512, "cuda"), stream_group_size(64, "cpu"), stream_group_size(4096, "cuda")
+    (64, 8, 256)
+    """
+    return max(1, min(GROUP_SIZE.get(torch.device(device).type, 16), int(batch_size) // MIN_GROUPS_PER_BATCH))
 
 
 class Group(NamedTuple):
@@ -303,6 +318,7 @@ class SampleFactory:
         ghost = rng.random(n) < cfg.p_nyquist
         phases = rng.uniform(*cfg.nyquist_phase, size=n)
         ghost_axes = rng.integers(2, size=n)
+        psf_rows, psf_cols = cfg.draw_psf(rng, n)
         still = rng.random(n) < cfg.p_clean
         from .data import _NO_MOTION
 
@@ -313,6 +329,9 @@ class SampleFactory:
             sel = np.flatnonzero(ghost & (ghost_axes == axis))
             if sel.size:
                 pair[sel] = nyquist_ghost(pair[sel], torch.as_tensor(phases[sel]), pe_axis=axis)
+        soft = np.flatnonzero(psf_rows > 0)
+        if soft.size:  # the scanner's blur, after its ghost, on both images alike
+            pair[soft] = scanner_blur(pair[soft], psf_rows[soft], psf_cols[soft])
         names, weights = cfg.background_table()
         kinds = np.asarray(names)[rng.choice(len(names), size=n, p=weights)]
         full_fov = rng.random(n) < cfg.p_full_fov

@@ -17,7 +17,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Sequence, Tuple
+from typing import Optional, Sequence, Tuple
 
 import numpy as np
 import torch
@@ -329,23 +329,59 @@ def mix_weights(params: Sequence[SynthesisParams]) -> torch.Tensor:
     return w
 
 
-def _blur_batch(img: torch.Tensor, sigmas: np.ndarray) -> torch.Tensor:
-    """:func:`_gaussian_blur` with one sigma per image of (B, H, W): zero-padded kernels of one common radius
-    (reflect padding of that radius gives each kernel the same neighbours as its own radius would)."""
+def _kernels(sigmas: np.ndarray, r: int, like: torch.Tensor) -> torch.Tensor:
+    """(B, 2r + 1) normalised Gaussian kernels, each cut at its own radius ceil(3 sigma) and zero beyond it;
+    sigma <= 0.05 gives the identity."""
     r_each = np.where(sigmas > 0.05, np.maximum(1, np.ceil(3 * np.maximum(sigmas, 1e-6))), 0).astype(int)
-    if not r_each.any():
+    x = torch.arange(-r, r + 1, dtype=like.dtype, device=like.device)
+    s = torch.as_tensor(np.maximum(sigmas, 1e-6), dtype=like.dtype, device=like.device)[:, None]
+    k = torch.exp(-0.5 * (x[None] / s) ** 2) * (x[None].abs() <= torch.as_tensor(r_each, device=like.device)[:, None])
+    k = k / k.sum(dim=1, keepdim=True)
+    k[torch.as_tensor(r_each == 0, device=like.device)] = (x == 0).to(like.dtype)
+    return k
+
+
+def _blur_batch(img: torch.Tensor, sigmas: np.ndarray, sigmas_cols: Optional[np.ndarray] = None) -> torch.Tensor:
+    """:func:`_gaussian_blur` with one sigma per image of (B, H, W) (``sigmas`` down the rows and, when
+    ``sigmas_cols`` is given, that one along them): zero-padded kernels of one common radius (reflect padding
+    of that radius gives each kernel the same neighbours as its own radius would)."""
+    sig_r = np.asarray(sigmas, dtype=float)
+    sig_c = sig_r if sigmas_cols is None else np.asarray(sigmas_cols, dtype=float)
+    radius = np.ceil(3 * np.maximum(np.concatenate([sig_r, sig_c]), 1e-6))
+    if not (np.concatenate([sig_r, sig_c]) > 0.05).any():
         return img
     b, h, w = img.shape
-    r = int(r_each.max())
-    x = torch.arange(-r, r + 1, dtype=img.dtype, device=img.device)
-    s = torch.as_tensor(np.maximum(sigmas, 1e-6), dtype=img.dtype, device=img.device)[:, None]
-    k = torch.exp(-0.5 * (x[None] / s) ** 2) * (x[None].abs() <= torch.as_tensor(r_each, device=img.device)[:, None])
-    k = k / k.sum(dim=1, keepdim=True)
-    k[torch.as_tensor(r_each == 0, device=img.device)] = (x == 0).to(img.dtype)  # sigma <= 0.05: unchanged
+    r = int(max(1, radius.max()))
     t = img[None]
-    t = F.conv2d(F.pad(t, (r, r, 0, 0), mode="reflect"), k.view(b, 1, 1, -1), groups=b)
-    t = F.conv2d(F.pad(t, (0, 0, r, r), mode="reflect"), k.view(b, 1, -1, 1), groups=b)
+    t = F.conv2d(F.pad(t, (r, r, 0, 0), mode="reflect"), _kernels(sig_c, r, img).view(b, 1, 1, -1), groups=b)
+    t = F.conv2d(F.pad(t, (0, 0, r, r), mode="reflect"), _kernels(sig_r, r, img).view(b, 1, -1, 1), groups=b)
     return t[0]
+
+
+def scanner_blur(images: torch.Tensor, sigma_rows, sigma_cols) -> torch.Tensor:
+    """The scanner's point-spread function at the acquired matrix: a Gaussian blur, ``sigma_rows`` pixels down
+    the rows and ``sigma_cols`` along them, the same for every leading index or one pair of sigmas per index of
+    the first axis (arrays of length B).
+
+    Real EPI, DWI and apodised 2-D scans are softer at their own matrix than a sharp image resampled to it (T2*
+    decay along the phase-encoding axis, k-space filters).  Like the N/2 ghost and the noise it is part of the
+    acquisition, so training applies it to a clean slice and to its moved twin alike: softness alone must not
+    read as motion.
+
+    Examples
+    --------
+    >>> img = torch.zeros(2, 9, 9); img[:, 4, 4] = 1.0
+    >>> out = scanner_blur(img, np.array([1.0, 0.0]), np.array([0.0, 0.0]))
+    >>> round(float(out[0].sum()), 4), float(out[1, 4, 4]), bool(out[0, 3, 4] > 0), float(out[0, 4, 3])
+    (1.0, 1.0, True, 0.0)
+    """
+    lead = images.shape[:-2]
+    flat = images.reshape(-1, *images.shape[-2:])
+    per = int(np.prod(lead[1:])) if len(lead) > 1 else 1
+    rows = np.broadcast_to(np.asarray(sigma_rows, dtype=float), lead[:1] if lead else (1,))
+    cols = np.broadcast_to(np.asarray(sigma_cols, dtype=float), lead[:1] if lead else (1,))
+    out = _blur_batch(flat, np.repeat(rows, per), np.repeat(cols, per))
+    return out.reshape(images.shape)
 
 
 def _upsample_corners(coarse: torch.Tensor, h: int, w: int) -> torch.Tensor:

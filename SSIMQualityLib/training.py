@@ -52,6 +52,7 @@ class TrainConfig:
     source_share: float = 0.5  # share of samples drawn from ``source``
     stream: bool = False  # fresh samples every step, made by ``workers`` processes, instead of a cached set
     factory: str = "batched"  # "batched": SampleFactory (every step batched); "reference": one sample at a time
+    group_size: int = 0  # streamed batches: samples per acquired matrix; 0 = factory.stream_group_size's rule
 
 
 def _loss_fn(name: str) -> Callable:
@@ -103,13 +104,13 @@ def make_dataset(n: int, seed: int, source: Sequence[str] = (), source_share: fl
 
 
 def make_sampler(n: int, seed: int, source: Sequence[str] = (), source_share: float = 0.5,
-                 factory: str = "batched", device="cpu"):
-    """What makes the samples: the batched :class:`~SSIMQualityLib.factory.SampleFactory` on ``device``, or the
-    reference dataset (with ``--source``, or when asked for)."""
+                 factory: str = "batched", device="cpu", group_size: Optional[int] = None):
+    """What makes the samples: the batched :class:`~SSIMQualityLib.factory.SampleFactory` on ``device`` (groups
+    of ``group_size``, by default the device's), or the reference dataset (with ``--source``, or when asked for)."""
     if uses_factory(factory, source):
         from .factory import SampleFactory
 
-        return SampleFactory(seed=seed, device=device)
+        return SampleFactory(seed=seed, device=device, group_size=group_size)
     return make_dataset(n, seed, source, source_share)
 
 
@@ -376,15 +377,18 @@ def stream_batches(cfg: TrainConfig, seed: int, first_step: int = 0, device=None
     ``cfg.workers`` processes make them on their CPU cores (in this process when 0).  Batch ``s`` is the same
     in every mode (up to float round-off between devices).
     """
+    from .factory import stream_group_size
+
     src = tuple(str(p) for p in cfg.source)
     device = torch.device(device or "cpu")
     on_gpu = device.type == "cuda" and uses_factory(cfg.factory, src)
+    where = device if on_gpu else torch.device("cpu")
+    group = cfg.group_size or stream_group_size(cfg.batch_size, where)
     if on_gpu and cfg.workers == 0:
-        steps = StepBatches(make_sampler(0, seed, src, cfg.source_share, cfg.factory, device), cfg.batch_size,
-                            cfg.input_size, cfg.steps)
+        steps = StepBatches(make_sampler(0, seed, src, cfg.source_share, cfg.factory, device, group),
+                            cfg.batch_size, cfg.input_size, cfg.steps)
         return (steps[s] for s in range(first_step, cfg.steps))
-    sampler = make_sampler(cfg.steps * cfg.batch_size, seed, src, cfg.source_share, cfg.factory,
-                           device if on_gpu else "cpu")
+    sampler = make_sampler(cfg.steps * cfg.batch_size, seed, src, cfg.source_share, cfg.factory, where, group)
     loader = torch.utils.data.DataLoader(
         StepBatches(sampler, cfg.batch_size, cfg.input_size, cfg.steps, to_host=on_gpu), batch_size=None,
         sampler=range(first_step, cfg.steps), num_workers=cfg.workers,

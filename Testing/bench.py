@@ -151,7 +151,8 @@ def bench_factory_cuda(results: dict, device: str = "cuda", batch: int = 512, wo
     """The factory on a GPU and a 256² ResNet-18 training step (bfloat16, channels-last) fed by it.
 
     factory_samples_per_s_cuda: one process, the device's default group size (``factory.GROUP_SIZE``);
-    ..._group16: groups of 16 (the CPU's);
+    ..._group16: groups of 16 (the CPU's); ..._group{G}: the groups a streamed training batch is made in
+    (``factory.stream_group_size``), as are the batches of every figure below;
     factory_samples_per_s_cuda_{N}proc: N processes each making batches on the GPU (what ``train --stream
     --workers N`` runs), delivered to this process on the CPU; train_256_images_per_s_cuda: the step alone on
     a batch already on the GPU; train_256_fed_by_factory_images_per_s_cuda (_inprocess): steps fed by the N
@@ -169,7 +170,11 @@ def bench_factory_cuda(results: dict, device: str = "cuda", batch: int = 512, wo
         if dev.type == "cuda":
             torch.cuda.synchronize()
 
-    for group, key in ((None, f"factory_samples_per_s_{tag}"), (16, f"factory_samples_per_s_{tag}_group16")):
+    from SSIMQualityLib.factory import stream_group_size
+
+    training_group = stream_group_size(batch, dev)
+    for group, key in ((None, f"factory_samples_per_s_{tag}"), (16, f"factory_samples_per_s_{tag}_group16"),
+                       (training_group, f"factory_samples_per_s_{tag}_group{training_group}")):
         factory = SampleFactory(seed=0, device=dev, group_size=group)
         step = [0]
 
@@ -181,7 +186,7 @@ def bench_factory_cuda(results: dict, device: str = "cuda", batch: int = 512, wo
         results[key] = _best_rate(batched, batch, rounds)
     net = build_model("resnet18", 256).to(dev).to(memory_format=torch.channels_last)
     opt = torch.optim.AdamW(net.parameters(), 1e-4)
-    factory = SampleFactory(seed=0, device=dev)
+    factory = SampleFactory(seed=0, device=dev, group_size=training_group)  # as a streamed run makes them
     x0, y0 = factory.batch(0, batch)
 
     def train_step(x=x0, y=y0):

@@ -9,7 +9,7 @@ from SSIMQualityLib.contrast import Gamma, Identity, Logarithmic, Sigmoid, apply
 from SSIMQualityLib.data import MotionSliceDataset
 from SSIMQualityLib.factory import SampleFactory, head_boxes, head_mask_batch
 from SSIMQualityLib.slices import fit_to_size, normalize
-from SSIMQualityLib.synthesis import (RandomSynthesis, load_tissue_volume, nyquist_ghost, synthesize,
+from SSIMQualityLib.synthesis import (RandomSynthesis, load_tissue_volume, nyquist_ghost, scanner_blur, synthesize,
                                       synthesize_batch)
 
 
@@ -52,6 +52,53 @@ def test_batched_ghost_equals_one_phase_at_a_time():
         out = nyquist_ghost(x, phases, pe_axis=axis)
         for k in range(3):
             assert torch.allclose(out[k], nyquist_ghost(x[k], float(phases[k]), pe_axis=axis), atol=1e-6)
+
+
+def test_batched_scanner_blur_equals_one_pair_of_sigmas_at_a_time():
+    from SSIMQualityLib.synthesis import _gaussian_blur
+
+    x = torch.rand(4, 2, 20, 24)
+    rows, cols = np.array([0.0, 0.4, 1.0, 0.7]), np.array([0.0, 0.9, 0.3, 0.7])
+    out = scanner_blur(x, rows, cols)
+    assert torch.equal(out[0], x[0])  # no blur: unchanged
+    for k in range(4):
+        assert torch.allclose(out[k], scanner_blur(x[k], rows[k], cols[k]), atol=1e-6)
+    # Equal sigmas: the synthesis's isotropic blur; one axis only: rows (or columns) untouched across.
+    for i in range(2):
+        assert torch.allclose(out[3, i], _gaussian_blur(x[3, i], 0.7), atol=1e-6)
+    stripes = torch.rand(20, 1).expand(20, 24)  # constant along each row, varying down the columns
+    assert torch.allclose(scanner_blur(stripes, 0.0, 1.0), stripes, atol=1e-6)  # along the rows: no change
+    assert not torch.allclose(scanner_blur(stripes, 1.0, 0.0), stripes, atol=1e-3)  # down the rows: blurred
+
+
+def test_the_scanners_blur_hits_both_images_on_both_paths():
+    """Recipe 10: a share of the synthetic acquisitions is soft at its own matrix (the scanner's point-spread
+    function), clean and moved alike, so that the label is untouched when nothing moved."""
+    from SSIMQualityLib.data import SampleConfig
+
+    cfg = SampleConfig()
+    rows, cols = cfg.draw_psf(np.random.default_rng(0), 4000)
+    soft = rows > 0
+    assert abs(soft.mean() - cfg.p_psf) < 0.03 and np.all((cols > 0) == soft)
+    major = np.maximum(rows, cols)[soft]
+    assert major.min() >= cfg.psf_sigma[0] and major.max() <= cfg.psf_sigma[1]
+    assert 0.4 < np.mean(rows[soft] >= cols[soft]) < 0.6  # either axis
+    # No motion, no noise, no ghost: blurred or not, the label is 1 on both paths, and the blur shows.
+    still = SampleConfig(p_clean=1.0, p_psf=1.0, p_nyquist=0.0, backgrounds={"zero": 1.0})
+    ds = MotionSliceDataset(4, seed=3, config=still)
+    sharp = MotionSliceDataset(4, seed=3, config=SampleConfig(p_clean=1.0, p_psf=0.0, p_nyquist=0.0,
+                                                                backgrounds={"zero": 1.0}))
+    clean, moved, labels = ds.pairs(range(4))
+    assert torch.allclose(labels, torch.ones(4), atol=1e-4)
+    groups = SampleFactory(seed=3, config=still, group_size=4).groups(0, 4)
+    assert torch.allclose(groups[0].labels, torch.ones(4), atol=1e-4)
+
+    def edges(img):
+        return float((img[1:] - img[:-1]).abs().mean() + (img[:, 1:] - img[:, :-1]).abs().mean())
+
+    sharp_clean = sharp.pairs(range(4))[0]
+    softer = [edges(normalize(a)) < edges(normalize(b)) for a, b in zip(clean, sharp_clean) if a.shape == b.shape]
+    assert softer and all(softer)
 
 
 def test_head_mask_fills_holes_and_agrees_with_scipy_on_head_slices(tissue_slices):
