@@ -89,8 +89,12 @@ def main(argv=None) -> int:
     tag = args.device.split(":")[0]
     key = f"train_256_fed_by_factory_images_per_s_{tag}" + ("" if args.workers else "_inprocess")
     rate = float(bench.get(key) or 1500.0)  # images per second fed; a guess when the bench failed
-    if args.input_size < 256:  # a smaller network is faster, the factory not: no more than double
+    if args.input_size < 256:  # a smaller network is faster, the factory not: no more than double, and no more
+        # than the sample processes deliver
         rate *= min(2.0, (256 / args.input_size) ** 2)
+        made = bench.get(f"factory_samples_per_s_{args.device.split(':')[0]}_{args.workers}proc")
+        if made and args.workers:
+            rate = min(rate, float(made))
     # Spawning the sample makers, the validation set and validations take time from the steps: 0.8 of the rate.
     train_s = deadline - time.time() - args.reserve
     steps = args.steps or max(50, int(0.8 * rate * (train_s - 30) / args.batch_size))
