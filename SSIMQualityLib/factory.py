@@ -7,8 +7,8 @@ in numpy, scikit-image and small torch calls: its steps are the reference.
 1. slice picking: index arithmetic on the source volumes held on the device;
 2. synthesis (:func:`~SSIMQualityLib.synthesis.synthesize_mixed`), contrast
    (:func:`~SSIMQualityLib.contrast.apply_contrast_batch`, CLAHE included);
-3. the acquisition: field of view and matrix by matrix products
-   (crop and resample per slice, as the reference), EPI's N/2 ghost, both motion models
+3. the acquisition: field of view and matrix (crop and resample per slice, as the reference: in image space
+   or, for half of them, in k-space with Gibbs ringing), EPI's N/2 ghost, the scanner's blur, both motion models
    (:func:`~SSIMQualityLib.motion.apply_motion_batch`), Rician noise with
    one of the four backgrounds;
 4. the label (batched SSIM) and the input, fitted to the network's size.
@@ -51,10 +51,11 @@ import torch.nn.functional as F
 
 from .contrast import RandomContrast, apply_contrast_batch
 from .motion import RandomMotion, apply_motion_batch
-from .slices import INPUT_SIZE, SliceSampler, crop, fit_to_size, normalize, resample
+from .slices import (INPUT_SIZE, SliceSampler, crop, fit_to_size, fourier_resample, head_boxes, normalize,
+                     resample)
 from .ssim import ssim
-from .synthesis import (RandomSynthesis, load_tissue_volume, mix_weights, nyquist_ghost, scanner_blur,
-                        synthesize_mixed)
+from .synthesis import (RandomSynthesis, load_tissue_volume, mix_weights, nyquist_ghost, rician_magnitude,
+                        scanner_blur, synthesize_mixed)
 
 #: Changes whenever the same (seed, batch) would give a different sample (with ``data.DATA_VERSION``, which
 #: names the recipe both paths follow).
@@ -124,21 +125,6 @@ def head_mask_batch(clean: torch.Tensor) -> torch.Tensor:
     rows = f.cummax(dim=2).values & f.flip(2).cummax(dim=2).values.flip(2)
     cols = f.cummax(dim=1).values & f.flip(1).cummax(dim=1).values.flip(1)
     return (rows & cols).to(clean.dtype)
-
-
-def head_boxes(images: torch.Tensor) -> Tuple[np.ndarray, np.ndarray]:
-    """Per image of (B, H, W): the rows and columns that hold head (above 5 % of its maximum) as
-    (first, last + 1, count) arrays ``rows`` and ``cols`` of shape (B, 3)."""
-    head = images > 0.05 * images.amax(dim=(1, 2), keepdim=True)
-
-    def span(any_along: torch.Tensor) -> np.ndarray:
-        n = any_along.shape[1]
-        count = any_along.sum(dim=1)
-        first = any_along.to(torch.uint8).argmax(dim=1)
-        last = n - any_along.flip(1).to(torch.uint8).argmax(dim=1)
-        return torch.stack([first, last, count], dim=1).cpu().numpy()
-
-    return span(head.any(dim=2)), span(head.any(dim=1))
 
 
 class SampleFactory:
@@ -290,6 +276,7 @@ class SampleFactory:
         native, matrix_draw = rng.random(2)
         margins = cfg.min_margin + rng.random((n, 2)) * (cfg.max_margin - cfg.min_margin)
         stretch = rng.uniform(0.5, 1.5, size=(n, 4))
+        in_kspace = rng.random(n) < cfg.p_fourier
         if native < cfg.p_native or (rows[:, 2] < 4).any() or (cols[:, 2] < 4).any():
             return canvas
         boxes = []
@@ -309,7 +296,8 @@ class SampleFactory:
         grow_h = np.where(tall, widths * aspect - heights, 0.0) / 2
         grow_w = np.where(tall, 0.0, heights / aspect - widths) / 2
         boxes = np.round(boxes + np.stack([-grow_h, grow_h, -grow_w, grow_w], axis=1)).astype(int)
-        return torch.stack([resample(crop(canvas[k], boxes[k])[None, None], size)[0, 0] for k in range(n)]).clamp_min(0)
+        return torch.stack([fourier_resample(crop(canvas[k], boxes[k]), size) if in_kspace[k] else
+                            resample(crop(canvas[k], boxes[k])[None, None], size)[0, 0] for k in range(n)]).clamp_min(0)
 
     def _group(self, canvas, rows, cols, sigmas, rng, noise_gen):
         cfg = self.config
@@ -340,7 +328,7 @@ class SampleFactory:
         sigma = torch.as_tensor(sigmas, dtype=clean.dtype, device=self.device)[:, None, None, None]
         sigma = sigma * pair[:, :1].amax(dim=(2, 3), keepdim=True)
         noise = torch.randn(n, 2, 1, h, w, generator=noise_gen, device=self.device) * sigma[:, None]
-        noisy = torch.sqrt((pair + noise[:, 0]) ** 2 + noise[:, 1] ** 2)
+        noisy = rician_magnitude(pair, noise[:, 0], noise[:, 1])
         weight = torch.ones(n, 1, h, w, device=self.device)
         masked = np.isin(kinds, ("zero", "partial"))
         if masked.any():

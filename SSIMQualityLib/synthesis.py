@@ -263,7 +263,17 @@ def add_rician_noise(image: torch.Tensor, sigma: float, seed: int) -> torch.Tens
     g = torch.Generator().manual_seed(int(seed))
     n1 = torch.randn(image.shape[-2:], generator=g) * sigma
     n2 = torch.randn(image.shape[-2:], generator=g) * sigma
-    return torch.sqrt((image + n1) ** 2 + n2 ** 2)
+    return rician_magnitude(image, n1, n2)
+
+
+def rician_magnitude(image: torch.Tensor, real: torch.Tensor, imaginary: torch.Tensor) -> torch.Tensor:
+    """The magnitude a scanner reconstructs from ``image`` (real, non-negative) plus complex Gaussian noise with
+    parts ``real`` and ``imaginary`` (broadcast against it): the one Rician noise formula of both training paths.
+
+    >>> float(rician_magnitude(torch.tensor(3.0), torch.tensor(0.0), torch.tensor(4.0)))
+    5.0
+    """
+    return torch.sqrt((image + real) ** 2 + imaginary ** 2)
 
 
 def nyquist_ghost(image: torch.Tensor, phase, pe_axis: int = 0) -> torch.Tensor:

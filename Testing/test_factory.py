@@ -7,8 +7,8 @@ from skimage.metrics import structural_similarity
 
 from SSIMQualityLib.contrast import Gamma, Identity, Logarithmic, Sigmoid, apply_contrast_batch
 from SSIMQualityLib.data import MotionSliceDataset
-from SSIMQualityLib.factory import SampleFactory, head_boxes, head_mask_batch
-from SSIMQualityLib.slices import fit_to_size, normalize
+from SSIMQualityLib.factory import SampleFactory, head_mask_batch
+from SSIMQualityLib.slices import fit_to_size, head_boxes, normalize
 from SSIMQualityLib.synthesis import (RandomSynthesis, load_tissue_volume, nyquist_ghost, scanner_blur, synthesize,
                                       synthesize_batch)
 
@@ -99,6 +99,30 @@ def test_the_scanners_blur_hits_both_images_on_both_paths():
     sharp_clean = sharp.pairs(range(4))[0]
     softer = [edges(normalize(a)) < edges(normalize(b)) for a, b in zip(clean, sharp_clean) if a.shape == b.shape]
     assert softer and all(softer)
+
+
+def test_half_the_acquired_matrices_are_sampled_in_kspace_on_both_paths():
+    """Recipe 11: with p_fourier = 1 the drawn matrices ring (overshoot above the canvas's own maximum, which
+    image-space averaging never exceeds); with 0, none does; the default is a half."""
+    from SSIMQualityLib.data import SampleConfig
+
+    assert SampleConfig().p_fourier == 0.5
+    slab = fit_to_size(torch.as_tensor(load_tissue_volume()[0, :, :, 90].astype(np.float32)))
+
+    def overshoots(p):
+        cfg = SampleConfig(p_native=0.0, p_fourier=p)
+        ds, rng = MotionSliceDataset(4, seed=2, config=cfg), np.random.default_rng(1)
+        ref = [bool(ds.acquire(slab, rng).max() > slab.max() * 1.001) for _ in range(24)]
+        factory = SampleFactory(seed=2, config=cfg, group_size=8)
+        factory._load()
+        canvas = slab.expand(8, -1, -1).clone()
+        rows, cols = head_boxes(canvas)
+        ours = [bool(a.max() > slab.max() * 1.001) for _ in range(3)
+                for a in factory._acquire(canvas, rows, cols, np.random.default_rng(_))]
+        return np.mean(ref), np.mean(ours)
+
+    assert overshoots(0.0) == (0.0, 0.0)
+    assert min(overshoots(1.0)) > 0.75  # (a matrix finer than the canvas's crop rings little: zero filling)
 
 
 def test_head_mask_fills_holes_and_agrees_with_scipy_on_head_slices(tissue_slices):

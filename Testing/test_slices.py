@@ -1,10 +1,12 @@
+import math
+
 import numpy as np
 import pytest
 import torch
 
 from SSIMQualityLib.slices import (INPUT_SIZE, SliceSampler, acquisition_axis, candidate_axes, fit_to_size,
                                    foreground_fraction, slicing_axis,
-                                   normalize, prepare_input)
+                                   normalize, prepare_input, resample)
 
 
 def _head(shape):
@@ -106,3 +108,31 @@ def test_near_empty_slices_are_not_foreground_even_with_negative_outliers():
     vol[0, 0, 0] = -20.0  # a negative outlier (resampled data)
     assert foreground_fraction(vol[4]) > 0.05, "the slice's own range is fooled"
     assert foreground_slices(vol).tolist() == [True, True, True, True, False, False]
+
+
+def test_fourier_resample_is_the_centred_kspace_crop_or_zero_fill():
+    """Recipe 11's acquisition in k-space: equal to cropping (or zero-padding) the centred FFT, odd and even
+    sizes, both ways; a smooth image keeps its values, a sharp edge rings."""
+    from SSIMQualityLib.slices import fourier_resample
+
+    x = torch.rand(2, 32, 40, dtype=torch.float64).float()
+
+    def by_fft(img, oh, ow):
+        h, w = img.shape[-2:]
+        spec = torch.fft.fftshift(torch.fft.fft2(img.double()), dim=(-2, -1))
+        out = torch.zeros(*img.shape[:-2], oh, ow, dtype=torch.complex128)
+        mh, mw = min(h, oh), min(w, ow)
+        out[..., oh // 2 - mh // 2:oh // 2 - mh // 2 + mh, ow // 2 - mw // 2:ow // 2 - mw // 2 + mw] = \
+            spec[..., h // 2 - mh // 2:h // 2 - mh // 2 + mh, w // 2 - mw // 2:w // 2 - mw // 2 + mw]
+        return (torch.fft.ifft2(torch.fft.ifftshift(out, dim=(-2, -1))) * (oh * ow) / (h * w)).abs().float()
+
+    for size in [(16, 20), (17, 21), (48, 60), (33, 40), (32, 40)]:
+        assert torch.allclose(fourier_resample(x, size), by_fft(x, *size), atol=2e-6)
+    yy, xx = torch.meshgrid(torch.linspace(0, 1, 64), torch.linspace(0, 1, 64), indexing="ij")
+    smooth = 1 + 0.5 * torch.cos(2 * math.pi * yy) * torch.cos(2 * math.pi * xx)
+    assert torch.allclose(fourier_resample(smooth, (32, 32)), smooth[::2, ::2], atol=0.03)
+    step = torch.zeros(64, 64)
+    step[:, 20:44] = 1.0
+    rung = fourier_resample(step, (64, 40))
+    assert rung.max() > 1.05 and rung[:, :5].min() > 0.01  # overshoot and ripple; area averaging has neither
+    assert resample(step[None, None], (64, 40)).max() <= 1.0 + 1e-6
