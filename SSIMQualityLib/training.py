@@ -331,6 +331,13 @@ def train(cfg: TrainConfig, resume: bool = True, log: Callable[[str], None] = pr
             log(f"time limit reached at step {step}; resume with the same command")
             break
     bar.close()
+    if cfg.stream:
+        # Stop the sample processes here, not at interpreter exit, where a worker still prefetching is killed
+        # and the loader's signal handler prints a worker-killed traceback after a run that went well.
+        shutdown = getattr(batches, "_shutdown_workers", None)
+        if shutdown is not None:
+            shutdown()
+        del batches
     final = out / "model.pt"
     if w.main:
         save_checkpoint(final, net, {"meta": json.dumps({"steps": step, "train_config": asdict(cfg),
