@@ -110,11 +110,15 @@ def test_near_empty_slices_are_not_foreground_even_with_negative_outliers():
     assert foreground_slices(vol).tolist() == [True, True, True, True, False, False]
 
 
-def test_fourier_resample_is_the_centred_kspace_crop_or_zero_fill():
+@pytest.mark.parametrize("by_matrix", [False, True])
+def test_fourier_resample_is_the_centred_kspace_crop_or_zero_fill(by_matrix, monkeypatch):
     """Recipe 11's acquisition in k-space: equal to cropping (or zero-padding) the centred FFT, odd and even
     sizes, both ways; a smooth image keeps its values, a sharp edge rings."""
+    from SSIMQualityLib import dft
     from SSIMQualityLib.slices import fourier_resample
 
+    if by_matrix:  # the GPU's path (matrix products), run on the CPU
+        monkeypatch.setattr(dft, "MATMUL_DEVICES", {"cpu", "cuda"})
     x = torch.rand(2, 32, 40, dtype=torch.float64).float()
 
     def by_fft(img, oh, ow):
