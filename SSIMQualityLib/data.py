@@ -291,7 +291,7 @@ class MotionSliceDataset(Dataset):
             # how the head moves (its phase-encoding axis is its own, as the draws must not depend on the motion's).
             ghost = (float(rng.uniform(*self.config.nyquist_phase)), int(rng.integers(2))) \
                 if rng.random() < self.config.p_nyquist else None
-            psf = self.config.draw_psf(rng, 1)
+            (psf_rows,), (psf_cols,) = self.config.draw_psf(rng, 1)
             if rng.random() < self.config.p_clean:
                 t = _NO_MOTION.sample(tuple(acquired.shape), rng)
             else:
@@ -305,8 +305,8 @@ class MotionSliceDataset(Dataset):
                 if ghost is not None:  # a scanner's own ghost, the same operator in both acquisitions
                     pair = nyquist_ghost(torch.stack([acquired, moved]), ghost[0], pe_axis=ghost[1])
                     acquired, moved = pair[0], pair[1]
-                if psf[0][0] > 0:  # the scanner's blur, after the ghost (both are the scanner's), on both alike
-                    acquired, moved = scanner_blur(torch.stack([acquired, moved]), psf[0][0], psf[1][0]).unbind(0)
+                if psf_rows > 0:  # the scanner's blur, after the ghost (both are the scanner's), on both alike
+                    acquired, moved = scanner_blur(torch.stack([acquired, moved]), psf_rows, psf_cols).unbind(0)
             kind = self.background(rng)
             if sigma > 0:
                 acquired, moved = self.add_noise(acquired, moved, sigma, noise_seed, kind, rng)

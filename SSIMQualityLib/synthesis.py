@@ -357,11 +357,11 @@ def _blur_batch(img: torch.Tensor, sigmas: np.ndarray, sigmas_cols: Optional[np.
     of that radius gives each kernel the same neighbours as its own radius would)."""
     sig_r = np.asarray(sigmas, dtype=float)
     sig_c = sig_r if sigmas_cols is None else np.asarray(sigmas_cols, dtype=float)
-    radius = np.ceil(3 * np.maximum(np.concatenate([sig_r, sig_c]), 1e-6))
-    if not (np.concatenate([sig_r, sig_c]) > 0.05).any():
+    both = np.concatenate([sig_r, sig_c])
+    if not (both > 0.05).any():
         return img
     b, h, w = img.shape
-    r = int(max(1, radius.max()))
+    r = int(max(1, np.ceil(3 * both.max())))
     t = img[None]
     t = F.conv2d(F.pad(t, (r, r, 0, 0), mode="reflect"), _kernels(sig_c, r, img).view(b, 1, 1, -1), groups=b)
     t = F.conv2d(F.pad(t, (0, 0, r, r), mode="reflect"), _kernels(sig_r, r, img).view(b, 1, -1, 1), groups=b)
@@ -387,7 +387,7 @@ def scanner_blur(images: torch.Tensor, sigma_rows, sigma_cols) -> torch.Tensor:
     """
     lead = images.shape[:-2]
     flat = images.reshape(-1, *images.shape[-2:])
-    per = int(np.prod(lead[1:])) if len(lead) > 1 else 1
+    per = int(np.prod(lead[1:]))  # images per index of the first axis (1 for (B, H, W) or (H, W))
     rows = np.broadcast_to(np.asarray(sigma_rows, dtype=float), lead[:1] if lead else (1,))
     cols = np.broadcast_to(np.asarray(sigma_cols, dtype=float), lead[:1] if lead else (1,))
     out = _blur_batch(flat, np.repeat(rows, per), np.repeat(cols, per))

@@ -92,7 +92,7 @@ def main(argv=None) -> int:
     if args.input_size < 256:  # a smaller network is faster, the factory not: no more than double, and no more
         # than the sample processes deliver
         rate *= min(2.0, (256 / args.input_size) ** 2)
-        made = bench.get(f"factory_samples_per_s_{args.device.split(':')[0]}_{args.workers}proc")
+        made = bench.get(f"factory_samples_per_s_{tag}_{args.workers}proc")
         if made and args.workers:
             rate = min(rate, float(made))
     # Spawning the sample makers, the validation set and validations take time from the steps: 0.8 of the rate.
