@@ -15,7 +15,7 @@ import numpy as np
 import torch
 
 from .motion import RandomKSpaceMotion, RandomMotion, RandomTorchioMotion, apply_motion_batch
-from .slices import normalize
+from .slices import magnitude, normalize
 from .ssim import ssim
 from .vocabulary import CORRUPTION_METHODS
 
@@ -90,7 +90,7 @@ def corrupt_volume(volume: np.ndarray, axis: int, method: str = "kspace",
     if volume.ndim != 3:
         raise ValueError(f"expected a 3-D volume, got shape {volume.shape}")
     corruptor = make_corruptor(method, severity)
-    moved = np.moveaxis(volume, axis, 0)
+    moved = magnitude(np.moveaxis(volume, axis, 0))  # the motion models return magnitudes: compare like with like
     n = moved.shape[0]
     streams = [np.random.default_rng(s) for s in np.random.SeedSequence(seed).spawn(n)]
     out = np.empty(moved.shape, dtype=np.float32)

@@ -29,7 +29,7 @@ a two-sample KS test, ``Testing/test_factory.py`` and the README):
   of 256):
   motion, noise and label run at the acquired matrix, and a batched FFT needs
   one shape.  Each group draws "keep the 256² canvas" (25 %) or a matrix whose
-  longest side is log-uniform in 64 – 384, with the aspect of its first
+  longest side is log-uniform in 40 – 384, with the aspect of its first
   sample's field of view; the other samples' fields of view are widened on
   their short side to that aspect.  Each sample's matrix is still drawn from
   the same distribution as in the reference.
@@ -283,7 +283,9 @@ class SampleFactory:
         for k in range(n):
             r0, r1, c0, c1 = rows[k, 0], rows[k, 1], cols[k, 0], cols[k, 1]
             mr, mc = (r1 - r0) * margins[k, 0], (c1 - c0) * margins[k, 1]
-            boxes.append([r0 - mr * stretch[k, 0], r1 + mr * stretch[k, 1], c0 - mc * stretch[k, 2], c1 + mc * stretch[k, 3]])
+            lr, lc = -cfg.max_cut * (r1 - r0), -cfg.max_cut * (c1 - c0)  # as the reference: never an empty view
+            boxes.append([r0 - max(lr, mr * stretch[k, 0]), r1 + max(lr, mr * stretch[k, 1]),
+                          c0 - max(lc, mc * stretch[k, 2]), c1 + max(lc, mc * stretch[k, 3])])
         boxes = np.asarray(boxes)
         heights, widths = boxes[:, 1] - boxes[:, 0], boxes[:, 3] - boxes[:, 2]
         lo, hi = np.log(cfg.matrix[0]), np.log(cfg.matrix[1])

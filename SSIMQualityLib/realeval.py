@@ -163,7 +163,7 @@ def evaluate_real(model, paths: Sequence[Union[str, Path]], *, seed: int = 20240
     from .motion import apply_motion_batch
     from .noise import move_anatomy_batch, split_noise
     from .scoring import predict_slices
-    from .slices import acquisition_axis
+    from .slices import acquisition_axis, magnitude
     from .volumes import list_volume_paths
 
     out = Path(out_dir)
@@ -186,7 +186,8 @@ def evaluate_real(model, paths: Sequence[Union[str, Path]], *, seed: int = 20240
     samples: List[RealSample] = []
     volumes_meta, examples = [], []
     for vi, (f, vol, frame, axis, fg) in enumerate(vols):
-        moved_axis = np.moveaxis(vol.array, axis, 0)
+        # Magnitudes, as the motion models return (``slices.magnitude``): the truth compares like with like.
+        moved_axis = magnitude(np.moveaxis(vol.array, axis, 0))
         batch: Dict[str, list] = {d: [] for d in DEFINITIONS}
         keys: list = []
         example = fg[len(fg) // 2] if fg else None

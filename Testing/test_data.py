@@ -119,7 +119,8 @@ def test_noise_stops_at_a_field_of_view_around_the_head():
 
 def test_zero_background_keeps_air_black_and_ghosts_lift_it():
     """Masked / suppressed scans: the clean slice's air is exactly zero; the motion's ghosts lift it."""
-    cfg = SampleConfig(p_clean=0.0, severity=(0.8, 0.8), p_kspace=1.0, backgrounds={"zero": 1.0})
+    # Fields of view that keep air around the head (margins >= 0): a view cut into the head has no air to keep.
+    cfg = SampleConfig(p_clean=0.0, severity=(0.8, 0.8), p_kspace=1.0, backgrounds={"zero": 1.0}, min_margin=0.0)
     clean, corrupted, y = MotionSliceDataset(8, seed=11, config=cfg).pairs(list(range(8)))
     black, lifted = 0, 0
     for c, m in zip(clean, corrupted):

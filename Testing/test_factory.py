@@ -6,7 +6,7 @@ import torch
 from skimage.metrics import structural_similarity
 
 from SSIMQualityLib.contrast import Gamma, Identity, Logarithmic, Sigmoid, apply_contrast_batch
-from SSIMQualityLib.data import MotionSliceDataset
+from SSIMQualityLib.data import MotionSliceDataset, SampleConfig
 from SSIMQualityLib.factory import SampleFactory, head_mask_batch
 from SSIMQualityLib.slices import fit_to_size, head_boxes, normalize
 from SSIMQualityLib.synthesis import (RandomSynthesis, load_tissue_volume, nyquist_ghost, scanner_blur, synthesize,
@@ -175,7 +175,9 @@ def test_groups_share_a_matrix_drawn_like_the_reference(factory):
             assert g.clean.shape == g.corrupted.shape
             sizes.append(max(g.clean.shape[-2:]))
     sizes = np.array(sizes)
-    assert sizes.min() >= 64 - 1 and sizes.max() <= 384 + 1
+    lo, hi = SampleConfig().matrix
+    assert sizes.min() >= lo - 1 and sizes.max() <= hi + 1
+    assert (sizes < 64).any()  # recipe 12: matrices below 64 (cropped research volumes) occur
     assert 1 < len(np.unique(sizes))  # groups differ (native 256² or a drawn matrix)
 
 
@@ -242,4 +244,35 @@ def test_fields_of_view_may_cut_into_the_head_on_both_paths():
     never = shares(SampleConfig(p_native=0.0, p_nyquist=0.0, min_margin=0.0))
     for path, a, b in zip(("factory", "reference"), now, never):
         assert a - b > 0.15, (path, a, b)
-    assert now[1] < 0.65  # the reference's axial slice: about 44 % cut (either axis), not all
+    assert now[1] < 0.8  # the reference's axial slice: about 60 % cut (either axis), not all
+
+
+def test_the_deepest_cut_keeps_part_of_the_head_on_both_paths(monkeypatch):
+    """Margins of -0.35 times a stretch of up to 1.5 would cut more than the whole head; ``max_cut`` bounds each
+    side, so the tightest view still holds 1 - 2 x 0.4 = 20 % of the head's extent (never an empty crop)."""
+    import SSIMQualityLib.data as data_module
+    import SSIMQualityLib.factory as factory_module
+    from SSIMQualityLib.slices import crop
+
+    config = SampleConfig(p_native=0.0, p_nyquist=0.0, min_margin=-0.9, max_margin=-0.9)
+    slab = fit_to_size(torch.as_tensor(load_tissue_volume()[0, :, :, 90].astype(np.float32)))
+    rows, cols = head_boxes(slab[None])
+    head = (int(rows[0, 1] - rows[0, 0]), int(cols[0, 1] - cols[0, 0]))
+    views = []
+
+    def crop_and_record(image, box):
+        out = crop(image, box)
+        views.append(tuple(out.shape))
+        return out
+
+    monkeypatch.setattr(data_module, "crop", crop_and_record)
+    ds, rng = MotionSliceDataset(10, seed=5, config=config), np.random.default_rng(0)
+    for _ in range(8):
+        assert _head_cut(ds.acquire(slab, rng))
+    assert views and all(abs(v[0] - 0.2 * head[0]) <= 2 and abs(v[1] - 0.2 * head[1]) <= 2 for v in views), views
+    monkeypatch.setattr(factory_module, "crop", crop_and_record)
+    views.clear()
+    for g in SampleFactory(seed=5, config=config, group_size=4).groups(0, 8):
+        assert g.clean.numel() > 0 and bool(torch.isfinite(g.labels).all())
+    # Each sample's own head cut to 20 % on both axes, then widened on its short side to the group's aspect.
+    assert len(views) == 8 and min(min(v) for v in views) >= 4, views
