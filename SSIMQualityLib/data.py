@@ -63,9 +63,7 @@ _NO_MOTION = RandomKSpaceMotion(severity=0.0)
 #:     scans have), the other half by image-space averaging as before.
 #: 12: tighter and smaller acquisitions: margins from -0.35 of the head's size (views well inside the head),
 #:     matrices from 40 (a cropped 41 x 25 research volume was below every matrix in training).
-#: 13: the scanner's blur shapes the acquisition noise too (``synthesis.shaped_noise``: correlated between
-#:     neighbouring pixels, at the level drawn), not only the anatomy.
-DATA_VERSION = 13
+DATA_VERSION = 12
 
 #: Background kinds of a real scan, and their shares in training (DESIGN §1).
 BACKGROUNDS = {"noisy": 0.3, "box": 0.15, "zero": 0.35, "partial": 0.2}
@@ -320,8 +318,7 @@ class MotionSliceDataset(Dataset):
                     acquired, moved = scanner_blur(torch.stack([acquired, moved]), psf_rows, psf_cols).unbind(0)
             kind = self.background(rng)
             if sigma > 0:
-                acquired, moved = self.add_noise(acquired, moved, sigma, noise_seed, kind, rng,
-                                                 psf=(psf_rows, psf_cols))
+                acquired, moved = self.add_noise(acquired, moved, sigma, noise_seed, kind, rng)
             clean.append(acquired)
             corrupted.append(moved)
             labels.append(float(slice_labels(acquired[None], moved[None])[0]))
@@ -365,18 +362,16 @@ class MotionSliceDataset(Dataset):
         return names[int(rng.choice(len(names), p=weights))]
 
     def add_noise(self, clean: torch.Tensor, corrupted: torch.Tensor, sigma: float, seed: int, kind: str,
-                  rng: np.random.Generator, *, psf: Tuple[float, float] = (0.0, 0.0)
-                  ) -> Tuple[torch.Tensor, torch.Tensor]:
+                  rng: np.random.Generator) -> Tuple[torch.Tensor, torch.Tensor]:
         """Rician noise after the motion, one draw for both images, with the background of ``kind``.
 
         ``noisy``: everywhere.  ``box``: inside a field-of-view box (padded
         real slices).  ``zero``: inside the head only, so the air is black
         and the motion's ghosts lift it (masked, thresholded or suppressed
-        scans).  ``partial``: the air keeps 5 – 50 % of the noise.  ``psf``: the scanner's blur, which shapes
-        the noise as it shaped both images.
+        scans).  ``partial``: the air keeps 5 – 50 % of the noise.
         """
         both = torch.stack([clean, corrupted])
-        noisy = add_rician_noise(both, sigma * float(clean.max()), seed, psf=psf)
+        noisy = add_rician_noise(both, sigma * float(clean.max()), seed)
         if kind == "noisy":
             return noisy[0], noisy[1]
         if kind == "box":  # a padded slice: nothing at all outside its field of view

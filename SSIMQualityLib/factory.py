@@ -55,7 +55,7 @@ from .slices import (INPUT_SIZE, SliceSampler, crop, fit_to_size, fourier_resamp
                      resample)
 from .ssim import ssim
 from .synthesis import (RandomSynthesis, load_tissue_volume, mix_weights, nyquist_ghost, rician_magnitude,
-                        scanner_blur, shaped_noise, synthesize_mixed)
+                        scanner_blur, synthesize_mixed)
 
 #: Changes whenever the same (seed, batch) would give a different sample (with ``data.DATA_VERSION``, which
 #: names the recipe both paths follow).
@@ -329,10 +329,7 @@ class SampleFactory:
         partial = rng.uniform(0.05, 0.5, size=n)
         sigma = torch.as_tensor(sigmas, dtype=clean.dtype, device=self.device)[:, None, None, None]
         sigma = sigma * pair[:, :1].amax(dim=(2, 3), keepdim=True)
-        noise = torch.randn(n, 2, 1, h, w, generator=noise_gen, device=self.device)
-        if soft.size:  # the scanner's filter shapes its noise as it shapes the image
-            noise[soft] = shaped_noise(noise[soft, :, 0], psf_rows[soft], psf_cols[soft])[:, :, None]
-        noise = noise * sigma[:, None]
+        noise = torch.randn(n, 2, 1, h, w, generator=noise_gen, device=self.device) * sigma[:, None]
         noisy = rician_magnitude(pair, noise[:, 0], noise[:, 1])
         weight = torch.ones(n, 1, h, w, device=self.device)
         masked = np.isin(kinds, ("zero", "partial"))

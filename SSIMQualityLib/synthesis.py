@@ -230,8 +230,7 @@ def synthesize(stack: torch.Tensor, p: SynthesisParams, noise: bool = True) -> t
     return img
 
 
-def add_rician_noise(image: torch.Tensor, sigma: float, seed: int, *, psf: Tuple[float, float] = (0.0, 0.0)
-                     ) -> torch.Tensor:
+def add_rician_noise(image: torch.Tensor, sigma: float, seed: int) -> torch.Tensor:
     """Magnitude of ``image`` plus complex Gaussian noise of standard deviation ``sigma``.
 
     Parameters
@@ -244,9 +243,6 @@ def add_rician_noise(image: torch.Tensor, sigma: float, seed: int, *, psf: Tuple
         Noise standard deviation in the image's units (0: returned unchanged).
     seed : int
         Seed of the draw.
-    psf : (float, float)
-        The scanner's point-spread function (sigmas down the rows and along them, pixels) that shapes the
-        noise as it shapes the image (:func:`shaped_noise`); (0, 0): white noise.
 
     Notes
     -----
@@ -265,35 +261,9 @@ def add_rician_noise(image: torch.Tensor, sigma: float, seed: int, *, psf: Tuple
     if sigma <= 0:
         return image
     g = torch.Generator().manual_seed(int(seed))
-    n1 = torch.randn(image.shape[-2:], generator=g)
-    n2 = torch.randn(image.shape[-2:], generator=g)
-    if max(psf) > 0:
-        n1, n2 = shaped_noise(torch.stack([n1, n2])[None], psf[0], psf[1])[0]
-    return rician_magnitude(image, n1 * sigma, n2 * sigma)
-
-
-def shaped_noise(noise: torch.Tensor, sigma_rows, sigma_cols) -> torch.Tensor:
-    """Noise fields (B, C, H, W) through the scanner's filter: blurred by :func:`scanner_blur` (one pair of sigmas
-    per index of the first axis), then scaled back to each field's own standard deviation.
-
-    The scanner's k-space filter and the PSF of its matrix act on everything it acquires, thermal noise
-    included: a real soft scan's noise is as soft as its anatomy (correlated between neighbouring pixels), and
-    white noise on a blurred image is a texture no scanner makes.  The noise level stays the one drawn.
-
-    Examples
-    --------
-    >>> n = torch.randn(1, 2, 64, 64, generator=torch.Generator().manual_seed(0))
-    >>> out = shaped_noise(n, np.array([1.0]), np.array([0.0]))
-    >>> bool(torch.allclose(out.std(dim=(-2, -1)), n.std(dim=(-2, -1)), rtol=1e-4))
-    True
-    >>> def down_rows(t):  # correlation of neighbours down the rows
-    ...     return float(torch.corrcoef(torch.stack([t[..., 1:, :].flatten(), t[..., :-1, :].flatten()]))[0, 1])
-    >>> round(down_rows(n), 1), down_rows(out) > 0.5
-    (0.0, True)
-    """
-    blurred = scanner_blur(noise, sigma_rows, sigma_cols)
-    spread = blurred.std(dim=(-2, -1), keepdim=True)
-    return blurred * (noise.std(dim=(-2, -1), keepdim=True) / spread.clamp_min(1e-12))
+    n1 = torch.randn(image.shape[-2:], generator=g) * sigma
+    n2 = torch.randn(image.shape[-2:], generator=g) * sigma
+    return rician_magnitude(image, n1, n2)
 
 
 def rician_magnitude(image: torch.Tensor, real: torch.Tensor, imaginary: torch.Tensor) -> torch.Tensor:
