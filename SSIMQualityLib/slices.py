@@ -250,6 +250,19 @@ def magnitude(image: ArrayOrTensor) -> ArrayOrTensor:
     return np.maximum(x, 0).astype(x.dtype, copy=False) if (x < 0).any() else x
 
 
+def signed_share(volume: np.ndarray, *, depth: float = 0.05) -> float:
+    """Share of the voxels more than ``depth`` of the volume's p99.5 below zero: about 0 for a magnitude image,
+    even one with interpolation overshoot; a large share for signed intensities (z-scored, phase), which
+    :func:`magnitude` would damage and the motion models cannot move meaningfully.
+
+    >>> signed_share(np.array([0.0, 1.0, 2.0, -0.01])), signed_share(np.array([-1.0, -0.8, 0.5, 2.0]))
+    (0.0, 0.5)
+    """
+    v = np.asarray(volume, dtype=np.float32)
+    top = float(np.percentile(v, UPPER_PERCENTILE)) if v.size else 0.0
+    return float(np.mean(v < -depth * max(top, 0.0))) if v.size and top > 0 else 0.0
+
+
 def normalize(image: ArrayOrTensor, percentile: float = UPPER_PERCENTILE) -> ArrayOrTensor:
     """The project's slice normalisation: clip((x − min) / (p99.5 − min), 0, 1).
 

@@ -128,3 +128,18 @@ def test_console_script_no_traceback_in_a_real_process(tmp_path):
     assert "Traceback" not in r.stderr and "does not exist" in r.stderr
     r = subprocess.run(cmd + ["corrupt", "x", "y", "--severity", "2"], capture_output=True, text=True, cwd=ROOT)
     assert r.returncode == 2 and "severity must lie in [0, 1]" in r.stderr
+
+
+def test_signed_intensities_get_one_warning_line_magnitudes_none(sample, sample_path, tmp_path, capsys):
+    """A z-scored volume is not a magnitude image: corrupt still runs, and says so in one line."""
+    import nibabel as nib
+
+    arr = read_volume(sample_path).array.astype(np.float32)
+    zscored = tmp_path / "z.nii.gz"
+    nib.save(nib.Nifti1Image((arr - arr.mean()) / arr.std(), np.eye(4)), str(zscored))
+    code, _, err = _run(["corrupt", zscored, tmp_path / "out.nii.gz", "--quiet"], capsys)
+    warnings = [line for line in err.splitlines() if line.startswith("warning:")]
+    assert code == 0 and len(warnings) == 1 and "z.nii.gz" in warnings[0] and "magnitude" in warnings[0]
+    assert (tmp_path / "out.nii.gz").is_file()
+    code, _, err = _run(["corrupt", sample_path, tmp_path / "plain.nii.gz", "--quiet"], capsys)
+    assert code == 0 and "warning:" not in err
