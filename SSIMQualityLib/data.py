@@ -215,6 +215,16 @@ class SampleConfig:
         along_rows = draws[:, 3] < 0.5
         return np.where(along_rows, major, minor), np.where(along_rows, minor, major)
 
+    def side_shift(self, extent: float, margin: float, stretch: float) -> float:
+        """How far one side of the acquired field of view lies outside the head's box of ``extent`` pixels
+        (negative: inside it): ``margin`` of the extent times the side's ``stretch``, but never more than
+        ``max_cut`` of it into the head.  One rule for both paths.
+
+        >>> SampleConfig().side_shift(100, 0.2, 1.5), SampleConfig().side_shift(100, -0.35, 1.5)
+        (30.0, -40.0)
+        """
+        return max(-self.max_cut * extent, extent * margin * stretch)
+
     def background_table(self) -> Tuple[list, np.ndarray]:
         table = self.backgrounds or BACKGROUNDS
         w = np.array([float(table[k]) for k in table])
@@ -340,13 +350,12 @@ class MotionSliceDataset(Dataset):
         if nr < 4 or nc < 4:
             return canvas
         span = cfg.max_margin - cfg.min_margin
-        mr = (r1 - r0) * (cfg.min_margin + span * draws[1])
-        mc = (c1 - c0) * (cfg.min_margin + span * draws[2])
-        lr, lc = -cfg.max_cut * (r1 - r0), -cfg.max_cut * (c1 - c0)
-        r0, r1 = (int(round(r0 - max(lr, mr * rng.uniform(0.5, 1.5)))),
-                  int(round(r1 + max(lr, mr * rng.uniform(0.5, 1.5)))))
-        c0, c1 = (int(round(c0 - max(lc, mc * rng.uniform(0.5, 1.5)))),
-                  int(round(c1 + max(lc, mc * rng.uniform(0.5, 1.5)))))
+        mr, mc = cfg.min_margin + span * draws[1], cfg.min_margin + span * draws[2]
+        h, w = r1 - r0, c1 - c0
+        r0, r1 = (int(round(r0 - cfg.side_shift(h, mr, rng.uniform(0.5, 1.5)))),
+                  int(round(r1 + cfg.side_shift(h, mr, rng.uniform(0.5, 1.5)))))
+        c0, c1 = (int(round(c0 - cfg.side_shift(w, mc, rng.uniform(0.5, 1.5)))),
+                  int(round(c1 + cfg.side_shift(w, mc, rng.uniform(0.5, 1.5)))))
         view = crop(canvas, (r0, r1, c0, c1))
         lo, hi = np.log(cfg.matrix[0]), np.log(cfg.matrix[1])
         longest = int(round(np.exp(lo + (hi - lo) * draws[3])))

@@ -282,10 +282,9 @@ class SampleFactory:
         boxes = []
         for k in range(n):
             r0, r1, c0, c1 = rows[k, 0], rows[k, 1], cols[k, 0], cols[k, 1]
-            mr, mc = (r1 - r0) * margins[k, 0], (c1 - c0) * margins[k, 1]
-            lr, lc = -cfg.max_cut * (r1 - r0), -cfg.max_cut * (c1 - c0)  # as the reference: never an empty view
-            boxes.append([r0 - max(lr, mr * stretch[k, 0]), r1 + max(lr, mr * stretch[k, 1]),
-                          c0 - max(lc, mc * stretch[k, 2]), c1 + max(lc, mc * stretch[k, 3])])
+            (mr, mc), (s0, s1, s2, s3) = margins[k], stretch[k]
+            boxes.append([r0 - cfg.side_shift(r1 - r0, mr, s0), r1 + cfg.side_shift(r1 - r0, mr, s1),
+                          c0 - cfg.side_shift(c1 - c0, mc, s2), c1 + cfg.side_shift(c1 - c0, mc, s3)])
         boxes = np.asarray(boxes)
         heights, widths = boxes[:, 1] - boxes[:, 0], boxes[:, 3] - boxes[:, 2]
         lo, hi = np.log(cfg.matrix[0]), np.log(cfg.matrix[1])

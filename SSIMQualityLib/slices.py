@@ -228,9 +228,9 @@ def upper_quantile(flat: torch.Tensor, q: float) -> torch.Tensor:
     return a + (b - a) * (pos - below)
 
 
-def magnitude(image: ArrayOrTensor) -> ArrayOrTensor:
-    """The slice as a magnitude image: values below zero set to zero (the same type back; a copy only where
-    something changes).
+def magnitude(image: np.ndarray) -> np.ndarray:
+    """The slice (or volume) as a magnitude image: values below zero set to zero (the same dtype back; a copy
+    only where something changes).
 
     A scanner stores magnitudes, and both motion models return one; negative voxels come from later
     processing (interpolation overshoot of resampled volumes, e.g. MNI-space templates).  Before a real slice
@@ -244,8 +244,6 @@ def magnitude(image: ArrayOrTensor) -> ArrayOrTensor:
     >>> magnitude(np.array([[-2.0, 0.5], [3.0, -0.1]])).tolist()
     [[0.0, 0.5], [3.0, 0.0]]
     """
-    if isinstance(image, torch.Tensor):
-        return image.clamp_min(0) if bool((image < 0).any()) else image
     x = np.asarray(image)
     return np.maximum(x, 0).astype(x.dtype, copy=False) if (x < 0).any() else x
 
@@ -258,9 +256,11 @@ def signed_share(volume: np.ndarray, *, depth: float = 0.05) -> float:
     >>> signed_share(np.array([0.0, 1.0, 2.0, -0.01])), signed_share(np.array([-1.0, -0.8, 0.5, 2.0]))
     (0.0, 0.5)
     """
-    v = np.asarray(volume, dtype=np.float32)
-    top = float(np.percentile(v, UPPER_PERCENTILE)) if v.size else 0.0
-    return float(np.mean(v < -depth * max(top, 0.0))) if v.size and top > 0 else 0.0
+    v = np.asarray(volume)
+    if not (v < 0).any():  # most volumes: no percentile over a float copy of the whole volume
+        return 0.0
+    top = float(np.percentile(v, UPPER_PERCENTILE))
+    return float(np.mean(v < -depth * top)) if top > 0 else 0.0
 
 
 def normalize(image: ArrayOrTensor, percentile: float = UPPER_PERCENTILE) -> ArrayOrTensor:
