@@ -6,6 +6,7 @@ and Test (Slicer's self-test), in the layout of Slicer's scripted-module
 template.  Qt is imported only inside the Widget so that the Logic and the
 Test run wherever MRML does.
 """
+import logging
 import os
 import sys
 
@@ -328,7 +329,7 @@ class SSIMQualityWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         out, table = result
         inputNode = self.logic.getParameters(self._parameterNode)["inputVolume"]
         self._showSideBySide(inputNode, out)
-        self.ui.summaryLabel.setText(table.GetAttribute("SSIMQuality.Summary") or "")
+        self.ui.summaryLabel.setText("\n".join([table.GetAttribute("SSIMQuality.Summary") or "", *job.warnings]))
         if self.logic.getParameters(self._parameterNode)["showKspace"]:
             self._showSideBySide(out, self.logic.kspaceVolume(out))
 
@@ -818,7 +819,7 @@ class SSIMQualityLogic(ScriptedLoadableModuleLogic):
     def corruptVolume(self, inputNode, outputNode=None, method="kspace", severity=0.5, seed=None, axis=None):
         """Corrupt every slice along the acquisition axis; returns (output volume, table slice / true ssim)."""
         self._requireLibrary()
-        from SSIMQualityLib.corruption import corrupt_volume, make_corruptor
+        from SSIMQualityLib.corruption import corrupt_volume, make_corruptor, signed_warning
         from SSIMQualityLib.slices import slicing_axis
 
         array, spacing = self.volumeArray(inputNode)
@@ -826,6 +827,9 @@ class SSIMQualityLogic(ScriptedLoadableModuleLogic):
         self._checkOutput(inputNode, outputNode)
         self._parameters(name, make_corruptor, method, severity)
         ax = slicing_axis(spacing, axis, name)
+        warning = signed_warning(array, name)
+        if warning:  # as `ssimquality corrupt` prints it (a job's warnings reach the panel's summary)
+            logging.warning(warning)
         res = corrupt_volume(array, ax, method=method, severity=severity, seed=seed, out_dtype=array.dtype)
         out = self._outputVolume(inputNode, outputNode, res.array, f" {method} {severity:g}")
         table = self._trueSsimTable(out, res.ssim, method, severity)

@@ -99,9 +99,9 @@ def _add_corrupt(sub) -> None:
 
 
 def _run_corrupt(args) -> int:
-    from .corruption import corrupt_volume
+    from .corruption import corrupt_volume, signed_warning
     from .outputs import ensure_writable, write_text
-    from .slices import signed_share, slicing_axis
+    from .slices import slicing_axis
     from .volumes import WRITABLE_SUFFIXES, read_volume, write_volume
 
     # Refuse before any work is done.
@@ -110,11 +110,9 @@ def _run_corrupt(args) -> int:
         ensure_writable(args.report, args.force, (".csv",))
     vol = read_volume(args.input, frame=args.frame, series_uid=args.series)
     axis = slicing_axis(vol.spacing, args.axis)
-    signed = signed_share(vol.array)
-    if signed > 0.01:  # the motion models take magnitudes; negatives are set to zero first (slices.magnitude)
-        print(f"warning: {args.input}: {signed:.0%} of the voxels are well below zero (signed intensities: "
-              "z-scored or phase?); motion is simulated on magnitude images, so they become 0: corrupt the "
-              "magnitude image instead", file=sys.stderr)
+    warning = signed_warning(vol.array, str(args.input))  # the motion models take magnitudes (slices.magnitude)
+    if warning:
+        print(warning, file=sys.stderr)
     bar = progress.bar(vol.shape[axis], desc=f"corrupting {Path(args.input).name}", unit="slice", show=_show(args),
                        leave=False)
     res = corrupt_volume(vol.array, axis, method=args.method, severity=args.severity, seed=args.seed,

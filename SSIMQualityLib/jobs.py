@@ -150,6 +150,11 @@ class Job:
             self.returncode = self._process.returncode if self._process is not None else None
 
     @property
+    def warnings(self) -> List[str]:
+        """The job's warning lines (our commands start them with ``warning:``), for a GUI to show."""
+        return [e for e in self.errors if e.startswith("warning:")]
+
+    @property
     def error_message(self) -> str:
         """The job's own last error line (our commands print one), or a generic line."""
         mine = [e for e in self.errors if "error:" in e]

@@ -249,17 +249,21 @@ def magnitude(image: np.ndarray) -> np.ndarray:
 
 
 def signed_share(volume: np.ndarray, *, depth: float = 0.05) -> float:
-    """Share of the voxels more than ``depth`` of the volume's p99.5 below zero: about 0 for a magnitude image,
-    even one with interpolation overshoot; a large share for signed intensities (z-scored, phase), which
-    :func:`magnitude` would damage and the motion models cannot move meaningfully.
+    """Share of the voxels more than ``depth`` of the volume's p99.5 (of the absolute values) below zero: about
+    0 for a magnitude image, even one with interpolation overshoot; a large share for signed intensities
+    (z-scored, phase, an inverted image), which :func:`magnitude` would damage and the motion models cannot
+    move meaningfully.
 
     >>> signed_share(np.array([0.0, 1.0, 2.0, -0.01])), signed_share(np.array([-1.0, -0.8, 0.5, 2.0]))
     (0.0, 0.5)
+    >>> signed_share(np.array([-3.0, -2.0, -1.0, -0.5]))   # all below zero: all of it
+    1.0
     """
     v = np.asarray(volume)
     if not (v < 0).any():  # most volumes: no percentile over a float copy of the whole volume
         return 0.0
-    top = float(np.percentile(v, UPPER_PERCENTILE))
+    # The scale from the absolute values: an all-negative volume has no positive p99.5 to measure against.
+    top = float(np.percentile(np.abs(v), UPPER_PERCENTILE))
     return float(np.mean(v < -depth * top)) if top > 0 else 0.0
 
 

@@ -54,6 +54,23 @@ def test_scoring_job_fills_the_table_out_of_process(scene, module, sample_path):
     assert slicer.mrmlScene.GetNodeByID(table.GetAttribute("SSIMQuality.ChartNodeID")) is not None
 
 
+def test_job_warnings_reach_the_caller_and_are_not_errors():
+    """What a command prints as ``warning:`` on stderr is the job's ``warnings`` (the panel shows them); the job
+    still succeeds, and its error message is not a warning."""
+    import sys
+
+    from SSIMQualityLib.jobs import Job
+
+    code = ("import sys; print('warning: z.nii: 40% of the voxels are well below zero', file=sys.stderr); "
+            "print('some log line', file=sys.stderr)")
+    job = Job([sys.executable, "-c", code]).start().wait(timeout=60)
+    assert job.state == "done" and job.warnings == ["warning: z.nii: 40% of the voxels are well below zero"]
+    failing = Job([sys.executable, "-c", code + "; print('SSIMQuality: error: broken', file=sys.stderr); "
+                   "sys.exit(1)"]).start().wait(timeout=60)
+    assert failing.state == "failed" and failing.error_message == "SSIMQuality: error: broken"
+    assert len(failing.warnings) == 1
+
+
 def test_corruption_job_and_cancel(scene, module, sample_path):
     from SSIMQualityLib.corruption import corrupt_volume
 

@@ -101,6 +101,26 @@ def test_corrupt_kspace_contrast(scene, module, sample_path):
     np.testing.assert_array_equal(r1, r2)
 
 
+def test_signed_volume_is_corrupted_with_one_warning(scene, module, caplog):
+    """A z-scored volume is not a magnitude image: the Logic corrupts it and logs the CLI's warning line once;
+    a magnitude volume gets none."""
+    logic = module.SSIMQualityLogic()
+    rng = np.random.default_rng(0)
+    head = np.zeros((6, 40, 40), np.float32)
+    head[:, 8:32, 10:30] = 100 + 10 * rng.standard_normal((6, 24, 20))
+    signed = slicer.util.addVolumeFromArray((head - head.mean()) / head.std(), name="zscored")
+    plain = slicer.util.addVolumeFromArray(head, name="plain")
+    with caplog.at_level("WARNING"):
+        out, _ = logic.corruptVolume(signed, severity=0.5, seed=1)
+    lines = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
+    assert len(lines) == 1 and lines[0].startswith("warning: zscored:") and "magnitude" in lines[0]
+    assert slicer.util.arrayFromVolume(out).min() >= 0  # the negatives were zeroed, as the line says
+    caplog.clear()
+    with caplog.at_level("WARNING"):
+        logic.corruptVolume(plain, severity=0.5, seed=1)
+    assert not [r for r in caplog.records if r.levelname == "WARNING"]
+
+
 def test_clear_errors_for_odd_nodes(scene, module, tiny_model):
     from SSIMQualityLib.errors import SSIMQualityError
 
