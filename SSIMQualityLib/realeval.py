@@ -17,6 +17,12 @@ truth from 0.40 to 1.00 (so that the many near-1 slices do not flatter it);
 Spearman's ρ; clinical-class accuracy; the clean slices' "good" share; and
 per volume and algorithm a response curve (mean predicted and mean true SSIM
 over severity) with whether it falls.
+
+A slice's motion along the severity grid is one draw made larger (common
+random numbers: the same seed for every severity of a slice and algorithm),
+so a response curve measures severity, not the luck of each draw.  With a
+fresh draw per severity the truth itself rose between neighbouring
+severities on 8 of 24 curves of the package-shipped real scans.
 """
 from __future__ import annotations
 
@@ -193,10 +199,11 @@ def evaluate_real(model, paths: Sequence[Union[str, Path]], *, seed: int = 20240
         example = fg[len(fg) // 2] if fg else None
         for si in fg:
             s = np.ascontiguousarray(moved_axis[si], dtype=np.float32)
-            # The clean slice once (severity 0), then every (method, severity), each with its own parameter stream.
+            # The clean slice once (severity 0), then every (method, severity); one parameter stream per method,
+            # the same at every severity: the same motion, larger (see the module notes).
             grid = [(mi, li) for mi in range(len(methods)) for li in range(len(levels)) if (mi, li) in corruptors]
-            transforms = [corruptors[k].sample(s.shape, np.random.default_rng(np.random.SeedSequence([seed, vi, si, *k])))
-                          for k in grid]
+            transforms = [corruptors[(mi, li)].sample(s.shape, np.random.default_rng(
+                np.random.SeedSequence([seed, vi, si, mi]))) for mi, li in grid]
             stack = np.repeat(s[None], len(grid), axis=0)
             project = move_anatomy_batch(stack, transforms, [split_noise(s)] * len(grid))
             paper = apply_motion_batch(torch.as_tensor(stack), transforms).clamp_min(0).numpy()
@@ -276,8 +283,10 @@ def _report(samples: List[RealSample], volumes: List[dict], levels: List[float],
                         curve.append({"severity": lv, "mean_true": float(np.mean([s.true for s in pts])),
                                       "mean_predicted": float(np.mean([s.predicted for s in pts])), "n": len(pts)})
                 preds = [c["mean_predicted"] for c in curve]
+                trues = [c["mean_true"] for c in curve]
                 entry["response"][m] = {"curve": curve,
-                                        "decreasing": bool(all(a > b for a, b in zip(preds, preds[1:])))}
+                                        "decreasing": bool(all(a > b for a, b in zip(preds, preds[1:]))),
+                                        "truth_decreasing": bool(all(a > b for a, b in zip(trues, trues[1:])))}
             block["by_volume"].append(entry)
         block["all_responses_decreasing"] = bool(all(r["decreasing"] for v in block["by_volume"]
                                                      for r in v["response"].values()))
