@@ -15,7 +15,7 @@ import numpy as np
 import torch
 
 from .motion import RandomKSpaceMotion, RandomMotion, RandomTorchioMotion, apply_motion_batch
-from .slices import magnitude, normalize
+from .slices import magnitude, normalize, signed_share
 from .ssim import ssim
 from .vocabulary import CORRUPTION_METHODS
 
@@ -54,8 +54,6 @@ def signed_warning(volume: np.ndarray, name: str) -> Optional[str]:
     >>> signed_warning(np.linspace(-1, 1, 32).reshape(2, 4, 4), "z.nii")[:16]
     'warning: z.nii: '
     """
-    from .slices import signed_share
-
     share = signed_share(volume)
     if share <= 0.01:
         return None

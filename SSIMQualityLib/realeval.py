@@ -306,16 +306,19 @@ def _report(samples: List[RealSample], volumes: List[dict], levels: List[float],
                     if pts:
                         curve.append({"severity": lv, "mean_true": float(np.mean([s.true for s in pts])),
                                       "mean_predicted": float(np.mean([s.predicted for s in pts])), "n": len(pts)})
-                preds = [c["mean_predicted"] for c in curve]
-                trues = [c["mean_true"] for c in curve]
-                entry["response"][m] = {"curve": curve,
-                                        "decreasing": bool(all(a > b for a, b in zip(preds, preds[1:]))),
-                                        "truth_decreasing": bool(all(a > b for a, b in zip(trues, trues[1:])))}
+                entry["response"][m] = {"curve": curve, "decreasing": _falls(c["mean_predicted"] for c in curve),
+                                        "truth_decreasing": _falls(c["mean_true"] for c in curve)}
             block["by_volume"].append(entry)
         block["all_responses_decreasing"] = bool(all(r["decreasing"] for v in block["by_volume"]
                                                      for r in v["response"].values()))
         rep[d] = block
     return rep
+
+
+def _falls(values) -> bool:
+    """Whether each value is below the one before (strictly)."""
+    v = list(values)
+    return bool(all(a > b for a, b in zip(v, v[1:])))
 
 
 def _write_csv(path: Path, samples: List[RealSample], volumes: List[dict]) -> None:
