@@ -316,6 +316,8 @@ class SSIMQualityWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
     def _scored(self, job, table):
         if table is not None:
             self.showResults(table)
+            if job.warnings:
+                self.ui.summaryLabel.setText("\n".join([table.GetAttribute("SSIMQuality.Summary") or "", *job.warnings]))
 
     def onCorrupt(self):
         p = self.logic.getParameters(self._parameterNode)
@@ -490,10 +492,11 @@ class SSIMQualityLogic(ScriptedLoadableModuleLogic):
         return path
 
     @staticmethod
-    def _startJob(args, collect, onDone, folder=None):
+    def _startJob(args, collect, onDone, folder=None, names=None):
         """Start ``args`` as a :class:`Job`.  When it has ended: ``collect()`` turns a success into its result
         (an error there fails the job, with its one line in ``job.errors``), the temporary ``folder`` goes,
-        and ``onDone(job, result)`` is called (result None on failure)."""
+        and ``onDone(job, result)`` is called (result None on failure).  ``names`` maps the temporary files the
+        job was given to what the user calls them (the node's name) in the job's lines."""
         import shutil
 
         from SSIMQualityLib.errors import SSIMQualityError
@@ -501,6 +504,8 @@ class SSIMQualityLogic(ScriptedLoadableModuleLogic):
 
         def finished(job):
             result = None
+            for path, name in (names or {}).items():  # "warning: /tmp/.../input.nrrd: ..." means nothing in the panel
+                job.errors[:] = [line.replace(path, name) for line in job.errors]
             try:
                 if job.state == "done":
                     result = collect()
@@ -533,7 +538,8 @@ class SSIMQualityLogic(ScriptedLoadableModuleLogic):
         args = [python_executable(), self.cliModuleScript(), "--device", device, "--model", self.modelPath(model),
                 inputPath, outputPath]
         name = volumeNode.GetName()
-        return self._startJob(args, lambda: self._tableFromSliceFile(outputPath, name, tableNode), onDone, folder)
+        return self._startJob(args, lambda: self._tableFromSliceFile(outputPath, name, tableNode), onDone, folder,
+                              names={inputPath: name})
 
     def startCorruption(self, inputNode, method="kspace", severity=0.5, seed=None, outputNode=None, onDone=None):
         """Corrupt ``inputNode`` in another process (``ssimquality corrupt``); returns the running :class:`Job`.
@@ -559,7 +565,7 @@ class SSIMQualityLogic(ScriptedLoadableModuleLogic):
         return self._startJob(
             library_command(*args),
             lambda: self._corruptionResult(inputNode, outputNode, outputPath, reportPath, method, severity),
-            onDone, folder)
+            onDone, folder, names={inputPath: name})
 
     def startFineTuning(self, folder, name, model="", steps=300, samples=FINE_TUNE_SAMPLES, device="auto",
                         onDone=None, extraArgs=()):
@@ -763,6 +769,9 @@ class SSIMQualityLogic(ScriptedLoadableModuleLogic):
             result = score_array(model, array, spacing, axis=ax, device=dev, progress=_step)
         except _Cancelled:
             return None
+        warning = result.warning(volumeNode.GetName())
+        if warning:  # as `ssimquality score` prints it
+            logging.warning(warning)
         return self._fillScoreTable(result, volumeNode.GetName(), tableNode)
 
     def _fillScoreTable(self, result, volumeName, tableNode=None):

@@ -62,6 +62,12 @@ def main(argv=None):
     return 1 if failed else 0
 
 
+def _warn(line) -> None:
+    """A warning on stderr, where the Slicer module's job collects lines starting ``warning:``."""
+    if line:
+        print(line, file=sys.stderr, flush=True)
+
+
 def _score_volume(args, model, device) -> int:
     from SSIMQualityLib.batch import VolumeResult
     from SSIMQualityLib.results import write_slice_table
@@ -83,6 +89,7 @@ def _score_volume(args, model, device) -> int:
     score = score_array(model, vol.array, vol.spacing, device=device, batch_size=args.batchSize, bf16=args.fast,
                         progress=progress)
     result = VolumeResult(args.inputVolume, score=score)
+    _warn(score.warning(str(args.inputVolume)))
     s = result.summary()
     _say("filter-progress-text", "writing the table")
     write_slice_table(result, args.outputTable, force=True)  # Slicer hands over a fresh temporary path
@@ -108,6 +115,7 @@ def _score_folder(args, model, device) -> int:
             print(f"SSIMQualityCLI: error: {res.error.one_line()}", file=sys.stderr, flush=True)
             failed += 1
         else:
+            _warn(res.score.warning(res.file))
             slices += res.slice_rows()
             summaries.append(res.summary())
         _say("filter-progress-text", f"{k} of {len(paths)} volumes")

@@ -316,6 +316,9 @@ def _score_loop(args, paths, model, device, columns, results, index, report, sli
         if res.error is not None:
             progress.say(f"ssimquality: error: {res.error.one_line()}")
         else:
+            warning = res.score.warning(res.file)
+            if warning:
+                progress.say(warning)
             s = res.summary()
             if report is not None:
                 png = report / f"{len(index):04d}_{Path(res.file).name.split('.')[0]}.png"

@@ -15,7 +15,7 @@ import numpy as np
 import torch
 
 from .motion import RandomKSpaceMotion, RandomMotion, RandomTorchioMotion, apply_motion_batch
-from .slices import magnitude, normalize, signed_share
+from .slices import magnitude, normalize, signed_message, signed_share
 from .ssim import ssim
 from .vocabulary import CORRUPTION_METHODS
 
@@ -45,21 +45,17 @@ def make_corruptor(method: str = "kspace", severity: Union[float, Tuple[float, f
 
 
 def signed_warning(volume: np.ndarray, name: str) -> Optional[str]:
-    """The one warning line for a volume of signed intensities (:func:`~SSIMQualityLib.slices.signed_share`
-    above 1 %), which corruption turns into a magnitude image first (negatives become 0); None for a
-    magnitude image.  Printed by ``ssimquality corrupt`` and logged by the Slicer module.
+    """The warning line for a volume of signed intensities (:func:`~SSIMQualityLib.slices.signed_message`),
+    which corruption turns into a magnitude image first (negatives become 0); None for a magnitude image.
+    Printed by ``ssimquality corrupt`` and logged by the Slicer module.
 
     >>> signed_warning(np.ones((2, 4, 4)), "t1.nii") is None
     True
     >>> signed_warning(np.linspace(-1, 1, 32).reshape(2, 4, 4), "z.nii")[:16]
     'warning: z.nii: '
     """
-    share = signed_share(volume)
-    if share <= 0.01:
-        return None
-    return (f"warning: {name}: {share:.0%} of the voxels are well below zero (signed intensities: z-scored or "
-            "phase?); motion is simulated on magnitude images, so they become 0: corrupt the magnitude image "
-            "instead")
+    return signed_message(signed_share(volume), name, "motion is simulated on magnitude images, so they become "
+                                                      "0: corrupt the magnitude image instead")
 
 
 def slice_labels(clean: torch.Tensor, corrupted: torch.Tensor) -> torch.Tensor:

@@ -8,7 +8,8 @@ import numpy as np
 import torch
 
 from .labels import CLINICAL_NAMES, all_classes
-from .slices import foreground_fractions, prepare_input, slicing_axis, volume_range
+from .slices import (SIGNED_LIMIT, foreground_fractions, prepare_input, signed_message, signed_share, slicing_axis,
+                     volume_range)
 
 #: Slices with less head than this share of pixels are flagged, not scored.
 MIN_FOREGROUND = 0.05
@@ -22,6 +23,13 @@ class VolumeScore:
     predicted: np.ndarray  # (n,) predicted SSIM, NaN where not scored
     foreground: np.ndarray  # (n,) bool: enough head to score
     classes: Dict[str, np.ndarray] = field(default_factory=dict)
+    signed_share: float = 0.0  # voxels well below zero (slices.signed_share): above SIGNED_LIMIT, not a magnitude image
+
+    def warning(self, name: str) -> Optional[str]:
+        """The warning line for a volume of signed intensities (None for a magnitude image): the network was
+        trained on magnitude images, so its scores of such a volume are not to be trusted."""
+        return signed_message(self.signed_share, name, "the network was trained on magnitude images, so these "
+                                                       "scores are not reliable: score the magnitude image")
 
     def rows(self) -> List[dict]:
         out = []
@@ -147,6 +155,7 @@ class _Pending:
     waiting: int = 0  # foreground slices queued but not yet predicted
     queued_all: bool = False
     error: Optional[BaseException] = None
+    signed: float = 0.0  # slices.signed_share of the volume
 
 
 @torch.no_grad()
@@ -169,6 +178,12 @@ def score_volumes(items: Iterable[Tuple[object, Optional[np.ndarray], Sequence[f
     there.  Slices of small volumes fill a batch together, so an archive of
     24-slice EPI series keeps a GPU as busy as one large volume does.
     ``every_slice`` skips the foreground test (slices chosen by the caller).
+
+    A magnitude image with a few voxels below zero (interpolation overshoot of a resampled volume) is scored
+    as its magnitude (:func:`~SSIMQualityLib.slices.magnitude`), as the network saw images in training and as
+    the evaluations score them: the overshoot otherwise lifts the normalised background (an MNI-space T1, a
+    quarter of its air slightly negative: clean slices 0.945 against 0.994).  A volume of signed intensities
+    is scored as it is, with :meth:`VolumeScore.warning`.
     """
     from collections import deque
 
@@ -216,7 +231,7 @@ def score_volumes(items: Iterable[Tuple[object, Optional[np.ndarray], Sequence[f
             else:
                 classes = all_classes(np.nan_to_num(vol.predicted, nan=0.0))
                 yield vol.key, VolumeScore(axis=vol.axis, predicted=vol.predicted, foreground=vol.foreground,
-                                           classes=classes)
+                                           classes=classes, signed_share=vol.signed)
 
     for key, volume, spacing, axis in items:
         vol = _Pending(key, -1)
@@ -228,10 +243,14 @@ def score_volumes(items: Iterable[Tuple[object, Optional[np.ndarray], Sequence[f
                 n = moved.shape[0]
                 vol.predicted = np.full(n, np.nan, dtype=np.float64)
                 vol.foreground = np.zeros(n, dtype=bool)
+                vol.signed = signed_share(moved)
+                overshoot = vol.signed <= SIGNED_LIMIT and bool((moved < 0).any())  # clipped, chunk by chunk
                 ref = None if every_slice else volume_range(moved)
                 # Cast and move a chunk at a time: a large integer volume is never copied whole.
                 for s in range(0, n, batch_size):
                     raw = _to_device(torch.from_numpy(np.ascontiguousarray(moved[s:s + batch_size], dtype=np.float32)), dev)
+                    if overshoot:  # not in place: on a CPU ``raw`` may share memory with the caller's array
+                        raw = raw.clamp_min(0)
                     fg = (torch.ones(len(raw), dtype=torch.bool, device=raw.device) if every_slice
                           else stack_foreground(raw, ref))
                     vol.foreground[s:s + len(raw)] = fg.cpu().numpy()

@@ -248,6 +248,11 @@ def magnitude(image: np.ndarray) -> np.ndarray:
     return np.maximum(x, 0).astype(x.dtype, copy=False) if (x < 0).any() else x
 
 
+#: Share of voxels well below zero (:func:`signed_share`) above which a volume holds signed intensities
+#: (z-scored, phase, inverted), not a magnitude image with some interpolation overshoot.
+SIGNED_LIMIT = 0.01
+
+
 def signed_share(volume: np.ndarray, *, depth: float = 0.05) -> float:
     """Share of the voxels more than ``depth`` of the volume's p99.5 (of the absolute values) below zero: about
     0 for a magnitude image, even one with interpolation overshoot; a large share for signed intensities
@@ -262,9 +267,27 @@ def signed_share(volume: np.ndarray, *, depth: float = 0.05) -> float:
     v = np.asarray(volume)
     if not (v < 0).any():  # most volumes: no percentile over a float copy of the whole volume
         return 0.0
+    if v.ndim >= 3 and v.size > 2 ** 23:  # a large volume: every k-th slice (a view) tells the share as well
+        v = v[::-(-v.shape[0] // 32)]
     # The scale from the absolute values: an all-negative volume has no positive p99.5 to measure against.
     top = float(np.percentile(np.abs(v), UPPER_PERCENTILE))
     return float(np.mean(v < -depth * top)) if top > 0 else 0.0
+
+
+def signed_message(share: float, name: str, consequence: str) -> Optional[str]:
+    """The one warning line for a volume whose :func:`signed_share` is ``share``: None up to
+    :data:`SIGNED_LIMIT` (a magnitude image), else ``warning: <name>: ...`` ending in ``consequence`` (what the
+    command does with it and what to do instead).
+
+    >>> signed_message(0.0, "t1.nii", "-") is None
+    True
+    >>> signed_message(0.4, "z.nii", "it is scored as it is")[:40]
+    'warning: z.nii: 40% of the voxels are we'
+    """
+    if share <= SIGNED_LIMIT:
+        return None
+    return (f"warning: {name}: {share:.0%} of the voxels are well below zero (signed intensities: z-scored or "
+            f"phase?); {consequence}")
 
 
 def normalize(image: ArrayOrTensor, percentile: float = UPPER_PERCENTILE) -> ArrayOrTensor:

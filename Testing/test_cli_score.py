@@ -200,3 +200,43 @@ def test_cli_module_scores_a_folder(tmp_path, sample_path):
     assert len(r.stderr.strip().splitlines()) == 1 and "c_bad.nii.gz" in r.stderr
     rows = list(csv.DictReader(summary.open(encoding="utf-8"), delimiter="\t"))
     assert [Path(x["file"]).name for x in rows] == ["a.nii", "b.nii.gz"]
+
+
+def _masked_head_with_overshoot(sample):
+    """The sample on a zero background (its head masked, holes filled), and the same with a quarter of the air
+    slightly negative (up to 3 % of its p99.5): a resampled template's interpolation overshoot."""
+    from scipy import ndimage as ndi
+
+    a = np.asarray(sample.array, np.float32)
+    top = np.percentile(a, 99.5)
+    mask = np.stack([ndi.binary_fill_holes(s) for s in ndi.binary_opening(a > 0.05 * top, iterations=2)])
+    head = np.where(mask, a, 0).astype(np.float32)
+    rng = np.random.default_rng(0)
+    air = ~mask & (rng.random(a.shape) < 0.25)
+    over = head.copy()
+    over[air] = -rng.uniform(0, 0.03 * top, int(air.sum()))
+    return head, over
+
+
+def test_overshoot_scored_as_its_magnitude_signed_volume_warned(sample, tmp_path, capsys):
+    """Interpolation overshoot is not what the network saw in training: the volume is scored as its magnitude
+    (exactly the masked head's scores; without the rule the overshoot moves them), the caller's array untouched.
+    Signed intensities are scored as they are, with one warning line naming the file."""
+    from SSIMQualityLib.models import load_bundled_model
+    from SSIMQualityLib.scoring import score_array
+
+    head, over = _masked_head_with_overshoot(sample)
+    model = load_bundled_model()
+    kept = over.copy()
+    base, got = score_array(model, head, sample.spacing), score_array(model, over, sample.spacing)
+    np.testing.assert_array_equal(got.predicted, base.predicted)
+    np.testing.assert_array_equal(over, kept)
+    assert got.signed_share == 0 and got.warning("x.nii") is None
+    zscored = (head - head.mean()) / head.std()
+    write_nifti(tmp_path / "zscored.nii.gz", zscored, sample.spacing)
+    write_nifti(tmp_path / "overshoot.nii.gz", over, sample.spacing)
+    code, out, err = _run(["score", tmp_path / "zscored.nii.gz", tmp_path / "overshoot.nii.gz", "--quiet"], capsys)
+    assert code == 0, err
+    warnings = [line for line in err.splitlines() if line.startswith("warning:")]
+    assert len(warnings) == 1 and "zscored.nii.gz" in warnings[0] and "magnitude" in warnings[0], err
+    assert "overshoot.nii.gz: " in out and "Traceback" not in err

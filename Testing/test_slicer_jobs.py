@@ -117,3 +117,20 @@ def test_fine_tuning_job_catalogues_a_model_that_loads(scene, module, tmp_path, 
     assert logic.modelPath("site-v1") == listed["site-v1"]["path"]
     with pytest.raises(Exception):
         logic.startFineTuning(str(site), "")  # a name is needed
+
+
+def test_scoring_job_warns_of_signed_intensities_by_the_node_name(scene, module, caplog):
+    """A z-scored volume scored out of process: the job succeeds, and its one warning names the node (not the
+    temporary file the job was given); the same warning the Logic logs when it scores in process."""
+    logic = module.SSIMQualityLogic()
+    rng = np.random.default_rng(0)
+    head = np.zeros((6, 48, 48), np.float32)
+    head[:, 8:40, 10:38] = 100 + 10 * rng.standard_normal((6, 32, 28))
+    node = slicer.util.addVolumeFromArray((head - head.mean()) / head.std(), name="zscored")
+    job = logic.startScoring(node, device="cpu").wait(timeout=600)
+    assert job.state == "done", job.errors
+    assert len(job.warnings) == 1 and job.warnings[0].startswith("warning: zscored: ")
+    assert "magnitude" in job.warnings[0]
+    with caplog.at_level("WARNING"):
+        logic.scoreVolume(node, model=logic.loadModel(device="cpu"))
+    assert [r.getMessage() for r in caplog.records if r.levelname == "WARNING"] == job.warnings
