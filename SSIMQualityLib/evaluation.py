@@ -29,6 +29,19 @@ SCHEMES = {"3": lambda s: equal_bin_class(s, 3), "5": lambda s: equal_bin_class(
            "10": lambda s: equal_bin_class(s, 10), "clinical": clinical_class}
 
 
+def truth_bins(true: np.ndarray, edges) -> np.ndarray:
+    """Index of each truth's bin among ``edges`` (``[lo, hi)``, the last bin closed), −1 outside them: the
+    one binning of the stratified σ and of the residual by truth.
+
+    >>> truth_bins(np.array([0.35, 0.4, 0.95, 1.0, 0.2]), (0.3, 0.4, 0.5, 1.0)).tolist()
+    [0, 1, 2, 2, -1]
+    """
+    t = np.asarray(true, float)
+    edges = np.asarray(edges, float)
+    idx = np.digitize(t, edges[1:-1])
+    return np.where((t >= edges[0]) & (t <= edges[-1] + 1e-9), idx, -1)
+
+
 def stratified_std(pred: np.ndarray, true: np.ndarray, edges: np.ndarray = STRATA) -> float:
     """Residual standard deviation with equal total weight in each truth bin of ``edges`` (empty bins skipped).
 
@@ -39,12 +52,10 @@ def stratified_std(pred: np.ndarray, true: np.ndarray, edges: np.ndarray = STRAT
     0.1
     """
     r = np.asarray(pred, float) - np.asarray(true, float)
-    t = np.asarray(true, float)
-    idx = np.digitize(t, edges[1:-1])
-    inside = (t >= edges[0]) & (t <= edges[-1] + 1e-9)
+    idx = truth_bins(true, edges)
     weights = np.zeros_like(r)
-    for b in np.unique(idx[inside]):
-        m = inside & (idx == b)
+    for b in np.unique(idx[idx >= 0]):
+        m = idx == b
         weights[m] = 1.0 / m.sum()
     if weights.sum() == 0:
         return float("nan")

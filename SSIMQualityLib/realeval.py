@@ -35,7 +35,7 @@ from typing import Callable, Dict, List, Optional, Sequence, Union
 import numpy as np
 import torch
 
-from .evaluation import stratified_std
+from .evaluation import stratified_std, truth_bins
 from .labels import CLINICAL_GOOD, CLINICAL_SUFFICIENT, clinical_class
 from .vocabulary import MOTION_MODELS
 
@@ -90,10 +90,10 @@ def residual_by_truth(pred: np.ndarray, true: np.ndarray, edges: Sequence[float]
     {'0.3-0.4': 0.15, '0.9-1.0': -0.05}
     """
     pred, true = np.asarray(pred, float), np.asarray(true, float)
+    idx = truth_bins(true, edges)
     out = {}
     for k, (lo, hi) in enumerate(zip(edges[:-1], edges[1:])):
-        last = k == len(edges) - 2
-        m = (true >= lo) & ((true <= hi) if last else (true < hi))
+        m = idx == k
         if m.any():
             out[f"{lo:.1f}-{hi:.1f}"] = round(float(np.mean(pred[m] - true[m])), 6)
     return out
