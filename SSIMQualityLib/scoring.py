@@ -244,7 +244,7 @@ def score_volumes(items: Iterable[Tuple[object, Optional[np.ndarray], Sequence[f
                 vol.predicted = np.full(n, np.nan, dtype=np.float64)
                 vol.foreground = np.zeros(n, dtype=bool)
                 vol.signed = signed_share(moved)
-                overshoot = vol.signed <= SIGNED_LIMIT and bool((moved < 0).any())  # clipped, chunk by chunk
+                overshoot = vol.signed <= SIGNED_LIMIT and n > 0 and moved.min() < 0  # clipped, chunk by chunk
                 ref = None if every_slice else volume_range(moved)
                 # Cast and move a chunk at a time: a large integer volume is never copied whole.
                 for s in range(0, n, batch_size):

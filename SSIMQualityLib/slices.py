@@ -265,7 +265,7 @@ def signed_share(volume: np.ndarray, *, depth: float = 0.05) -> float:
     1.0
     """
     v = np.asarray(volume)
-    if not (v < 0).any():  # most volumes: no percentile over a float copy of the whole volume
+    if v.size == 0 or v.min() >= 0:  # most volumes: no percentile over a float copy (and min() allocates nothing)
         return 0.0
     if v.ndim >= 3 and v.size > 2 ** 23:  # a large volume: every k-th slice (a view) tells the share as well
         v = v[::-(-v.shape[0] // 32)]
