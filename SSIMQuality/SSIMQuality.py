@@ -315,9 +315,7 @@ class SSIMQualityWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
 
     def _scored(self, job, table):
         if table is not None:
-            self.showResults(table)
-            if job.warnings:
-                self.ui.summaryLabel.setText("\n".join([table.GetAttribute("SSIMQuality.Summary") or "", *job.warnings]))
+            self.showResults(table, job.warnings)
 
     def onCorrupt(self):
         p = self.logic.getParameters(self._parameterNode)
@@ -331,7 +329,7 @@ class SSIMQualityWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         out, table = result
         inputNode = self.logic.getParameters(self._parameterNode)["inputVolume"]
         self._showSideBySide(inputNode, out)
-        self.ui.summaryLabel.setText("\n".join([table.GetAttribute("SSIMQuality.Summary") or "", *job.warnings]))
+        self._showSummary(table, job.warnings)
         if self.logic.getParameters(self._parameterNode)["showKspace"]:
             self._showSideBySide(out, self.logic.kspaceVolume(out))
 
@@ -348,7 +346,11 @@ class SSIMQualityWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self.logic.setParameters(self._parameterNode, model=entry["name"])
         self.ui.summaryLabel.setText(f"new model {entry['name']} (SHA-256 {entry['sha256'][:12]}…) is selected")
 
-    def showResults(self, table):
+    def _showSummary(self, table, warnings=()):
+        """The table's summary line in the panel, with a job's warning lines below it."""
+        self.ui.summaryLabel.setText("\n".join([table.GetAttribute("SSIMQuality.Summary") or "", *warnings]))
+
+    def showResults(self, table, warnings=()):
         chartId = table.GetAttribute("SSIMQuality.ChartNodeID")
         slicer.app.layoutManager().setLayout(slicer.vtkMRMLLayoutNode.SlicerLayoutFourUpPlotTableView)
         selection = slicer.app.applicationLogic().GetSelectionNode()
@@ -356,7 +358,7 @@ class SSIMQualityWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         selection.SetActivePlotChartID(chartId)
         slicer.app.applicationLogic().PropagateTableSelection()
         slicer.app.applicationLogic().PropagatePlotChartSelection()
-        self.ui.summaryLabel.setText(table.GetAttribute("SSIMQuality.Summary") or "")
+        self._showSummary(table, warnings)
 
     def _showSideBySide(self, inputNode, outputNode):
         slicer.app.layoutManager().setLayout(slicer.vtkMRMLLayoutNode.SlicerLayoutSideBySideView)

@@ -243,8 +243,9 @@ def score_volumes(items: Iterable[Tuple[object, Optional[np.ndarray], Sequence[f
                 n = moved.shape[0]
                 vol.predicted = np.full(n, np.nan, dtype=np.float64)
                 vol.foreground = np.zeros(n, dtype=bool)
-                vol.signed = signed_share(moved)
-                overshoot = vol.signed <= SIGNED_LIMIT and n > 0 and moved.min() < 0  # clipped, chunk by chunk
+                negative = n > 0 and moved.min() < 0  # one pass; most volumes have no negative voxel
+                vol.signed = signed_share(moved) if negative else 0.0
+                overshoot = negative and vol.signed <= SIGNED_LIMIT  # clipped, chunk by chunk
                 ref = None if every_slice else volume_range(moved)
                 # Cast and move a chunk at a time: a large integer volume is never copied whole.
                 for s in range(0, n, batch_size):
