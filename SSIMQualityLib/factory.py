@@ -308,6 +308,7 @@ class SampleFactory:
         phases = rng.uniform(*cfg.nyquist_phase, size=n)
         ghost_axes = rng.integers(2, size=n)
         psf_rows, psf_cols = cfg.draw_psf(rng, n)
+        filter_rows, filter_cols = cfg.draw_filter(rng, n)
         still = rng.random(n) < cfg.p_clean
         from .data import _NO_MOTION
 
@@ -329,6 +330,10 @@ class SampleFactory:
         sigma = torch.as_tensor(sigmas, dtype=clean.dtype, device=self.device)[:, None, None, None]
         sigma = sigma * pair[:, :1].amax(dim=(2, 3), keepdim=True)
         noise = torch.randn(n, 2, 1, h, w, generator=noise_gen, device=self.device) * sigma[:, None]
+        filtered = np.flatnonzero(filter_rows > 0)
+        if filtered.size:  # the reconstruction filter: signal and noise smoothed together, before the magnitude
+            pair[filtered] = scanner_blur(pair[filtered], filter_rows[filtered], filter_cols[filtered])
+            noise[filtered] = scanner_blur(noise[filtered], filter_rows[filtered], filter_cols[filtered])
         noisy = rician_magnitude(pair, noise[:, 0], noise[:, 1])
         weight = torch.ones(n, 1, h, w, device=self.device)
         masked = np.isin(kinds, ("zero", "partial"))

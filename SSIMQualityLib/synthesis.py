@@ -230,7 +230,7 @@ def synthesize(stack: torch.Tensor, p: SynthesisParams, noise: bool = True) -> t
     return img
 
 
-def add_rician_noise(image: torch.Tensor, sigma: float, seed: int) -> torch.Tensor:
+def add_rician_noise(image: torch.Tensor, sigma: float, seed: int, *, smooth=(0.0, 0.0)) -> torch.Tensor:
     """Magnitude of ``image`` plus complex Gaussian noise of standard deviation ``sigma``.
 
     Parameters
@@ -243,6 +243,11 @@ def add_rician_noise(image: torch.Tensor, sigma: float, seed: int) -> torch.Tens
         Noise standard deviation in the image's units (0: returned unchanged).
     seed : int
         Seed of the draw.
+    smooth : (float, float)
+        Sigmas (down the rows, along them) of a reconstruction filter that
+        acts on the noise (:func:`scanner_blur`; the caller filters ``image``
+        itself, the filter being linear): correlated noise, as an apodised
+        scan has.  Zeros: white noise.
 
     Notes
     -----
@@ -263,6 +268,8 @@ def add_rician_noise(image: torch.Tensor, sigma: float, seed: int) -> torch.Tens
     g = torch.Generator().manual_seed(int(seed))
     n1 = torch.randn(image.shape[-2:], generator=g) * sigma
     n2 = torch.randn(image.shape[-2:], generator=g) * sigma
+    if max(smooth) > 0:
+        n1, n2 = scanner_blur(torch.stack([n1, n2]), *smooth).unbind(0)
     return rician_magnitude(image, n1, n2)
 
 

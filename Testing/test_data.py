@@ -127,8 +127,11 @@ def test_zero_background_keeps_air_black_and_ghosts_lift_it():
         air = c <= 1e-3 * float(c.max())  # Colin27's air is faint, not exactly zero
         if float(air.float().mean()) > 0.1:  # (where the head fills the canvas there is no air to keep black)
             black += 1
-            lifted += int(float(m[air].mean()) > 0.01 * float(c.max()))
-    assert black >= 6 and lifted >= black - 1, (black, lifted)
+            # Ghosts carry at least 0.5 % of the head's signal into the air (measured over 43 slices: 1 % and more).
+            # (The mean over the air against the maximum, as before, depends on how much air there is: a small
+            # head in a wide view spreads the same ghost thin.)
+            lifted += int(float(m[air].sum()) > 0.005 * float(c.sum()))
+    assert black >= 6 and lifted == black, (black, lifted)
     assert float(y.mean()) < 0.9
 
 
