@@ -101,6 +101,40 @@ def test_the_scanners_blur_hits_both_images_on_both_paths():
     assert softer and all(softer)
 
 
+def test_the_reconstruction_filter_smooths_signal_and_noise_together_on_both_paths():
+    """Recipe 13: a share of the synthetic acquisitions went through the reconstruction's k-space filter, which
+    smooths the noise with the signal: the air's noise is correlated between neighbours where it is on and white
+    where it is off, on both paths, and the label is 1 when nothing moved."""
+    from SSIMQualityLib.data import SampleConfig
+
+    cfg = SampleConfig()
+    rows, cols = cfg.draw_filter(np.random.default_rng(1), 4000)
+    on = rows > 0
+    assert abs(on.mean() - cfg.p_filter) < 0.03 and np.all((cols > 0) == on)
+    major, minor = np.maximum(rows, cols)[on], np.minimum(rows, cols)[on]
+    assert major.min() >= cfg.filter_sigma[0] and major.max() <= cfg.filter_sigma[1]
+    assert np.all(minor >= 0.6 * major - 1e-12) and 0.4 < np.mean(rows[on] >= cols[on]) < 0.6
+
+    def neighbours(img):  # correlation of neighbours in the canvas's darkest corner (air), both axes averaged
+        c = min([img[:24, :24], img[:24, -24:], img[-24:, :24], img[-24:, -24:]], key=lambda x: float(x.mean()))
+        pairs = ((c[:, :-1], c[:, 1:]), (c[:-1], c[1:]))
+        return float(np.mean([torch.corrcoef(torch.stack([a.double().flatten(), b.double().flatten()]))[0, 1]
+                              for a, b in pairs]))
+
+    def still(p_filter):
+        return SampleConfig(p_clean=1.0, p_psf=0.0, p_nyquist=0.0, p_native=1.0, backgrounds={"noisy": 1.0},
+                            p_filter=p_filter, filter_sigma=(1.0, 1.0))
+
+    # (The magnitude of correlated complex noise is less correlated than its parts: 0.37 - 0.63 here.)
+    for p_filter, low, high in ((1.0, 0.25, 1.0), (0.0, -0.1, 0.1)):
+        clean, _, labels = MotionSliceDataset(4, seed=5, config=still(p_filter)).pairs(range(4))
+        group = SampleFactory(seed=5, config=still(p_filter), group_size=4).groups(0, 4)[0]
+        assert torch.allclose(labels, torch.ones(4), atol=1e-4)
+        assert torch.allclose(group.labels, torch.ones(4), atol=1e-4)
+        for img in list(clean) + list(group.clean):
+            assert low < neighbours(img) < high, (p_filter, neighbours(img))
+
+
 def test_half_the_acquired_matrices_are_sampled_in_kspace_on_both_paths():
     """Recipe 11: with p_fourier = 1 the drawn matrices ring (overshoot above the canvas's own maximum, which
     image-space averaging never exceeds); with 0, none does; the default is a half."""
