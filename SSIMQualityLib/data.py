@@ -65,9 +65,7 @@ _NO_MOTION = RandomKSpaceMotion(severity=0.0)
 #:     matrices from 40 (a cropped 41 x 25 research volume was below every matrix in training).
 #: 13: the reconstruction's k-space filter in a share of synthetic acquisitions: it smooths the signal and the
 #:     noise together (correlated noise), where recipe 10's point-spread function blurs the signal alone.
-#: 14: a share of acquisitions are tight and small together (margins -0.35 to -0.1 on both axes, matrices 28 - 96):
-#:     cropped research volumes, whose two draws were independent and rare together before (0.15 % of samples).
-DATA_VERSION = 14
+DATA_VERSION = 13
 
 #: Background kinds of a real scan, and their shares in training (DESIGN §1).
 BACKGROUNDS = {"noisy": 0.3, "box": 0.15, "zero": 0.35, "partial": 0.2}
@@ -208,13 +206,6 @@ class SampleConfig:
     # ... times a stretch of 0.5 - 1.5 per side, but never more than this share of the head cut off one side
     # (two sides of -0.525 would leave an empty field of view).
     max_cut: float = 0.4
-    # Tight and small at once: a cropped research volume (nibabel's 33 x 41 x 25 example is a 2 mm crop inside the
-    # brain, slices of 41 x 25) is both, and with margins and matrix drawn apart that pair came up in 0.15 % of
-    # samples.  v8 scored such clean synthetic crops at 35 - 45 px 0.89 (76 % good; 0.97 with air around them).
-    # A share of the acquired views draws both margins from tight_margin and the matrix from tight_matrix.
-    p_tight: float = 0.12
-    tight_margin: Tuple[float, float] = (-0.35, -0.1)
-    tight_matrix: Tuple[int, int] = (28, 96)
     backgrounds: Optional[dict] = None  # kind -> share; default BACKGROUNDS
     p_nyquist: float = 0.15  # share of synthetic acquisitions with EPI's N/2 ghost (real EPI nearly always has one)
     nyquist_phase: Tuple[float, float] = (0.05, 0.6)  # its phase error, radians: ghost 2.5 - 30 % as bright
@@ -256,17 +247,6 @@ class SampleConfig:
         (30.0, -40.0)
         """
         return max(-self.max_cut * extent, extent * margin * stretch)
-
-    def view_ranges(self, tight: bool) -> Tuple[Tuple[float, float], Tuple[int, int]]:
-        """(margin range, matrix range) of an acquired view: the tight-and-small ranges or the general ones.
-        One rule for both paths.
-
-        >>> SampleConfig().view_ranges(True)
-        ((-0.35, -0.1), (28, 96))
-        """
-        if tight:
-            return self.tight_margin, self.tight_matrix
-        return (self.min_margin, self.max_margin), self.matrix
 
     def background_table(self) -> Tuple[list, np.ndarray]:
         table = self.backgrounds or BACKGROUNDS
@@ -386,22 +366,22 @@ class MotionSliceDataset(Dataset):
         from ``config.matrix``; a share keeps the 256² canvas as it is.
         """
         cfg = self.config
-        draws = rng.random(6)
+        draws = rng.random(5)
         if draws[0] < cfg.p_native:
             return canvas
         rows, cols = head_boxes(canvas[None])
         (r0, r1, nr), (c0, c1, nc) = rows[0].tolist(), cols[0].tolist()
         if nr < 4 or nc < 4:
             return canvas
-        (lo_margin, hi_margin), matrix = cfg.view_ranges(bool(draws[5] < cfg.p_tight))
-        mr, mc = lo_margin + (hi_margin - lo_margin) * draws[1], lo_margin + (hi_margin - lo_margin) * draws[2]
+        span = cfg.max_margin - cfg.min_margin
+        mr, mc = cfg.min_margin + span * draws[1], cfg.min_margin + span * draws[2]
         h, w = r1 - r0, c1 - c0
         r0, r1 = (int(round(r0 - cfg.side_shift(h, mr, rng.uniform(0.5, 1.5)))),
                   int(round(r1 + cfg.side_shift(h, mr, rng.uniform(0.5, 1.5)))))
         c0, c1 = (int(round(c0 - cfg.side_shift(w, mc, rng.uniform(0.5, 1.5)))),
                   int(round(c1 + cfg.side_shift(w, mc, rng.uniform(0.5, 1.5)))))
         view = crop(canvas, (r0, r1, c0, c1))
-        lo, hi = np.log(matrix[0]), np.log(matrix[1])
+        lo, hi = np.log(cfg.matrix[0]), np.log(cfg.matrix[1])
         longest = int(round(np.exp(lo + (hi - lo) * draws[3])))
         ch, cw = view.shape
         scale = longest / max(ch, cw)

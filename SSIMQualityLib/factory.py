@@ -273,10 +273,8 @@ class SampleFactory:
         """Field of view and matrix for a group: the canvas as it is, or crops resized to one shared matrix."""
         cfg = self.config
         n = canvas.shape[0]
-        native, matrix_draw, tight = rng.random(3)
-        # Tight and small is a property of the group (it shares one matrix), so the share per sample is the same.
-        (lo_margin, hi_margin), matrix = cfg.view_ranges(bool(tight < cfg.p_tight))
-        margins = lo_margin + rng.random((n, 2)) * (hi_margin - lo_margin)
+        native, matrix_draw = rng.random(2)
+        margins = cfg.min_margin + rng.random((n, 2)) * (cfg.max_margin - cfg.min_margin)
         stretch = rng.uniform(0.5, 1.5, size=(n, 4))
         in_kspace = rng.random(n) < cfg.p_fourier
         if native < cfg.p_native or (rows[:, 2] < 4).any() or (cols[:, 2] < 4).any():
@@ -289,7 +287,7 @@ class SampleFactory:
                           c0 - cfg.side_shift(c1 - c0, mc, s2), c1 + cfg.side_shift(c1 - c0, mc, s3)])
         boxes = np.asarray(boxes)
         heights, widths = boxes[:, 1] - boxes[:, 0], boxes[:, 3] - boxes[:, 2]
-        lo, hi = np.log(matrix[0]), np.log(matrix[1])
+        lo, hi = np.log(cfg.matrix[0]), np.log(cfg.matrix[1])
         longest = int(round(np.exp(lo + (hi - lo) * matrix_draw)))
         scale = longest / max(heights[0], widths[0])
         size = (max(8, int(round(heights[0] * scale))), max(8, int(round(widths[0] * scale))))

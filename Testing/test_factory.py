@@ -209,8 +209,7 @@ def test_groups_share_a_matrix_drawn_like_the_reference(factory):
             assert g.clean.shape == g.corrupted.shape
             sizes.append(max(g.clean.shape[-2:]))
     sizes = np.array(sizes)
-    config = SampleConfig()
-    lo, hi = min(config.matrix[0], config.tight_matrix[0]), max(config.matrix[1], config.tight_matrix[1])
+    lo, hi = SampleConfig().matrix
     assert sizes.min() >= lo - 1 and sizes.max() <= hi + 1
     assert (sizes < 64).any()  # recipe 12: matrices below 64 (cropped research volumes) occur
     assert 1 < len(np.unique(sizes))  # groups differ (native 256² or a drawn matrix)
@@ -311,29 +310,3 @@ def test_the_deepest_cut_keeps_part_of_the_head_on_both_paths(monkeypatch):
         assert g.clean.numel() > 0 and bool(torch.isfinite(g.labels).all())
     # Each sample's own head cut to 20 % on both axes, then widened on its short side to the group's aspect.
     assert len(views) == 8 and min(min(v) for v in views) >= 4, views
-
-
-def test_tight_views_are_small_and_cut_into_the_head_on_both_axes_on_both_paths():
-    """Recipe 14: a share of views is tight and small together (a cropped research volume): both margins inside
-    the head's box, the longest side from ``tight_matrix``.  Without that share no matrix falls below ``matrix``."""
-    slab = fit_to_size(torch.as_tensor(load_tissue_volume()[0, :, :, 90].astype(np.float32)))  # an axial slice
-
-    def cut_both(img: torch.Tensor) -> bool:
-        head = img > 0.05 * img.max()
-        return bool(head[0].any() and head[-1].any() and head[:, 0].any() and head[:, -1].any())
-
-    def views(config):
-        ours = [c for i in range(3) for g in SampleFactory(seed=6, config=config, group_size=1).groups(i, 8)
-                for c in g.clean]
-        ds, rng = MotionSliceDataset(10, seed=6, config=config), np.random.default_rng(1)
-        return ours, [ds.acquire(slab, rng) for _ in range(24)]
-
-    base = dict(p_native=0.0, p_nyquist=0.0)
-    lo, hi = SampleConfig().tight_matrix
-    for path, imgs in zip(("factory", "reference"), views(SampleConfig(p_tight=1.0, **base))):
-        longest = np.array([max(v.shape) for v in imgs])
-        assert longest.min() >= lo - 1 and longest.max() <= hi + 1, (path, longest)
-        # The factory's sagittal and coronal slices may end at the neck: most, not all, are cut on four sides.
-        assert np.mean([cut_both(v) for v in imgs]) >= (0.7 if path == "factory" else 1.0), path
-    for path, imgs in zip(("factory", "reference"), views(SampleConfig(p_tight=0.0, **base))):
-        assert min(max(v.shape) for v in imgs) >= SampleConfig().matrix[0] - 1, path
