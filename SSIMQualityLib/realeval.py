@@ -270,6 +270,22 @@ def _summarise_samples(sel: List[RealSample]) -> dict:
     return summarise(np.array([s.predicted for s in sel]), np.array([s.true for s in sel]), np.array(clean))
 
 
+def residual_std_without(samples: List[RealSample], volume: int) -> Optional[float]:
+    """The residual σ of ``samples`` with one volume left out (None when no other volume is left).
+
+    Set beside the overall σ, it shows which scan decides the aggregate: one small scan the model misreads can
+    carry a whole evaluation.
+
+    Examples
+    --------
+    >>> s = [RealSample(v, 0, "clean", 0.0, "project", 1.0, p) for v, p in [(0, 0.9), (0, 1.1), (1, 0.5)]]
+    >>> round(residual_std_without(s, 1), 3), residual_std_without(s[:2], 0) is None
+    (0.1, True)
+    """
+    rest = [s.predicted - s.true for s in samples if s.volume != volume]
+    return float(np.std(rest)) if rest else None
+
+
 def _report(samples: List[RealSample], volumes: List[dict], levels: List[float], methods: Sequence[str]) -> dict:
     rep: dict = {"volumes": volumes}
     cut = {v["index"]: np.asarray(v.get("clean_cut_predicted", []), float) for v in volumes}
@@ -298,6 +314,7 @@ def _report(samples: List[RealSample], volumes: List[dict], levels: List[float],
             sel = [s for s in both if s.volume == v["index"]]
             entry = _summarise_samples(sel)
             entry["volume"] = Path(v["path"]).name
+            entry["residual_std_without"] = residual_std_without(both, v["index"])
             entry["response"] = {}
             for m in methods:
                 curve = []
@@ -421,6 +438,14 @@ def headline(report: dict) -> List[str]:
         lines.append("project  residual by truth: " + ", ".join(f"{k} {v:+.3f}" for k, v in calibration.items()))
     kinds = report["project"]["by_kind"]
     lines.append("clean good by kind: " + ", ".join(f"{k} {v['clean_fraction_good']:.0%}" for k, v in kinds.items()))
+    lines.append("project per volume (σ without it: the overall σ with that scan left out)")
+    for v in report["project"]["by_volume"]:
+        falling = sum(r["decreasing"] for r in v["response"].values())
+        without = v.get("residual_std_without")
+        lines.append(f"  {v['volume']:<36s} n {v['n']:4d}  ρ {v['spearman_rho']:+.3f}  µ {v['residual_mean']:+.3f}  "
+                     f"σ {v['residual_std']:.3f}  clean good {v['clean_fraction_good']:4.0%}  "
+                     f"curves falling {falling}/{len(v['response'])}  "
+                     f"σ without it {'—' if without is None else f'{without:.3f}'}")
     cut = report.get("clean_cut_fov")
     if cut:
         lines.append(f"clean slices cut {cut['cut_share_each_side']:.0%} into the head on each side (a tight field of "

@@ -133,6 +133,10 @@ def test_evaluate_real_end_to_end_on_a_small_real_scan(anatomical, tmp_path, cap
     printed = capsys.readouterr().out
     assert "project" in printed and "paper" in printed and "clean good by kind: T1" in printed
     assert "residual by truth: " in printed
+    # One line per volume; with a single scan there is no aggregate to leave it out of.
+    assert "project per volume" in printed
+    line = next(row for row in printed.splitlines() if "t1_anatomical.nii" in row)
+    assert "ρ " in line and "curves falling " in line and line.rstrip().endswith("σ without it —")
     rep = json.loads((out / "report.json").read_text())
     for d in ("project", "paper"):
         o = rep[d]["overall"]
@@ -142,6 +146,7 @@ def test_evaluate_real_end_to_end_on_a_small_real_scan(anatomical, tmp_path, cap
                     "clean_fraction_good"):
             assert key in o
         vol = rep[d]["by_volume"][0]
+        assert vol["residual_std_without"] is None
         assert set(vol["response"]) == {"kspace", "torchio"}
         assert len(vol["response"]["kspace"]["curve"]) == 8
         assert "T1" in rep[d]["by_kind"]
