@@ -27,7 +27,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from SSIMQualityLib.data import MotionSliceDataset, SampleConfig  # noqa: E402
 from SSIMQualityLib.models import load_model  # noqa: E402
 from SSIMQualityLib.scoring import predict_prepared  # noqa: E402
-from SSIMQualityLib.slices import fit_to_size, head_boxes, normalize  # noqa: E402
+from SSIMQualityLib.slices import head_boxes, prepare_input  # noqa: E402
 
 MATRIX_BINS = [(0, 64), (65, 128), (129, 255), (256, 256), (257, 10 ** 6)]
 
@@ -35,8 +35,8 @@ MATRIX_BINS = [(0, 64), (65, 128), (129, 255), (256, 256), (257, 10 ** 6)]
 class _Recorder:
     """Stands in for the dataset's random motion or its source: the same draws, and what each one picked."""
 
-    def __init__(self, inner, method: str, note):
-        self.inner, self.method, self.note = inner, method, note
+    def __init__(self, inner, note):
+        self.inner, self.note = inner, note
 
     def sample(self, shape, rng):  # the motion
         t = self.inner.sample(shape, rng)
@@ -55,8 +55,8 @@ class RecordingDataset(MotionSliceDataset):
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
         self.factors, self._index = {}, None
-        self.motion = _Recorder(self.motion, "sample", self.note)
-        self.source = _Recorder(self.source, "pick", self.note)
+        self.motion = _Recorder(self.motion, self.note)
+        self.source = _Recorder(self.source, self.note)
 
     def note(self, key: str, value) -> None:
         self.factors[self._index][key] = value
@@ -93,6 +93,14 @@ def _matrix_bin(longest: int) -> str:
     return "?"
 
 
+def _noise_bin(sigma: float) -> str:
+    """The noise level in whole percent of the slice's maximum, 4 % and above in one bin."""
+    if sigma <= 0:
+        return "none"
+    lo = min(4, int(sigma / 0.01))
+    return f"{lo}-{lo + 1} %"
+
+
 def collect(model, n: int, seed: int, config: SampleConfig, batch: int = 64) -> list:
     """One row per sample: its factors, true and predicted SSIM."""
     ds = RecordingDataset(10 ** 7, seed=seed, config=config)
@@ -100,17 +108,17 @@ def collect(model, n: int, seed: int, config: SampleConfig, batch: int = 64) -> 
     for first in range(0, n, batch):
         idx = list(range(first, min(n, first + batch)))
         clean, corrupted, labels = ds.pairs(idx)
-        x = torch.stack([fit_to_size(normalize(c)) for c in corrupted])[:, None]
+        x = torch.stack([prepare_input(c) for c in corrupted])[:, None]
         pred = predict_prepared(model, x).numpy()
         for k, i in enumerate(idx):
             f = ds.factors[i]
             longest = max(clean[k].shape)
             rows.append({"index": i, "true": float(labels[k]), "predicted": float(pred[k]),
-                         "motion": f["motion"], "background": f.get("background", "?"),
+                         "motion": f["motion"], "background": f["background"],
                          "source": f["source"],
                          "view": "native 256" if f["native"] else f"{_sides_cut(clean[k])} sides cut",
                          "matrix": _matrix_bin(longest),
-                         "noise": "none" if f["noise"] <= 0 else f"{min(4, int(f['noise'] / 0.01))}-{min(5, int(f['noise'] / 0.01) + 1)} %"})
+                         "noise": _noise_bin(f["noise"])})
         print(f"{len(rows)}/{n}", file=sys.stderr, flush=True)
     return rows
 
