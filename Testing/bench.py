@@ -161,7 +161,7 @@ def bench_factory_cuda(results: dict, device: str = "cuda", batch: int = 512, wo
     """
     from SSIMQualityLib.factory import SampleFactory
     from SSIMQualityLib.models import build_model
-    from SSIMQualityLib.training import TrainConfig, stream_batches
+    from SSIMQualityLib.training import TrainConfig, stop_stream, stream_batches
 
     dev = torch.device(device)
     tag = "cuda" if dev.type == "cuda" else dev.type
@@ -219,6 +219,7 @@ def bench_factory_cuda(results: dict, device: str = "cuda", batch: int = 512, wo
         train_step(*next(batches))
     sync()
     fed = n * batch / (time.perf_counter() - begin)
+    stop_stream(batches)
     del batches
     results[f"train_256_fed_by_factory_images_per_s_{tag}"] = fed
     results[f"factory_workers_{tag}"] = workers

@@ -195,6 +195,33 @@ def test_streaming_training_makes_fresh_samples_and_resumes_the_same(tmp_path):
     assert torch.allclose(x, torch.nn.functional.interpolate(x_ref, size=(32, 32), mode="area"))
 
 
+def _abort_on_exit(*worker_id):
+    """A DataLoader worker initialiser whose process aborts on its way out, as GPU sample processes did on an
+    H200 when a --max-minutes limit stopped them while prefetching."""
+    import multiprocessing.util
+    import os
+
+    from SSIMQualityLib.data import worker_init
+
+    worker_init(*worker_id)
+    multiprocessing.util.Finalize(None, os.abort, exitpriority=100)
+
+
+def test_a_sample_process_that_aborts_while_stopping_costs_nothing(tmp_path, monkeypatch):
+    """The model is written, the run returns and one note says what happened (before: RuntimeError from the
+    loader's signal handler and no model.pt)."""
+    import SSIMQualityLib.training as training
+
+    monkeypatch.setattr(training, "worker_init", _abort_on_exit)
+    c = _cfg(tmp_path / "s", 2)
+    c.stream, c.batch_size, c.workers = True, 4, 1
+    lines = []
+    model = train(c, log=lines.append)
+    assert read_checkpoint(model)["state_dict"] and (tmp_path / "s" / "last.ckpt").is_file()
+    notes = [line for line in lines if line.startswith("note: a sample process ended abnormally")]
+    assert len(notes) == 1 and "Aborted" in notes[0], lines
+
+
 def test_streaming_in_process_on_the_cpu_device_path(tmp_path):
     """The GPU's way of streaming (factory in the training process, no workers), run on the CPU."""
     from SSIMQualityLib.training import stream_batches

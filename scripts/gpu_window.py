@@ -128,6 +128,13 @@ def main(argv=None) -> int:
         if rc == 0:
             break
     print(f"gpu_window: {(time.time() - begin) / 60:.1f} min used", flush=True)
+    model, last = out / "model.pt", out / "last.ckpt"
+    if not model.is_file() and last.is_file():  # the run failed after a checkpoint: keep what it learnt
+        sys.path.insert(0, str(ROOT))
+        from SSIMQualityLib.models import load_model, save_checkpoint
+
+        save_checkpoint(model, load_model(last))
+        print(f"gpu_window: no model.pt (the run failed); wrote the weights of {last} to {model}", flush=True)
     if export:
         for name in ("log.csv", "loss.png"):
             if (out / name).is_file():
