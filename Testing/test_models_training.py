@@ -200,10 +200,12 @@ def _abort_on_exit(*worker_id):
     H200 when a --max-minutes limit stopped them while prefetching."""
     import multiprocessing.util
     import os
+    import resource
 
     from SSIMQualityLib.data import worker_init
 
     worker_init(*worker_id)
+    resource.setrlimit(resource.RLIMIT_CORE, (0, 0))  # an abort, without leaving a core file behind
     multiprocessing.util.Finalize(None, os.abort, exitpriority=100)
 
 
