@@ -198,6 +198,7 @@ def test_streaming_training_makes_fresh_samples_and_resumes_the_same(tmp_path):
 def _abort_on_exit(*worker_id):
     """A DataLoader worker initialiser whose process aborts on its way out, as GPU sample processes did on an
     H200 when a --max-minutes limit stopped them while prefetching."""
+    import faulthandler
     import multiprocessing.util
     import os
     import resource
@@ -205,7 +206,9 @@ def _abort_on_exit(*worker_id):
     from SSIMQualityLib.data import worker_init
 
     worker_init(*worker_id)
-    resource.setrlimit(resource.RLIMIT_CORE, (0, 0))  # an abort, without leaving a core file behind
+    # An abort, without leaving a core file behind or pytest's fault handler printing a page of it to the log.
+    resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
+    faulthandler.disable()
     multiprocessing.util.Finalize(None, os.abort, exitpriority=100)
 
 
