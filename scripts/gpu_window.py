@@ -30,6 +30,7 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))  # the library, for the bundled model's path and a checkpoint's weights
 
 
 def _bench(out: Path, batch: int, workers: int, timeout: float, device: str) -> dict:
@@ -100,7 +101,6 @@ def main(argv=None) -> int:
     steps = args.steps or max(50, int(0.8 * rate * (train_s - 30) / args.batch_size))
     init = args.init
     if init == "bundled":
-        sys.path.insert(0, str(ROOT))
         from SSIMQualityLib.models import bundled_model_entry, catalog_path
 
         init = str(catalog_path().parent / bundled_model_entry()["file"])
@@ -130,7 +130,6 @@ def main(argv=None) -> int:
     print(f"gpu_window: {(time.time() - begin) / 60:.1f} min used", flush=True)
     model, last = out / "model.pt", out / "last.ckpt"
     if not model.is_file() and last.is_file():  # the run failed after a checkpoint: keep what it learnt
-        sys.path.insert(0, str(ROOT))
         from SSIMQualityLib.models import load_model, save_checkpoint
 
         save_checkpoint(model, load_model(last))
@@ -139,8 +138,8 @@ def main(argv=None) -> int:
         for name in ("log.csv", "loss.png"):
             if (out / name).is_file():
                 shutil.copy2(out / name, export / name)
-        if (out / "model.pt").is_file():
-            _split(out / "model.pt", export, args.part_mb)
+        if model.is_file():
+            _split(model, export, args.part_mb)
     return 0
 
 
