@@ -7,8 +7,9 @@ in numpy, scikit-image and small torch calls: its steps are the reference.
 1. slice picking: index arithmetic on the source volumes held on the device;
 2. synthesis (:func:`~SSIMQualityLib.synthesis.synthesize_mixed`), contrast
    (:func:`~SSIMQualityLib.contrast.apply_contrast_batch`, CLAHE included);
-3. the acquisition: field of view and matrix (crop and resample per slice, as the reference: in image space
-   or, for half of them, in k-space with Gibbs ringing), EPI's N/2 ghost, the scanner's blur, both motion models
+3. the acquisition: field of view and matrix (crop and resample, as the reference: in image space
+   or, for half of them, in k-space with Gibbs ringing; per slice on a CPU, the whole group as batched
+   products on a GPU: :func:`~SSIMQualityLib.resizing.crop_resize_batch`), EPI's N/2 ghost, the scanner's blur, both motion models
    (:func:`~SSIMQualityLib.motion.apply_motion_batch`), Rician noise with
    one of the four backgrounds;
 4. the label (batched SSIM) and the input, fitted to the network's size.
@@ -50,7 +51,9 @@ import torch
 import torch.nn.functional as F
 
 from .contrast import RandomContrast, apply_contrast_batch
+from .dft import MATMUL_DEVICES
 from .motion import RandomMotion, apply_motion_batch
+from .resizing import crop_resize_batch
 from .slices import (INPUT_SIZE, SliceSampler, crop, fit_to_size, fourier_resample, head_boxes, normalize,
                      resample)
 from .ssim import ssim
@@ -297,6 +300,9 @@ class SampleFactory:
         grow_h = np.where(tall, widths * aspect - heights, 0.0) / 2
         grow_w = np.where(tall, 0.0, heights / aspect - widths) / 2
         boxes = np.round(boxes + np.stack([-grow_h, grow_h, -grow_w, grow_w], axis=1)).astype(int)
+        if canvas.device.type in MATMUL_DEVICES:  # a GPU: the group in two batched products, not ~20 launches a sample
+            return crop_resize_batch(canvas, boxes, size, in_kspace).clamp_min(0)
+        # A CPU: one sample at a time is faster (the FFT, and no operators to build; measured 5-8x).
         return torch.stack([fourier_resample(crop(canvas[k], boxes[k]), size) if in_kspace[k] else
                             resample(crop(canvas[k], boxes[k])[None, None], size)[0, 0] for k in range(n)]).clamp_min(0)
 

@@ -14,6 +14,7 @@ brain mask leaves after GM and WM; "head" is the non-brain tissue of the T1.
 """
 from __future__ import annotations
 
+import functools
 import math
 from dataclasses import dataclass
 from pathlib import Path
@@ -23,7 +24,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from .dft import dft
+from .dft import MATMUL_DEVICES, dft
 
 #: Channels of a tissue slice stack ("skull" and "scalp" are synthetic shells:
 #: nilearn's T1 template is brain-extracted).
@@ -330,7 +331,7 @@ def mix_weights(params: Sequence[SynthesisParams]) -> torch.Tensor:
     that the template family multiplies by, ``c`` the skull and scalp that the
     template family scales by the warped template's maximum.
     """
-    w = torch.zeros(len(params), 3, len(CHANNELS))
+    w = np.zeros((len(params), 3, len(CHANNELS)), dtype=np.float32)  # numpy: ~10 element writes a sample
     for k, p in enumerate(params):
         if p.family == "template":
             w[k, 0, 0] = 1.0
@@ -339,11 +340,11 @@ def mix_weights(params: Sequence[SynthesisParams]) -> torch.Tensor:
                 w[k, 2, 5] = p.intensities[3]
                 w[k, 2, 4] = p.skull * p.intensities[3]
         else:
-            w[k, 0, 1:4] = torch.tensor(p.intensities[:3])
+            w[k, 0, 1:4] = p.intensities[:3]
             if not p.skull_stripped:
                 w[k, 0, 5] = p.intensities[3]
                 w[k, 0, 4] = p.skull * p.intensities[3]
-    return w
+    return torch.from_numpy(w)
 
 
 def _kernels(sigmas: np.ndarray, r: int, like: torch.Tensor) -> torch.Tensor:
@@ -418,6 +419,39 @@ def _upsample_corners(coarse: torch.Tensor, h: int, w: int) -> torch.Tensor:
     return weights(coarse.shape[-2], h) @ coarse @ weights(coarse.shape[-1], w).T
 
 
+def _thick_slices(img: torch.Tensor, params: Sequence[SynthesisParams]) -> None:
+    """Thick slices (40 % of the samples), in place on (B, H, W): averaged down along one axis and expanded
+    back, as :func:`synthesize`.  On a GPU as one batched product per axis (each sample's down-and-up is an
+    (H, H) or (W, W) matrix), elsewhere one sample at a time (fewer operations than building the matrices)."""
+    b, h, w = img.shape
+    thick = [k for k, p in enumerate(params) if p.thick_factor > 1.05]
+    if img.device.type not in MATMUL_DEVICES:
+        for k in thick:
+            p = params[k]
+            size = (max(4, int(round(h / p.thick_factor))), w) if p.thick_axis == 0 else \
+                (h, max(4, int(round(w / p.thick_factor))))
+            img[k] = F.interpolate(F.interpolate(img[k][None, None], size=size, mode="area"), size=(h, w),
+                                   mode="bilinear", align_corners=False)[0, 0]
+        return
+    for axis, n in ((0, h), (1, w)):
+        ks = [k for k in thick if params[k].thick_axis == axis]
+        if ks:
+            op = torch.stack([_thick_operator(n, max(4, int(round(n / params[k].thick_factor))), str(img.device))
+                              for k in ks])  # (K, n, n)
+            img[ks] = op @ img[ks] if axis == 0 else img[ks] @ op.transpose(1, 2)
+
+
+@functools.lru_cache(maxsize=1024)
+def _thick_operator(n: int, size: int, device: str) -> torch.Tensor:
+    """(n, n) matrix of a thick slice along one axis: area average from ``n`` down to ``size`` samples, then
+    bilinear back to ``n`` (a few hundred sizes occur; cached on the device, 256 KB each at n = 256)."""
+    from .resizing import AREA, BILINEAR, axis_operators
+
+    down = axis_operators([n], [size], [AREA], in_len=n, out_len=size, device=device)
+    up = axis_operators([size], [n], [BILINEAR], in_len=size, out_len=n, device=device)
+    return (up @ down)[0]
+
+
 def synthesize_mixed(mixed: torch.Tensor, params: Sequence[SynthesisParams]) -> torch.Tensor:
     """Batched :func:`synthesize` (without noise) from pre-mixed stacks (B, 3, H, W) (see :func:`mix_weights`).
 
@@ -428,13 +462,7 @@ def synthesize_mixed(mixed: torch.Tensor, params: Sequence[SynthesisParams]) -> 
     """
     b, _, h, w = mixed.shape
     dev, dt = mixed.device, mixed.dtype
-    x = mixed.clone()
-    transpose = [k for k, p in enumerate(params) if p.transpose and h == w]
-    if transpose:
-        x[transpose] = x[transpose].transpose(2, 3)
-    flip = [k for k, p in enumerate(params) if p.flip]
-    if flip:
-        x[flip] = x[flip].flip(-1)
+    x = mixed
 
     def column(values):
         return torch.as_tensor(np.asarray(values, dtype=np.float32), device=dev)[:, None, None]
@@ -452,6 +480,15 @@ def synthesize_mixed(mixed: torch.Tensor, params: Sequence[SynthesisParams]) -> 
     grid = torch.empty(b, h, w, 2, dtype=dt, device=dev)
     torch.addcmul(cs * xx, yy, -sn * (h / w), out=grid[..., 0])
     torch.addcmul(cs * yy, xx, sn * (w / h), out=grid[..., 1])
+    # The flip and the transpose of the input (in that order in synthesize: transpose, then flip) are read
+    # through the grid instead of copying the stacks: a flipped input sampled at x is the input sampled at -x,
+    # a transposed one has its two coordinates swapped.
+    flip = [k for k, p in enumerate(params) if p.flip]
+    if flip:
+        grid[flip, ..., 0] = -grid[flip, ..., 0]
+    transpose = [k for k, p in enumerate(params) if p.transpose and h == w]
+    if transpose:
+        grid[transpose] = grid[transpose].flip(-1)
     template = [k for k, p in enumerate(params) if p.family == "template"]
     others = [k for k, p in enumerate(params) if p.family != "template"]
     img = torch.empty(b, h, w, dtype=dt, device=dev)
@@ -466,12 +503,7 @@ def synthesize_mixed(mixed: torch.Tensor, params: Sequence[SynthesisParams]) -> 
     noise = np.stack([np.random.default_rng(p.texture_seed).standard_normal((1, 24, 24)) for p in params])
     texture = _upsample_corners(torch.as_tensor(noise, dtype=dt, device=dev), h, w)[:, 0]
     img.mul_(torch.addcmul(torch.ones((), dtype=dt, device=dev), texture, column(amount)))
-    for k, p in enumerate(params):  # thick slices (40 % of the samples): average down, expand back, as synthesize
-        if p.thick_factor > 1.05:
-            size = (max(4, int(round(h / p.thick_factor))), w) if p.thick_axis == 0 else \
-                (h, max(4, int(round(w / p.thick_factor))))
-            img[k] = F.interpolate(F.interpolate(img[k][None, None], size=size, mode="area"), size=(h, w),
-                                   mode="bilinear", align_corners=False)[0, 0]
+    _thick_slices(img, params)
     sigmas = np.array([p.blur_sigma for p in params])
     blurred = np.flatnonzero(sigmas > 0.05)
     if blurred.size:

@@ -31,6 +31,7 @@ def test_batched_synthesis_equals_the_per_slice_reference(tissue_slices):
     params = [RandomSynthesis().sample(rng) for _ in range(len(tissue_slices))]
     params[0].family, params[1].thick_factor, params[2].blur_sigma = "template", 3.0, 1.3  # every branch
     params[3].transpose, params[4].flip, params[5].skull_stripped = True, True, True
+    params[6].transpose, params[6].flip, params[7].transpose, params[7].flip = True, True, False, False
     out = synthesize_batch(tissue_slices, params)
     for k, p in enumerate(params):
         ref = synthesize(tissue_slices[k], p, noise=False)
