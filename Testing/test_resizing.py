@@ -64,3 +64,21 @@ def test_thick_slices_as_batched_products_equal_the_per_sample_resizes(monkeypat
     _thick_slices(batched, params)
     assert not torch.allclose(per_sample[:2], images[:2], atol=1e-3)  # both axes were thickened
     assert torch.allclose(per_sample, batched, atol=1e-5)
+
+
+def test_the_factorys_gpu_code_path_run_on_the_cpu_makes_the_same_batch(monkeypatch):
+    """Every branch the factory takes on a GPU (DFT matrices, batched crop-and-resize, thick slices by matrix)
+    against the CPU's, on the same seeds: the labels agree to float round-off."""
+    import SSIMQualityLib.dft as dft
+    import SSIMQualityLib.synthesis as synthesis
+
+    factory = factory_module.SampleFactory(seed=4, group_size=32)
+    x_cpu, y_cpu = factory.batch(3, 96)
+    on_gpu_path = {"cpu", "cuda"}
+    for module in (dft, factory_module, synthesis):
+        monkeypatch.setattr(module, "MATMUL_DEVICES", on_gpu_path)
+    x_gpu, y_gpu = factory.batch(3, 96)
+    assert y_cpu.std() > 0.05  # a batch with motion of every strength
+    assert float((y_cpu - y_gpu).abs().max()) < 1e-4
+    # Inputs: round-off, amplified in a few pixels by the normalisation's percentile.
+    assert float((x_cpu - x_gpu).abs().mean()) < 1e-5 and float((x_cpu - x_gpu).abs().max()) < 5e-3

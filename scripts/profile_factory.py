@@ -5,9 +5,14 @@ device synchronised at the stage's edges (exclusive of nested stages), the numbe
 a kernel launch or more on a GPU, where launches, not arithmetic, bound small images), and the copies between
 host and device (each copy to the host waits for the device).  Writes JSON with ``--out``.
 
+``--gpu-path`` runs, on any device, the branches the factory takes on a GPU (DFT matrices instead of FFTs,
+each group's crop-and-resize and thick slices as batched products, SSIM and CLAHE over the whole stack): with
+no GPU at hand, its operation counts are what a GPU would launch.
+
 Example::
 
     python3 scripts/profile_factory.py --device cpu --batch 64 --groups 16
+    python3 scripts/profile_factory.py --device cpu --gpu-path --batch 512 --groups 64
 """
 from __future__ import annotations
 
@@ -56,7 +61,10 @@ def main(argv=None) -> int:
     p.add_argument("--batch", type=int, default=512)
     p.add_argument("--groups", type=int, nargs="+", default=[16, 64, 128])
     p.add_argument("--out", default="")
+    p.add_argument("--gpu-path", action="store_true", help="the GPU's branches on this device (operation counts)")
     args = p.parse_args(argv)
+    if args.gpu_path:
+        _take_gpu_branches()
     dev = torch.device(args.device)
 
     def sync():
@@ -93,7 +101,8 @@ def main(argv=None) -> int:
     for name in METHODS:
         setattr(fm.SampleFactory, name, timed(name, getattr(fm.SampleFactory, name)))
 
-    report = {"device": torch.cuda.get_device_name(0) if dev.type == "cuda" else "cpu", "batch": args.batch}
+    report = {"device": torch.cuda.get_device_name(0) if dev.type == "cuda" else "cpu", "batch": args.batch,
+              "gpu_path": args.gpu_path}
     for group in args.groups:
         factory = fm.SampleFactory(seed=0, device=dev, group_size=group)
         factory.batch(0, args.batch)  # sources loaded, kernels compiled
@@ -140,6 +149,20 @@ def _fft_plans(dev, sync):
 
     new = [(32, 128, 150 + k) for k in range(40)]  # lengths 150 - 189
     return run(new), run([(32, 128, 170)] * 40)
+
+
+def _take_gpu_branches() -> None:
+    """Make every device take the factory's GPU branches (the device-type switches in dft, ssim and clahe)."""
+    import SSIMQualityLib.clahe as clahe
+    import SSIMQualityLib.dft as dft
+    import SSIMQualityLib.ssim as ssim_module
+    import SSIMQualityLib.synthesis as synthesis
+
+    every = {"cpu", "cuda", "mps", "xpu"}
+    for module in (dft, fm, synthesis):
+        module.MATMUL_DEVICES = every
+    ssim_module._CHUNK = 1 << 30
+    clahe._whole_stack = lambda device: True
 
 
 def _plain_rate(factory, batch, sync) -> float:
