@@ -9,9 +9,9 @@ in numpy, scikit-image and small torch calls: its steps are the reference.
    (:func:`~SSIMQualityLib.contrast.apply_contrast_batch`, CLAHE included);
 3. the acquisition: field of view and matrix (crop and resample, as the reference: in image space
    or, for half of them, in k-space with Gibbs ringing; per slice on a CPU, the whole group as batched
-   products on a GPU: :func:`~SSIMQualityLib.resizing.crop_resize_batch`), EPI's N/2 ghost, the scanner's blur, both motion models
-   (:func:`~SSIMQualityLib.motion.apply_motion_batch`), Rician noise with
-   one of the four backgrounds;
+   products on a GPU: :func:`~SSIMQualityLib.resizing.crop_resize_batch`), EPI's N/2 ghost, the scanner's
+   blur, both motion models (:func:`~SSIMQualityLib.motion.apply_motion_batch`), Rician noise with one of
+   the four backgrounds;
 4. the label (batched SSIM) and the input, fitted to the network's size.
 
 The parameters are drawn by the same random twins as the reference

@@ -11,10 +11,10 @@ by two batched products.
 
 The operators reproduce, to float round-off (tested against the per-sample functions):
 
-* ``"area"``: ``F.interpolate(mode="area")`` (adaptive average pooling: output ``i`` averages inputs
+* :data:`AREA`: ``F.interpolate(mode="area")`` (adaptive average pooling: output ``i`` averages inputs
   ``floor(i n_in / n_out)`` to ``ceil((i + 1) n_in / n_out) - 1``);
-* ``"bilinear"``: ``F.interpolate(mode="bilinear", align_corners=False)``;
-* ``"fourier"``: the centred spectrum cropped or zero-filled, as :func:`~SSIMQualityLib.slices.fourier_resample`
+* :data:`BILINEAR`: ``F.interpolate(mode="bilinear", align_corners=False)``;
+* :data:`FOURIER`: the centred spectrum cropped or zero-filled, as :func:`~SSIMQualityLib.slices.fourier_resample`
   (a Dirichlet kernel, summed in closed form, complex).
 
 A crop reaching outside the image reads zeros there, as :func:`~SSIMQualityLib.slices.crop` pads.
@@ -92,7 +92,8 @@ def axis_operators(n_in, n_out, kind, *, offset=None, in_len: int, out_len: int,
         ratio = torch.where(zero, m.to(torch.float64),
                             torch.sin(math.pi * m * theta) / torch.where(zero, 1.0, torch.sin(math.pi * theta)))
         phase = math.pi * theta * (m - 1 - 2 * torch.div(m, 2, rounding_mode="floor")).to(torch.float64)
-        w = torch.polar(ratio / nin.to(torch.float64), phase).to(torch.complex64)
+        amplitude = ratio / nin.to(torch.float64)  # signed: torch.polar leaves negative magnitudes undefined
+        w = torch.complex(amplitude * torch.cos(phase), amplitude * torch.sin(phase)).to(torch.complex64)
         out = torch.where(kd == FOURIER, w, torch.zeros((), dtype=torch.complex64, device=device)
                           if out is None else out.to(torch.complex64))
     return torch.where(valid, out, torch.zeros((), dtype=out.dtype, device=device))
