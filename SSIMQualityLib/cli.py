@@ -431,7 +431,12 @@ def _add_train(sub) -> None:
     p.add_argument("--optimizer", choices=["adamw", "adam"], default=d.optimizer, help="default adamw (the paper: adam)")
     p.add_argument("--lr", type=float, default=d.lr, help=f"peak learning rate (default {d.lr})")
     p.add_argument("--loss", choices=["mse", "l1", "huber"], default=d.loss)
-    p.add_argument("--steps", type=int, default=d.steps)
+    p.add_argument("--steps", type=int, default=None,
+                   help=f"training steps (default {d.steps}; with --schedule-minutes only a cap, none by default)")
+    p.add_argument("--schedule-minutes", type=float, default=0.0, metavar="M",
+                   help="train for M minutes of training time, with the learning-rate schedule spread over them "
+                        "instead of over --steps: a fixed window (a lent GPU, a job's wall time) is used whole and "
+                        "ends annealed, whatever the machine's speed. The clock starts with the first batch")
     p.add_argument("--train-samples", type=int, default=d.train_samples)
     p.add_argument("--val-samples", type=int, default=d.val_samples)
     p.add_argument("--val-every", type=int, default=d.val_every)
@@ -467,14 +472,16 @@ def _add_train(sub) -> None:
 
 
 def _run_train(args) -> int:
-    from .training import TrainConfig, train
+    from .training import UNCAPPED_STEPS, TrainConfig, train
 
     show = _show(args)
     if show is not None:  # also reaches the processes that make samples
         os.environ[progress.PROGRESS_ENV] = "1" if show else "0"
 
     cfg = TrainConfig(out_dir=args.out, arch=args.arch, input_size=args.input_size, batch_size=args.batch_size,
-                      optimizer=args.optimizer, lr=args.lr, loss=args.loss, steps=args.steps,
+                      optimizer=args.optimizer, lr=args.lr, loss=args.loss,
+                      steps=args.steps or (UNCAPPED_STEPS if args.schedule_minutes > 0 else TrainConfig.steps),
+                      schedule_minutes=args.schedule_minutes,
                       train_samples=args.train_samples, val_samples=args.val_samples, val_every=args.val_every,
                       checkpoint_every=args.val_every, train_seed=args.seed, device=args.device,
                       workers=args.workers, max_minutes=args.max_minutes, init=args.init,

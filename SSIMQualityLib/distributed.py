@@ -77,6 +77,17 @@ def any_rank(flag: bool, device: torch.device) -> bool:
     return bool(t.item() > 0)
 
 
+def max_over_ranks(value: float, device: torch.device) -> float:
+    """The largest ``value`` over the ranks, on every rank (``value`` itself in one process)."""
+    import torch.distributed as dist
+
+    if not dist.is_initialized():
+        return float(value)
+    t = torch.tensor([float(value)], dtype=torch.float64, device=device)
+    dist.all_reduce(t, op=dist.ReduceOp.MAX)
+    return float(t.item())
+
+
 def finish() -> None:
     import torch.distributed as dist
 

@@ -53,6 +53,72 @@ class TrainConfig:
     stream: bool = False  # fresh samples every step, made by ``workers`` processes, instead of a cached set
     factory: str = "batched"  # "batched": SampleFactory (every step batched); "reference": one sample at a time
     group_size: int = 0  # streamed batches: samples per acquired matrix; 0 = factory.stream_group_size's rule
+    schedule_minutes: float = 0.0  # > 0: the one-cycle schedule spans this much training time, and the run ends
+    # then (``steps`` only caps it); 0: the schedule spans ``steps``
+
+
+#: ``steps`` of a timed run (``schedule_minutes``) given no cap: the time decides.
+UNCAPPED_STEPS = 10 ** 9
+#: The one-cycle schedule's shape (both kinds): 5 % warm-up from lr / 10, cosine annealing to lr / 1000.
+PCT_START, DIV_FACTOR, FINAL_DIV_FACTOR = 0.05, 10.0, 100.0
+
+
+def one_cycle_lr(fraction: float, max_lr: float) -> float:
+    """The learning rate at ``fraction`` (0 – 1) of a one-cycle schedule: a cosine rise from ``max_lr / 10`` to
+    ``max_lr`` over the first :data:`PCT_START`, then a cosine fall to ``max_lr / 1000`` (torch's
+    ``OneCycleLR`` with the same settings, as a function of the fraction done).
+
+    Examples
+    --------
+    >>> [round(one_cycle_lr(f, 1e-3), 7) for f in (0.0, 0.05, 1.0)]
+    [0.0001, 0.001, 1e-06]
+    """
+    import math
+
+    f = min(max(float(fraction), 0.0), 1.0)
+    low, floor = max_lr / DIV_FACTOR, max_lr / DIV_FACTOR / FINAL_DIV_FACTOR
+    if f < PCT_START:
+        start, end, t = low, max_lr, f / PCT_START
+    else:
+        start, end, t = max_lr, floor, (f - PCT_START) / (1 - PCT_START)
+    return end + (start - end) * (1 + math.cos(math.pi * t)) / 2
+
+
+class TimedOneCycle:
+    """The one-cycle schedule over a span of training time instead of a number of steps (``--schedule-minutes``).
+
+    For a fixed window (a GPU lent for minutes, a cluster job's wall time): the run uses all of it and ends with
+    its learning rate annealed, however fast the machine turns out to be, with no benchmark first to guess the
+    number of steps.  :meth:`advance` adds the time a step took; the time spent is saved with the checkpoint,
+    so a resumed run carries on along the same schedule.
+    """
+
+    def __init__(self, optimizer, max_lr: float, seconds: float):
+        self.optimizer, self.max_lr, self.seconds, self.elapsed = optimizer, float(max_lr), float(seconds), 0.0
+        self._apply()
+
+    def _apply(self) -> None:
+        lr = one_cycle_lr(self.elapsed / self.seconds, self.max_lr)
+        for group in self.optimizer.param_groups:
+            group["lr"] = lr
+
+    def advance(self, seconds: float) -> None:
+        self.elapsed += max(0.0, float(seconds))
+        self._apply()
+
+    @property
+    def done(self) -> bool:
+        return self.elapsed >= self.seconds
+
+    def get_last_lr(self) -> list:
+        return [group["lr"] for group in self.optimizer.param_groups]
+
+    def state_dict(self) -> dict:
+        return {"elapsed": self.elapsed, "seconds": self.seconds}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.elapsed = float(state["elapsed"])
+        self._apply()
 
 
 def _loss_fn(name: str) -> Callable:
@@ -228,8 +294,13 @@ def train(cfg: TrainConfig, resume: bool = True, log: Callable[[str], None] = pr
     model = model.to(device).to(memory_format=torch.channels_last)
     opt_cls = torch.optim.AdamW if cfg.optimizer == "adamw" else torch.optim.Adam
     opt = opt_cls(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay if cfg.optimizer == "adamw" else 0.0)
-    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=cfg.lr, total_steps=cfg.steps, pct_start=0.05,
-                                                div_factor=10.0, final_div_factor=100.0)
+    timed = cfg.schedule_minutes > 0
+    sched = TimedOneCycle(opt, cfg.lr, 60 * cfg.schedule_minutes) if timed else \
+        torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=cfg.lr, total_steps=cfg.steps, pct_start=PCT_START,
+                                            div_factor=DIV_FACTOR, final_div_factor=FINAL_DIV_FACTOR)
+    if timed:
+        cap = f", or at step {cfg.steps}" if cfg.steps < UNCAPPED_STEPS else ""
+        log(f"learning-rate schedule over {cfg.schedule_minutes:g} min of training time; the run ends then{cap}")
     loss_fn = _loss_fn(cfg.loss)
     step = 0
     last = out / "last.ckpt"
@@ -290,14 +361,17 @@ def train(cfg: TrainConfig, resume: bool = True, log: Callable[[str], None] = pr
 
     start = time.time()
     running = None
-    bar = progress.bar(cfg.steps, initial=step, desc="training", unit="step", show=None if w.main else False)
-    while step < cfg.steps:
+    bar = progress.bar(None if timed else cfg.steps, initial=step, desc="training", unit="step",
+                       show=None if w.main else False)
+    tick = None  # a timed schedule's clock starts with the first batch (not while sample processes start)
+    while step < cfg.steps and not (timed and sched.done):
         model.train()
         if cfg.stream:
             xb, yb = next(batches)
         else:
             idx = batch_indices(step)
             xb, yb = x_tr[idx], y_tr[idx]
+        tick = tick or time.time()
         xb = xb.to(device, non_blocking=True).float().contiguous(memory_format=torch.channels_last)
         yb = yb.to(device, non_blocking=True)
         with _autocast(device, cfg):
@@ -306,16 +380,23 @@ def train(cfg: TrainConfig, resume: bool = True, log: Callable[[str], None] = pr
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
-        sched.step()
+        value = loss.item()  # also waits for the step: a timed schedule then counts its real length
+        if timed:
+            now = time.time()
+            # Under DDP every rank counts the slowest rank's step, so all of them end at the same step.
+            sched.advance(distributed.max_over_ranks(now - tick, device))
+            tick = now
+        else:
+            sched.step()
         step += 1
-        value = loss.item()
         running = value if running is None else 0.98 * running + 0.02 * value
         bar.update(1)
         bar.set_postfix(loss=f"{running:.5f}", lr=f"{sched.get_last_lr()[0]:.2e}")
         timed_out = cfg.max_minutes > 0 and (time.time() - start) > cfg.max_minutes * 60
         if w.size > 1:
             timed_out = distributed.any_rank(timed_out, device)  # all ranks stop at the same step
-        if w.main and (step % cfg.val_every == 0 or step == cfg.steps or timed_out):
+        last_step = step == cfg.steps or timed_out or (timed and sched.done)
+        if w.main and (step % cfg.val_every == 0 or last_step):
             p = predict(net, x_va, device, cfg)
             r = (p - y_va).numpy()
             row = {"step": step, "lr": sched.get_last_lr()[0], "train_loss": running,
@@ -324,12 +405,14 @@ def train(cfg: TrainConfig, resume: bool = True, log: Callable[[str], None] = pr
             write_log(row)
             bar.write(f"step {step}: val residual mean {row['val_residual_mean']:+.4f} std {row['val_residual_std']:.4f}")
             plot_log(log_path, out / "loss.png")
-        if w.main and (step % cfg.checkpoint_every == 0 or step == cfg.steps or timed_out):
+        if w.main and (step % cfg.checkpoint_every == 0 or last_step):
             checkpoint(last)
         if timed_out:
             bar.close()
             log(f"time limit reached at step {step}; resume with the same command")
             break
+        if timed and sched.done:
+            log(f"schedule complete at step {step} ({sched.elapsed / 60:.2f} min of training)")
     bar.close()
     final = out / "model.pt"
     if w.main:  # before the sample processes stop: one that dies on its way out must not cost the model

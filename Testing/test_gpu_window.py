@@ -31,3 +31,25 @@ def test_a_run_that_failed_after_its_checkpoint_still_exports_its_weights(tmp_pa
     (tmp_path / "model.pt").write_bytes(joined)
     restored = load_model(tmp_path / "model.pt")
     assert all((restored.state_dict()[k] == v).all() for k, v in net.state_dict().items())
+
+
+def test_a_timed_window_skips_the_bench_and_keeps_its_schedule_when_it_retries(tmp_path, monkeypatch):
+    """--timed: no bench; the training command spans the window's training time (--schedule-minutes), and the
+    retry in this process's factory asks for the same schedule (a resume refuses another one)."""
+    calls = []
+
+    def fake_run(cmd, **kwargs):
+        calls.append(list(cmd))
+        return type("Done", (), {"returncode": 1 if len(calls) == 1 else 0})()
+
+    monkeypatch.setattr(gw.subprocess, "run", fake_run)
+    assert gw.main(["--minutes", "12", "--timed", "--device", "cpu", "--init", "", "--out", str(tmp_path / "run"),
+                    "--workers", "4"]) == 0
+    assert len(calls) == 2 and all("train" in c for c in calls)  # no bench child before them
+
+    def value(cmd, flag):
+        return cmd[cmd.index(flag) + 1]
+
+    assert value(calls[0], "--schedule-minutes") == value(calls[1], "--schedule-minutes")
+    assert 9.0 < float(value(calls[0], "--schedule-minutes")) < 10.5  # 12 min, less the reserve and start-up
+    assert "--steps" not in calls[0] and (value(calls[0], "--workers"), value(calls[1], "--workers")) == ("4", "0")

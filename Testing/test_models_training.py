@@ -238,3 +238,47 @@ def test_streaming_in_process_on_the_cpu_device_path(tmp_path):
     assert not torch.equal(batches[0][1], batches[1][1])
     model = train(c, log=lambda *_: None)
     assert read_checkpoint(model)["state_dict"]
+
+
+def test_one_cycle_lr_is_torchs_one_cycle_as_a_function_of_the_fraction_done():
+    from SSIMQualityLib.training import one_cycle_lr
+
+    assert one_cycle_lr(0.0, 1e-3) == pytest.approx(1e-4) and one_cycle_lr(1.0, 1e-3) == pytest.approx(1e-6)
+    assert one_cycle_lr(0.05, 1e-3) == pytest.approx(1e-3) and one_cycle_lr(2.0, 1e-3) == pytest.approx(1e-6)
+    from SSIMQualityLib.training import TimedOneCycle
+
+    timed = TimedOneCycle(torch.optim.SGD([torch.zeros(1, requires_grad=True)], lr=1.0), 1e-3, seconds=10.0)
+    timed.advance(2.5)
+    timed.load_state_dict({"elapsed": 5.0, "seconds": 10.0})  # a resumed run carries on along its clock
+    assert timed.get_last_lr()[0] == pytest.approx(one_cycle_lr(0.5, 1e-3)) and not timed.done
+    opt = torch.optim.SGD([torch.zeros(1, requires_grad=True)], lr=1e-3)
+    total = 400
+    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=1e-3, total_steps=total, pct_start=0.05,
+                                                div_factor=10.0, final_div_factor=100.0)
+    for s in range(total):
+        # Within 5 % of the peak (torch's phases end one step early); a linear ramp would be off by 20 %.
+        assert abs(sched.get_last_lr()[0] - one_cycle_lr(s / (total - 1), 1e-3)) < 5e-5, s
+        opt.step()
+        if s < total - 1:
+            sched.step()
+
+
+def test_a_timed_schedule_uses_its_minutes_ends_annealed_and_resumes_on_its_clock(tmp_path):
+    """--schedule-minutes: the run ends when its training time is spent (not at a step count), with the learning
+    rate at its floor; cut off, it resumes where its clock stopped."""
+    cfg = _cfg(tmp_path / "t", 10 ** 6)
+    cfg.schedule_minutes, cfg.val_every, cfg.checkpoint_every = 0.1, 10 ** 6, 10 ** 6  # 6 s of steps
+    cfg.max_minutes = 1e-9  # cut off after its first step
+    train(cfg, log=lambda *_: None)
+    cut = torch.load(tmp_path / "t" / "last.ckpt", weights_only=True)
+    assert cut["step"] == 1 and 0 < cut["scheduler"]["elapsed"] < 6
+    cfg.max_minutes = 0
+    model = train(cfg, log=lambda *_: None)
+    done = torch.load(tmp_path / "t" / "last.ckpt", weights_only=True)
+    assert 6 <= done["scheduler"]["elapsed"] < 60 and cut["step"] < done["step"] < 10 ** 6
+    rows = (tmp_path / "t" / "log.csv").read_text(encoding="utf-8").splitlines()
+    assert float(rows[-1].split(",")[1]) == pytest.approx(cfg.lr / 1000)  # annealed to the floor
+    assert read_checkpoint(model)["state_dict"]
+    again = train(cfg, log=lambda *_: None)  # nothing left of the schedule: no further step
+    assert torch.load(tmp_path / "t" / "last.ckpt", weights_only=True)["step"] == done["step"]
+    assert read_checkpoint(again)["state_dict"]

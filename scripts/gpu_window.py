@@ -8,6 +8,9 @@ For whoever has a GPU for a fixed window (README, "Training on a GPU").  In one 
    complete, inside the window;
 3. trains with fresh samples every step, made on the GPU (``ssimquality train --stream``), checkpointing as it
    goes; if the run stops early with time left, it resumes once in this process's factory (``--workers 0``);
+   (with ``--timed``: no bench; the learning-rate schedule runs over the window's training time instead of a
+   number of steps, so the run uses the whole window and ends annealed at whatever rate the GPU turns out
+   to have: ``train --schedule-minutes``);
 4. copies the model, its log and loss plot to ``--export``, the model split into parts below ``--part-mb``
    (with ``.sha256``) where a transfer limits file sizes; rejoin with ``cat model.pt.part* > model.pt``.
 
@@ -71,6 +74,8 @@ def main(argv=None) -> int:
     p.add_argument("--workers", type=int, default=max(1, min(8, (os.cpu_count() or 2) - 4)),
                    help="processes making samples on the GPU (0: in the training process)")
     p.add_argument("--steps", type=int, default=0, help="fix the steps (a resumed window); 0: from the bench")
+    p.add_argument("--timed", action="store_true",
+                   help="no bench: the schedule spans the window's training time (train --schedule-minutes)")
     p.add_argument("--reserve", type=float, default=75.0, help="seconds kept for the final save and export")
     p.add_argument("--part-mb", type=float, default=15.0)
     p.add_argument("--device", default="cuda", help="cuda; cpu only to try this script out")
@@ -83,7 +88,7 @@ def main(argv=None) -> int:
     if export:
         export.mkdir(parents=True, exist_ok=True)
     bench = {}
-    if not args.steps:
+    if not args.steps and not args.timed:
         bench = _bench((export or out) / "bench_gpu.json", args.batch_size, args.workers,
                        timeout=max(60.0, 0.25 * (deadline - time.time())), device=args.device)
         print("gpu_window: bench", json.dumps(bench), flush=True)
@@ -99,14 +104,21 @@ def main(argv=None) -> int:
     # Spawning the sample makers, the validation set and validations take time from the steps: 0.8 of the rate.
     train_s = deadline - time.time() - args.reserve
     steps = args.steps or max(50, int(0.8 * rate * (train_s - 30) / args.batch_size))
+    # Timed: the training clock starts with the first batch, after the sample processes and the validation set
+    # (about a minute): the schedule gets the rest, the same in a resumed attempt (a resume checks it).
+    schedule = max(1.0, (train_s - 60) / 60) if args.timed else 0.0
     init = args.init
     if init == "bundled":
         from SSIMQualityLib.models import bundled_model_entry, catalog_path
 
         init = str(catalog_path().parent / bundled_model_entry()["file"])
-    print(f"gpu_window: {steps} steps of {args.batch_size} at {args.input_size}² "
-          f"({steps * args.batch_size / 1e6:.2f} M samples) in about {train_s / 60:.1f} min, fed at ~{rate:.0f}/s",
-          flush=True)
+    if args.timed:
+        print(f"gpu_window: steps of {args.batch_size} at {args.input_size}², the schedule over {schedule:.2f} min "
+              f"of training ({train_s / 60:.1f} min left for the run)", flush=True)
+    else:
+        print(f"gpu_window: {steps} steps of {args.batch_size} at {args.input_size}² "
+              f"({steps * args.batch_size / 1e6:.2f} M samples) in about {train_s / 60:.1f} min, fed at "
+              f"~{rate:.0f}/s", flush=True)
 
     log = (export or out) / "train.log"
     env = dict(os.environ, PYTHONUNBUFFERED="1", SSIMQUALITY_PROGRESS="0")
@@ -116,8 +128,12 @@ def main(argv=None) -> int:
             break
         cmd = [sys.executable, "-m", "SSIMQualityLib.cli", "train", "--stream", "--device", args.device,
                "--out", str(out), "--input-size", str(args.input_size), "--batch-size", str(args.batch_size),
-               "--steps", str(steps), "--lr", str(args.lr), "--workers", str(workers), "--val-samples", "1024",
-               "--val-every", str(max(50, steps // 8)), "--max-minutes", f"{left:.2f}"]
+               "--lr", str(args.lr), "--workers", str(workers), "--val-samples", "1024", "--max-minutes", f"{left:.2f}"]
+        if args.timed:  # about 3 steps a second at 128² on an H200: a validation every minute or so
+            cmd += ["--schedule-minutes", f"{schedule:.2f}", "--val-every", "200"]
+            cmd += ["--steps", str(args.steps)] if args.steps else []
+        else:
+            cmd += ["--steps", str(steps), "--val-every", str(max(50, steps // 8))]
         if init:
             cmd += ["--init", init]
         with open(log, "a", encoding="utf-8") as fh:
