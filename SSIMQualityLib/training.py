@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import csv
 import json
+import math
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -73,8 +74,6 @@ def one_cycle_lr(fraction: float, max_lr: float) -> float:
     >>> [round(one_cycle_lr(f, 1e-3), 7) for f in (0.0, 0.05, 1.0)]
     [0.0001, 0.001, 1e-06]
     """
-    import math
-
     f = min(max(float(fraction), 0.0), 1.0)
     low, floor = max_lr / DIV_FACTOR, max_lr / DIV_FACTOR / FINAL_DIV_FACTOR
     if f < PCT_START:
