@@ -76,6 +76,8 @@ def main(argv=None) -> int:
     p.add_argument("--steps", type=int, default=0, help="fix the steps (a resumed window); 0: from the bench")
     p.add_argument("--timed", action="store_true",
                    help="no bench: the schedule spans the window's training time (train --schedule-minutes)")
+    p.add_argument("--startup", type=float, default=30.0,
+                   help="with --timed: seconds kept for starting the run (sample processes, validation set)")
     p.add_argument("--reserve", type=float, default=75.0, help="seconds kept for the final save and export")
     p.add_argument("--part-mb", type=float, default=15.0)
     p.add_argument("--device", default="cuda", help="cuda; cpu only to try this script out")
@@ -105,8 +107,9 @@ def main(argv=None) -> int:
     train_s = deadline - time.time() - args.reserve
     steps = args.steps or max(50, int(0.8 * rate * (train_s - 30) / args.batch_size))
     # Timed: the training clock starts with the first batch, after the sample processes and the validation set
-    # (about a minute): the schedule gets the rest, the same in a resumed attempt (a resume checks it).
-    schedule = max(1.0, (train_s - 60) / 60) if args.timed else 0.0
+    # (--startup): the schedule gets the rest, the same in a retry (a resume checks it).  Should the start take
+    # longer, --max-minutes ends the run a little before its schedule, with the learning rate nearly annealed.
+    schedule = max(1.0, (train_s - args.startup) / 60) if args.timed else 0.0
     init = args.init
     if init == "bundled":
         from SSIMQualityLib.models import bundled_model_entry, catalog_path
