@@ -48,6 +48,16 @@ def dft_matrix(n: int, *, inverse: bool = False, device="cpu", dtype=torch.compl
     return m
 
 
+def on_matmul_device(device) -> bool:
+    """Whether work on ``device`` takes the GPU's branches (matrix products rather than FFTs or per-sample
+    loops): the one switch every such branch reads, so that a test flips them all through :data:`MATMUL_DEVICES`.
+
+    >>> on_matmul_device("cpu"), on_matmul_device(torch.device("cuda", 0))
+    (False, True)
+    """
+    return torch.device(device).type in MATMUL_DEVICES
+
+
 def dft(x: torch.Tensor, *, dim: int = -1, inverse: bool = False, out: torch.Tensor = None) -> torch.Tensor:
     """``torch.fft.fft(x, dim=dim)`` (``ifft`` when ``inverse``), by a matrix product on :data:`MATMUL_DEVICES`.
 
@@ -62,7 +72,7 @@ def dft(x: torch.Tensor, *, dim: int = -1, inverse: bool = False, out: torch.Ten
     >>> bool(torch.allclose(dft(x, dim=1), torch.fft.fft(x, dim=1)))
     True
     """
-    if x.device.type not in MATMUL_DEVICES:
+    if not on_matmul_device(x.device):
         fn = torch.fft.ifft if inverse else torch.fft.fft
         return fn(x, dim=dim, out=out) if out is not None else fn(x, dim=dim)
     ctype = torch.complex128 if x.dtype in (torch.float64, torch.complex128) else torch.complex64

@@ -51,7 +51,7 @@ import torch
 import torch.nn.functional as F
 
 from .contrast import RandomContrast, apply_contrast_batch
-from .dft import MATMUL_DEVICES
+from .dft import on_matmul_device
 from .motion import RandomMotion, apply_motion_batch
 from .resizing import crop_resize_batch
 from .slices import (INPUT_SIZE, SliceSampler, crop, fit_to_size, fourier_resample, head_boxes, normalize,
@@ -300,7 +300,7 @@ class SampleFactory:
         grow_h = np.where(tall, widths * aspect - heights, 0.0) / 2
         grow_w = np.where(tall, 0.0, heights / aspect - widths) / 2
         boxes = np.round(boxes + np.stack([-grow_h, grow_h, -grow_w, grow_w], axis=1)).astype(int)
-        if canvas.device.type in MATMUL_DEVICES:  # a GPU: the group in two batched products, not ~20 launches a sample
+        if on_matmul_device(canvas.device):  # a GPU: the group in two batched products, not ~20 launches a sample
             return crop_resize_batch(canvas, boxes, size, in_kspace).clamp_min(0)
         # A CPU: one sample at a time is faster (the FFT, and no operators to build; measured 5-8x).
         return torch.stack([fourier_resample(crop(canvas[k], boxes[k]), size) if in_kspace[k] else

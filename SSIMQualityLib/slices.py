@@ -447,7 +447,7 @@ def fourier_resample(image: torch.Tensor, size: Tuple[int, int]) -> torch.Tensor
 
     h, w = image.shape[-2:]
     oh, ow = int(size[0]), int(size[1])
-    if image.device.type in dft.MATMUL_DEVICES:  # a GPU: no FFT plan to build for every new shape
+    if dft.on_matmul_device(image.device):  # a GPU: no FFT plan to build for every new shape
         dev = str(image.device)
         out = _truncation_matrix(h, oh, dev) @ image.to(torch.complex64) @ _truncation_matrix(w, ow, dev).T
         return out.abs().to(image.dtype)

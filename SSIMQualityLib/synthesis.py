@@ -24,7 +24,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from .dft import MATMUL_DEVICES, dft
+from .dft import dft, on_matmul_device
+from .resizing import AREA, BILINEAR, axis_operators
 
 #: Channels of a tissue slice stack ("skull" and "scalp" are synthetic shells:
 #: nilearn's T1 template is brain-extracted).
@@ -218,9 +219,8 @@ def synthesize(stack: torch.Tensor, p: SynthesisParams, noise: bool = True) -> t
         img = img * (1 + p.texture_amount * _smooth_field((h, w), g)[0])
     # Resolution: thick slices (average then re-expand along one axis), blur.
     if p.thick_factor > 1.05:
-        size = (max(4, int(round(h / p.thick_factor))), w) if p.thick_axis == 0 else (h, max(4, int(round(w / p.thick_factor))))
-        img = F.interpolate(F.interpolate(img[None, None], size=size, mode="area"), size=(h, w), mode="bilinear",
-                            align_corners=False)[0, 0]
+        img = F.interpolate(F.interpolate(img[None, None], size=_thick_size(p, h, w), mode="area"), size=(h, w),
+                            mode="bilinear", align_corners=False)[0, 0]
     img = _gaussian_blur(img, p.blur_sigma)
     # Bias field: exp of a quadratic polynomial.
     b = p.bias
@@ -425,28 +425,31 @@ def _thick_slices(img: torch.Tensor, params: Sequence[SynthesisParams]) -> None:
     (H, H) or (W, W) matrix), on a CPU one sample at a time (twice as fast there as the products)."""
     b, h, w = img.shape
     thick = [k for k, p in enumerate(params) if p.thick_factor > 1.05]
-    if img.device.type not in MATMUL_DEVICES:
+    if not on_matmul_device(img.device):
         for k in thick:
-            p = params[k]
-            size = (max(4, int(round(h / p.thick_factor))), w) if p.thick_axis == 0 else \
-                (h, max(4, int(round(w / p.thick_factor))))
-            img[k] = F.interpolate(F.interpolate(img[k][None, None], size=size, mode="area"), size=(h, w),
-                                   mode="bilinear", align_corners=False)[0, 0]
+            img[k] = F.interpolate(F.interpolate(img[k][None, None], size=_thick_size(params[k], h, w), mode="area"),
+                                   size=(h, w), mode="bilinear", align_corners=False)[0, 0]
         return
     for axis, n in ((0, h), (1, w)):
         ks = [k for k in thick if params[k].thick_axis == axis]
         if ks:
-            op = torch.stack([_thick_operator(n, max(4, int(round(n / params[k].thick_factor))), str(img.device))
+            op = torch.stack([_thick_operator(n, _thick_size(params[k], h, w)[axis], str(img.device))
                               for k in ks])  # (K, n, n)
             img[ks] = op @ img[ks] if axis == 0 else img[ks] @ op.transpose(1, 2)
+
+
+def _thick_size(p: SynthesisParams, h: int, w: int) -> Tuple[int, int]:
+    """The (rows, columns) a thick slice of an (h, w) image is averaged down to: its thick axis divided by
+    ``thick_factor``, at least 4."""
+    if p.thick_axis == 0:
+        return max(4, int(round(h / p.thick_factor))), w
+    return h, max(4, int(round(w / p.thick_factor)))
 
 
 @functools.lru_cache(maxsize=1024)
 def _thick_operator(n: int, size: int, device: str) -> torch.Tensor:
     """(n, n) matrix of a thick slice along one axis: area average from ``n`` down to ``size`` samples, then
     bilinear back to ``n`` (a few hundred sizes occur; cached on the device, 256 KB each at n = 256)."""
-    from .resizing import AREA, BILINEAR, axis_operators
-
     down = axis_operators([n], [size], [AREA], in_len=n, out_len=size, device=device)
     up = axis_operators([size], [n], [BILINEAR], in_len=size, out_len=n, device=device)
     return (up @ down)[0]
@@ -462,7 +465,6 @@ def synthesize_mixed(mixed: torch.Tensor, params: Sequence[SynthesisParams]) -> 
     """
     b, _, h, w = mixed.shape
     dev, dt = mixed.device, mixed.dtype
-    x = mixed
 
     def column(values):
         return torch.as_tensor(np.asarray(values, dtype=np.float32), device=dev)[:, None, None]
@@ -493,10 +495,10 @@ def synthesize_mixed(mixed: torch.Tensor, params: Sequence[SynthesisParams]) -> 
     others = [k for k, p in enumerate(params) if p.family != "template"]
     img = torch.empty(b, h, w, dtype=dt, device=dev)
     if others:
-        img[others] = F.grid_sample(x[others, :1], grid[others], mode="bilinear", padding_mode="zeros",
+        img[others] = F.grid_sample(mixed[others, :1], grid[others], mode="bilinear", padding_mode="zeros",
                                     align_corners=False)[:, 0]
     if template:
-        a, brain, head = F.grid_sample(x[template], grid[template], mode="bilinear", padding_mode="zeros",
+        a, brain, head = F.grid_sample(mixed[template], grid[template], mode="bilinear", padding_mode="zeros",
                                        align_corners=False).unbind(1)
         img[template] = a * brain.clamp(0, 1) + head * a.amax(dim=(1, 2), keepdim=True)
     amount = [p.texture_amount for p in params]

@@ -3,6 +3,7 @@ import numpy as np
 import pytest
 import torch
 
+import SSIMQualityLib.dft as dft
 import SSIMQualityLib.factory as factory_module
 from SSIMQualityLib.resizing import AREA, BILINEAR, FOURIER, axis_operators, crop_resize_batch
 from SSIMQualityLib.slices import crop, fourier_resample, resample
@@ -43,14 +44,13 @@ def test_the_factory_acquires_the_same_matrix_on_either_path(monkeypatch):
     rows = np.tile([40, 210, 170], (16, 1))
     cols = np.tile([50, 200, 150], (16, 1))
     per_sample = factory._acquire(canvas, rows, cols, np.random.default_rng(5))
-    monkeypatch.setattr(factory_module, "MATMUL_DEVICES", {"cpu", "cuda"})
+    monkeypatch.setattr(dft, "MATMUL_DEVICES", {"cpu", "cuda"})
     batched = factory._acquire(canvas, rows, cols, np.random.default_rng(5))
     assert per_sample.shape == batched.shape and per_sample.shape[1:] != (256, 256)
     assert torch.allclose(per_sample, batched, atol=2e-5)
 
 
 def test_thick_slices_as_batched_products_equal_the_per_sample_resizes(monkeypatch):
-    import SSIMQualityLib.synthesis as synthesis
     from SSIMQualityLib.synthesis import RandomSynthesis, _thick_slices
 
     rng = np.random.default_rng(1)
@@ -59,7 +59,7 @@ def test_thick_slices_as_batched_products_equal_the_per_sample_resizes(monkeypat
     images = torch.rand(30, 64, 64)
     per_sample = images.clone()
     _thick_slices(per_sample, params)
-    monkeypatch.setattr(synthesis, "MATMUL_DEVICES", {"cpu", "cuda"})
+    monkeypatch.setattr(dft, "MATMUL_DEVICES", {"cpu", "cuda"})
     batched = images.clone()
     _thick_slices(batched, params)
     assert not torch.allclose(per_sample[:2], images[:2], atol=1e-3)  # both axes were thickened
@@ -69,14 +69,9 @@ def test_thick_slices_as_batched_products_equal_the_per_sample_resizes(monkeypat
 def test_the_factorys_gpu_code_path_run_on_the_cpu_makes_the_same_batch(monkeypatch):
     """Every branch the factory takes on a GPU (DFT matrices, batched crop-and-resize, thick slices by matrix)
     against the CPU's, on the same seeds: the labels agree to float round-off."""
-    import SSIMQualityLib.dft as dft
-    import SSIMQualityLib.synthesis as synthesis
-
     factory = factory_module.SampleFactory(seed=4, group_size=32)
     x_cpu, y_cpu = factory.batch(3, 96)
-    on_gpu_path = {"cpu", "cuda"}
-    for module in (dft, factory_module, synthesis):
-        monkeypatch.setattr(module, "MATMUL_DEVICES", on_gpu_path)
+    monkeypatch.setattr(dft, "MATMUL_DEVICES", {"cpu", "cuda"})
     x_gpu, y_gpu = factory.batch(3, 96)
     assert y_cpu.std() > 0.05  # a batch with motion of every strength
     assert float((y_cpu - y_gpu).abs().max()) < 1e-4

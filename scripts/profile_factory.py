@@ -156,11 +156,8 @@ def _take_gpu_branches() -> None:
     import SSIMQualityLib.clahe as clahe
     import SSIMQualityLib.dft as dft
     import SSIMQualityLib.ssim as ssim_module
-    import SSIMQualityLib.synthesis as synthesis
 
-    every = {"cpu", "cuda", "mps", "xpu"}
-    for module in (dft, fm, synthesis):
-        module.MATMUL_DEVICES = every
+    dft.MATMUL_DEVICES = {"cpu", "cuda", "mps", "xpu"}  # read by every matrix-product branch (dft.on_matmul_device)
     ssim_module._CHUNK = 1 << 30
     clahe._whole_stack = lambda device: True
 
