@@ -143,8 +143,11 @@ def kspace_motion(images: torch.Tensor, owner: torch.Tensor, degrees: torch.Tens
     k_out = k_all[rows, :, cols]  # (B, L, R)
     rec = dft(k_out.transpose(1, 2), dim=-1, inverse=True)
     out = (rec.real if real_part else rec.abs()).to(images.dtype)
-    untouched = (sources < 0).all(dim=1).to(dev)
-    if untouched.any():  # untouched slices stay bit-identical (no FFT round-off)
+    # Untouched slices stay bit-identical (no FFT round-off).  Found where the sources are (the factory's are
+    # the host's) and used as indices, not a mask: a mask on a GPU makes the host wait for its size.
+    untouched = torch.nonzero((sources < 0).all(dim=1)).view(-1)
+    if untouched.numel():
+        untouched = untouched.to(dev)
         out[untouched] = images[untouched]
     return out
 

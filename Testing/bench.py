@@ -3,6 +3,8 @@
 Measures, in one run:
   ssim_pairs_per_s / skimage_ssim_pairs_per_s / ssim_speedup_vs_skimage
       a batch of 256 pairs of 256 × 256 slices
+  clahe_slices_per_s / skimage_clahe_slices_per_s / clahe_speedup_vs_skimage
+      adaptive histogram equalisation of 32 sample slices at 256², batched and by scikit-image
   kspace_slices_per_s / torchio_motion_slices_per_s / kspace_speedup_vs_torchio
       corruption of real 256 × 256 slices of the sample (severity 0.5)
   factory_samples_per_s_cpu / reference_factory_samples_per_s_cpu / factory_speedup_vs_reference
@@ -83,6 +85,21 @@ def bench_ssim(results: dict) -> None:
     results["skimage_ssim_pairs_per_s"] = _rate(
         lambda: [structural_similarity(a[i], b[i], data_range=1.0) for i in range(32)], 32)
     results["ssim_speedup_vs_skimage"] = results["ssim_pairs_per_s"] / results["skimage_ssim_pairs_per_s"]
+
+
+def bench_clahe(results: dict) -> None:
+    """Batched CLAHE (the factory's contrast step) against scikit-image, on 32 slices of the sample at 256²."""
+    from skimage import exposure
+
+    from SSIMQualityLib.clahe import equalize_adapthist_batch
+
+    imgs = _slices(32).clamp(0, 1)
+    limits = torch.linspace(0.005, 0.03, len(imgs), dtype=torch.float64)
+    results["clahe_slices_per_s"] = _rate(lambda: equalize_adapthist_batch(imgs, limits), len(imgs))
+    arrays = imgs.double().numpy()
+    results["skimage_clahe_slices_per_s"] = _rate(
+        lambda: [exposure.equalize_adapthist(a, kernel_size=(32, 32), clip_limit=0.01) for a in arrays[:8]], 8)
+    results["clahe_speedup_vs_skimage"] = results["clahe_slices_per_s"] / results["skimage_clahe_slices_per_s"]
 
 
 def bench_motion(results: dict) -> None:
@@ -455,7 +472,8 @@ def main(argv=None) -> int:
     import tempfile
 
     with tempfile.TemporaryDirectory() as tmp:
-        for step in (bench_ssim, bench_motion, bench_factory, bench_model, bench_flop_bound, bench_cuda_scoring,
+        for step in (bench_ssim, bench_clahe, bench_motion, bench_factory, bench_model, bench_flop_bound,
+                     bench_cuda_scoring,
                      lambda r: bench_score_volume(r, Path(tmp)), lambda r: bench_archive(r, Path(tmp)),
                      lambda r: bench_memory(r, Path(tmp))):
             step(results)

@@ -50,8 +50,8 @@ class _Counter(TorchDispatchMode):
             dst = args[0].device if func is torch.ops.aten.copy_.default else (kwargs or {}).get("device", src.device)
             if isinstance(src, torch.Tensor) and dst is not None and torch.device(dst).type != src.device.type:
                 (self.to_host if torch.device(dst).type == "cpu" else self.to_device)[stage] += 1
-        if func is torch.ops.aten._local_scalar_dense.default:
-            self.to_host[stage] += 1
+        if func in (torch.ops.aten._local_scalar_dense.default, torch.ops.aten.nonzero.default):
+            self.to_host[stage] += 1  # a value read back, or an output sized by data: the host waits either way
         return func(*args, **(kwargs or {}))
 
 
