@@ -110,6 +110,10 @@ class SyntheticSource(SliceSource):
         return fit_to_size(torch.as_tensor(stack.astype(np.float32)))
 
 
+#: Share of training slices taken from the real anatomy (Colin27) where it is installed; the rest are synthetic.
+P_ANATOMY = 0.3
+
+
 def colin27_files() -> list:
     """Colin27 (one real subject, 1 mm, with skull) from Debian's ``mricron-data``, where installed."""
     base = Path("/usr/share/mricron/templates")
@@ -120,7 +124,7 @@ class MixedSource(SliceSource):
     """The default training source: synthetic MNI152 slices and, where installed, Colin27 anatomy;
     optionally the user's own real volumes (``user``, a share ``p_user`` of the samples)."""
 
-    def __init__(self, p_anatomy: float = 0.3, user: Optional[SliceSource] = None, p_user: float = 0.5):
+    def __init__(self, p_anatomy: float = P_ANATOMY, user: Optional[SliceSource] = None, p_user: float = 0.5):
         self.synthetic_source = SyntheticSource()
         files = colin27_files()
         self.anatomy = AnatomySource(files) if files else None

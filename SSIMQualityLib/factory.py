@@ -159,7 +159,7 @@ class SampleFactory:
 
     def __init__(self, *, seed: int = 0, config=None, device="cpu", group_size: Optional[int] = None,
                  size: int = INPUT_SIZE, use_anatomy: bool = True):
-        from .data import SampleConfig, colin27_files
+        from .data import P_ANATOMY, SampleConfig, colin27_files
 
         self.seed = int(seed)
         self.config = config or SampleConfig()
@@ -170,7 +170,7 @@ class SampleFactory:
         self.contrast = RandomContrast(p=self.config.p_contrast)
         self.motion = RandomMotion("random", self.config.severity, p_kspace=self.config.p_kspace)
         self._anatomy_files = colin27_files() if use_anatomy else []
-        self.p_anatomy = 0.3 if self._anatomy_files else 0.0
+        self.p_anatomy = P_ANATOMY if self._anatomy_files else 0.0
         self._tissue: Optional[_Volume] = None
         self._anatomy: List[_Volume] = []
 
