@@ -82,12 +82,17 @@ def test_kernel_rule_is_the_projects():
     assert kernel_size_for((384, 320), kernel_fraction=0.25) == (96, 80)
 
 
-def _redistribute(hists, limits, total, first_steps):
+def _clipped(hists, limits, total):
+    """Histograms (rows) clipped at their limits: (hist, clim, excess, strides), ready to deal out."""
     hist = torch.from_numpy(np.stack(hists)).to(torch.int32)
     clim = torch.tensor(limits, dtype=torch.int32).view(-1, 1)
     excess = torch.empty_like(clim)
     clahe._clip(hist, clim, total, excess, (torch.empty_like(hist), torch.empty_like(hist)))
-    strides = torch.from_numpy(clahe._stride_table(hist.shape[1]))
+    return hist, clim, excess, torch.from_numpy(clahe._stride_table(hist.shape[1]))
+
+
+def _redistribute(hists, limits, total, first_steps):
+    hist, clim, excess, strides = _clipped(hists, limits, total)
     clahe._deal_out(hist, clim, total, excess, strides, 50, torch.empty((2,) + hist.shape, dtype=torch.int32),
                     first_steps=first_steps)
     return hist.numpy()
@@ -95,12 +100,8 @@ def _redistribute(hists, limits, total, first_steps):
 
 def _one_pass(hists, limits, total):
     """The histograms after clipping and one full dealing pass (every ``index`` once), no more."""
-    hist = torch.from_numpy(np.stack(hists)).to(torch.int32)
-    clim = torch.tensor(limits, dtype=torch.int32).view(-1, 1)
-    excess = torch.empty_like(clim)
-    clahe._clip(hist, clim, total, excess, (torch.empty_like(hist), torch.empty_like(hist)))
-    clahe._deal_all_rows(hist, clim, total, excess, torch.from_numpy(clahe._stride_table(hist.shape[1])),
-                         hist.shape[1])
+    hist, clim, excess, strides = _clipped(hists, limits, total)
+    clahe._deal_all_rows(hist, clim, total, excess, strides, hist.shape[1])
     return hist.numpy()
 
 
