@@ -117,7 +117,9 @@ def corrupt_volume(volume: np.ndarray, axis: int, method: str = "kspace",
         if noise_fixed:
             from .noise import move_anatomy_batch
 
-            corrupted = move_anatomy_batch(clean.cpu().numpy(), transforms, device=clean.device)
+            # Each slice's split draws its noise phase from its own stream, after its motion (which stays as it was).
+            seeds = [int(streams[i].integers(2 ** 63)) for i in range(start, stop)]
+            corrupted = move_anatomy_batch(clean.cpu().numpy(), transforms, device=clean.device, seeds=seeds)
         else:
             corrupted = apply_motion_batch(clean, transforms).cpu().numpy()
         corrupted = cast_like(corrupted, dtype)

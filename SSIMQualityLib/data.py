@@ -346,7 +346,7 @@ class MotionSliceDataset(Dataset):
             if real:
                 from .noise import move_anatomy
 
-                moved = torch.as_tensor(move_anatomy(acquired.numpy(), t))
+                moved = torch.as_tensor(move_anatomy(acquired.numpy(), t, seed=[self.seed, int(i), 1]))
             else:
                 moved = apply_motion_batch(acquired[None], [t])[0].clamp_min(0)
                 if ghost is not None:  # a scanner's own ghost, the same operator in both acquisitions

@@ -229,7 +229,7 @@ def evaluate_real(model, paths: Sequence[Union[str, Path]], *, seed: int = 20240
             transforms = [corruptors[(mi, li)].sample(s.shape, np.random.default_rng(
                 np.random.SeedSequence([seed, vi, si, mi]))) for mi, li in grid]
             stack = np.repeat(s[None], len(grid), axis=0)
-            project = move_anatomy_batch(stack, transforms, [split_noise(s)] * len(grid))
+            project = move_anatomy_batch(stack, transforms, [split_noise(s, seed=[seed, vi, si])] * len(grid))
             paper = apply_motion_batch(torch.as_tensor(stack), transforms).clamp_min(0).numpy()
             clean_copy = [s] if 0.0 in levels else []
             batch["project"] += clean_copy + list(project)

