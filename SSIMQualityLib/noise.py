@@ -143,6 +143,36 @@ def noise_correlation(image: np.ndarray) -> Tuple[float, float]:
     return out[0], out[1]
 
 
+def describe_noise(slices: Sequence[np.ndarray]) -> dict:
+    """The noise of a scan's magnitude slices, read where they have a noisy background: its σ as a share of
+    each slice's p99.5 and its correlation between neighbours (:func:`noise_correlation`), medians over those
+    slices; None where no slice has such a background (masked, zero-filled or cropped into the head).
+
+    Examples
+    --------
+    >>> rng = np.random.default_rng(0)
+    >>> head = np.zeros((96, 96)); head[24:72, 24:72] = 100.0
+    >>> noisy = [np.abs(head + 2.0 * (rng.normal(size=head.shape) + 1j * rng.normal(size=head.shape)))]
+    >>> d = describe_noise(noisy)
+    >>> round(d["sigma_share"], 2), d["correlation_px"], d["slices_with_background"]
+    (0.02, [0.0, 0.0], 1)
+    >>> describe_noise([head])["sigma_share"] is None
+    True
+    """
+    shares, corr = [], []
+    for image in slices:
+        a = np.asarray(image, dtype=np.float64)
+        bg = background_sigma(a)
+        if bg is None:
+            continue
+        shares.append(bg / float(np.percentile(a, 99.5)))
+        corr.append(noise_correlation(a))
+    if not shares:
+        return {"sigma_share": None, "correlation_px": None, "slices_with_background": 0, "slices": len(slices)}
+    return {"sigma_share": float(np.median(shares)), "correlation_px": [float(v) for v in np.median(corr, axis=0)],
+            "slices_with_background": len(shares), "slices": len(slices)}
+
+
 def noise_field(image: np.ndarray, sigma: float, *, seed=0) -> np.ndarray:
     """Complex Gaussian noise of σ per part, correlated between pixels as ``image``'s background noise is
     (:func:`noise_correlation`): the prior of the noise a magnitude slice carries."""

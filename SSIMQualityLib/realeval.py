@@ -191,7 +191,7 @@ def evaluate_real(model, paths: Sequence[Union[str, Path]], *, seed: int = 20240
     """
     from .corruption import make_corruptor, slice_labels
     from .motion import apply_motion_batch
-    from .noise import move_anatomy_batch, split_noise
+    from .noise import describe_noise, move_anatomy_batch, split_noise
     from .scoring import predict_slices
     from .slices import acquisition_axis, magnitude
     from .volumes import list_volume_paths
@@ -253,7 +253,9 @@ def evaluate_real(model, paths: Sequence[Union[str, Path]], *, seed: int = 20240
         volumes_meta.append({"index": vi, "path": str(f), "frame": frame, "kind": scan_kind(str(f)),
                              "shape": list(map(int, vol.array.shape)), "spacing": [float(x) for x in vol.spacing],
                              "axis": int(axis), "slices_evaluated": len(fg),
-                             "clean_cut_predicted": [round(v, 6) for v in cut]})
+                             "clean_cut_predicted": [round(v, 6) for v in cut],
+                             # What the scan's noise is like (its texture is what the model most often misreads).
+                             "noise": describe_noise([moved_axis[si] for si in fg])})
     report = _report(samples, volumes_meta, levels, methods)
     report["protocol"] = {"seed": seed, "severities": levels, "methods": list(methods), "max_slices": max_slices,
                           "definitions": {"project": "anatomy moved, the slice's own noise kept (DESIGN §1)",
@@ -315,6 +317,7 @@ def _report(samples: List[RealSample], volumes: List[dict], levels: List[float],
             entry = _summarise_samples(sel)
             entry["volume"] = Path(v["path"]).name
             entry["residual_std_without"] = residual_std_without(both, v["index"])
+            entry["noise"] = v.get("noise")
             entry["response"] = {}
             for m in methods:
                 curve = []
@@ -424,6 +427,15 @@ def _figures(samples, volumes, report, examples, methods, levels, out: Path) -> 
     return paths
 
 
+def _noise_text(noise: Optional[dict]) -> str:
+    """'1.8 % of p99.5, smoothed 0.8 / 0.8 px' (the background's noise), or '—' where no slice has a background."""
+    if not noise or noise.get("sigma_share") is None:
+        return "—"
+    rows, cols = noise["correlation_px"]
+    texture = "white" if not (rows or cols) else f"smoothed {rows:.1f} / {cols:.1f} px"
+    return f"{noise['sigma_share']:.1%} of p99.5, {texture}"
+
+
 def headline(report: dict) -> List[str]:
     """Lines to print: the figures of both definitions and the floors of the real-scan issue."""
     lines = []
@@ -445,7 +457,7 @@ def headline(report: dict) -> List[str]:
         lines.append(f"  {v['volume']:<36s} n {v['n']:4d}  ρ {v['spearman_rho']:+.3f}  µ {v['residual_mean']:+.3f}  "
                      f"σ {v['residual_std']:.3f}  clean good {v['clean_fraction_good']:4.0%}  "
                      f"curves falling {falling}/{len(v['response'])}  "
-                     f"σ without it {'—' if without is None else f'{without:.3f}'}")
+                     f"σ without it {'—' if without is None else f'{without:.3f}'}  noise {_noise_text(v.get('noise'))}")
     cut = report.get("clean_cut_fov")
     if cut:
         lines.append(f"clean slices cut {cut['cut_share_each_side']:.0%} into the head on each side (a tight field of "

@@ -179,6 +179,10 @@ def test_scan_kind_from_names():
     assert scan_kind("scan.nii") == "other"
 
 
+def rep_noise(out):
+    return json.loads((out / "report.json").read_text())["project"]["by_volume"][0]["noise"]
+
+
 def test_evaluate_real_end_to_end_on_a_small_real_scan(anatomical, tmp_path, capsys):
     import torch as _torch
 
@@ -199,7 +203,9 @@ def test_evaluate_real_end_to_end_on_a_small_real_scan(anatomical, tmp_path, cap
     # One line per volume; with a single scan there is no aggregate to leave it out of.
     assert "project per volume" in printed
     line = next(row for row in printed.splitlines() if "t1_anatomical.nii" in row)
-    assert "ρ " in line and "curves falling " in line and line.rstrip().endswith("σ without it —")
+    # nibabel's crop is cut inside the head: no background, so its noise cannot be read ("noise —").
+    assert "ρ " in line and "curves falling " in line and line.rstrip().endswith("σ without it —  noise —")
+    assert rep_noise(out) == {"sigma_share": None, "correlation_px": None, "slices_with_background": 0, "slices": 3}
     rep = json.loads((out / "report.json").read_text())
     for d in ("project", "paper"):
         o = rep[d]["overall"]

@@ -3,15 +3,17 @@
 A real scan's corruption (``noise.move_anatomy_batch``) can only estimate the noise-free head and its noise.
 Here both are known: Colin27 (Debian's ``mricron-data``, a training source, never an evaluation scan) averaged
 to 2 mm is the noise-free head, complex Gaussian noise is added (white, or smoothed by a reconstruction filter
-with ``--filter``), and the oracle moves the head *before* the noise, as a scanner records it.  For each slice,
-algorithm and severity it compares, against the oracle: the label (truth gap) and the bundled model's
-prediction of the corrupted slice (prediction gap), for the project's split and for the earlier one (a real
-residual added to the moved magnitude, kept here only as the baseline).
+with ``--filter``; ``--filter-signal`` smooths the head too, as k-space apodisation does), and the oracle moves
+the head *before* the noise, as a scanner records it.  For each slice, algorithm and severity it compares,
+against the oracle: the label (truth gap) and a model's prediction of the corrupted slice (prediction gap), for
+the project's split and for the earlier one (a real residual added to the moved magnitude, kept here only as
+the baseline); and the model's residual on the oracle's own slices.
 
 Example::
 
     python3 scripts/split_oracle.py --noise 0.02 0.04
     python3 scripts/split_oracle.py --noise 0.02 --filter 0.8 --out oracle.json
+    python3 scripts/split_oracle.py --noise 0.03 --filter 0.8 --model runs/model.pt
 """
 from __future__ import annotations
 
@@ -27,7 +29,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from SSIMQualityLib.corruption import make_corruptor, slice_labels  # noqa: E402
 from SSIMQualityLib.data import colin27_files  # noqa: E402
-from SSIMQualityLib.models import load_bundled_model  # noqa: E402
+from SSIMQualityLib.models import load_bundled_model, load_model  # noqa: E402
 from SSIMQualityLib.motion import apply_motion_batch  # noqa: E402
 from SSIMQualityLib.noise import move_anatomy, noise_sigma  # noqa: E402
 from SSIMQualityLib.scoring import predict_slices  # noqa: E402
@@ -64,7 +66,7 @@ def magnitude_residual_split(acquired: np.ndarray, transform) -> np.ndarray:
     return np.maximum(moved + (acquired - den), 0.0)
 
 
-def run(level: float, smooth: float, model, seed: int = 1) -> dict:
+def run(level: float, smooth: float, model, seed: int = 1, with_signal: bool = False) -> dict:
     from scipy import ndimage
 
     rng = np.random.default_rng(seed)
@@ -73,6 +75,8 @@ def run(level: float, smooth: float, model, seed: int = 1) -> dict:
         noise = rng.normal(size=head.shape) + 1j * rng.normal(size=head.shape)
         if smooth:
             noise = ndimage.gaussian_filter(noise.real, smooth) + 1j * ndimage.gaussian_filter(noise.imag, smooth)
+            if with_signal:  # a k-space filter smooths the head too (the moved head is smoothed alike)
+                head = ndimage.gaussian_filter(head, smooth)
         noise *= level * float(head.max()) / noise.real.std()
         acq = np.abs(head + noise).astype(np.float32)
         for mi, method in enumerate(METHODS):
@@ -91,7 +95,7 @@ def run(level: float, smooth: float, model, seed: int = 1) -> dict:
         truth[name] = slice_labels(clean, stack).numpy()
         pred[name] = predict_slices(model, stack)
     keys = np.asarray(keys)
-    out = {"noise": level, "filter_sigma_px": smooth, "samples": len(keys)}
+    out = {"noise": level, "filter_sigma_px": smooth, "filter_on_signal": with_signal, "samples": len(keys)}
     for name in ("split", "earlier"):
         for method in (*METHODS, "all"):
             k = np.ones(len(keys), bool) if method == "all" else keys == method
@@ -106,13 +110,15 @@ def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--noise", type=float, nargs="+", default=[0.02, 0.04], help="noise sigma, share of the maximum")
     p.add_argument("--filter", type=float, default=0.0, help="Gaussian reconstruction filter on the noise, px")
+    p.add_argument("--filter-signal", action="store_true", help="the filter smooths the head too (apodisation)")
+    p.add_argument("--model", type=Path, help="a checkpoint to judge instead of the bundled model")
     p.add_argument("--out", type=Path, help="write the results as JSON")
     args = p.parse_args(argv)
     torch.manual_seed(0)
-    model = load_bundled_model()
+    model = load_model(args.model) if args.model else load_bundled_model()
     results = []
     for level in args.noise:
-        r = run(level, args.filter, model)
+        r = run(level, args.filter, model, with_signal=args.filter_signal)
         results.append(r)
         for name in ("split", "earlier"):
             cells = "  ".join(f"{m}: truth {r[f'{name}_{m}']['truth_gap']:+.4f} pred {r[f'{name}_{m}']['prediction_gap']:+.4f}"
