@@ -60,8 +60,8 @@ def split_noise(image: np.ndarray, *, seed=0) -> Tuple[np.ndarray, np.ndarray]:
     ``estimate`` is scikit-image's non-local means (fast mode, 5 × 5 patches,
     search distance 6, ``h = 0.8 σ``, σ from :func:`estimate_sigma`) with the
     Rician floor removed; ``noise`` is complex, its phase drawn as the module
-    notes say.  The split is exact by construction,
-    whatever the denoiser leaves.  A slice whose noise cannot be measured
+    notes say.  The split is exact by construction, whatever the denoiser
+    leaves.  A slice whose noise cannot be measured
     (flat, tiny, noise-free) is all estimate, with zero noise.
 
     Parameters
@@ -233,10 +233,11 @@ def estimate_sigma(image: np.ndarray) -> float:
     """The noise σ the split uses: :func:`background_sigma` where the slice has a noisy background, else
     :func:`noise_sigma`.
 
-    The background is preferred because it measures the noise whatever its spatial correlation: on a 2 mm
-    real head with known noise, 2 – 8 % of the maximum, it is within 3 % of σ for white noise and within 6 %
-    for noise smoothed by a 0.8 – 1.2 px reconstruction filter at 2 % or more, where the Haar estimate
-    reads 0.3 – 0.7 σ.
+    The background is preferred because it measures the noise whatever its spatial correlation: on 12 slices
+    of a 2 mm real head (Colin27) with known noise of 2 – 4 % of the maximum, it reads 1.00 – 1.03 σ on average
+    (each slice within 0.99 – 1.09 σ), white or smoothed by a 0.8 – 1.2 px filter, where the Haar estimate
+    reads 0.87 – 0.91 σ for white noise and 0.24 – 0.47 σ for smoothed.  At 8 % the air's noise floor nears
+    the threshold that tells air from head, and slices may fall back to the Haar estimate.
     """
     bg = background_sigma(image)
     return bg if bg is not None else noise_sigma(image)
