@@ -89,11 +89,12 @@ def corrupt_volume(volume: np.ndarray, axis: int, method: str = "kspace",
         the labels are computed, so labels describe the written file.
     progress : callable(done, total), optional
     noise_fixed : bool
-        The project's label definition (default): each slice is split into a
-        denoised part and a residual, only the denoised part is moved and the
-        same residual is added back, so the scan's own noise stays where it
-        was acquired (:mod:`SSIMQualityLib.noise`).  False moves the whole
-        slice, noise included (the paper's definition).
+        The project's label definition (default): each slice is split into an
+        estimate of the noise-free head and its complex noise, only the
+        estimate is moved and the same noise is added back before the
+        magnitude, so the scan's own noise stays where it was acquired
+        (:mod:`SSIMQualityLib.noise`).  False moves the whole slice, noise
+        included (the paper's definition).
 
     Returns
     -------
