@@ -93,14 +93,14 @@ def split_noise(image: np.ndarray, *, seed=0) -> Tuple[np.ndarray, np.ndarray]:
     if scale <= 0 or min(a.shape) < 8:
         return nothing
     m = (a / scale).astype(np.float64)
-    sigma = estimate_sigma(m)
+    sigma, smoothing = _measure_noise(m)
     if not np.isfinite(sigma) or sigma <= 1e-6:
         return nothing
     den = denoise_nl_means(m, patch_size=5, patch_distance=6, h=0.8 * sigma, sigma=sigma, fast_mode=True)
     t = den / sigma
     # Rician floor removed: x̂ is the magnitude whose expected noisy magnitude is the denoised value (0 in air).
     xhat = np.where(t >= _NU[-1], t, np.interp(t, _RICIAN_MEAN, _NU, left=0.0)) * sigma
-    theta = np.angle(xhat + noise_field(m, sigma, seed=seed))
+    theta = np.angle(xhat + sigma * noise_field(m.shape, smoothing, seed=seed))
     noise = m * np.exp(1j * theta) - xhat
     return (xhat * scale).astype(np.float32), (noise * scale).astype(np.complex64)
 
@@ -119,6 +119,33 @@ def _background(a: np.ndarray) -> Optional[np.ndarray]:
     return air if air.mean() >= _MIN_AIR else None
 
 
+def _air_sigma(a: np.ndarray, air: np.ndarray) -> float:
+    """σ per complex part from the background ``air``: Rayleigh magnitudes, mean square 2σ²."""
+    return float(np.sqrt(np.mean(a[air] ** 2) / 2))
+
+
+def _air_smoothing(a: np.ndarray, air: np.ndarray) -> Tuple[float, float]:
+    """:func:`noise_correlation` on the background ``air``."""
+    out = []
+    for first, second in (((slice(None, -1), slice(None)), (slice(1, None), slice(None))),    # down the rows
+                          ((slice(None), slice(None, -1)), (slice(None), slice(1, None)))):  # along them
+        both = air[first] & air[second]
+        p, q = a[first][both] ** 2, a[second][both] ** 2
+        r = float(np.corrcoef(p, q)[0, 1]) if p.size > 16 else 0.0
+        rho = np.sqrt(max(r, 0.0))
+        out.append(float(np.sqrt(-1.0 / (4 * np.log(rho)))) if 0.05 < rho < 0.999 else 0.0)
+    return out[0], out[1]
+
+
+def _measure_noise(a: np.ndarray) -> Tuple[float, Tuple[float, float]]:
+    """(σ, smoothing) of a float64 magnitude slice, its background found once: :func:`estimate_sigma` and
+    :func:`noise_correlation` together."""
+    air = _background(a)
+    if air is None:
+        return noise_sigma(a), (0.0, 0.0)
+    return _air_sigma(a, air), _air_smoothing(a, air)
+
+
 def noise_correlation(image: np.ndarray) -> Tuple[float, float]:
     """Gaussian smoothing (σ in pixels down the rows, along them) that white noise would need to be as
     correlated between neighbours as the background of a magnitude slice is: 0 for white noise or where
@@ -130,17 +157,7 @@ def noise_correlation(image: np.ndarray) -> Tuple[float, float]:
     """
     a = np.asarray(image, dtype=np.float64)
     air = _background(a)
-    if air is None:
-        return 0.0, 0.0
-    out = []
-    for axis in (0, 1):
-        both = air & np.roll(air, -1, axis=axis)
-        both[(slice(-1, None), slice(None)) if axis == 0 else (slice(None), slice(-1, None))] = False
-        p, q = a[both] ** 2, np.roll(a, -1, axis=axis)[both] ** 2
-        r = float(np.corrcoef(p, q)[0, 1]) if p.size > 16 else 0.0
-        rho = np.sqrt(max(r, 0.0))
-        out.append(float(np.sqrt(-1.0 / (4 * np.log(rho)))) if 0.05 < rho < 0.999 else 0.0)
-    return out[0], out[1]
+    return (0.0, 0.0) if air is None else _air_smoothing(a, air)
 
 
 def describe_noise(slices: Sequence[np.ndarray]) -> dict:
@@ -162,29 +179,30 @@ def describe_noise(slices: Sequence[np.ndarray]) -> dict:
     shares, corr = [], []
     for image in slices:
         a = np.asarray(image, dtype=np.float64)
-        bg = background_sigma(a)
-        if bg is None:
+        air = _background(a)
+        if air is None:
             continue
-        shares.append(bg / float(np.percentile(a, 99.5)))
-        corr.append(noise_correlation(a))
+        shares.append(_air_sigma(a, air) / float(np.percentile(a, 99.5)))
+        corr.append(_air_smoothing(a, air))
     if not shares:
         return {"sigma_share": None, "correlation_px": None, "slices_with_background": 0, "slices": len(slices)}
     return {"sigma_share": float(np.median(shares)), "correlation_px": [float(v) for v in np.median(corr, axis=0)],
             "slices_with_background": len(shares), "slices": len(slices)}
 
 
-def noise_field(image: np.ndarray, sigma: float, *, seed=0) -> np.ndarray:
-    """Complex Gaussian noise of σ per part, correlated between pixels as ``image``'s background noise is
-    (:func:`noise_correlation`): the prior of the noise a magnitude slice carries."""
+def noise_field(shape: Tuple[int, int], smoothing: Tuple[float, float] = (0.0, 0.0), *, seed=0) -> np.ndarray:
+    """Complex Gaussian noise of unit σ per part, smoothed by a Gaussian of ``smoothing`` px (down the rows,
+    along them; :func:`noise_correlation` of a slice) and brought back to unit σ: the prior of the noise a
+    magnitude slice carries."""
     from scipy import ndimage
 
     rng = np.random.default_rng(seed)
-    z = rng.normal(size=image.shape) + 1j * rng.normal(size=image.shape)
-    rows, cols = noise_correlation(image)
+    z = rng.normal(size=shape) + 1j * rng.normal(size=shape)
+    rows, cols = smoothing
     if rows or cols:
         z = ndimage.gaussian_filter(z.real, (rows, cols)) + 1j * ndimage.gaussian_filter(z.imag, (rows, cols))
         z /= max(float(np.sqrt(np.mean(np.abs(z) ** 2) / 2)), 1e-12)
-    return sigma * z
+    return z
 
 
 def noise_sigma(image: np.ndarray) -> float:
@@ -226,7 +244,7 @@ def background_sigma(image: np.ndarray) -> Optional[float]:
     """
     a = np.asarray(image, dtype=np.float64)
     air = _background(a)
-    return None if air is None else float(np.sqrt(np.mean(a[air] ** 2) / 2))
+    return None if air is None else _air_sigma(a, air)
 
 
 def estimate_sigma(image: np.ndarray) -> float:
@@ -239,8 +257,7 @@ def estimate_sigma(image: np.ndarray) -> float:
     reads 0.87 – 0.91 σ for white noise and 0.24 – 0.47 σ for smoothed.  At 8 % the air's noise floor nears
     the threshold that tells air from head, and slices may fall back to the Haar estimate.
     """
-    bg = background_sigma(image)
-    return bg if bg is not None else noise_sigma(image)
+    return _measure_noise(np.asarray(image, dtype=np.float64))[0]
 
 
 def move_anatomy(image: np.ndarray, transform, split=None, *, seed=0) -> np.ndarray:
