@@ -467,6 +467,10 @@ def _add_train(sub) -> None:
     p.add_argument("--group-size", type=int, default=0, metavar="N",
                    help="with --stream: samples that share one acquired matrix (default: the device's group size, "
                         "smaller where a batch would hold fewer than 8 matrices)")
+    p.add_argument("--round", type=int, default=0, metavar="N", dest="round_batches",
+                   help="with --stream: training batches made together and dealt, so that each holds a share of "
+                        "every group (default: 8 on a GPU, fewer where sample processes hand over rounds of more "
+                        "than 128 MiB; 1 on a CPU)")
     _add_progress_flags(p)
     p.set_defaults(func=_run_train)
 
@@ -487,7 +491,7 @@ def _run_train(args) -> int:
                       workers=args.workers, max_minutes=args.max_minutes, init=args.init,
                       source=tuple(str(p) for p in args.source), source_share=args.source_share,
                       precision=args.precision, stream=args.stream, factory=args.factory,
-                      group_size=args.group_size)
+                      group_size=args.group_size, round_batches=args.round_batches)
     final = train(cfg, resume=not args.no_resume)
     from .distributed import world
 

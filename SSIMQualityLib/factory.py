@@ -72,6 +72,32 @@ GROUP_SIZE = {"cpu": 16, "cuda": 256}
 MIN_GROUPS_PER_BATCH = 8
 
 
+#: Training batches a streamed run makes together, as one round (:meth:`SampleFactory.round`), by device type:
+#: on a GPU a group costs about the same few thousand kernel launches at 64 samples as at 256, so a round of 8
+#: batches of 512 runs in groups of 256 and still gives every batch 16 matrices.  A CPU gains nothing (measured:
+#: the same rate in groups of 16 and 64) and keeps one batch a step.
+ROUND_BATCHES = {"cpu": 1, "cuda": 8}
+#: A round made by a sample process is handed to the trainer through shared memory (float16 inputs): rounds
+#: are kept below this size there (at 256² and batches of 512, rounds of 2; at 128², of 8).
+ROUND_HANDOFF_BYTES = 2 ** 27
+
+
+def stream_round(batch_size: int, size: int, device="cpu", *, handoff_bytes: Optional[int] = None) -> int:
+    """Training batches of ``batch_size`` inputs of ``size``² made together on ``device``: the device's
+    :data:`ROUND_BATCHES`, fewer where a sample process hands the round over and it would pass
+    ``handoff_bytes`` (float16 inputs; ``None``: made where it is used, no limit).
+
+    >>> stream_round(512, 128, "cuda"), stream_round(512, 256, "cuda", handoff_bytes=ROUND_HANDOFF_BYTES)
+    (8, 2)
+    >>> stream_round(64, 128), stream_round(512, 256, "cuda", handoff_bytes=0)
+    (1, 1)
+    """
+    n = ROUND_BATCHES.get(torch.device(device).type, 1)
+    if handoff_bytes is not None:
+        n = min(n, int(handoff_bytes) // (2 * int(batch_size) * int(size) ** 2))
+    return max(1, n)
+
+
 def stream_group_size(batch_size: int, device="cpu") -> int:
     """Group size for a training batch of ``batch_size`` made at once on ``device``: the device's
     :data:`GROUP_SIZE`, made smaller where the batch would otherwise hold fewer than
@@ -229,19 +255,51 @@ class SampleFactory:
 
     def batch(self, batch_index: int, batch_size: int) -> Tuple[torch.Tensor, torch.Tensor]:
         """Batch ``batch_index``: inputs (B, 1, size, size) in [0, 1] and labels (B,), on the factory's device."""
-        groups = self.groups(batch_index, batch_size)
-        x = torch.cat([g.inputs for g in groups])
-        if self.size != INPUT_SIZE:
-            x = F.interpolate(x, size=(self.size, self.size), mode="area")
-        return x, torch.cat([g.labels for g in groups])
+        xs, ys = [], []
+        with torch.no_grad():
+            # Group by group, keeping only inputs and labels: a large batch (a round) must not hold every group's
+            # slices at their matrices until the end.  Area-averaging is per image, so resizing each group's
+            # inputs gives what resizing the whole batch would.
+            for g in self._groups(batch_index, batch_size):
+                x = g.inputs
+                if self.size != INPUT_SIZE:
+                    x = F.interpolate(x, size=(self.size, self.size), mode="area")
+                xs.append(x)
+                ys.append(g.labels)
+        return torch.cat(xs), torch.cat(ys)
+
+    def round(self, round_index: int, batch_size: int, batches: int) -> Tuple[torch.Tensor, torch.Tensor]:
+        """``batches`` training batches of ``batch_size`` made together, as factory batch ``round_index`` of
+        ``batches · batch_size`` samples, and dealt like cards: sample ``j`` goes to batch ``j % batches``.
+
+        Every group of the round (one acquired matrix each) then lends a share of its samples to every batch, so
+        a batch holds as many matrices as the round has groups, while each group runs in as few kernel
+        launches as one of ``batches`` times its size (a GPU's cost per group is mostly launches and host
+        round trips).  Returns inputs (batches, B, 1, size, size) and labels (batches, B); round ``i`` is a
+        pure function of ``(seed, i, batch_size, batches, group_size)``.
+
+        Examples
+        --------
+        >>> f = SampleFactory(seed=0, group_size=4, size=32)
+        >>> x, y = f.round(0, 4, 2)
+        >>> x.shape, y.shape
+        (torch.Size([2, 4, 1, 32, 32]), torch.Size([2, 4]))
+        >>> bool((y[1] == f.batch(0, 8)[1][1::2]).all())
+        True
+        """
+        n, b = int(batches), int(batch_size)
+        x, y = self.batch(round_index, n * b)
+        return x.view(b, n, *x.shape[1:]).transpose(0, 1), y.view(b, n).t()
 
     def groups(self, batch_index: int, batch_size: int) -> List["Group"]:
         """The batch as its groups, each with the clean and corrupted slices at the group's acquired matrix
         (the label is the SSIM of that pair, normalised) and the network inputs."""
         with torch.no_grad():
-            return self._groups(batch_index, batch_size)
+            return list(self._groups(batch_index, batch_size))
 
     def _groups(self, batch_index: int, batch_size: int):
+        """The batch's groups in order, one at a time (a generator: a caller that keeps only each group's inputs
+        and labels holds one group's slices at a time)."""
         self._load()
         rng = self.rng(batch_index)
         b = int(batch_size)
@@ -260,7 +318,6 @@ class SampleFactory:
                 sigmas[k] = params[-1].noise
         contrasts = [self.contrast.sample(rng) for _ in range(b)]
         noise_gen = torch.Generator(device=self.device).manual_seed(int(rng.integers(2 ** 62)))
-        out = []
         # Group by group, start to end: a group's images stay in the CPU's cache between steps (a whole batch of
         # 256² images does not, and every step then waits on memory: measured 3x slower per sample).
         for first in range(0, b, self.group_size):
@@ -269,8 +326,7 @@ class SampleFactory:
             canvas = apply_contrast_batch(normalize(raw), [contrasts[k] for k in members])
             canvas = canvas - canvas.amin(dim=(1, 2), keepdim=True)  # air at zero again (as the reference)
             rows, cols = head_boxes(canvas)
-            out.append(self._group(canvas, rows, cols, sigmas[members], rng, noise_gen))
-        return out
+            yield self._group(canvas, rows, cols, sigmas[members], rng, noise_gen)
 
     def _acquire(self, canvas: torch.Tensor, rows: np.ndarray, cols: np.ndarray, rng: np.random.Generator):
         """Field of view and matrix for a group: the canvas as it is, or crops resized to one shared matrix."""

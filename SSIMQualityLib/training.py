@@ -11,10 +11,11 @@ from __future__ import annotations
 import csv
 import json
 import math
+import shutil
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Callable, Optional, Sequence
+from typing import Callable, Optional, Sequence, Tuple
 
 import numpy as np
 import torch
@@ -54,6 +55,7 @@ class TrainConfig:
     stream: bool = False  # fresh samples every step, made by ``workers`` processes, instead of a cached set
     factory: str = "batched"  # "batched": SampleFactory (every step batched); "reference": one sample at a time
     group_size: int = 0  # streamed batches: samples per acquired matrix; 0 = factory.stream_group_size's rule
+    round_batches: int = 0  # streamed batches made together and dealt (factory.SampleFactory.round); 0 = by device
     schedule_minutes: float = 0.0  # > 0: the one-cycle schedule spans this much training time, and the run ends
     # then (``steps`` only caps it); 0: the schedule spans ``steps``
 
@@ -169,13 +171,14 @@ def make_dataset(n: int, seed: int, source: Sequence[str] = (), source_share: fl
 
 
 def make_sampler(n: int, seed: int, source: Sequence[str] = (), source_share: float = 0.5,
-                 factory: str = "batched", device="cpu", group_size: Optional[int] = None):
+                 factory: str = "batched", device="cpu", group_size: Optional[int] = None, size: int = 256):
     """What makes the samples: the batched :class:`~SSIMQualityLib.factory.SampleFactory` on ``device`` (groups
-    of ``group_size``, by default the device's), or the reference dataset (with ``--source``, or when asked for)."""
+    of ``group_size``, by default the device's; inputs of ``size``²), or the reference dataset (with ``--source``,
+    or when asked for; inputs of 256²)."""
     if uses_factory(factory, source):
         from .factory import SampleFactory
 
-        return SampleFactory(seed=seed, device=device, group_size=group_size)
+        return SampleFactory(seed=seed, device=device, group_size=group_size, size=size)
     return make_dataset(n, seed, source, source_share)
 
 
@@ -334,7 +337,7 @@ def train(cfg: TrainConfig, resume: bool = True, log: Callable[[str], None] = pr
         if device.type == "cuda" and uses_factory(cfg.factory, src):
             where = f"{cfg.workers} processes" if cfg.workers else "this process"
             log(f"streaming fresh samples: {cfg.batch_size} a step, made on {device} by the batched factory "
-                f"in {where}")
+                f"in {where}, {batches.per_round} batches a round in groups of {batches.group}")
         else:
             log(f"streaming fresh samples: {cfg.batch_size} a step, made by {cfg.workers} worker processes")
     else:
@@ -433,7 +436,7 @@ def stop_stream(batches, log: Callable[[str], None] = print) -> None:
     limit, aborted (``terminate called without an active exception``), and the loader's signal handler raised
     ``RuntimeError`` inside the shutdown; the run then ended with an error and no ``model.pt``.
     """
-    shutdown = getattr(batches, "_shutdown_workers", None)
+    shutdown = getattr(getattr(batches, "rounds", batches), "_shutdown_workers", None)
     if shutdown is None:  # in-process generators: nothing to stop
         return
     try:
@@ -444,29 +447,35 @@ def stop_stream(batches, log: Callable[[str], None] = print) -> None:
 
 
 class StepBatches(torch.utils.data.Dataset):
-    """Training batch ``s`` of a streamed run, at the network's resolution (area-averaged, as the cache stores
-    them): factory batch ``s``, or samples ``s·B … (s+1)·B − 1`` of the reference dataset.  Fixed by
-    ``(seed, s)``, so a resumed run makes the same samples an uninterrupted one would.
+    """The batches of a streamed run, ``per_round`` training steps an item, at the network's resolution
+    (area-averaged, as the cache stores them).  Item ``i`` holds steps ``i·R … i·R + R − 1`` (R = ``per_round``)
+    as inputs (R, B, 1, size, size) and labels (R, B): the factory's round ``i``
+    (:meth:`~SSIMQualityLib.factory.SampleFactory.round`; with R = 1, its batch ``i``), or samples
+    ``i·R·B …`` of the reference dataset in order.  Fixed by ``(seed, i)`` and R, so a resumed run makes the same
+    samples an uninterrupted one would.
 
     ``to_host``: return the inputs on the CPU as float16 (a worker process making batches on a GPU hands them to
     the trainer through shared memory; float16 keeps [0, 1] inputs within 2.5e-4 and halves the copy).
     """
 
-    def __init__(self, sampler, batch_size: int, size: int, steps: int, to_host: bool = False):
+    def __init__(self, sampler, batch_size: int, size: int, steps: int, to_host: bool = False, per_round: int = 1):
         self.sampler, self.batch_size, self.size, self.steps = sampler, int(batch_size), int(size), int(steps)
-        self.to_host = bool(to_host)
+        self.to_host, self.per_round = bool(to_host), max(1, int(per_round))
 
     def __len__(self) -> int:
-        return self.steps
+        return -(-self.steps // self.per_round)
 
-    def __getitem__(self, step: int):
+    def __getitem__(self, item: int):
+        r, b = self.per_round, self.batch_size
         if isinstance(self.sampler, MotionSliceDataset):
-            first = int(step) * self.batch_size
-            x, y = self.sampler.batch(range(first, first + self.batch_size))
+            first = int(item) * r * b
+            x, y = self.sampler.batch(range(first, first + r * b))
+            x, y = x.view(r, b, *x.shape[1:]), y.view(r, b)
         else:
-            x, y = self.sampler.batch(int(step), self.batch_size)
+            x, y = self.sampler.round(int(item), b, r)
         if x.shape[-1] != self.size:
-            x = F.interpolate(x, size=(self.size, self.size), mode="area")
+            x = F.interpolate(x.flatten(0, 1), size=(self.size, self.size), mode="area").view(r, b, 1, self.size,
+                                                                                               self.size)
         if self.to_host:
             x, y = x.to("cpu", torch.float16), y.to("cpu", torch.float32)
         return x, y
@@ -477,30 +486,93 @@ def stream_batches(cfg: TrainConfig, seed: int, first_step: int = 0, device=None
 
     With the batched factory on a GPU, every step of making a batch runs on the GPU: in this process when
     ``cfg.workers`` is 0, else in ``cfg.workers`` processes that each hold the sources on the GPU and make whole
-    batches ahead of the trainer (the factory's Python, not the GPU, limits one process).  Elsewhere
-    ``cfg.workers`` processes make them on their CPU cores (in this process when 0).  Batch ``s`` is the same
-    in every mode (up to float round-off between devices).
+    rounds of batches ahead of the trainer (the factory's Python, not the GPU, limits one process).  Elsewhere
+    ``cfg.workers`` processes make them on their CPU cores (in this process when 0).  Batches are made
+    ``cfg.round_batches`` at a time (0: :func:`~SSIMQualityLib.factory.stream_round`'s rule); batch ``s`` is the
+    same in every mode with the same round (up to float round-off between devices).
     """
-    from .factory import stream_group_size
-
     src = tuple(str(p) for p in cfg.source)
     device = torch.device(device or "cpu")
     on_gpu = device.type == "cuda" and uses_factory(cfg.factory, src)
     where = device if on_gpu else torch.device("cpu")
-    group = cfg.group_size or stream_group_size(cfg.batch_size, where)
+    per_round, group = stream_layout(cfg, where, handed_over=bool(cfg.workers))
+    samples = -(-cfg.steps // per_round) * per_round * cfg.batch_size  # whole rounds (the reference's length)
+    steps = StepBatches(make_sampler(samples, seed, src, cfg.source_share, cfg.factory, where, group, cfg.input_size),
+                        cfg.batch_size, cfg.input_size, cfg.steps, to_host=on_gpu and bool(cfg.workers),
+                        per_round=per_round)
+    first_round = int(first_step) // per_round
     if on_gpu and cfg.workers == 0:
-        steps = StepBatches(make_sampler(0, seed, src, cfg.source_share, cfg.factory, device, group),
-                            cfg.batch_size, cfg.input_size, cfg.steps)
-        return (steps[s] for s in range(first_step, cfg.steps))
-    sampler = make_sampler(cfg.steps * cfg.batch_size, seed, src, cfg.source_share, cfg.factory, where, group)
-    loader = torch.utils.data.DataLoader(
-        StepBatches(sampler, cfg.batch_size, cfg.input_size, cfg.steps, to_host=on_gpu), batch_size=None,
-        sampler=range(first_step, cfg.steps), num_workers=cfg.workers,
-        worker_init_fn=worker_init if cfg.workers else None,
-        # CUDA cannot be used in a forked child of a process that has started it: GPU workers are spawned.
-        multiprocessing_context="spawn" if on_gpu else None, pin_memory=on_gpu,
-        prefetch_factor=(4 if on_gpu else 2) if cfg.workers else None, persistent_workers=False)
-    return iter(loader)
+        rounds = (steps[i] for i in range(first_round, len(steps)))
+    else:
+        # Shared memory holds workers × prefetch items: fewer ahead on a GPU when each item is several batches.
+        prefetch = None if not cfg.workers else (4 if per_round == 1 else ROUND_PREFETCH) if on_gpu else 2
+        rounds = iter(torch.utils.data.DataLoader(
+            steps, batch_size=None, sampler=range(first_round, len(steps)), num_workers=cfg.workers,
+            worker_init_fn=worker_init if cfg.workers else None,
+            # CUDA cannot be used in a forked child of a process that has started it: GPU workers are spawned.
+            multiprocessing_context="spawn" if on_gpu else None, pin_memory=on_gpu,
+            prefetch_factor=prefetch, persistent_workers=False))
+    return _Steps(rounds, first_round * per_round, first_step, cfg.steps, layout=(per_round, group))
+
+
+class _Steps:
+    """The rounds' batches one step at a time, from ``first_step`` (``step``: the first round's first step) to
+    ``steps − 1``; keeps the loader behind ``rounds`` for :func:`stop_stream`, and the layout it was made in
+    (``per_round``, ``group``) for the log."""
+
+    def __init__(self, rounds, step: int, first_step: int, steps: int, layout: Tuple[int, int]):
+        self.rounds, self.step, self.first_step, self.steps = rounds, int(step), int(first_step), int(steps)
+        self.per_round, self.group = layout
+        self._round, self._k = None, 0
+
+    def __iter__(self):
+        return self
+
+    def __next__(self):
+        while True:
+            if self.step >= self.steps:
+                raise StopIteration
+            if self._round is None or self._k == self._round[0].shape[0]:
+                self._round, self._k = next(self.rounds), 0
+            x, y = self._round[0][self._k], self._round[1][self._k]
+            self._k, self.step = self._k + 1, self.step + 1
+            if self.step > self.first_step:
+                return x, y
+
+
+def stream_layout(cfg: TrainConfig, device, *, handed_over: bool = False) -> Tuple[int, int]:
+    """Batches a round and samples a group for a streamed run on ``device`` (the factory's device): the
+    config's ``round_batches`` and ``group_size`` where given, else :func:`~SSIMQualityLib.factory.stream_round`'s
+    and :func:`~SSIMQualityLib.factory.stream_group_size`'s rules for a round's samples.  ``handed_over``: made by
+    ``cfg.workers`` sample processes, so that rounds pass through shared memory (:func:`handoff_bytes`).
+
+    >>> stream_layout(TrainConfig(batch_size=512, input_size=128), "cuda"), stream_layout(TrainConfig(batch_size=64), "cpu")
+    ((8, 256), (1, 8))
+    """
+    from .factory import stream_group_size, stream_round
+
+    limit = handoff_bytes(cfg.workers) if handed_over else None
+    per_round = cfg.round_batches or stream_round(cfg.batch_size, cfg.input_size, device, handoff_bytes=limit)
+    return per_round, cfg.group_size or stream_group_size(per_round * cfg.batch_size, device)
+
+
+#: Rounds a sample process may have made ahead of the trainer, where rounds hold several batches.
+ROUND_PREFETCH = 2
+
+
+def handoff_bytes(workers: int, shm: str = "/dev/shm") -> int:
+    """The largest round (bytes) that ``workers`` sample processes may hand over: the factory's
+    :data:`~SSIMQualityLib.factory.ROUND_HANDOFF_BYTES`, less where the shared memory at hand could not hold half
+    again as many as the processes keep in flight (a container's /dev/shm can be small, and a loader that
+    runs out of it dies with a bus error)."""
+    from .factory import ROUND_HANDOFF_BYTES
+
+    try:
+        free = shutil.disk_usage(shm).free
+    except OSError:  # no such mount (not Linux): the loader uses files or the system's own shared memory
+        return ROUND_HANDOFF_BYTES
+    in_flight = max(1, int(workers)) * (ROUND_PREFETCH + 1)
+    return min(ROUND_HANDOFF_BYTES, int(free // (2 * in_flight)))
 
 
 def rank_seed(seed: int, rank: int) -> int:

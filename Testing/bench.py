@@ -180,13 +180,16 @@ def bench_factory_cuda(results: dict, device: str = "cuda", batch: int = 512, wo
     """The factory on a GPU and a 256² ResNet-18 training step (bfloat16, channels-last) fed by it.
 
     factory_samples_per_s_cuda: one process, the device's default group size (``factory.GROUP_SIZE``);
-    ..._group16: groups of 16 (the CPU's); ..._group{G}: the groups a streamed training batch is made in
-    (``factory.stream_group_size``), as are the batches of every figure below;
-    factory_samples_per_s_cuda_{N}proc: N processes each making batches on the GPU (what ``train --stream
-    --workers N`` runs), delivered to this process on the CPU; train_256_images_per_s_cuda: the step alone on
-    a batch already on the GPU; train_256_fed_by_factory_images_per_s_cuda (_inprocess): steps fed by the N
-    processes (by this process); factory_share_of_train_step_cuda: the share of a fed step's time that waits
-    on data.  ``device`` and sizes are parameters so that the same code runs on the CPU in a test.
+    ..._group16: groups of 16 (the CPU's); ..._group{G}: one batch at a time in the groups a streamed batch
+    would have alone (``factory.stream_group_size``: 8 a batch); ..._round{R}: rounds of R batches made
+    together and dealt (``SampleFactory.round``), as a streamed run in the training process makes them
+    (``training.stream_layout``);
+    factory_samples_per_s_cuda_{N}proc: N processes each making rounds on the GPU (what ``train --stream
+    --workers N`` runs, rounds as ``stream_layout`` sets them for processes), delivered to this process on the
+    CPU; train_256_images_per_s_cuda: the step alone on a batch already on the GPU;
+    train_256_fed_by_factory_images_per_s_cuda (_inprocess): steps fed by the N processes (by this process, as
+    ``train --workers 0`` streams); factory_share_of_train_step_cuda: the share of a fed step's time that waits
+    on data.  ``device`` and sizes are parameters so that the same code runs on the CPU.
     """
     from SSIMQualityLib.factory import SampleFactory
     from SSIMQualityLib.models import build_model
@@ -200,6 +203,7 @@ def bench_factory_cuda(results: dict, device: str = "cuda", batch: int = 512, wo
             torch.cuda.synchronize()
 
     from SSIMQualityLib.factory import stream_group_size
+    from SSIMQualityLib.training import stream_layout
 
     training_group = stream_group_size(batch, dev)
     for group, key in ((None, f"factory_samples_per_s_{tag}"), (16, f"factory_samples_per_s_{tag}_group16"),
@@ -213,6 +217,19 @@ def bench_factory_cuda(results: dict, device: str = "cuda", batch: int = 512, wo
             sync()
 
         results[key] = _mean_rate(batched, batch, calls=2 * rounds)
+    streamed = TrainConfig(stream=True, workers=0, batch_size=batch, input_size=256, steps=10 ** 6)
+    per_round, round_group = stream_layout(streamed, dev)
+    if per_round > 1:
+        factory = SampleFactory(seed=0, device=dev, group_size=round_group)
+        step = [0]
+
+        def dealt(factory=factory, step=step):
+            factory.round(step[0], batch, per_round)
+            step[0] += 1
+            sync()
+
+        results[f"factory_samples_per_s_{tag}_round{per_round}"] = _mean_rate(dealt, batch * per_round, rounds)
+        results[f"factory_round_group_size_{tag}"] = round_group
     net = build_model("resnet18", 256).to(dev).to(memory_format=torch.channels_last)
     opt = torch.optim.AdamW(net.parameters(), 1e-4)
     factory = SampleFactory(seed=0, device=dev, group_size=training_group)  # as a streamed run makes them
@@ -228,22 +245,25 @@ def bench_factory_cuda(results: dict, device: str = "cuda", batch: int = 512, wo
         loss.item()  # the training loop reads the loss every step
 
     results[f"train_256_images_per_s_{tag}"] = _best_rate(lambda: (train_step(), sync()), batch, rounds)
-    step = [1]
+    inprocess = stream_batches(streamed, seed=6, device=dev)  # what train --workers 0 runs
 
     def fed_inprocess():
-        train_step(*factory.batch(step[0], batch))
-        step[0] += 1
+        train_step(*next(inprocess))
 
-    results[f"train_256_fed_by_factory_images_per_s_{tag}_inprocess"] = _mean_rate(fed_inprocess, batch, 2 * rounds)
+    results[f"train_256_fed_by_factory_images_per_s_{tag}_inprocess"] = _mean_rate(
+        fed_inprocess, batch, 2 * rounds * per_round)  # the warm-up call makes round 0; these make as many as they use
+    inprocess = None  # its last round freed before the sample processes start
     cfg = TrainConfig(stream=True, workers=workers, batch_size=batch, input_size=256, steps=10 ** 6)
     batches = stream_batches(cfg, seed=5, device=dev)
-    for _ in range(2 * workers):  # every process started and one batch ahead
+    handed, _ = stream_layout(cfg, dev, handed_over=True)
+    results[f"factory_round_batches_{tag}_{workers}proc"] = handed
+    for _ in range(2 * workers * handed):  # every process started and one round ahead
         next(batches)
-    n, begin = 4 * workers, time.perf_counter()
+    n, begin = 4 * workers * handed, time.perf_counter()
     for _ in range(n):
         next(batches)
     results[f"factory_samples_per_s_{tag}_{workers}proc"] = n * batch / (time.perf_counter() - begin)
-    n, begin = 6 * workers, time.perf_counter()
+    n, begin = 6 * workers * handed, time.perf_counter()
     for _ in range(n):
         train_step(*next(batches))
     sync()

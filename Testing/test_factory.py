@@ -234,16 +234,31 @@ def test_gpu_worker_path_hands_over_the_same_batches_on_the_host():
     from SSIMQualityLib.data import worker_init
     from SSIMQualityLib.training import StepBatches
 
-    made_here = StepBatches(SampleFactory(seed=4), 8, 128, 3)
+    made_here = StepBatches(SampleFactory(seed=4), 8, 128, 4, per_round=2)
     loader = torch.utils.data.DataLoader(
-        StepBatches(SampleFactory(seed=4), 8, 128, 3, to_host=True), batch_size=None, sampler=range(3),
-        num_workers=2, worker_init_fn=worker_init, multiprocessing_context="spawn")
-    for step, (x, y) in enumerate(loader):
+        StepBatches(SampleFactory(seed=4), 8, 128, 4, to_host=True, per_round=2), batch_size=None,
+        sampler=range(2), num_workers=2, worker_init_fn=worker_init, multiprocessing_context="spawn")
+    for item, (x, y) in enumerate(loader):  # rounds of two steps
         assert x.dtype == torch.float16 and x.device.type == "cpu" and y.dtype == torch.float32
-        x_ref, y_ref = made_here[step]
-        assert x.shape == x_ref.shape == (8, 1, 128, 128)
+        x_ref, y_ref = made_here[item]
+        assert x.shape == x_ref.shape == (2, 8, 1, 128, 128)
         assert float((x.float() - x_ref).abs().max()) <= 2.5e-4  # float16 rounding of [0, 1]
         assert torch.equal(y, y_ref)
+
+
+def test_a_round_deals_every_group_to_every_batch():
+    """SampleFactory.round: the batches of a round are its factory batch dealt like cards, so each holds samples
+    of every group (every acquired matrix) of the round, not two or three matrices."""
+    factory = SampleFactory(seed=6, group_size=4, size=64)
+    x, y = factory.round(2, 4, 2)
+    x_all, y_all = factory.batch(2, 8)
+    groups = factory.groups(2, 8)
+    assert x.shape == (2, 4, 1, 64, 64) and y.shape == (2, 4)
+    assert torch.equal(torch.cat([g.labels for g in groups]), y_all)  # the groups lie in order in the batch
+    group_of = np.repeat(np.arange(len(groups)), 4)
+    for r in range(2):
+        assert torch.equal(x[r], x_all[r::2]) and torch.equal(y[r], y_all[r::2])
+        assert np.bincount(group_of[r::2]).tolist() == [2, 2]  # two samples of each group of four
 
 
 def test_group_size_defaults_by_device():
