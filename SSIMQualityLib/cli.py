@@ -538,7 +538,7 @@ def _run_evaluate(args) -> int:
     import json
 
     from .evaluation import clean_real_check, evaluate
-    from .models import resolve_device
+    from .models import model_identity, resolve_device
     from .outputs import ensure_writable
 
     out = Path(args.out)
@@ -551,7 +551,7 @@ def _run_evaluate(args) -> int:
         return _run_evaluate_real(args, model, device, out)
     bar = progress.bar(args.samples, desc="held-out slices", unit="slice", show=_show(args))
     report = evaluate(model, n=args.samples, seed=args.seed, data=args.data, device=device, workers=args.workers,
-                      out_dir=out, progress=bar.update)
+                      out_dir=out, progress=bar.update, model_info=model_identity(args.model))
     bar.close()
     report["clean_real"] = clean_real_check(model, device=device)
     (out / "report.json").write_text(json.dumps(report, indent=2) + "\n")
@@ -569,11 +569,13 @@ def _run_evaluate(args) -> int:
 
 
 def _run_evaluate_real(args, model, device, out: Path) -> int:
+    from .models import model_identity
     from .realeval import evaluate_real, headline
 
     bar = progress.bar(0, desc="real slices", unit="slice", show=_show(args), leave=False)
     report = evaluate_real(model, args.real, seed=args.seed, max_slices=args.max_slices or None, device=device,
-                           out_dir=out, progress=bar.update, total=lambda n: setattr(bar, "total", n))
+                           out_dir=out, progress=bar.update, total=lambda n: setattr(bar, "total", n),
+                           model_info=model_identity(args.model))
     bar.close()
     for line in headline(report):
         print(line)

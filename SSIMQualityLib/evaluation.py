@@ -174,9 +174,11 @@ def plot_report(pred: np.ndarray, true: np.ndarray, out_dir: Union[str, Path], m
 
 def evaluate(model, n: int = 10000, seed: int = EVAL_SEED, data: Optional[Sequence[str]] = None,
              device: Union[str, torch.device] = "cpu", workers: int = 2, out_dir: Union[str, Path] = "evaluation",
-             progress=None) -> dict:
-    """Run the protocol and write ``report.json`` and the PNGs to ``out_dir``; returns the report."""
-    from .data import MotionSliceDataset, VolumeFolderSource, build_cache
+             progress=None, model_info: Optional[dict] = None) -> dict:
+    """Run the protocol and write ``report.json`` and the PNGs to ``out_dir``; returns the report.
+    ``model_info``: what the report names the model by (:func:`~SSIMQualityLib.models.model_identity`)."""
+    from .data import DATA_VERSION, MotionSliceDataset, VolumeFolderSource, build_cache
+    from .noise import SPLIT_VERSION
 
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
@@ -189,7 +191,10 @@ def evaluate(model, n: int = 10000, seed: int = EVAL_SEED, data: Optional[Sequen
     pred = predict_prepared(model, x, device, 128).numpy()
     true = y.numpy()
     m = metrics(pred, true)
-    m["protocol"] = {"n": n, "seed": seed, "data": list(map(str, data)) if data else "synthetic MNI152 (held-out seeds)"}
+    m["protocol"] = {"n": n, "seed": seed, "data": list(map(str, data)) if data else "synthetic MNI152 (held-out seeds)",
+                     # the sample recipe (synthetic slices) or the noise-fixed split's rule (the user's volumes)
+                     "recipe": None if data else DATA_VERSION, "split_version": SPLIT_VERSION if data else None}
+    m["model"] = model_info
     m["figures"] = [str(p.name) for p in plot_report(pred, true, out, m)]
     (out / "report.json").write_text(json.dumps(m, indent=2) + "\n")
     np.savez_compressed(out / "predictions.npz", predicted=pred, true=true)

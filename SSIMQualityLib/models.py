@@ -157,6 +157,16 @@ def bundled_model_entry(name: Optional[str] = None) -> dict:
                             f"choose one of {', '.join(e['name'] for e in entries)}")
 
 
+def model_identity(path: Optional[Union[str, Path]] = None) -> dict:
+    """What a report names its model by: the file and its SHA-256, and the catalogue name of a bundled one
+    (``path`` None: the recommended bundled model).  Two reports with the same identity scored with the same
+    weights."""
+    if path is None:
+        entry = bundled_model_entry()
+        return {"name": entry["name"], "file": str(catalog_path().parent / entry["file"]), "sha256": entry["sha256"]}
+    return {"name": None, "file": str(Path(path).resolve()), "sha256": sha256_of(path)}
+
+
 def load_bundled_model(name: Optional[str] = None, device: Union[str, torch.device] = "cpu") -> SSIMRegressor:
     """The bundled model, checked against the SHA-256 in the catalogue."""
     entry = bundled_model_entry(name)

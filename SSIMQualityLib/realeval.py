@@ -167,7 +167,8 @@ def evaluate_real(model, paths: Sequence[Union[str, Path]], *, seed: int = 20240
                   severities: Sequence[float] = SEVERITIES, methods: Sequence[str] = METHODS,
                   max_slices: Optional[int] = 24, device: Union[str, torch.device] = "cpu", batch_size: int = 32,
                   out_dir: Union[str, Path] = "evaluation-real",
-                  progress: Optional[Callable[[int], None]] = None, total: Optional[Callable[[int], None]] = None) -> dict:
+                  progress: Optional[Callable[[int], None]] = None, total: Optional[Callable[[int], None]] = None,
+                  model_info: Optional[dict] = None) -> dict:
     """Run the real-scan evaluation and write ``report.json``, ``samples.csv`` and the figures to ``out_dir``.
 
     Parameters
@@ -184,6 +185,8 @@ def evaluate_real(model, paths: Sequence[Union[str, Path]], *, seed: int = 20240
         Foreground slices per volume (evenly spaced); None for all.
     progress : callable(int), optional
         Called with the number of slices done; ``total`` is called first with the total.
+    model_info : dict, optional
+        What the report names the model by (:func:`~SSIMQualityLib.models.model_identity`).
 
     Returns
     -------
@@ -191,7 +194,7 @@ def evaluate_real(model, paths: Sequence[Union[str, Path]], *, seed: int = 20240
     """
     from .corruption import make_corruptor, slice_labels
     from .motion import apply_motion_batch
-    from .noise import describe_noise, move_anatomy_batch, split_noise
+    from .noise import SPLIT_VERSION, describe_noise, move_anatomy_batch, split_noise
     from .scoring import predict_slices
     from .slices import acquisition_axis, magnitude
     from .volumes import list_volume_paths
@@ -259,7 +262,9 @@ def evaluate_real(model, paths: Sequence[Union[str, Path]], *, seed: int = 20240
     report = _report(samples, volumes_meta, levels, methods)
     report["protocol"] = {"seed": seed, "severities": levels, "methods": list(methods), "max_slices": max_slices,
                           "definitions": {"project": "anatomy moved, the slice's own noise kept (DESIGN §1)",
-                                          "paper": "whole slice moved, noise included"}}
+                                          "paper": "whole slice moved, noise included"},
+                          "split_version": SPLIT_VERSION}
+    report["model"] = model_info
     _write_csv(out / "samples.csv", samples, volumes_meta)
     report["figures"] = [p.name for p in _figures(samples, volumes_meta, report, examples, methods, levels, out)]
     (out / "report.json").write_text(json.dumps(report, indent=2, default=float) + "\n", encoding="utf-8")

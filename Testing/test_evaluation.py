@@ -47,6 +47,14 @@ def test_evaluate_command_writes_report_and_figures_and_keeps_them(tmp_path, cap
     assert set(report["classification_reports"]) == {"3", "5", "10", "clinical"}
     assert sum(v["n"] for v in report["residual_by_true_class"].values()) == 24
     assert report["clean_real"]["slices"] > 0
+    # Named by the bundled model's catalogue entry and the recipe of its synthetic slices.
+    from SSIMQualityLib.data import DATA_VERSION
+    from SSIMQualityLib.models import bundled_model_entry, sha256_of
+
+    entry = bundled_model_entry()
+    assert report["model"]["name"] == entry["name"] and report["model"]["sha256"] == entry["sha256"]
+    assert sha256_of(report["model"]["file"]) == entry["sha256"]
+    assert report["protocol"]["recipe"] == DATA_VERSION and report["protocol"]["split_version"] is None
     pngs = sorted(p.name for p in out.glob("*.png"))
     assert pngs == ["confusion_matrices.png", "residuals.png", "scatter.png"], pngs
     printed = capsys.readouterr().out

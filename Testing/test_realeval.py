@@ -207,6 +207,12 @@ def test_evaluate_real_end_to_end_on_a_small_real_scan(anatomical, tmp_path, cap
     assert "ρ " in line and "curves falling " in line and line.rstrip().endswith("σ without it —  noise —")
     assert rep_noise(out) == {"sigma_share": None, "correlation_px": None, "slices_with_background": 0, "slices": 3}
     rep = json.loads((out / "report.json").read_text())
+    # The report names what made it: the model's file and SHA-256, and the split's rule.
+    from SSIMQualityLib.models import sha256_of
+    from SSIMQualityLib.noise import SPLIT_VERSION
+
+    assert rep["model"] == {"name": None, "file": str(model.resolve()), "sha256": sha256_of(model)}
+    assert rep["protocol"]["split_version"] == SPLIT_VERSION == 2
     for d in ("project", "paper"):
         o = rep[d]["overall"]
         # 3 slices x (1 clean + 2 methods x 7 severities)
