@@ -58,6 +58,12 @@ def on_matmul_device(device) -> bool:
     return torch.device(device).type in MATMUL_DEVICES
 
 
+#: The aten operations that make a GPU's host wait for the device: a value read back (``bool()``, ``int()``,
+#: ``.item()``) and ``nonzero`` (its output's size is data).  What the GPU's branches keep few, and what the
+#: operation counters of the tests and ``scripts/profile_factory.py`` count.
+HOST_READ_OPS = frozenset({torch.ops.aten._local_scalar_dense.default, torch.ops.aten.nonzero.default})
+
+
 def dft(x: torch.Tensor, *, dim: int = -1, inverse: bool = False, out: torch.Tensor = None) -> torch.Tensor:
     """``torch.fft.fft(x, dim=dim)`` (``ifft`` when ``inverse``), by a matrix product on :data:`MATMUL_DEVICES`.
 

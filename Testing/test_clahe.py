@@ -8,6 +8,7 @@ from torch.utils._python_dispatch import TorchDispatchMode
 
 from SSIMQualityLib import clahe
 from SSIMQualityLib.clahe import equalize_adapthist_batch, kernel_size_for
+from SSIMQualityLib.dft import HOST_READ_OPS
 from SSIMQualityLib.slices import normalize
 
 CLIP_LIMITS = (0.005, 0.01, 0.03)
@@ -167,16 +168,14 @@ def test_whole_stack_path_equals_chunked_path(stacks, monkeypatch):
 
 
 class _HostReads(TorchDispatchMode):
-    """Counts the operations that make a GPU's host wait for the device: a value read back (``bool()``,
-    ``int()``, ``.item()``) and ``nonzero`` (its output size is data)."""
-    READS = (torch.ops.aten._local_scalar_dense.default, torch.ops.aten.nonzero.default)
+    """Counts the operations that make a GPU's host wait for the device (``dft.HOST_READ_OPS``)."""
 
     def __init__(self):
         super().__init__()
         self.count = 0
 
     def __torch_dispatch__(self, func, types, args=(), kwargs=None):
-        self.count += func in self.READS
+        self.count += func in HOST_READ_OPS
         return func(*args, **(kwargs or {}))
 
 

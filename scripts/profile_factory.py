@@ -30,6 +30,7 @@ from torch.utils._python_dispatch import TorchDispatchMode
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import SSIMQualityLib.factory as fm  # noqa: E402
+from SSIMQualityLib.dft import HOST_READ_OPS  # noqa: E402
 
 STAGES = ["mix_weights", "synthesize_mixed", "apply_contrast_batch", "normalize", "head_boxes", "apply_motion_batch",
           "nyquist_ghost", "head_mask_batch", "ssim", "fit_to_size", "resample", "crop"]
@@ -50,7 +51,7 @@ class _Counter(TorchDispatchMode):
             dst = args[0].device if func is torch.ops.aten.copy_.default else (kwargs or {}).get("device", src.device)
             if isinstance(src, torch.Tensor) and dst is not None and torch.device(dst).type != src.device.type:
                 (self.to_host if torch.device(dst).type == "cpu" else self.to_device)[stage] += 1
-        if func in (torch.ops.aten._local_scalar_dense.default, torch.ops.aten.nonzero.default):
+        if func in HOST_READ_OPS:
             self.to_host[stage] += 1  # a value read back, or an output sized by data: the host waits either way
         return func(*args, **(kwargs or {}))
 
