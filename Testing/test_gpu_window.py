@@ -53,3 +53,23 @@ def test_a_timed_window_skips_the_bench_and_keeps_its_schedule_when_it_retries(t
     assert value(calls[0], "--schedule-minutes") == value(calls[1], "--schedule-minutes")
     assert 9.5 < float(value(calls[0], "--schedule-minutes")) < 10.5  # 12 min, less the reserve and start-up
     assert "--steps" not in calls[0] and (value(calls[0], "--workers"), value(calls[1], "--workers")) == ("4", "0")
+
+
+def test_the_window_passes_a_round_and_group_size_to_both_attempts(tmp_path, monkeypatch):
+    """--round / --group-size reach train in the first attempt and in its retry; left out, train's own rules
+    decide (no flag)."""
+    calls = []
+
+    def fake_run(cmd, **kwargs):
+        calls.append(list(cmd))
+        return type("Done", (), {"returncode": 1 if len(calls) % 2 else 0})()
+
+    monkeypatch.setattr(gw.subprocess, "run", fake_run)
+    argv = ["--minutes", "12", "--timed", "--device", "cpu", "--init", "", "--out", str(tmp_path / "run"),
+            "--workers", "4"]
+    assert gw.main(argv + ["--round", "1", "--group-size", "64"]) == 0
+    assert gw.main(argv) == 0
+    assert len(calls) == 4
+    for cmd in calls[:2]:
+        assert cmd[cmd.index("--round") + 1] == "1" and cmd[cmd.index("--group-size") + 1] == "64"
+    assert all("--round" not in cmd and "--group-size" not in cmd for cmd in calls[2:])

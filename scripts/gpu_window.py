@@ -73,6 +73,9 @@ def main(argv=None) -> int:
     p.add_argument("--lr", type=float, default=5e-4)
     p.add_argument("--workers", type=int, default=max(1, min(8, (os.cpu_count() or 2) - 4)),
                    help="processes making samples on the GPU (0: in the training process)")
+    p.add_argument("--round", type=int, default=0,
+                   help="training batches made together (train --round; 0: train's rule, 8 at 128²)")
+    p.add_argument("--group-size", type=int, default=0, help="samples per acquired matrix (0: train's rule)")
     p.add_argument("--steps", type=int, default=0, help="fix the steps (a resumed window); 0: from the bench")
     p.add_argument("--timed", action="store_true",
                    help="no bench: the schedule spans the window's training time (train --schedule-minutes)")
@@ -139,6 +142,8 @@ def main(argv=None) -> int:
             cmd += ["--steps", str(steps), "--val-every", str(max(50, steps // 8))]
         if init:
             cmd += ["--init", init]
+        cmd += ["--round", str(args.round)] if args.round else []
+        cmd += ["--group-size", str(args.group_size)] if args.group_size else []
         with open(log, "a", encoding="utf-8") as fh:
             fh.write(f"\n$ {' '.join(cmd)}\n")
             fh.flush()
