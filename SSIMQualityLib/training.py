@@ -562,9 +562,9 @@ ROUND_PREFETCH = 2
 
 def handoff_bytes(workers: int, shm: str = "/dev/shm") -> int:
     """The largest round (bytes) that ``workers`` sample processes may hand over: the factory's
-    :data:`~SSIMQualityLib.factory.ROUND_HANDOFF_BYTES`, less where the shared memory at hand could not hold half
-    again as many as the processes keep in flight (a container's /dev/shm can be small, and a loader that
-    runs out of it dies with a bus error)."""
+    :data:`~SSIMQualityLib.factory.ROUND_HANDOFF_BYTES`, less where the free shared memory is not twice what the
+    processes keep in flight (each: :data:`ROUND_PREFETCH` rounds made ahead and one being made).  A
+    container's /dev/shm can be small, and a loader that runs out of it dies with a bus error."""
     from .factory import ROUND_HANDOFF_BYTES
 
     try:
