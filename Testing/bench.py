@@ -12,9 +12,10 @@ Measures, in one run:
       reference per-sample path, in this process with torch's default threads, the mean rate over 1,024 and 256
       samples (consecutive batches: each differs in cost, so the fastest one would overstate the rate);
       factory_samples_per_s_cpu_2proc: the factory in two processes of one thread each (how a cache is filled)
-  factory_samples_per_s_cuda (_group16, _8proc), factory_share_of_train_step_cuda, train_256_images_per_s_cuda,
-  train_256_fed_by_factory_images_per_s_cuda (_inprocess) (with a GPU)
-      the factory on the GPU (batches of 512) in this process and in 8, and a 256² ResNet-18 training step fed by it
+  factory_samples_per_s_cuda (_group16, _group64, _round8, _8proc), factory_share_of_train_step_cuda,
+  train_256_images_per_s_cuda, train_256_fed_by_factory_images_per_s_cuda (_inprocess) (with a GPU)
+      the factory on the GPU (batches of 512; _round8: 8 of them made together in groups of 256 and dealt, as a
+      streamed run makes them) in this process and in 8, and a 256² ResNet-18 training step fed by it
   precision_chosen
       what the defaults pick on this CPU (bfloat16 only where native: AVX-512 BF16 / AMX)
   train_step_images_per_s (_fp32), train_default_vs_fp32
