@@ -124,6 +124,8 @@ def main(argv=None) -> int:
             cells = "  ".join(f"{m}: truth {r[f'{name}_{m}']['truth_gap']:+.4f} pred {r[f'{name}_{m}']['prediction_gap']:+.4f}"
                               for m in (*METHODS, "all"))
             print(f"noise {level:.3f} filter {args.filter:.1f} {name:8s} {cells}", flush=True)
+        print(f"noise {level:.3f} filter {args.filter:.1f} the model's residual on the oracle's slices "
+              f"{r['oracle_residual_mean']:+.4f}", flush=True)
     if args.out:
         args.out.write_text(json.dumps(results, indent=2) + "\n", encoding="utf-8")
     return 0
