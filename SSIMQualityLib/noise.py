@@ -262,7 +262,8 @@ def estimate_sigma(image: np.ndarray) -> float:
     reads 0.87 – 0.91 σ for white noise and 0.24 – 0.47 σ for smoothed.  At 8 % the air's noise floor nears
     the threshold that tells air from head, and slices may fall back to the Haar estimate.
     """
-    return _measure_noise(np.asarray(image, dtype=np.float64))[0]
+    bg = background_sigma(image)  # not _measure_noise: the background's smoothing is not wanted here
+    return bg if bg is not None else noise_sigma(image)
 
 
 def move_anatomy(image: np.ndarray, transform, split=None, *, seed=0) -> np.ndarray:
