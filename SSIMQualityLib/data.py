@@ -65,7 +65,10 @@ _NO_MOTION = RandomKSpaceMotion(severity=0.0)
 #:     matrices from 40 (a cropped 41 x 25 research volume was below every matrix in training).
 #: 13: the reconstruction's k-space filter in a share of synthetic acquisitions: it smooths the signal and the
 #:     noise together (correlated noise), where recipe 10's point-spread function blurs the signal alone.
-DATA_VERSION = 13
+#: 14: a trial (tight and small views together), reverted; never reuse its caches.
+#: 15: recipe 13's distributions, new draws: the synthesis parameters are drawn a field at a time for a batch
+#:     (``RandomSynthesis.sample_batch``), the texture's control points with them (was a generator per sample).
+DATA_VERSION = 15
 
 #: Background kinds of a real scan, and their shares in training (DESIGN §1).
 BACKGROUNDS = {"noisy": 0.3, "box": 0.15, "zero": 0.35, "partial": 0.2}

@@ -61,8 +61,9 @@ from .synthesis import (RandomSynthesis, load_tissue_volume, mix_weights, nyquis
                         scanner_blur, synthesize_mixed)
 
 #: Changes whenever the same (seed, batch) would give a different sample (with ``data.DATA_VERSION``, which
-#: names the recipe both paths follow).
-FACTORY_VERSION = 1
+#: names the recipe both paths follow).  2: parameters drawn a field at a time for the whole batch (sources,
+#: slices and synthesis; ``DATA_VERSION`` 15).
+FACTORY_VERSION = 2
 _STREAM = 0x5AFAC  # keeps the factory's generators apart from the reference's per-index ones
 _SOURCES: dict = {}  # (device, anatomy files) -> the source volumes, per process
 #: Samples per group (one acquired matrix) by device type, where ``group_size`` is not given.
@@ -128,10 +129,14 @@ class _Volume:
         self.axes = sampler.axes
         self.positions = {a: sampler.positions(a) for a in sampler.axes}
 
-    def draw(self, rng: np.random.Generator) -> Tuple[int, int]:
-        axis = int(self.axes[rng.integers(len(self.axes))])
-        pos = self.positions[axis]
-        return axis, int(pos[rng.integers(len(pos))])
+    def draw_many(self, rng: np.random.Generator, n: int) -> List[Tuple[int, int]]:
+        """``n`` (axis, position) picks: an axis the orientation rule allows, then a position along it, uniformly."""
+        u = rng.random((int(n), 2))
+        out = []
+        for a, v in zip(np.minimum((u[:, 0] * len(self.axes)).astype(int), len(self.axes) - 1), u[:, 1]):
+            pos = self.positions[int(self.axes[a])]
+            out.append((int(self.axes[a]), int(pos[min(int(v * len(pos)), len(pos) - 1)])))
+        return out
 
     def slices(self, axis: int, index: torch.Tensor) -> torch.Tensor:
         """(n, C, a, b) slices at ``index`` along ``axis`` (0 – 2 of X, Y, Z)."""
@@ -303,19 +308,21 @@ class SampleFactory:
         self._load()
         rng = self.rng(batch_index)
         b = int(batch_size)
-        # Parameters first (source, slice, synthesis, contrast), by the reference's random twins; then the arithmetic, batched.
-        picks, params, sigmas = [], [], np.empty(b)
-        for k in range(b):
-            if rng.random() < self.p_anatomy:
-                s = int(rng.integers(len(self._anatomy)))
-                picks.append((s, *self._anatomy[s].draw(rng)))
-                params.append(None)
-                lo, hi = np.log(self.synthesis.noise_range)
-                sigmas[k] = float(np.exp(rng.uniform(lo, hi)))
-            else:
-                picks.append((-1, *self._tissue.draw(rng)))
-                params.append(self.synthesis.sample(rng))
-                sigmas[k] = params[-1].noise
+        # Parameters first (source, slice, synthesis, contrast), by the reference's random twins, each field drawn
+        # for the whole batch at once (per-sample calls of the generator were most of a GPU's host time); then
+        # the arithmetic, batched.  An anatomy slice takes its noise level from its unused synthesis draw (the
+        # same log-uniform range).
+        from_anatomy = rng.random(b) < self.p_anatomy
+        params = self.synthesis.sample_batch(rng, b)
+        sigmas = np.array([p.noise for p in params])
+        sources = np.where(from_anatomy, rng.integers(max(1, len(self._anatomy)), size=b), -1)
+        picks = [None] * b
+        for s in np.unique(sources):
+            members = np.flatnonzero(sources == s)
+            volume = self._tissue if s < 0 else self._anatomy[s]
+            for k, (axis, index) in zip(members, volume.draw_many(rng, len(members))):
+                picks[k] = (int(s), axis, index)
+        params = [None if from_anatomy[k] else params[k] for k in range(b)]
         contrasts = [self.contrast.sample(rng) for _ in range(b)]
         noise_gen = torch.Generator(device=self.device).manual_seed(int(rng.integers(2 ** 62)))
         # Group by group, start to end: a group's images stay in the CPU's cache between steps (a whole batch of

@@ -189,7 +189,8 @@ class KSpaceMotion:
     def __post_init__(self):
         self.degrees = [float(d) for d in self.degrees]
         self.shifts = [(float(a), float(b)) for a, b in self.shifts]
-        self.sources = [int(s) for s in self.sources]
+        # One conversion for the whole line list (a per-line int() was a tenth of a sample's host time).
+        self.sources = np.asarray(self.sources, dtype=np.int64).reshape(-1).tolist()
         if len(self.degrees) != len(self.shifts):
             raise ValueError("degrees and shifts must have one entry per moved copy")
         if self.pe_axis not in (0, 1):
@@ -451,16 +452,18 @@ class TorchioMotion:
         """TorchIO parameters for moves that rotate the slice about its centre by ``degrees`` and then
         shift it by ``shifts`` (rows, columns; pixels), as :func:`warp` does."""
         h, w = (int(shape[1]), int(shape[0])) if pe_axis == 0 else (int(shape[0]), int(shape[1]))
-        c = np.array([(h - 1) / 2.0, (w - 1) / 2.0])
+        cy, cx = (h - 1) / 2.0, (w - 1) / 2.0
         degs, translations = [], []
         for d, sh in zip(degrees, shifts):
+            d, s0, s1 = float(d), float(sh[0]), float(sh[1])
             if pe_axis == 0:  # TorchIO sees the transposed slice: a mirror, so the angle flips and the shift swaps
-                d, sh = -d, (sh[1], sh[0])
-            rot = _rotation_matrix(d)
-            # Invert to_kspace: shift = (R - I) c + R (ty, -tz) in the frame TorchIO sees.
-            ty, mtz = rot.T @ (np.asarray(sh, dtype=float) - (rot - np.eye(2)) @ c)
-            degs.append(float(d))
-            translations.append((float(ty), float(-mtz)) if pe_axis == 1 else (float(-mtz), float(ty)))
+                d, s0, s1 = -d, s1, s0
+            co, si = _cos_sin(d)
+            # Invert to_kspace: shift = (R - I) c + R (ty, -tz) in the frame TorchIO sees, R = [[co, -si], [si, co]].
+            vy, vx = s0 - ((co - 1) * cy - si * cx), s1 - (si * cy + (co - 1) * cx)
+            ty, mtz = co * vy + si * vx, co * vx - si * vy
+            degs.append(d)
+            translations.append((ty, -mtz) if pe_axis == 1 else (-mtz, ty))
         return cls(degs, translations, list(times), pe_axis)
 
     def sources(self, n: int) -> list:
@@ -470,34 +473,37 @@ class TorchioMotion:
         holding the centre of k-space keeps the reference position and the
         move that owned it takes the first segment instead.
         """
-        times = np.asarray(self.times)
-        cuts = [int(v) for v in (n * times).astype(int).tolist()] + [n]
+        times = self.times
+        cuts = [int(n * t) for t in times] + [n]
         owners = list(range(len(times) + 1))  # 0: reference, k: move k - 1
-        centre = int(np.where(times > 0.5)[0].min()) if np.any(times > 0.5) else len(times)
+        centre = next((k for k, t in enumerate(times) if t > 0.5), len(times))
         owners[0], owners[centre] = owners[centre], owners[0]
-        out = np.full(n, -1)
+        out = [-1] * n
         first = 0
         for k, last in zip(owners, cuts):
-            out[first:last] = k - 1
+            if last > first:
+                out[first:last] = [k - 1] * (last - first)
             first = last
-        return out.tolist()
+        return out
 
     def to_kspace(self, shape: Tuple[int, int]) -> "KSpaceMotion":
         """The same corruption as a :class:`KSpaceMotion` for a slice of ``shape`` (H, W)."""
         if not self.degrees:
             return KSpaceMotion([], [], [-1] * int(shape[self.pe_axis]), self.pe_axis)
         h, w = (int(shape[1]), int(shape[0])) if self.pe_axis == 0 else (int(shape[0]), int(shape[1]))
-        c = np.array([(h - 1) / 2.0, (w - 1) / 2.0])
+        cy, cx = (h - 1) / 2.0, (w - 1) / 2.0
         degrees, shifts = [], []
         for d, (ty, tz) in zip(self.degrees, self.translations):
             if self.pe_axis == 0:
                 ty, tz = tz, ty
-            rot = _rotation_matrix(d)
-            sh = (rot - np.eye(2)) @ c + rot @ np.array([ty, -tz])  # in the frame TorchIO sees
+            co, si = _cos_sin(d)
+            # (R - I) c + R (ty, -tz) in the frame TorchIO sees, R = [[co, -si], [si, co]]
+            s0 = (co - 1) * cy - si * cx + co * ty + si * tz
+            s1 = si * cy + (co - 1) * cx + si * ty - co * tz
             if self.pe_axis == 0:
-                d, sh = -d, sh[::-1]
+                d, s0, s1 = -d, s1, s0
             degrees.append(float(d))
-            shifts.append((float(sh[0]), float(sh[1])))
+            shifts.append((s0, s1))
         return KSpaceMotion(degrees, shifts, self.sources(w), self.pe_axis)
 
     def _one(self, image: torch.Tensor) -> torch.Tensor:
@@ -524,10 +530,9 @@ class TorchioMotion:
         return _restore(out, is_numpy, single)
 
 
-def _rotation_matrix(degrees: float) -> np.ndarray:
-    """2 × 2 rotation in (row, column) pixel coordinates, the sense :func:`warp` turns an image."""
+def _cos_sin(degrees: float) -> Tuple[float, float]:
     r = math.radians(degrees)
-    return np.array([[math.cos(r), -math.sin(r)], [math.sin(r), math.cos(r)]])
+    return math.cos(r), math.sin(r)
 
 
 class RandomTorchioMotion:
@@ -602,9 +607,8 @@ class RandomTorchioMotion:
             outside = (a - lo) + (hi - b)
             times = [a, b] + [float(lo + u * outside) if lo + u * outside < a else float(b + (lo + u * outside - a))
                               for u in extra]
-        times = np.sort(np.clip(times, lo, hi))
-        return TorchioMotion.about_centre(tuple(shape), deg.tolist(), [tuple(v) for v in shifts.tolist()],
-                                          times.tolist(), pe)
+        times = sorted(min(max(float(t), lo), hi) for t in times)
+        return TorchioMotion.about_centre(tuple(shape), deg.tolist(), [tuple(v) for v in shifts.tolist()], times, pe)
 
     def __call__(self, image: ArrayOrTensor, seed: Seed = None) -> ArrayOrTensor:
         t, is_numpy, single = _as_batch(image)

@@ -38,6 +38,40 @@ def test_batched_synthesis_equals_the_per_slice_reference(tissue_slices):
         assert float((out[k] - ref).abs().max()) <= 1e-4 * float(ref.abs().max())
 
 
+def test_synthesis_draws_follow_their_documented_distributions():
+    """The parameters are drawn a field at a time for a whole batch; every field keeps its range and shares."""
+    from SSIMQualityLib.synthesis import FAMILIES, FAMILY_WEIGHTS
+
+    n = 20000
+    ps = RandomSynthesis().sample_batch(np.random.default_rng(11), n)
+    fam = np.array([p.family for p in ps])
+    for name, w in FAMILY_WEIGHTS.items():  # binomial sd of a share is <= 0.0036 at n = 20,000
+        assert abs((fam == name).mean() - w / sum(FAMILY_WEIGHTS.values())) < 0.015, name
+    for p in ps[:2000]:
+        for (lo, hi), v in zip(FAMILIES.get(p.family, FAMILIES["t1"]), p.intensities):
+            assert lo <= v <= hi
+    epi = fam == "epi"
+    thick = np.array([p.thick_factor for p in ps])
+    assert (thick[epi] > 1.0).all() and thick.max() <= 4.0
+    assert abs((thick[~epi] > 1).mean() - 0.4) < 0.02
+    blur = np.array([p.blur_sigma for p in ps])
+    assert blur[epi].min() >= 0.6 and blur[epi].max() <= 1.5
+    assert abs((blur[~epi] == 0).mean() - 0.5) < 0.02 and blur[~epi].max() <= 1.2
+    log_noise = np.log([p.noise for p in ps])
+    assert abs(log_noise.mean() - np.log([0.005, 0.08]).mean()) < 0.03
+    for name, share in (("flip", 0.5), ("transpose", 0.2), ("skull_stripped", 0.3), ("thick_axis", 0.5)):
+        assert abs(np.mean([getattr(p, name) for p in ps]) - share) < 0.02, name
+    rotation = np.array([p.rotation for p in ps])
+    assert rotation.min() >= -20 and rotation.max() <= 20 and abs(rotation.mean()) < 0.5
+    assert all(0.85 <= s <= 1.15 for p in ps[:2000] for s in p.scale)
+    elastic = np.stack([p.elastic for p in ps[:2000]])
+    assert np.abs(elastic).max() <= 4.0 and elastic.std() > 0.5
+    texture = np.stack([p.texture for p in ps[:2000]])
+    assert abs(texture.mean()) < 0.01 and abs(texture.std() - 1) < 0.01
+    # Independent samples: no two share their texture or elastic field.
+    assert len({p.texture.tobytes() for p in ps[:2000]}) == 2000
+
+
 def test_batched_contrast_equals_the_scikit_image_transforms():
     x = torch.rand(5, 48, 40)
     transforms = [Gamma(0.5), Logarithmic(1.1), Logarithmic(0.9, inverse=True), Sigmoid(0.4, 10.0), Identity()]

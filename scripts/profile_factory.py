@@ -3,7 +3,9 @@
 For each group size it reports, per stage of :class:`~SSIMQualityLib.factory.SampleFactory`: wall time with the
 device synchronised at the stage's edges (exclusive of nested stages), the number of aten operations (each one
 a kernel launch or more on a GPU, where launches, not arithmetic, bound small images), and the copies between
-host and device (each copy to the host waits for the device).  Writes JSON with ``--out``.
+host and device (each copy to the host waits for the device); and the host's time a sample outside tensor
+operations (parameter draws and Python bookkeeping: on a GPU, where operations only launch, what caps one
+process's rate).  Writes JSON with ``--out``.
 
 ``--gpu-path`` runs, on any device, the branches the factory takes on a GPU (DFT matrices instead of FFTs,
 each group's crop-and-resize and thick slices as batched products, SSIM and CLAHE over the whole stack): with
@@ -42,6 +44,7 @@ class _Counter(TorchDispatchMode):
         super().__init__()
         self.current, self.ops, self.to_host, self.to_device = current, collections.Counter(), \
             collections.Counter(), collections.Counter()
+        self.inside = 0.0  # seconds spent running (on a GPU: launching) the operations themselves
 
     def __torch_dispatch__(self, func, types, args=(), kwargs=None):
         stage = self.current[-1]
@@ -53,7 +56,11 @@ class _Counter(TorchDispatchMode):
                 (self.to_host if torch.device(dst).type == "cpu" else self.to_device)[stage] += 1
         if func in HOST_READ_OPS:
             self.to_host[stage] += 1  # a value read back, or an output sized by data: the host waits either way
-        return func(*args, **(kwargs or {}))
+        t = time.perf_counter()
+        try:
+            return func(*args, **(kwargs or {}))
+        finally:
+            self.inside += time.perf_counter() - t
 
 
 def main(argv=None) -> int:
@@ -117,15 +124,21 @@ def main(argv=None) -> int:
         total = (time.perf_counter() - t) / rounds
         per_stage = {k: v / rounds for k, v in wall.items()}
         counter = _Counter(current)
+        sync()
+        t = time.perf_counter()
         with counter:
             factory.batch(9, args.batch)
+        sync()
+        host = (time.perf_counter() - t - counter.inside) / args.batch
         rows = {}
         for k in sorted(set(per_stage) | set(counter.ops), key=lambda s: -per_stage.get(s, 0)):
             rows[k] = {"ms": round(1e3 * per_stage.get(k, 0.0), 2), "ops": counter.ops[k],
                        "to_host": counter.to_host[k], "to_device": counter.to_device[k]}
         report[f"group{group}"] = {"samples_per_s_plain": plain[group], "samples_per_s_synced_stages": args.batch / total,
-                                   "ms_per_batch_synced": 1e3 * total, "stages": rows}
-        print(f"group {group}: {plain[group]:.0f} samples/s ({args.batch / total:.0f} with a sync at every stage edge)")
+                                   "ms_per_batch_synced": 1e3 * total, "stages": rows,
+                                   "host_us_per_sample_outside_ops": 1e6 * host}
+        print(f"group {group}: {plain[group]:.0f} samples/s ({args.batch / total:.0f} with a sync at every stage edge); "
+              f"{1e6 * host:.0f} us a sample on the host outside tensor operations (draws and bookkeeping)")
         for k, r in rows.items():
             print(f"  {k:22s} {r['ms']:9.2f} ms  {r['ops']:7d} ops  {r['to_host']:5d} to host  {r['to_device']:5d} to device")
         sys.stdout.flush()
