@@ -143,7 +143,7 @@ class RandomSynthesis:
         """``n`` independent parameter sets, each field drawn for all ``n`` in one call of ``rng``.
 
         Drawing field by field costs a few microseconds a sample, where one call of ``rng`` per field and
-        sample cost ~150 (a GPU's sample factory is bound by such host work, not by the device).
+        sample cost ~150 µs (a GPU's sample factory is bound by such host work, not by the device).
 
         >>> ps = RandomSynthesis().sample_batch(np.random.default_rng(0), 3)
         >>> len(ps), ps[0].elastic.shape, ps[0].texture.shape
