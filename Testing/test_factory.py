@@ -72,6 +72,27 @@ def test_synthesis_draws_follow_their_documented_distributions():
     assert len({p.texture.tobytes() for p in ps[:2000]}) == 2000
 
 
+def test_slice_picks_drawn_for_a_batch_are_uniform_over_the_allowed_axes_and_positions():
+    from SSIMQualityLib.factory import _Volume
+    from SSIMQualityLib.slices import SliceSampler
+
+    vol = np.zeros((20, 24, 28), np.float32)
+    vol[4:16, 5:19, 6:22] = 1.0  # head in the middle: the edges' slices are not drawn
+    sampler = SliceSampler(vol, (1.0, 1.0, 1.0))
+    volume = _Volume(torch.as_tensor(vol)[None], sampler)
+    picks = volume.draw_many(np.random.default_rng(0), 30000)
+    axes = np.array([a for a, _ in picks])
+    assert set(axes.tolist()) == set(int(a) for a in sampler.axes)
+    for a in sampler.axes:
+        share = (axes == a).mean()
+        assert abs(share - 1 / len(sampler.axes)) < 0.02
+        positions = np.array([i for ax, i in picks if ax == a])
+        allowed = sampler.positions(a)
+        assert set(positions.tolist()) == set(allowed.tolist())  # every allowed position, nothing else
+        counts = np.array([(positions == i).sum() for i in allowed])
+        assert counts.min() > 0.6 * counts.mean()  # about uniform
+
+
 def test_batched_contrast_equals_the_scikit_image_transforms():
     x = torch.rand(5, 48, 40)
     transforms = [Gamma(0.5), Logarithmic(1.1), Logarithmic(0.9, inverse=True), Sigmoid(0.4, 10.0), Identity()]
