@@ -55,7 +55,7 @@ from .dft import on_matmul_device
 from .motion import RandomMotion, apply_motion_batch
 from .resizing import crop_resize_batch
 from .slices import (INPUT_SIZE, SliceSampler, crop, fit_to_size, fourier_resample, head_boxes, normalize,
-                     resample)
+                     pick_slices, resample)
 from .ssim import ssim
 from .synthesis import (RandomSynthesis, load_tissue_volume, mix_weights, nyquist_ghost, rician_magnitude,
                         scanner_blur, synthesize_mixed)
@@ -126,17 +126,9 @@ class _Volume:
         # One contiguous copy per axis, (n, C, a, b): a batch of slices is then one gather of whole rows
         # (a gather across a strided axis of the (C, X, Y, Z) volume was a third of the factory's time).
         self.by_axis = {a: data.movedim(a + 1, 0).contiguous() for a in sampler.axes}
+        # The orientation rule's axes and the positions it may draw (not the sampler: it holds the numpy volume).
         self.axes = sampler.axes
         self.positions = {a: sampler.positions(a) for a in sampler.axes}
-
-    def draw_many(self, rng: np.random.Generator, n: int) -> List[Tuple[int, int]]:
-        """``n`` (axis, position) picks: an axis the orientation rule allows, then a position along it, uniformly."""
-        u = rng.random((int(n), 2))
-        out = []
-        for a, v in zip(np.minimum((u[:, 0] * len(self.axes)).astype(int), len(self.axes) - 1), u[:, 1]):
-            pos = self.positions[int(self.axes[a])]
-            out.append((int(self.axes[a]), int(pos[min(int(v * len(pos)), len(pos) - 1)])))
-        return out
 
     def slices(self, axis: int, index: torch.Tensor) -> torch.Tensor:
         """(n, C, a, b) slices at ``index`` along ``axis`` (0 – 2 of X, Y, Z)."""
@@ -320,8 +312,8 @@ class SampleFactory:
         for s in np.unique(sources):
             members = np.flatnonzero(sources == s)
             volume = self._tissue if s < 0 else self._anatomy[s]
-            for k, (axis, index) in zip(members, volume.draw_many(rng, len(members))):
-                picks[k] = (int(s), axis, index)
+            for k, pick in zip(members, pick_slices(volume.axes, volume.positions, len(members), rng)):
+                picks[k] = (int(s), pick.axis, pick.index)
         params = [None if from_anatomy[k] else params[k] for k in range(b)]
         contrasts = [self.contrast.sample(rng) for _ in range(b)]
         noise_gen = torch.Generator(device=self.device).manual_seed(int(rng.integers(2 ** 62)))

@@ -9,7 +9,7 @@ from __future__ import annotations
 import functools
 import math
 from dataclasses import dataclass
-from typing import Optional, Sequence, Tuple, Union
+from typing import List, Optional, Sequence, Tuple, Union
 
 import numpy as np
 import torch
@@ -134,6 +134,24 @@ class SlicePick:
     index: int
 
 
+def pick_slices(axes: Sequence[int], positions: dict, n: int, rng: np.random.Generator) -> List[SlicePick]:
+    """``n`` slice picks: one of ``axes`` uniformly, then one of ``positions[axis]`` uniformly, all from one
+    call of ``rng`` (the sample factory draws a batch's slices at once; :meth:`SliceSampler.sample` draws one
+    by the same rule).
+
+    >>> picks = pick_slices([0, 2], {0: np.arange(3, 6), 2: np.arange(10, 12)}, 4, np.random.default_rng(0))
+    >>> all(p.axis in (0, 2) and p.index in ({0: range(3, 6), 2: range(10, 12)}[p.axis]) for p in picks)
+    True
+    """
+    u = rng.random((int(n), 2))
+    out = []
+    for a, v in zip(np.minimum((u[:, 0] * len(axes)).astype(int), len(axes) - 1), u[:, 1]):
+        axis = int(axes[a])
+        pos = positions[axis]
+        out.append(SlicePick(axis, int(pos[min(int(v * len(pos)), len(pos) - 1)])))
+    return out
+
+
 class SliceSampler:
     """Draws slices by the orientation rule of the method (DESIGN §1 step 1).
 
@@ -192,7 +210,8 @@ class SliceSampler:
         return self._valid[axis]
 
     def sample(self) -> SlicePick:
-        """Draw one (axis, index)."""
+        """Draw one (axis, index), by :func:`pick_slices`' rule, one call of :attr:`rng` per choice (the
+        reference's draws: drawing it as a batch of one would change every reference sample)."""
         axis = int(self.axes[self.rng.integers(len(self.axes))])
         positions = self._valid[axis]
         return SlicePick(axis, int(positions[self.rng.integers(len(positions))]))

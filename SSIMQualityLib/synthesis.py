@@ -134,6 +134,8 @@ class RandomSynthesis:
         self._families = list(FAMILY_WEIGHTS)
         w = np.array([FAMILY_WEIGHTS[f] for f in self._families])
         self._weights = w / w.sum()
+        # Each family's tissue-intensity ranges as (families, 4) tables of lows and highs.
+        self._ranges = np.array([FAMILIES.get(f, FAMILIES["t1"]) for f in self._families]).transpose(2, 0, 1)
 
     def sample(self, rng: np.random.Generator) -> SynthesisParams:
         """One parameter set: :meth:`sample_batch` of one."""
@@ -153,8 +155,7 @@ class RandomSynthesis:
         u = rng.random((n, 16))  # the scalar draws of every sample, one column per field
         fam = np.minimum(np.searchsorted(np.cumsum(self._weights), u[:, 0], side="right"), len(self._families) - 1)
         families = [self._families[int(f)] for f in fam]
-        lo = np.array([[r[0] for r in FAMILIES.get(f, FAMILIES["t1"])] for f in self._families])[fam]
-        hi = np.array([[r[1] for r in FAMILIES.get(f, FAMILIES["t1"])] for f in self._families])[fam]
+        lo, hi = self._ranges[0][fam], self._ranges[1][fam]
         intens = lo + (hi - lo) * rng.random((n, 4))
         epi = np.array([f == "epi" for f in families], dtype=bool)
         thick = np.where(epi | (u[:, 1] < 0.4), 1.0 + (self.max_thick - 1.0) * u[:, 2], 1.0)

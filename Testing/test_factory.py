@@ -74,19 +74,19 @@ def test_synthesis_draws_follow_their_documented_distributions():
 
 def test_slice_picks_drawn_for_a_batch_are_uniform_over_the_allowed_axes_and_positions():
     from SSIMQualityLib.factory import _Volume
-    from SSIMQualityLib.slices import SliceSampler
+    from SSIMQualityLib.slices import SliceSampler, pick_slices
 
     vol = np.zeros((20, 24, 28), np.float32)
     vol[4:16, 5:19, 6:22] = 1.0  # head in the middle: the edges' slices are not drawn
     sampler = SliceSampler(vol, (1.0, 1.0, 1.0))
-    volume = _Volume(torch.as_tensor(vol)[None], sampler)
-    picks = volume.draw_many(np.random.default_rng(0), 30000)
-    axes = np.array([a for a, _ in picks])
+    volume = _Volume(torch.as_tensor(vol)[None], sampler)  # what the factory draws from
+    picks = pick_slices(volume.axes, volume.positions, 30000, np.random.default_rng(0))
+    axes = np.array([p.axis for p in picks])
     assert set(axes.tolist()) == set(int(a) for a in sampler.axes)
     for a in sampler.axes:
         share = (axes == a).mean()
         assert abs(share - 1 / len(sampler.axes)) < 0.02
-        positions = np.array([i for ax, i in picks if ax == a])
+        positions = np.array([p.index for p in picks if p.axis == a])
         allowed = sampler.positions(a)
         assert set(positions.tolist()) == set(allowed.tolist())  # every allowed position, nothing else
         counts = np.array([(positions == i).sum() for i in allowed])
