@@ -471,13 +471,25 @@ def fourier_resample(image: torch.Tensor, size: Tuple[int, int]) -> torch.Tensor
         out = _truncation_matrix(h, oh, dev) @ image.to(torch.complex64) @ _truncation_matrix(w, ow, dev).T
         return out.abs().to(image.dtype)
     # A CPU: the FFT.  The crops' sizes vary per sample, so the matrices above would mostly be built anew (about
-    # 10 ms each here), which slowed the CPU factory by a fifth.
-    spec = torch.fft.fftshift(torch.fft.fft2(image.to(torch.complex64)), dim=(-2, -1))
-    kept = torch.zeros(*image.shape[:-2], oh, ow, dtype=spec.dtype, device=spec.device)
+    # 10 ms each here), which slowed the CPU factory by a fifth.  The image is real, so half its spectrum is
+    # the conjugate mirror of the other: one real FFT (rfft2, about half the work of a complex one; crops of
+    # fields of view widened to a group's aspect reach 1,850 rows), the kept frequencies copied straight into
+    # FFT order (no shifts): rows and columns 0 .. m - m//2 - 1 and -(m//2) .. -1 of each axis.
     mh, mw = min(h, oh), min(w, ow)
-    kept[..., oh // 2 - mh // 2:oh // 2 - mh // 2 + mh, ow // 2 - mw // 2:ow // 2 - mw // 2 + mw] = \
-        spec[..., h // 2 - mh // 2:h // 2 - mh // 2 + mh, w // 2 - mw // 2:w // 2 - mw // 2 + mw]
-    out = torch.fft.ifft2(torch.fft.ifftshift(kept, dim=(-2, -1))) * ((oh * ow) / (h * w))
+    a, b = mh - mh // 2, mh // 2
+    a2, b2 = mw - mw // 2, mw // 2
+    spec = torch.fft.rfft2(image.float())  # (..., h, w // 2 + 1): columns 0 .. w // 2
+    kept = spec.new_zeros(*image.shape[:-2], oh, ow)
+    kept[..., :a, :a2] = spec[..., :a, :a2]
+    if b:
+        kept[..., oh - b:, :a2] = spec[..., h - b:, :a2]
+    if b2:  # column -f at row -r is the conjugate of column f at row r
+        mirror = torch.remainder(-torch.arange(h, device=spec.device), h)
+        neg = spec[..., 1:b2 + 1].flip(-1).index_select(-2, mirror).conj()
+        kept[..., :a, ow - b2:] = neg[..., :a, :]
+        if b:
+            kept[..., oh - b:, ow - b2:] = neg[..., h - b:, :]
+    out = torch.fft.ifft2(kept) * ((oh * ow) / (h * w))
     return out.abs().to(image.dtype)
 
 

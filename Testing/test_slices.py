@@ -130,8 +130,10 @@ def test_fourier_resample_is_the_centred_kspace_crop_or_zero_fill(by_matrix, mon
             spec[..., h // 2 - mh // 2:h // 2 - mh // 2 + mh, w // 2 - mw // 2:w // 2 - mw // 2 + mw]
         return (torch.fft.ifft2(torch.fft.ifftshift(out, dim=(-2, -1))) * (oh * ow) / (h * w)).abs().float()
 
-    for size in [(16, 20), (17, 21), (48, 60), (33, 40), (32, 40)]:
-        assert torch.allclose(fourier_resample(x, size), by_fft(x, *size), atol=2e-6)
+    odd = torch.rand(2, 31, 39, dtype=torch.float64).float()
+    for img in (x, odd):  # odd and even inputs; outputs odd and even, smaller, larger, one axis each way
+        for size in [(16, 20), (17, 21), (48, 60), (33, 40), (32, 40), (45, 12), (2, 3), (1, 1)]:
+            assert torch.allclose(fourier_resample(img, size), by_fft(img, *size), atol=2e-6), (img.shape, size)
     yy, xx = torch.meshgrid(torch.linspace(0, 1, 64), torch.linspace(0, 1, 64), indexing="ij")
     smooth = 1 + 0.5 * torch.cos(2 * math.pi * yy) * torch.cos(2 * math.pi * xx)
     assert torch.allclose(fourier_resample(smooth, (32, 32)), smooth[::2, ::2], atol=0.03)
