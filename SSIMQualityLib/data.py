@@ -68,7 +68,10 @@ _NO_MOTION = RandomKSpaceMotion(severity=0.0)
 #: 14: a trial (tight and small views together), reverted; never reuse its caches.
 #: 15: recipe 13's distributions, new draws: the synthesis parameters are drawn a field at a time for a batch
 #:     (``RandomSynthesis.sample_batch``), the texture's control points with them (was a generator per sample).
-DATA_VERSION = 15
+#: 16: recipe 13's distributions, new draws: the motion's parameters are drawn a field at a time
+#:     (``RandomMotion.draw``; one slice's ``sample`` is a draw of one), the same number of draws whatever the
+#:     severity.
+DATA_VERSION = 16
 
 #: Background kinds of a real scan, and their shares in training (DESIGN §1).
 BACKGROUNDS = {"noisy": 0.3, "box": 0.15, "zero": 0.35, "partial": 0.2}

@@ -10,7 +10,7 @@ in numpy, scikit-image and small torch calls: its steps are the reference.
 3. the acquisition: field of view and matrix (crop and resample, as the reference: in image space
    or, for half of them, in k-space with Gibbs ringing; per slice on a CPU, the whole group as batched
    products on a GPU: :func:`~SSIMQualityLib.resizing.crop_resize_batch`), EPI's N/2 ghost, the scanner's
-   blur, both motion models (:func:`~SSIMQualityLib.motion.apply_motion_batch`), Rician noise with one of
+   blur, both motion models (:func:`~SSIMQualityLib.motion.apply_motion_draws`), Rician noise with one of
    the four backgrounds;
 4. the label (batched SSIM) and the input, fitted to the network's size.
 
@@ -52,7 +52,7 @@ import torch.nn.functional as F
 
 from .contrast import RandomContrast, apply_contrast_batch
 from .dft import on_matmul_device
-from .motion import RandomMotion, apply_motion_batch
+from .motion import RandomMotion, apply_motion_draws
 from .resizing import crop_resize_batch
 from .slices import (INPUT_SIZE, SliceSampler, crop, fit_to_size, fourier_resample, head_boxes, normalize,
                      pick_slices, resample)
@@ -62,8 +62,9 @@ from .synthesis import (RandomSynthesis, load_tissue_volume, mix_weights, nyquis
 
 #: Changes whenever the same (seed, batch) would give a different sample (with ``data.DATA_VERSION``, which
 #: names the recipe both paths follow).  2: parameters drawn a field at a time for the whole batch (sources,
-#: slices and synthesis; ``DATA_VERSION`` 15).
-FACTORY_VERSION = 2
+#: slices and synthesis; ``DATA_VERSION`` 15).  3: the motion's parameters drawn a field at a time for each group
+#: (``RandomMotion.draw``; ``DATA_VERSION`` 16).
+FACTORY_VERSION = 3
 _STREAM = 0x5AFAC  # keeps the factory's generators apart from the reference's per-index ones
 _SOURCES: dict = {}  # (device, anatomy files) -> the source volumes, per process
 #: Samples per group (one acquired matrix) by device type, where ``group_size`` is not given.
@@ -371,10 +372,9 @@ class SampleFactory:
         psf_rows, psf_cols = cfg.draw_psf(rng, n)
         filter_rows, filter_cols = cfg.draw_filter(rng, n)
         still = rng.random(n) < cfg.p_clean
-        from .data import _NO_MOTION
-
-        transforms = [(_NO_MOTION if still[k] else self.motion).sample((h, w), rng) for k in range(n)]
-        moved = apply_motion_batch(clean, transforms).clamp_min(0)
+        draws = self.motion.draw((h, w), rng, n)  # the group's motion at once: no object per sample
+        draws.still(still)
+        moved = apply_motion_draws(clean, draws).clamp_min(0)
         pair = torch.stack([clean, moved], dim=1)  # (n, 2, h, w): the scanner's ghost and noise hit both alike
         for axis in (0, 1):
             sel = np.flatnonzero(ghost & (ghost_axes == axis))

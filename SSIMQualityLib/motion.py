@@ -210,7 +210,32 @@ class KSpaceMotion:
 
 
 def apply_kspace_batch(images: torch.Tensor, transforms: Sequence[KSpaceMotion], real_part: bool = False) -> torch.Tensor:
-    """Apply one :class:`KSpaceMotion` per image of a (B, H, W) batch.
+    """Apply one :class:`KSpaceMotion` per image of a (B, H, W) batch (see :func:`apply_motion_draws`)."""
+    b, h, w = images.shape
+    if len(transforms) != b:
+        raise ValueError(f"need one transform per image: {len(transforms)} for {b}")
+    moves = max([len(t.degrees) for t in transforms] + [1])
+    src = np.full((b, max(h, w)), -1, dtype=np.int64)
+    deg = np.zeros((b, moves))
+    sh = np.zeros((b, moves, 2))
+    pe = np.array([t.pe_axis for t in transforms], dtype=np.int64)
+    for i, t in enumerate(transforms):
+        if t.sources:
+            n = h if t.pe_axis == 0 else w
+            if len(t.sources) != n:
+                raise ValueError(f"transform {i} has {len(t.sources)} line sources for {n} phase-encoding lines")
+            src[i, :n] = t.sources
+        if t.degrees:
+            deg[i, :len(t.degrees)] = t.degrees
+            sh[i, :len(t.shifts)] = t.shifts
+    return _apply_lines(images, pe, src, deg, sh, real_part)
+
+
+def _apply_lines(images: torch.Tensor, pe_axis: np.ndarray, src: np.ndarray, deg: np.ndarray, sh: np.ndarray,
+                 real_part: bool = False) -> torch.Tensor:
+    """The k-space algorithm on a (B, H, W) batch from arrays: ``pe_axis`` (B,); ``src`` (B, ≥ max(H, W)) each
+    line's copy or −1 (a row reads its first H or W entries); ``deg`` (B, M) and ``sh`` (B, M, 2) the copies'
+    moves.
 
     Slices whose phase-encoding lines are rows are transposed so that the
     lines always lie along the last, contiguous axis (a transpose mirrors
@@ -218,43 +243,34 @@ def apply_kspace_batch(images: torch.Tensor, transforms: Sequence[KSpaceMotion],
     Only copies that give at least one line are computed.
     """
     b, h, w = images.shape
-    if len(transforms) != b:
-        raise ValueError(f"need one transform per image: {len(transforms)} for {b}")
+    moves = deg.shape[1]
     out = torch.empty_like(images) if images.is_floating_point() else torch.empty(images.shape)
     for pe in (0, 1):
-        members = [i for i, t in enumerate(transforms) if t.pe_axis == pe]
-        if not members:
+        members = np.flatnonzero(pe_axis == pe)
+        if not members.size:
             continue
         n = h if pe == 0 else w
-        batch = images[members]
+        batch = images[torch.from_numpy(members)] if members.size < b else images
         if pe == 0:
             batch = batch.transpose(1, 2)
-        # Vectorised bookkeeping (a per-slice loop of small tensor calls cost more than the FFTs):
-        # line sources (B, n), then one moved copy per (slice, move) that gives at least one line.
-        moves = max([len(transforms[i].degrees) for i in members] + [1])
-        src = np.full((len(members), n), -1, dtype=np.int64)
-        deg = np.zeros((len(members), moves))
-        sh = np.zeros((len(members), moves, 2))
-        for row, i in enumerate(members):
-            t = transforms[i]
-            if t.sources:
-                if len(t.sources) != n:
-                    raise ValueError(f"transform {i} has {len(t.sources)} line sources for {n} phase-encoding lines")
-                src[row] = t.sources
-            if t.degrees:
-                deg[row, :len(t.degrees)] = t.degrees
-                sh[row, :len(t.shifts)] = t.shifts
-        used = (src[:, :, None] == np.arange(moves)).any(axis=1)  # (B, moves)
+        # Vectorised bookkeeping (a per-slice loop of small tensor calls cost more than the FFTs): one moved
+        # copy per (slice, move) that gives at least one line.
+        lines = src[members, :n]
+        used = (lines[:, :, None] == np.arange(moves)).any(axis=1)  # (B, moves)
         rows, ms = np.nonzero(used)
         remap = np.full((len(members), moves + 1), -1, dtype=np.int64)
         remap[rows, ms + 1] = np.arange(len(rows))
-        sources = torch.from_numpy(np.take_along_axis(remap, src + 1, axis=1))
-        degrees = deg[rows, ms] * (-1.0 if pe == 0 else 1.0)  # a transpose mirrors: rotations change sign
-        shifts = sh[rows, ms][:, ::-1] if pe == 0 else sh[rows, ms]  # ... and shifts swap
+        sources = torch.from_numpy(np.take_along_axis(remap, lines + 1, axis=1))
+        degrees = deg[members][rows, ms] * (-1.0 if pe == 0 else 1.0)  # a transpose mirrors: rotations change sign
+        shifts = sh[members][rows, ms][:, ::-1] if pe == 0 else sh[members][rows, ms]  # ... and shifts swap
         res = kspace_motion(batch, torch.from_numpy(rows.astype(np.int64)), torch.from_numpy(degrees),
                             torch.from_numpy(np.ascontiguousarray(shifts)).reshape(-1, 2), sources,
                             real_part=real_part)
-        out[members] = res.transpose(1, 2) if pe == 0 else res
+        res = res.transpose(1, 2) if pe == 0 else res
+        if members.size == b:
+            out.copy_(res)
+        else:
+            out[torch.from_numpy(members)] = res
     return out
 
 
@@ -328,51 +344,58 @@ class RandomKSpaceMotion:
         self.paper = bool(paper)
 
     def sample(self, shape: Tuple[int, int], seed: Seed = None) -> KSpaceMotion:
-        """Draw the parameters for one slice of ``shape`` (H, W)."""
-        rng = _rng(seed)
-        sev = _draw_severity(self.severity, rng)
-        pe = int(rng.integers(2)) if self.pe_axis is None else self.pe_axis
-        n = int(shape[pe])
-        if sev <= 0:
-            return KSpaceMotion([], [], [-1] * n, pe)
+        """Draw the parameters for one slice of ``shape`` (H, W): :meth:`draw` of one."""
+        return self.draw(shape, _rng(seed), 1).transform(0)
+
+    def draw(self, shape: Tuple[int, int], rng: np.random.Generator, n: int) -> "MotionDraws":
+        """Parameters for ``n`` slices of ``shape`` (H, W), each field drawn for all of them at once.
+
+        Every slice takes the same number of draws, whatever its severity: a slice drawn again from the same
+        seed at another severity gets the same motion, larger (the real-scan evaluation's common random
+        numbers), and the draws cost a few calls of the generator per batch, not per slice.
+        """
+        h, w = int(shape[0]), int(shape[1])
+        big, m = max(h, w), self.max_moves
+        sev = _draw_severities(self.severity, rng, n)
+        pe = rng.integers(2, size=n) if self.pe_axis is None else np.full(n, self.pe_axis)
+        lines = np.where(pe == 0, h, w)
+        valid = np.arange(big)[None, :] < lines[:, None]
+        moving = sev > 0
         if self.paper:
-            sigma = float(rng.uniform(0.0, self.max_degrees * sev))
-            sources = rng.integers(-1, 2, size=n)
-            return KSpaceMotion([-sigma, sigma], [(0.0, 0.0), (0.0, 0.0)], sources.tolist(), pe)
-        moves = int(rng.integers(1, self.max_moves + 1))
-        deg = rng.uniform(-1, 1, size=moves) * self.max_degrees * sev
-        shifts = rng.uniform(-1, 1, size=(moves, 2)) * self.max_translation * sev
+            sigma = rng.uniform(0.0, 1.0, size=n) * self.max_degrees * sev
+            src = np.where(valid & moving[:, None], rng.integers(-1, 2, size=(n, big)), -1)
+            return MotionDraws((h, w), pe, np.where(moving, 2, 0), np.stack([-sigma, sigma], axis=1),
+                               np.zeros((n, 2, 2)), src)
+        moves = rng.integers(1, m + 1, size=n)
+        u = rng.uniform(-1, 1, size=(n, m, 3))
+        deg = u[..., 0] * self.max_degrees * sev[:, None]
+        shifts = u[..., 1:] * self.max_translation * sev[:, None, None]
         fraction = self.max_fraction * sev
-        mode = self.mode if self.mode != "random" else LINE_MODES[int(rng.integers(2))]
-        band = max(1, int(round(self.keep_centre * n))) if self.keep_centre > 0 else 0
+        segments = rng.integers(2, size=n) == 1 if self.mode == "random" else np.full(n, self.mode == "segments")
+        band = np.maximum(1, np.round(self.keep_centre * lines)).astype(np.int64) if self.keep_centre > 0 \
+            else np.zeros(n, np.int64)
         # Centred order: the zero frequency is line n // 2; [lo, hi) keeps the original.
-        lo = n // 2 - band // 2
+        lo = lines // 2 - band // 2
         hi = lo + band
-        sources = np.full(n, -1)
-        if mode == "lines":
-            chosen = rng.random(n) < fraction
-            chosen[lo:hi] = False
-            sources[chosen] = rng.integers(0, moves, size=int(chosen.sum()))
-        else:
-            # Sequential acquisition: the head moves at `moves` times and each
-            # new position holds for a contiguous run of lines, all on one
-            # side of the k-space centre.
-            if band == 0:
-                first, last = 0, n
-            else:
-                first, last = (0, lo) if rng.random() < 0.5 else (hi, n)
-            room = last - first
-            total = min(room, max(1, int(round(fraction * n))))
-            if total > 0:
-                # choice(total - 1) + 1 draws as choice(arange(1, total)) does, without building the array
-                cuts = np.sort(rng.choice(total - 1, size=min(moves - 1, total - 1), replace=False) + 1) \
-                    if total > 1 else np.array([], dtype=int)
-                lengths = np.diff(np.concatenate([[0], cuts, [total]]))
-                pos = first + int(rng.integers(0, room - total + 1))
-                for copy, length in enumerate(lengths):
-                    sources[pos:pos + length] = copy
-                    pos += length
-        return KSpaceMotion(deg.tolist(), [tuple(s) for s in shifts.tolist()], sources, pe)
+        pos = np.arange(big)[None, :]
+        # "lines": each line outside the band replaced with probability ``fraction``, from a copy at random.
+        chosen = (rng.random((n, big)) < fraction[:, None]) & valid & ((pos < lo[:, None]) | (pos >= hi[:, None]))
+        copy = (rng.random((n, big)) * moves[:, None]).astype(np.int64)
+        by_line = np.where(chosen, copy, -1)
+        # "segments": a sequential acquisition; the head moves at ``moves`` times and each new position holds
+        # for a contiguous run of lines, all on one side of the band (either side when there is none).
+        left = rng.random(n) < 0.5
+        first = np.where((band == 0) | left, 0, hi)
+        last = np.where(band == 0, lines, np.where(left, lo, lines))
+        room = last - first
+        total = np.minimum(room, np.maximum(1, np.round(fraction * lines).astype(np.int64)))
+        cuts = _distinct_cuts(rng.random((n, m - 1)), total, np.minimum(moves - 1, total - 1))
+        start = first + (rng.random(n) * (room - total + 1)).astype(np.int64)
+        d = pos - start[:, None]
+        inside = (d >= 0) & (d < total[:, None])
+        by_segment = np.where(inside, (d[:, :, None] >= cuts[:, None, :]).sum(axis=2), -1)
+        src = np.where(moving[:, None], np.where(segments[:, None], by_segment, by_line), -1)
+        return MotionDraws((h, w), pe, np.where(moving, moves, 0), deg, shifts, src)
 
     def __call__(self, image: ArrayOrTensor, seed: Seed = None) -> ArrayOrTensor:
         t, is_numpy, single = _as_batch(image)
@@ -389,9 +412,30 @@ def _check_severity(severity) -> Tuple[float, float]:
     return lo, hi
 
 
-def _draw_severity(rng_range: Tuple[float, float], rng: np.random.Generator) -> float:
+def _draw_severities(rng_range: Tuple[float, float], rng: np.random.Generator, n: int) -> np.ndarray:
     lo, hi = rng_range
-    return lo if lo == hi else float(rng.uniform(lo, hi))
+    return np.full(n, lo) if lo == hi else rng.uniform(lo, hi, size=n)
+
+
+def _distinct_cuts(u: np.ndarray, total: np.ndarray, count: np.ndarray) -> np.ndarray:
+    """Per row, ``count`` distinct integers drawn uniformly from 1 … ``total`` − 1 (all subsets equally likely),
+    sorted, from the uniforms ``u`` (rows × most counts); the unused places hold the largest int64.
+
+    Draw ``j`` picks among the ``total − 1 − j`` values not yet taken, then steps over those taken (in
+    ascending order), which is sampling without replacement.
+
+    >>> _distinct_cuts(np.array([[0.0, 0.0], [0.99, 0.5]]), np.array([5, 10]), np.array([2, 1])).tolist()[0]
+    [1, 2]
+    """
+    none = np.iinfo(np.int64).max
+    taken = np.full(u.shape, none, dtype=np.int64)
+    for j in range(u.shape[1]):
+        r = (u[:, j] * np.maximum(total - 1 - j, 1)).astype(np.int64) + 1
+        for c in range(j):  # taken[:, :j] is sorted
+            r += r >= taken[:, c]
+        taken[:, j] = np.where(j < count, r, none)
+        taken.sort(axis=1)
+    return taken
 
 
 # ----------------------------------------------------------------------------
@@ -585,37 +629,140 @@ class RandomTorchioMotion:
         self.pe_axis = pe_axis
 
     def sample(self, shape: Tuple[int, int] = (256, 256), seed: Seed = None) -> TorchioMotion:
-        rng = _rng(seed)
-        sev = _draw_severity(self.severity, rng)
-        pe = int(rng.integers(2)) if self.pe_axis is None else self.pe_axis
-        if sev <= 0:
-            return TorchioMotion([], [], [], pe)
-        moves = int(rng.integers(1, self.max_moves + 1))
-        deg = rng.uniform(-1, 1, size=moves) * self.max_degrees * sev
-        shifts = rng.uniform(-1, 1, size=(moves, 2)) * self.max_translation * sev
-        moved = self.max_fraction * sev * float(rng.uniform(0.5, 1.0))
+        """Draw the parameters for one slice of ``shape`` (H, W): :meth:`draw` of one."""
+        return self.draw(shape, _rng(seed), 1).transform(0)
+
+    def draw(self, shape: Tuple[int, int], rng: np.random.Generator, n: int) -> "MotionDraws":
+        """Parameters for ``n`` slices of ``shape`` (H, W), each field drawn for all of them at once (the same
+        number of draws for every slice, as :meth:`RandomKSpaceMotion.draw`), with TorchIO's rule for which
+        lines each move holds."""
+        h, w = int(shape[0]), int(shape[1])
+        big, m = max(h, w), self.max_moves
+        sev = _draw_severities(self.severity, rng, n)
+        pe = rng.integers(2, size=n) if self.pe_axis is None else np.full(n, self.pe_axis)
+        lines = np.where(pe == 0, h, w)
+        moving = sev > 0
+        moves = rng.integers(1, m + 1, size=n)
+        u = rng.uniform(-1, 1, size=(n, m, 3))
+        deg = u[..., 0] * self.max_degrees * sev[:, None]
+        shifts = u[..., 1:] * self.max_translation * sev[:, None, None]
+        moved = self.max_fraction * sev * rng.uniform(0.5, 1.0, size=n)
         lo, hi = 0.02, 0.98
-        if moves == 1:
-            t = min(moved, 0.5)
-            times = [t if rng.random() < 0.5 else 1.0 - t]
-        else:
-            # The reference segment [a, b) holds the centre; the moves own the rest.
-            width = 1.0 - moved
-            a = 0.5 - width * float(rng.uniform(0.0, 1.0))
-            a, b = max(lo, a), min(hi, a + width)
-            a, b = min(a, 0.49), max(b, 0.51)
-            extra = rng.uniform(0, 1, size=moves - 2)
-            outside = (a - lo) + (hi - b)
-            times = [a, b] + [float(lo + u * outside) if lo + u * outside < a else float(b + (lo + u * outside - a))
-                              for u in extra]
-        times = sorted(min(max(float(t), lo), hi) for t in times)
-        return TorchioMotion.about_centre(tuple(shape), deg.tolist(), [tuple(v) for v in shifts.tolist()], times, pe)
+        # One move: it holds the outer ``moved`` share of k-space (at most half), on either side.
+        t = np.minimum(moved, 0.5)
+        one = np.where(rng.random(n) < 0.5, t, 1.0 - t)
+        # Several: the reference segment [a, b) holds the centre; the moves own the rest.
+        width = 1.0 - moved
+        a = 0.5 - width * rng.uniform(0.0, 1.0, size=n)
+        a, b = np.maximum(lo, a), np.minimum(hi, a + width)
+        a, b = np.minimum(a, 0.49), np.maximum(b, 0.51)
+        extra = lo + rng.uniform(0, 1, size=(n, max(0, m - 2))) * ((a - lo) + (hi - b))[:, None]
+        extra = np.where(extra < a[:, None], extra, b[:, None] + (extra - a[:, None]))
+        times = np.concatenate([np.where(moves == 1, one, a)[:, None], b[:, None], extra], axis=1)[:, :m]
+        times = np.where(np.arange(m)[None, :] < moves[:, None], np.clip(times, lo, hi), np.nan)
+        times = np.sort(times, axis=1)  # unused times (NaN) last
+        # TorchIO's segments split at int(n · time); the one holding the centre keeps the reference position
+        # and the move that owned it takes the first segment.
+        cut = np.where(np.isnan(times), np.iinfo(np.int64).max, np.floor(lines[:, None] * np.nan_to_num(times)))
+        segment = (np.arange(big)[None, :, None] >= cut[:, None, :]).sum(axis=2)
+        late = np.nan_to_num(times, nan=0.0) > 0.5
+        centre = np.where(late.any(axis=1), late.argmax(axis=1), moves)[:, None]
+        owner = np.where(segment == 0, centre, np.where(segment == centre, 0, segment))
+        src = np.where(moving[:, None] & (np.arange(big)[None, :] < lines[:, None]), owner - 1, -1)
+        times[~moving] = np.inf  # marks TorchIO's identity
+        return MotionDraws((h, w), pe, np.where(moving, moves, 0), deg, shifts, src, times=times)
 
     def __call__(self, image: ArrayOrTensor, seed: Seed = None) -> ArrayOrTensor:
         t, is_numpy, single = _as_batch(image)
         rng = _rng(seed)
         out = apply_motion_batch(t, [self.sample(tuple(t.shape[-2:]), rng) for _ in range(t.shape[0])])
         return _restore(out, is_numpy, single)
+
+
+@dataclass
+class MotionDraws:
+    """Motion parameters of ``n`` slices of one ``shape``, drawn at once, as arrays: what the random twins'
+    ``draw`` returns and :func:`apply_motion_draws` applies (the sample factory's path, with no object per
+    slice).  Either algorithm in the k-space algorithm's terms:
+
+    * ``pe_axis`` (n,): phase-encoding direction;
+    * ``moves`` (n,): moved copies (0: the slice is left as it is);
+    * ``degrees`` (n, M), ``shifts`` (n, M, 2): each copy's rotation about the centre and shift (rows,
+      columns; pixels), as :func:`warp` moves it;
+    * ``sources`` (n, max(H, W)): per phase-encoding line in acquisition order (centred) the copy it comes from,
+      or −1; a row reads its first H (``pe_axis`` 0) or W lines;
+    * ``times`` (n, M): TorchIO's move times, sorted, NaN past ``moves``; NaN throughout for the k-space
+      algorithm's slices, infinite for TorchIO's that are left as they are (``None``: all the k-space algorithm's).
+
+    :meth:`transform` gives slice ``k`` as a :class:`KSpaceMotion` or :class:`TorchioMotion`.
+
+    Examples
+    --------
+    >>> d = RandomMotion(severity=0.5).draw((32, 40), np.random.default_rng(0), 3)
+    >>> len(d), d.sources.shape
+    (3, (3, 40))
+    """
+
+    shape: Tuple[int, int]
+    pe_axis: np.ndarray
+    moves: np.ndarray
+    degrees: np.ndarray
+    shifts: np.ndarray
+    sources: np.ndarray
+    times: Optional[np.ndarray] = None
+
+    def __len__(self) -> int:
+        return len(self.pe_axis)
+
+    def transform(self, k: int) -> Union[KSpaceMotion, TorchioMotion]:
+        """Slice ``k``'s parameters as the deterministic transform (TorchIO's where it has move times)."""
+        pe, m = int(self.pe_axis[k]), int(self.moves[k])
+        n = int(self.shape[pe])
+        deg = self.degrees[k, :m].tolist()
+        shifts = [tuple(v) for v in self.shifts[k, :m].tolist()]
+        if self.times is not None and not np.isnan(self.times[k, 0]):
+            return TorchioMotion.about_centre(self.shape, deg, shifts, self.times[k, :m].tolist(), pe)
+        if self.times is not None and np.isinf(self.times[k, 0]):  # TorchIO's identity
+            return TorchioMotion([], [], [], pe)
+        return KSpaceMotion(deg, shifts, self.sources[k, :n] if m else [-1] * n, pe)
+
+    def still(self, mask: np.ndarray) -> None:
+        """Leave the slices where ``mask`` holds as they are (no moved copy, every line the slice's own)."""
+        self.moves = np.where(mask, 0, self.moves)
+        self.sources = np.where(np.asarray(mask)[:, None], -1, self.sources)
+
+    @classmethod
+    def merge(cls, first: np.ndarray, a: "MotionDraws", b: "MotionDraws") -> "MotionDraws":
+        """One set of draws from two: slice ``k`` is the next of ``a`` where ``first[k]``, else the next of ``b``."""
+        first = np.asarray(first, dtype=bool)
+        n, m = len(first), max(a.degrees.shape[1], b.degrees.shape[1])
+
+        def pad(x, fill, width=m):
+            return np.concatenate([x, np.full((len(x), width - x.shape[1]) + x.shape[2:], fill)], axis=1)
+
+        def join(x, y, fill):
+            if x.ndim > 1:
+                width = max(x.shape[1], y.shape[1])
+                x, y = pad(x, fill, width), pad(y, fill, width)
+            out = np.empty((n,) + x.shape[1:], dtype=np.result_type(x, y))
+            out[first], out[~first] = x, y
+            return out
+
+        nan_a = np.full((len(a), m), np.nan) if a.times is None else pad(a.times, np.nan)
+        nan_b = np.full((len(b), m), np.nan) if b.times is None else pad(b.times, np.nan)
+        times = None if a.times is None and b.times is None else join(nan_a, nan_b, np.nan)
+        return cls(a.shape, join(a.pe_axis, b.pe_axis, 0), join(a.moves, b.moves, 0),
+                   join(a.degrees, b.degrees, 0.0), join(a.shifts, b.shifts, 0.0), join(a.sources, b.sources, -1),
+                   times)
+
+
+def apply_motion_draws(images: torch.Tensor, draws: MotionDraws, real_part: bool = False) -> torch.Tensor:
+    """Apply :class:`MotionDraws` to a (B, H, W) batch of their shape in one batched k-space pass; equal to
+    :func:`apply_motion_batch` of their :meth:`~MotionDraws.transform` s to float round-off (TorchIO's moves
+    are not converted about the centre and back)."""
+    if tuple(images.shape[-2:]) != tuple(draws.shape) or images.shape[0] != len(draws):
+        raise ValueError(f"draws for {len(draws)} slices of {tuple(draws.shape)}, images {tuple(images.shape)}")
+    return _apply_lines(images, draws.pe_axis, draws.sources, draws.degrees, draws.shifts, real_part)
 
 
 class RandomMotion:
@@ -640,11 +787,20 @@ class RandomMotion:
         self.torchio = RandomTorchioMotion(severity, **kwargs.get("torchio", {}))
 
     def sample(self, shape: Tuple[int, int], seed: Seed = None):
-        rng = _rng(seed)
-        method = self.method
-        if method == "random":
-            method = "kspace" if rng.random() < self.p_kspace else "torchio"
-        return (self.kspace if method == "kspace" else self.torchio).sample(shape, rng)
+        """One slice's transform (:class:`KSpaceMotion` or :class:`TorchioMotion`): :meth:`draw` of one."""
+        return self.draw(shape, _rng(seed), 1).transform(0)
+
+    def draw(self, shape: Tuple[int, int], rng: np.random.Generator, n: int) -> "MotionDraws":
+        """Parameters for ``n`` slices of ``shape``: the algorithm of each, then each algorithm's draws for its
+        slices at once."""
+        if self.method == "random":
+            kspace = rng.random(n) < self.p_kspace
+        else:
+            kspace = np.full(n, self.method == "kspace")
+        if kspace.all() or not kspace.any():  # one algorithm (always, for one slice): nothing to merge
+            return (self.kspace if kspace.all() else self.torchio).draw(shape, rng, n)
+        return MotionDraws.merge(kspace, self.kspace.draw(shape, rng, int(kspace.sum())),
+                                 self.torchio.draw(shape, rng, int(n - kspace.sum())))
 
 
 def apply_motion_batch(images: torch.Tensor, transforms: Sequence[Union[KSpaceMotion, TorchioMotion]],
