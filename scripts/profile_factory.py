@@ -36,7 +36,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 import SSIMQualityLib.factory as fm  # noqa: E402
 from SSIMQualityLib.dft import HOST_READ_OPS  # noqa: E402
 
-STAGES = ["mix_weights", "synthesize_mixed", "apply_contrast_batch", "normalize", "head_boxes", "apply_motion_batch",
+STAGES = ["mix_weights", "synthesize_mixed", "apply_contrast_batch", "normalize", "head_boxes", "apply_motion_draws",
           "nyquist_ghost", "head_mask_batch", "ssim", "fit_to_size", "resample", "crop"]
 METHODS = ["_canvases", "_acquire", "_group"]
 
