@@ -248,15 +248,19 @@ class SampleConfig:
         together, for ``n`` acquisitions; zeros for those without one.  One rule for both paths."""
         return _draw_blur(rng, n, self.p_filter, self.filter_sigma, 0.6)
 
-    def side_shift(self, extent: float, margin: float, stretch: float) -> float:
+    def side_shift(self, extent, margin, stretch):
         """How far one side of the acquired field of view lies outside the head's box of ``extent`` pixels
         (negative: inside it): ``margin`` of the extent times the side's ``stretch``, but never more than
-        ``max_cut`` of it into the head.  One rule for both paths.
+        ``max_cut`` of it into the head.  One rule for both paths: numbers (the reference, one sample) or
+        arrays (the factory, a group at once).
 
         >>> SampleConfig().side_shift(100, 0.2, 1.5), SampleConfig().side_shift(100, -0.35, 1.5)
         (30.0, -40.0)
+        >>> SampleConfig().side_shift(np.array([100, 100]), np.array([0.2, -0.35]), 1.5).tolist()
+        [30.0, -40.0]
         """
-        return max(-self.max_cut * extent, extent * margin * stretch)
+        out = np.maximum(-self.max_cut * extent, extent * margin * stretch)
+        return float(out) if np.ndim(out) == 0 else out
 
     def background_table(self) -> Tuple[list, np.ndarray]:
         table = self.backgrounds or BACKGROUNDS

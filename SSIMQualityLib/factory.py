@@ -338,13 +338,11 @@ class SampleFactory:
         in_kspace = rng.random(n) < cfg.p_fourier
         if native < cfg.p_native or (rows[:, 2] < 4).any() or (cols[:, 2] < 4).any():
             return canvas
-        boxes = []
-        for k in range(n):
-            r0, r1, c0, c1 = rows[k, 0], rows[k, 1], cols[k, 0], cols[k, 1]
-            (mr, mc), (s0, s1, s2, s3) = margins[k], stretch[k]
-            boxes.append([r0 - cfg.side_shift(r1 - r0, mr, s0), r1 + cfg.side_shift(r1 - r0, mr, s1),
-                          c0 - cfg.side_shift(c1 - c0, mc, s2), c1 + cfg.side_shift(c1 - c0, mc, s3)])
-        boxes = np.asarray(boxes)
+        r0, r1, c0, c1 = rows[:, 0], rows[:, 1], cols[:, 0], cols[:, 1]
+        boxes = np.stack([r0 - cfg.side_shift(r1 - r0, margins[:, 0], stretch[:, 0]),
+                          r1 + cfg.side_shift(r1 - r0, margins[:, 0], stretch[:, 1]),
+                          c0 - cfg.side_shift(c1 - c0, margins[:, 1], stretch[:, 2]),
+                          c1 + cfg.side_shift(c1 - c0, margins[:, 1], stretch[:, 3])], axis=1)
         heights, widths = boxes[:, 1] - boxes[:, 0], boxes[:, 3] - boxes[:, 2]
         lo, hi = np.log(cfg.matrix[0]), np.log(cfg.matrix[1])
         longest = int(round(np.exp(lo + (hi - lo) * matrix_draw)))
