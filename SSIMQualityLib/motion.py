@@ -86,10 +86,11 @@ def warp(images: torch.Tensor, degrees: torch.Tensor, shifts: torch.Tensor) -> t
     tx = (2.0 * shifts[:, 1].to(dev, dt) / w)[:, None, None]
     yy = ys[None, :, None] - ty
     xx = xs[None, None, :] - tx
-    # Rotation in pixel space, expressed in normalised coordinates of a non-square image.
-    gx = c * xx - s * (h / w) * yy
-    gy = s * (w / h) * xx + c * yy
-    grid = torch.stack([gx, gy], dim=-1)
+    # Rotation in pixel space, expressed in normalised coordinates of a non-square image; each coordinate
+    # written straight into the grid (a stack of two full-size planes was a sixth of the motion's time on a CPU).
+    grid = torch.empty(n, h, w, 2, dtype=dt, device=dev)
+    torch.add(c * xx, yy * (-s * (h / w)), out=grid[..., 0])
+    torch.add(s * (w / h) * xx, c * yy, out=grid[..., 1])
     return F.grid_sample(images[:, None], grid, mode="bilinear", padding_mode="zeros", align_corners=False)[:, 0]
 
 
