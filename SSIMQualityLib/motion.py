@@ -357,9 +357,7 @@ class RandomKSpaceMotion:
         """
         h, w = int(shape[0]), int(shape[1])
         big, m = max(h, w), self.max_moves
-        sev = _draw_severities(self.severity, rng, n)
-        pe = rng.integers(2, size=n) if self.pe_axis is None else np.full(n, self.pe_axis)
-        lines = np.where(pe == 0, h, w)
+        sev, pe, lines = _draw_slices(self, (h, w), rng, n)
         valid = np.arange(big)[None, :] < lines[:, None]
         moving = sev > 0
         if self.paper:
@@ -367,10 +365,7 @@ class RandomKSpaceMotion:
             src = np.where(valid & moving[:, None], rng.integers(-1, 2, size=(n, big)), -1)
             return MotionDraws((h, w), pe, np.where(moving, 2, 0), np.stack([-sigma, sigma], axis=1),
                                np.zeros((n, 2, 2)), src)
-        moves = rng.integers(1, m + 1, size=n)
-        u = rng.uniform(-1, 1, size=(n, m, 3))
-        deg = u[..., 0] * self.max_degrees * sev[:, None]
-        shifts = u[..., 1:] * self.max_translation * sev[:, None, None]
+        moves, deg, shifts = _draw_moves(self, sev, rng, n)
         fraction = self.max_fraction * sev
         segments = rng.integers(2, size=n) == 1 if self.mode == "random" else np.full(n, self.mode == "segments")
         band = np.maximum(1, np.round(self.keep_centre * lines)).astype(np.int64) if self.keep_centre > 0 \
@@ -413,9 +408,23 @@ def _check_severity(severity) -> Tuple[float, float]:
     return lo, hi
 
 
-def _draw_severities(rng_range: Tuple[float, float], rng: np.random.Generator, n: int) -> np.ndarray:
-    lo, hi = rng_range
-    return np.full(n, lo) if lo == hi else rng.uniform(lo, hi, size=n)
+def _draw_slices(sampler, shape: Tuple[int, int], rng: np.random.Generator, n: int):
+    """What both algorithms' ``draw`` take first: ``n`` severities (drawn where ``sampler.severity`` is a range),
+    phase-encoding axes (drawn where ``sampler.pe_axis`` is None) and the number of lines along each."""
+    lo, hi = sampler.severity
+    sev = np.full(n, lo) if lo == hi else rng.uniform(lo, hi, size=n)
+    pe = rng.integers(2, size=n) if sampler.pe_axis is None else np.full(n, sampler.pe_axis)
+    return sev, pe, np.where(pe == 0, shape[0], shape[1])
+
+
+def _draw_moves(sampler, sev: np.ndarray, rng: np.random.Generator, n: int):
+    """Both algorithms' moves: 1 … ``sampler.max_moves`` of them a slice, each a rotation and a shift uniform
+    within ``max_degrees`` and ``max_translation`` times the slice's severity (drawn for every place, used or not,
+    so that every slice takes the same draws).  Returns moves (n,), degrees (n, M) and shifts (n, M, 2)."""
+    m = sampler.max_moves
+    moves = rng.integers(1, m + 1, size=n)
+    u = rng.uniform(-1, 1, size=(n, m, 3))
+    return moves, u[..., 0] * sampler.max_degrees * sev[:, None], u[..., 1:] * sampler.max_translation * sev[:, None, None]
 
 
 def _distinct_cuts(u: np.ndarray, total: np.ndarray, count: np.ndarray) -> np.ndarray:
@@ -639,14 +648,9 @@ class RandomTorchioMotion:
         lines each move holds."""
         h, w = int(shape[0]), int(shape[1])
         big, m = max(h, w), self.max_moves
-        sev = _draw_severities(self.severity, rng, n)
-        pe = rng.integers(2, size=n) if self.pe_axis is None else np.full(n, self.pe_axis)
-        lines = np.where(pe == 0, h, w)
+        sev, pe, lines = _draw_slices(self, (h, w), rng, n)
         moving = sev > 0
-        moves = rng.integers(1, m + 1, size=n)
-        u = rng.uniform(-1, 1, size=(n, m, 3))
-        deg = u[..., 0] * self.max_degrees * sev[:, None]
-        shifts = u[..., 1:] * self.max_translation * sev[:, None, None]
+        moves, deg, shifts = _draw_moves(self, sev, rng, n)
         moved = self.max_fraction * sev * rng.uniform(0.5, 1.0, size=n)
         lo, hi = 0.02, 0.98
         # One move: it holds the outer ``moved`` share of k-space (at most half), on either side.
@@ -736,25 +740,23 @@ class MotionDraws:
     def merge(cls, first: np.ndarray, a: "MotionDraws", b: "MotionDraws") -> "MotionDraws":
         """One set of draws from two: slice ``k`` is the next of ``a`` where ``first[k]``, else the next of ``b``."""
         first = np.asarray(first, dtype=bool)
-        n, m = len(first), max(a.degrees.shape[1], b.degrees.shape[1])
-
-        def pad(x, fill, width=m):
-            return np.concatenate([x, np.full((len(x), width - x.shape[1]) + x.shape[2:], fill)], axis=1)
+        n = len(first)
 
         def join(x, y, fill):
-            if x.ndim > 1:
+            if x.ndim > 1:  # the narrower padded to the wider (moves, lines)
                 width = max(x.shape[1], y.shape[1])
-                x, y = pad(x, fill, width), pad(y, fill, width)
+                x, y = (np.concatenate([v, np.full((len(v), width - v.shape[1]) + v.shape[2:], fill)], axis=1)
+                        for v in (x, y))
             out = np.empty((n,) + x.shape[1:], dtype=np.result_type(x, y))
             out[first], out[~first] = x, y
             return out
 
-        nan_a = np.full((len(a), m), np.nan) if a.times is None else pad(a.times, np.nan)
-        nan_b = np.full((len(b), m), np.nan) if b.times is None else pad(b.times, np.nan)
-        times = None if a.times is None and b.times is None else join(nan_a, nan_b, np.nan)
+        def times(d):  # the k-space algorithm's slices have none
+            return np.full(d.degrees.shape, np.nan) if d.times is None else d.times
+
         return cls(a.shape, join(a.pe_axis, b.pe_axis, 0), join(a.moves, b.moves, 0),
                    join(a.degrees, b.degrees, 0.0), join(a.shifts, b.shifts, 0.0), join(a.sources, b.sources, -1),
-                   times)
+                   None if a.times is None and b.times is None else join(times(a), times(b), np.nan))
 
 
 def apply_motion_draws(images: torch.Tensor, draws: MotionDraws, real_part: bool = False) -> torch.Tensor:
