@@ -18,6 +18,7 @@ from typing import Optional, Sequence
 
 from . import progress
 from .errors import SSIMQualityError
+from .interrupts import deferred_interrupt
 from .vocabulary import CLINICAL_GOOD, CORRUPTION_METHODS
 
 EXIT_USAGE = 2
@@ -253,8 +254,11 @@ def _run_score(args) -> int:
     last_write = time.monotonic()
     save_every = float(os.environ.get("SSIMQUALITY_SAVE_EVERY_S", SAVE_EVERY_S))
     try:
-        _score_loop(args, paths, model, device, columns, results, index, report, slice_bar, vol_bar, save_every,
-                    last_write)
+        # Ctrl-C stops between batches and volumes, not wherever it lands (a reader pool's lock taken and never
+        # released hung the process on its way out).
+        with deferred_interrupt() as stop:
+            _score_loop(args, paths, model, device, columns, results, index, report, slice_bar, vol_bar, save_every,
+                        last_write, stop.check)
     except KeyboardInterrupt:
         if args.output and any(r.error is None for r in results):  # keep every finished volume, then stop
             write_results(results, args.output, force=True, summary_columns=columns)
@@ -299,7 +303,7 @@ def _merge_ranks(args, rank: int, world: int) -> None:
 
 
 def _score_loop(args, paths, model, device, columns, results, index, report, slice_bar, vol_bar, save_every,
-                last_write) -> None:
+                last_write, check_interrupt) -> None:
     from tqdm import tqdm
 
     from .batch import score_files
@@ -308,7 +312,7 @@ def _score_loop(args, paths, model, device, columns, results, index, report, sli
 
     for res in score_files(paths, model, device=device, batch_size=args.batch_size, axis=args.axis,
                            workers=args.workers, frame=args.frame, bf16=args.fast, iqm=args.iqm, series_uid=args.series,
-                           progress=slice_bar.update,
+                           progress=lambda n: (slice_bar.update(n), check_interrupt()),
                            # Feeding a GPU, decoding is the bottleneck: worker processes. On a CPU the network
                            # is, and processes measured slower than threads (4.1 vs 5.1 volumes/s, 2 cores).
                            processes=device.type == "cuda" and len(paths) > 2):
@@ -333,6 +337,7 @@ def _score_loop(args, paths, model, device, columns, results, index, report, sli
             # Rewritten atomically as volumes finish: an interrupted run keeps what was done.
             write_results(results, args.output, force=True, summary_columns=columns)
             last_write = time.monotonic()
+        check_interrupt()
 
 
 # ----------------------------------------------------------------------------

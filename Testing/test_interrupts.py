@@ -1,0 +1,62 @@
+"""Ctrl-C deferred to safe points (SSIMQualityLib.interrupts)."""
+import os
+import signal
+import threading
+
+import pytest
+
+from SSIMQualityLib.interrupts import deferred_interrupt
+
+
+def _sigint():
+    os.kill(os.getpid(), signal.SIGINT)
+
+
+def test_first_sigint_waits_for_check_and_handler_is_restored():
+    before = signal.getsignal(signal.SIGINT)
+    reached = False
+    with pytest.raises(KeyboardInterrupt):
+        with deferred_interrupt() as stop:
+            stop.check()  # nothing pending: no effect
+            _sigint()
+            reached = True  # the signal did not interrupt the work here
+            assert stop.requested
+            stop.check(5)  # also usable as a progress callback
+    assert reached
+    assert signal.getsignal(signal.SIGINT) is before
+
+
+def test_second_sigint_raises_at_once():
+    with deferred_interrupt() as stop:
+        _sigint()
+        with pytest.raises(KeyboardInterrupt):
+            _sigint()
+        assert stop.requested
+
+
+def test_outside_the_main_thread_nothing_changes():
+    seen = {}
+
+    def work():
+        with deferred_interrupt() as stop:
+            seen["handler"] = signal.getsignal(signal.SIGINT)
+            stop.check()
+            seen["requested"] = stop.requested
+
+    before = signal.getsignal(signal.SIGINT)
+    t = threading.Thread(target=work)
+    t.start()
+    t.join()
+    assert seen == {"handler": before, "requested": False}
+
+
+def test_ignored_sigint_stays_ignored():
+    before = signal.signal(signal.SIGINT, signal.SIG_IGN)
+    try:
+        with deferred_interrupt() as stop:
+            assert signal.getsignal(signal.SIGINT) is signal.SIG_IGN
+            _sigint()  # ignored, as nohup asked
+            stop.check()
+            assert not stop.requested
+    finally:
+        signal.signal(signal.SIGINT, before)
