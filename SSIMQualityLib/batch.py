@@ -54,6 +54,19 @@ def _read(path: Path, frame: Optional[int], series_uid: Optional[str] = None):
                                          str(path), "check the file")
 
 
+def _ignore_sigint() -> None:
+    """A reader process's start: Ctrl-C is the parent's to handle.
+
+    A terminal sends SIGINT to every process of the job; a reader killed by
+    it would break the pool, and the parent, which stops at its next safe
+    point (:func:`~SSIMQualityLib.interrupts.deferred_interrupt`), would
+    report a broken pool instead of saving what it finished.
+    """
+    import signal
+
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+
+
 def _reader_pool(workers: int, processes: bool):
     """Where files are decoded: worker processes (``processes``), else background threads.
 
@@ -61,13 +74,15 @@ def _reader_pool(workers: int, processes: bool):
     drives the device.  They are started by "spawn" (safe with CUDA and with
     torch's thread pools), which re-imports the caller's main module: only a
     program with a ``__main__`` guard (the ``ssimquality`` command) may ask
-    for them; a script, a notebook or Slicer keeps threads.
+    for them; a script, a notebook or Slicer keeps threads.  They ignore
+    Ctrl-C (:func:`_ignore_sigint`).
     """
     if processes and workers >= 1:
         import multiprocessing as mp
         from concurrent.futures import ProcessPoolExecutor
 
-        return ProcessPoolExecutor(max_workers=workers, mp_context=mp.get_context("spawn"))
+        return ProcessPoolExecutor(max_workers=workers, mp_context=mp.get_context("spawn"),
+                                   initializer=_ignore_sigint)
     return ThreadPoolExecutor(max_workers=max(1, workers))
 
 

@@ -60,3 +60,17 @@ def test_ignored_sigint_stays_ignored():
             assert not stop.requested
     finally:
         signal.signal(signal.SIGINT, before)
+
+
+def _sigint_disposition():
+    return signal.getsignal(signal.SIGINT) is signal.SIG_IGN
+
+
+def test_reader_processes_leave_ctrl_c_to_the_parent():
+    """A terminal's Ctrl-C reaches every process of the job: the score command's reader processes must not die
+    of it (a broken pool) while the parent finishes its batch and saves."""
+    from SSIMQualityLib.batch import _reader_pool
+
+    with _reader_pool(1, True) as pool:
+        assert pool.submit(_sigint_disposition).result(timeout=120) is True
+    assert not _sigint_disposition()  # the parent's own handling untouched
