@@ -725,10 +725,8 @@ class MotionDraws:
         n = int(self.shape[pe])
         deg = self.degrees[k, :m].tolist()
         shifts = [tuple(v) for v in self.shifts[k, :m].tolist()]
-        if self.times is not None and not np.isnan(self.times[k, 0]):
+        if self.times is not None and not np.isnan(self.times[k, 0]):  # TorchIO's (its identity: m = 0, no moves)
             return TorchioMotion.about_centre(self.shape, deg, shifts, self.times[k, :m].tolist(), pe)
-        if self.times is not None and np.isinf(self.times[k, 0]):  # TorchIO's identity
-            return TorchioMotion([], [], [], pe)
         return KSpaceMotion(deg, shifts, self.sources[k, :n] if m else [-1] * n, pe)
 
     def still(self, mask: np.ndarray) -> None:
