@@ -106,6 +106,21 @@ _HUGE_PAGE_BYTES = 4 << 20  # numpy asks for transparent huge pages from this bl
 # at a time, and each step's look stalls the device). Measured on the factory's canvases, 24 stacks of 32:
 # the last tile of a stack was done after 2 to 12 steps (median 5); 8 finish 20 of the 24 stacks unread.
 _DEVICE_DEAL_STEPS = 8
+# A stack of many tiles has more stragglers: on the factory's groups (recipe 13) stacks of ~3,000 tiles (groups
+# of 256) had 0 - 2 tiles dealing after 8 steps and none after 20 - 24; a stack of 13,000 tiles (a group of
+# 1,024) had 3 after 8, 2 after 16 and none after 24. Each step costs about 19 operations on every tile, each
+# step of the tail about 25 and a read back; from this many tiles on, 24 steps on all tiles cost fewer of both.
+_MANY_TILES, _MANY_TILES_DEAL_STEPS = 8192, 24
+
+
+def device_deal_steps(tiles: int) -> int:
+    """Redistribution steps a GPU takes on all ``tiles`` at once (:func:`_deal_all_rows`) before it reads back
+    which still deal.  The result is the same for any number (``Testing/test_clahe.py``); only the cost differs.
+
+    >>> device_deal_steps(3000), device_deal_steps(13000)
+    (8, 24)
+    """
+    return _MANY_TILES_DEAL_STEPS if tiles >= _MANY_TILES else _DEVICE_DEAL_STEPS
 
 
 def kernel_size_for(shape: Tuple[int, int], *, kernel_fraction: float = 0.125) -> Tuple[int, int]:
@@ -620,7 +635,7 @@ def _equalize(images: torch.Tensor, cl: torch.Tensor, kernel_fraction: float, nb
         _clip(hist[r0:r0 + clip_rows], clim[r0:r0 + clip_rows], kernel_elements, excess[r0:r0 + clip_rows],
               (cdf_int, clip_scratch))
     _deal_out(hist, clim, kernel_elements, excess, strides, clip_rows, buf["deal"],
-              first_steps=_DEVICE_DEAL_STEPS if whole else 0)
+              first_steps=device_deal_steps(B * n_tiles) if whole else 0)
     for r0 in range(0, B * n_tiles, clip_rows):
         r1 = min(B * n_tiles, r0 + clip_rows)
         # float64 product and truncation, as scikit-image's map_histogram.

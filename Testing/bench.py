@@ -177,7 +177,7 @@ def bench_factory(results: dict) -> None:
 
 
 def bench_factory_cuda(results: dict, device: str = "cuda", batch: int = 512, workers: int = 8,
-                       rounds: int = 3) -> None:
+                       rounds: int = 3, large_group: int = 1024) -> None:
     """The factory on a GPU and a 256² ResNet-18 training step (bfloat16, channels-last) fed by it.
 
     factory_samples_per_s_cuda: one process, the device's default group size (``factory.GROUP_SIZE``);
@@ -190,9 +190,11 @@ def bench_factory_cuda(results: dict, device: str = "cuda", batch: int = 512, wo
     CPU; train_256_images_per_s_cuda: the step alone on a batch already on the GPU;
     train_256_fed_by_factory_images_per_s_cuda (_inprocess): steps fed by the N processes (by this process, as
     ``train --workers 0`` streams); factory_share_of_train_step_cuda: the share of a fed step's time that waits
-    on data.  ``device`` and sizes are parameters so that the same code runs on the CPU.
+    on data; ..._group{L}_round{R} (factory, in-process training and its data share): the same in groups of
+    ``large_group``, rounds of R batches holding 8 groups each, made in the training process (``train --workers
+    0 --group-size L --round R``).  ``device`` and sizes are parameters so that the same code runs on the CPU.
     """
-    from SSIMQualityLib.factory import SampleFactory
+    from SSIMQualityLib.factory import MIN_GROUPS_PER_BATCH, SampleFactory
     from SSIMQualityLib.models import build_model
     from SSIMQualityLib.training import TrainConfig, stop_stream, stream_batches
 
@@ -231,6 +233,22 @@ def bench_factory_cuda(results: dict, device: str = "cuda", batch: int = 512, wo
 
         results[f"factory_samples_per_s_{tag}_round{per_round}"] = _mean_rate(dealt, batch * per_round, rounds)
         results[f"factory_round_group_size_{tag}"] = round_group
+    # Large groups, one process: a group's launches are shared by four times as many samples as in groups of 256
+    # (counted with the GPU's branches on a CPU: 2.1 against 8.0 operations a sample at 1,024 against 256); a
+    # batch then needs a round of MIN_GROUPS_PER_BATCH * large_group / batch batches to hold its 8 matrices,
+    # made in the training process (at 256² too large to hand over from a sample process).
+    large_round = max(1, MIN_GROUPS_PER_BATCH * large_group // batch)
+    factory = SampleFactory(seed=0, device=dev, group_size=large_group)
+    step = [0]
+
+    def dealt_large(factory=factory, step=step):
+        factory.round(step[0], batch, large_round)
+        step[0] += 1
+        sync()
+
+    large = f"group{large_group}_round{large_round}"
+    results[f"factory_samples_per_s_{tag}_{large}"] = _mean_rate(dealt_large, batch * large_round, rounds)
+    factory = None
     net = build_model("resnet18", 256).to(dev).to(memory_format=torch.channels_last)
     opt = torch.optim.AdamW(net.parameters(), 1e-4)
     factory = SampleFactory(seed=0, device=dev, group_size=training_group)  # as a streamed run makes them
@@ -253,6 +271,12 @@ def bench_factory_cuda(results: dict, device: str = "cuda", batch: int = 512, wo
 
     results[f"train_256_fed_by_factory_images_per_s_{tag}_inprocess"] = _mean_rate(
         fed_inprocess, batch, 2 * rounds * per_round)  # the warm-up call makes round 0; these make as many as they use
+    inprocess = stream_batches(TrainConfig(stream=True, workers=0, batch_size=batch, input_size=256, steps=10 ** 6,
+                                           round_batches=large_round, group_size=large_group), seed=7, device=dev)
+    results[f"train_256_fed_by_factory_images_per_s_{tag}_inprocess_{large}"] = fed_large = _mean_rate(
+        fed_inprocess, batch, 2 * rounds * large_round)
+    results[f"factory_share_of_train_step_{tag}_inprocess_{large}"] = max(
+        0.0, 1 - fed_large / results[f"train_256_images_per_s_{tag}"])
     inprocess = None  # its last round freed before the sample processes start
     cfg = TrainConfig(stream=True, workers=workers, batch_size=batch, input_size=256, steps=10 ** 6)
     batches = stream_batches(cfg, seed=5, device=dev)

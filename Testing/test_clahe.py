@@ -121,7 +121,7 @@ def multi_pass_histograms(rng, total_bins=256, rows=40):
     return out, [clim] * rows, clim * total_bins
 
 
-@pytest.mark.parametrize("first_steps", [0, 3, clahe._DEVICE_DEAL_STEPS, 256])
+@pytest.mark.parametrize("first_steps", [0, 3, clahe._DEVICE_DEAL_STEPS, clahe._MANY_TILES_DEAL_STEPS, 256])
 def test_redistribution_replays_scikit_image(first_steps):
     """Clipping and dealing out the excess count for count, on hard cases: tiny limits, empty bins,
     passes that stall (every bin at the limit) and many passes; whatever the number of steps taken on

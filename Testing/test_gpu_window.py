@@ -73,3 +73,47 @@ def test_the_window_passes_a_round_and_group_size_to_both_attempts(tmp_path, mon
     for cmd in calls[:2]:
         assert cmd[cmd.index("--round") + 1] == "1" and cmd[cmd.index("--group-size") + 1] == "64"
     assert all("--round" not in cmd and "--group-size" not in cmd for cmd in calls[2:])
+
+
+def _window_with_bench(tmp_path, monkeypatch, bench, *extra):
+    calls = []
+
+    def fake_run(cmd, **kwargs):
+        calls.append(list(cmd))
+        return type("Done", (), {"returncode": 0})()
+
+    monkeypatch.setattr(gw, "_bench", lambda *a, **k: dict(bench))
+    monkeypatch.setattr(gw.subprocess, "run", fake_run)
+    assert gw.main(["--minutes", "12", "--device", "cpu", "--init", "", "--out", str(tmp_path / "run"),
+                    "--workers", "8", "--input-size", "128", *extra]) == 0
+    assert len(calls) == 1
+    cmd = calls[0]
+    return {flag: cmd[cmd.index(flag) + 1] if flag in cmd else None
+            for flag in ("--workers", "--round", "--group-size", "--steps")}
+
+
+# What the bench reports at 256² (fourth window's processes; a large-group factory of 9,000 samples/s).
+_BENCH = {"train_256_images_per_s_cpu": 9266.0, "train_256_fed_by_factory_images_per_s_cpu": 2585.0,
+          "factory_samples_per_s_cpu_8proc": 3847.0, "factory_samples_per_s_cpu_group1024_round16": 9000.0}
+
+
+def test_auto_layout_trains_in_large_groups_where_the_bench_finds_them_faster(tmp_path, monkeypatch):
+    """At 128² the processes feed min(2 x 2,585, 3,847) = 3,847 images/s; one process making groups of 1,024 at
+    9,000 samples/s and stepping at 2.5 x 9,266 feeds 1 / (1/9,000 + 1/23,165) = 6,482: the window trains in
+    that layout (no sample processes, rounds of 16 batches of 512, each batch holding 8 groups) and sets its
+    steps from that rate."""
+    flags = _window_with_bench(tmp_path, monkeypatch, _BENCH)
+    assert (flags["--workers"], flags["--round"], flags["--group-size"]) == ("0", "16", "1024")
+    rates = gw.fed_rates(_BENCH, "cpu", 8, 128, 512, 1024)
+    assert abs(rates["large"] - 6482) < 1 and rates["processes"] == 3847.0
+    slow = dict(_BENCH, **{"factory_samples_per_s_cpu_group1024_round16": 3000.0})  # feeds 2,657 < 3,847
+    flags_slow = _window_with_bench(tmp_path, monkeypatch, slow)
+    assert (flags_slow["--workers"], flags_slow["--round"], flags_slow["--group-size"]) == ("8", None, None)
+    assert int(flags["--steps"]) > int(flags_slow["--steps"])  # more steps at the faster rate
+
+
+def test_a_named_layout_overrides_the_bench(tmp_path, monkeypatch):
+    flags = _window_with_bench(tmp_path, monkeypatch, _BENCH, "--layout", "processes", "--round", "2")
+    assert (flags["--workers"], flags["--round"], flags["--group-size"]) == ("8", "2", None)
+    flags = _window_with_bench(tmp_path, monkeypatch, {}, "--layout", "large", "--large-group", "256")
+    assert (flags["--workers"], flags["--round"], flags["--group-size"]) == ("0", "4", "256")

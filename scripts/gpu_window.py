@@ -36,10 +36,11 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))  # the library, for the bundled model's path and a checkpoint's weights
 
 
-def _bench(out: Path, batch: int, workers: int, timeout: float, device: str) -> dict:
+def _bench(out: Path, batch: int, workers: int, timeout: float, device: str, large_group: int = 1024) -> dict:
     """The GPU bench in a child process (its GPU memory is freed before training starts)."""
     code = ("import json, sys; sys.path.insert(0, 'Testing'); import bench; r = {}; "
-            f"bench.bench_factory_cuda(r, device={device!r}, batch={batch}, workers={workers}); "
+            f"bench.bench_factory_cuda(r, device={device!r}, batch={batch}, workers={workers}, "
+            f"large_group={large_group}); "
             "import torch; r['torch'] = torch.__version__; "
             "r['cuda_device'] = torch.cuda.get_device_name(0) if torch.cuda.is_available() else None; "
             f"json.dump(r, open({str(out)!r}, 'w'), indent=1)")
@@ -49,6 +50,43 @@ def _bench(out: Path, batch: int, workers: int, timeout: float, device: str) -> 
     except (subprocess.SubprocessError, OSError, ValueError) as exc:
         print(f"gpu_window: bench failed ({exc}); training goes on with a guessed rate", flush=True)
         return {}
+
+
+def large_round(batch: int, large_group: int) -> int:
+    """Batches a round holds in the large layout: enough that each batch holds 8 groups (8 matrices)."""
+    from SSIMQualityLib.factory import MIN_GROUPS_PER_BATCH
+
+    return max(1, MIN_GROUPS_PER_BATCH * large_group // batch)
+
+
+def fed_rates(bench: dict, tag: str, workers: int, input_size: int, batch: int, large_group: int) -> dict:
+    """Images a second each layout would feed a training run at ``input_size``², from the bench (at 256²);
+    layouts the bench did not measure are left out.
+
+    "processes": ``workers`` sample processes (or this process, ``workers`` 0) in train's rules, the measured
+    256² rate, at a smaller size at most doubled and no more than the processes make.  "large": this process in
+    groups of ``large_group`` (:func:`large_round` batches a round); at 256² the measured rate, at a smaller size
+    the factory's and the training step's times added (one process does both, one after the other), the step
+    taken as no more than 2.5 times faster at 128² than at 256² (measured 2.6 on an H200).
+    """
+    rates = {}
+    key = f"train_256_fed_by_factory_images_per_s_{tag}" + ("" if workers else "_inprocess")
+    if bench.get(key):
+        rate = float(bench[key])
+        if input_size < 256:  # a smaller network is faster, the factory not
+            rate *= min(2.0, (256 / input_size) ** 2)
+            made = bench.get(f"factory_samples_per_s_{tag}_{workers}proc")
+            if made and workers:
+                rate = min(rate, float(made))
+        rates["processes"] = rate
+    large = f"group{large_group}_round{large_round(batch, large_group)}"
+    made, step = bench.get(f"factory_samples_per_s_{tag}_{large}"), bench.get(f"train_256_images_per_s_{tag}")
+    if input_size >= 256 and bench.get(f"train_256_fed_by_factory_images_per_s_{tag}_inprocess_{large}"):
+        rates["large"] = float(bench[f"train_256_fed_by_factory_images_per_s_{tag}_inprocess_{large}"])
+    elif made and step:
+        step = float(step) * min(2.5, (256 / input_size) ** 2)
+        rates["large"] = 1.0 / (1.0 / float(made) + 1.0 / step)
+    return rates
 
 
 def _split(path: Path, dest: Path, part_mb: float) -> None:
@@ -76,6 +114,11 @@ def main(argv=None) -> int:
     p.add_argument("--round", type=int, default=0,
                    help="training batches made together (train --round; 0: train's rule, 8 at 128²)")
     p.add_argument("--group-size", type=int, default=0, help="samples per acquired matrix (0: train's rule)")
+    p.add_argument("--layout", choices=("auto", "processes", "large"), default="auto",
+                   help="where samples are made: 'processes' (--workers, --round, --group-size), 'large' (the "
+                        "training process, groups of --large-group, rounds holding 8 groups a batch), 'auto' "
+                        "(whichever the bench measures faster; 'processes' when there is no bench)")
+    p.add_argument("--large-group", type=int, default=1024, help="samples per group in the large layout")
     p.add_argument("--steps", type=int, default=0, help="fix the steps (a resumed window); 0: from the bench")
     p.add_argument("--timed", action="store_true",
                    help="no bench: the schedule spans the window's training time (train --schedule-minutes)")
@@ -95,17 +138,22 @@ def main(argv=None) -> int:
     bench = {}
     if not args.steps and not args.timed:
         bench = _bench((export or out) / "bench_gpu.json", args.batch_size, args.workers,
-                       timeout=max(60.0, 0.25 * (deadline - time.time())), device=args.device)
+                       timeout=max(60.0, 0.25 * (deadline - time.time())), device=args.device,
+                       large_group=args.large_group)
         print("gpu_window: bench", json.dumps(bench), flush=True)
     tag = args.device.split(":")[0]
-    key = f"train_256_fed_by_factory_images_per_s_{tag}" + ("" if args.workers else "_inprocess")
-    rate = float(bench.get(key) or 1500.0)  # images per second fed; a guess when the bench failed
-    if args.input_size < 256:  # a smaller network is faster, the factory not: no more than double, and no more
-        # than the sample processes deliver
-        rate *= min(2.0, (256 / args.input_size) ** 2)
-        made = bench.get(f"factory_samples_per_s_{tag}_{args.workers}proc")
-        if made and args.workers:
-            rate = min(rate, float(made))
+    rates = fed_rates(bench, tag, args.workers, args.input_size, args.batch_size, args.large_group)
+    layout = args.layout
+    if layout == "auto":
+        layout = max(rates, key=rates.get) if rates else "processes"
+    rate = rates.get(layout, 1500.0)  # images per second fed; a guess when the bench failed
+    workers, group, per_round = args.workers, args.group_size, args.round
+    if layout == "large":
+        workers, group, per_round = 0, args.large_group, large_round(args.batch_size, args.large_group)
+    print(f"gpu_window: layout {layout} ({workers} sample processes"
+          + (f", groups of {group}" if group else "") + (f", rounds of {per_round}" if per_round else "")
+          + "); fed rates from the bench: " + (", ".join(f"{k} {v:.0f}/s" for k, v in rates.items()) or "none"),
+          flush=True)
     # Spawning the sample makers, the validation set and validations take time from the steps: 0.8 of the rate.
     train_s = deadline - time.time() - args.reserve
     steps = args.steps or max(50, int(0.8 * rate * (train_s - 30) / args.batch_size))
@@ -128,7 +176,7 @@ def main(argv=None) -> int:
 
     log = (export or out) / "train.log"
     env = dict(os.environ, PYTHONUNBUFFERED="1", SSIMQUALITY_PROGRESS="0")
-    for attempt, workers in enumerate((args.workers, 0) if args.workers else (0,)):
+    for attempt, workers in enumerate((workers, 0) if workers else (0,)):
         left = (deadline - time.time() - args.reserve) / 60
         if left < 1.0:
             break
@@ -142,8 +190,8 @@ def main(argv=None) -> int:
             cmd += ["--steps", str(steps), "--val-every", str(max(50, steps // 8))]
         if init:
             cmd += ["--init", init]
-        cmd += ["--round", str(args.round)] if args.round else []
-        cmd += ["--group-size", str(args.group_size)] if args.group_size else []
+        cmd += ["--round", str(per_round)] if per_round else []
+        cmd += ["--group-size", str(group)] if group else []
         with open(log, "a", encoding="utf-8") as fh:
             fh.write(f"\n$ {' '.join(cmd)}\n")
             fh.flush()

@@ -29,6 +29,7 @@ import time
 from pathlib import Path
 
 import torch
+from torch.utils import _pytree as pytree
 from torch.utils._python_dispatch import TorchDispatchMode
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
@@ -46,6 +47,7 @@ class _Counter(TorchDispatchMode):
         super().__init__()
         self.current, self.ops, self.to_host, self.to_device = current, collections.Counter(), \
             collections.Counter(), collections.Counter()
+        self.bytes = collections.Counter()  # tensor bytes each operation reads and writes (views: none)
         self.inside = 0.0  # seconds spent running (on a GPU: launching) the operations themselves
 
     def __torch_dispatch__(self, func, types, args=(), kwargs=None):
@@ -60,9 +62,19 @@ class _Counter(TorchDispatchMode):
             self.to_host[stage] += 1  # a value read back, or an output sized by data: the host waits either way
         t = time.perf_counter()
         try:
-            return func(*args, **(kwargs or {}))
+            out = func(*args, **(kwargs or {}))
         finally:
             self.inside += time.perf_counter() - t
+        if not func.is_view:
+            self.bytes[stage] += _tensor_bytes((args, kwargs)) + _tensor_bytes(out)
+        return out
+
+
+def _tensor_bytes(tree) -> int:
+    """Bytes of the tensors in ``tree`` as the operation sees them (a view counts its own elements): a lower
+    bound on the memory traffic an operation causes, which on a GPU bounds every elementwise kernel."""
+    leaves, _ = pytree.tree_flatten(tree)
+    return sum(t.numel() * t.element_size() for t in leaves if isinstance(t, torch.Tensor))
 
 
 def main(argv=None) -> int:
@@ -137,14 +149,18 @@ def main(argv=None) -> int:
         rows = {}
         for k in sorted(set(per_stage) | set(counter.ops), key=lambda s: -per_stage.get(s, 0)):
             rows[k] = {"ms": round(1e3 * per_stage.get(k, 0.0), 2), "ops": counter.ops[k],
-                       "to_host": counter.to_host[k], "to_device": counter.to_device[k]}
+                       "to_host": counter.to_host[k], "to_device": counter.to_device[k],
+                       "kb_per_sample": round(counter.bytes[k] / args.batch / 1024, 1)}
         report[f"group{group}"] = {"samples_per_s_plain": plain[group], "samples_per_s_synced_stages": args.batch / total,
                                    "ms_per_batch_synced": 1e3 * total, "stages": rows,
-                                   "host_us_per_sample_outside_ops": 1e6 * host}
+                                   "host_us_per_sample_outside_ops": 1e6 * host,
+                                   "mb_per_sample_moved": sum(counter.bytes.values()) / args.batch / 2 ** 20}
         print(f"group {group}: {plain[group]:.0f} samples/s ({args.batch / total:.0f} with a sync at every stage edge); "
-              f"{1e6 * host:.0f} us a sample on the host outside dispatched tensor operations")
+              f"{1e6 * host:.0f} us a sample on the host outside dispatched tensor operations; "
+              f"{sum(counter.bytes.values()) / args.batch / 2 ** 20:.1f} MB a sample read and written by operations")
         for k, r in rows.items():
-            print(f"  {k:22s} {r['ms']:9.2f} ms  {r['ops']:7d} ops  {r['to_host']:5d} to host  {r['to_device']:5d} to device")
+            print(f"  {k:22s} {r['ms']:9.2f} ms  {r['ops']:7d} ops  {r['to_host']:5d} to host  {r['to_device']:5d} to device"
+                  f"  {r['kb_per_sample']:8.1f} kB a sample")
         sys.stdout.flush()
     report["fft_ms_new_shape"], report["fft_ms_cached_shape"] = _fft_plans(dev, sync)
     print(f"1-D FFT of a small batch: {report['fft_ms_new_shape']:.3f} ms at a new shape, "
