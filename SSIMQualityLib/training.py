@@ -15,7 +15,7 @@ import shutil
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Callable, Optional, Sequence, Tuple
+from typing import Callable, List, Optional, Sequence, Tuple
 
 import numpy as np
 import torch
@@ -363,6 +363,11 @@ def train(cfg: TrainConfig, resume: bool = True, log: Callable[[str], None] = pr
 
     start = time.time()
     running = None
+    # Losses read back every LOSS_READS_EVERY steps on a GPU, not every step: a read waits for the step to
+    # finish, and meanwhile the host could be launching the next steps (or, streaming in this process, making
+    # the next round of samples).
+    pending: List[torch.Tensor] = []
+    read_every = loss_reads_every(device)
     bar = progress.bar(None if timed else cfg.steps, initial=step, desc="training", unit="step",
                        show=None if w.main else False)
     tick = None  # a timed schedule's clock starts with the first batch (not while sample processes start)
@@ -382,23 +387,29 @@ def train(cfg: TrainConfig, resume: bool = True, log: Callable[[str], None] = pr
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
-        value = loss.item()  # also waits for the step: a timed schedule then counts its real length
+        pending.append(loss.detach())
         if timed:
             now = time.time()
+            # On a GPU a step's time here is its launch, the device's work counted at the next loss read: the
+            # schedule's sum is the run's wall time, behind it by at most LOSS_READS_EVERY steps.
             # Under DDP every rank counts the slowest rank's step, so all of them end at the same step.
             sched.advance(distributed.max_over_ranks(now - tick, device))
             tick = now
         else:
             sched.step()
         step += 1
-        running = value if running is None else 0.98 * running + 0.02 * value
-        bar.update(1)
-        bar.set_postfix(loss=f"{running:.5f}", lr=f"{sched.get_last_lr()[0]:.2e}")
         timed_out = cfg.max_minutes > 0 and (time.time() - start) > cfg.max_minutes * 60
         if w.size > 1:
             timed_out = distributed.any_rank(timed_out, device)  # all ranks stop at the same step
         last_step = step == cfg.steps or timed_out or (timed and sched.done)
-        if w.main and (step % cfg.val_every == 0 or last_step):
+        logs = w.main and (step % cfg.val_every == 0 or last_step)
+        if len(pending) >= read_every or last_step or logs:
+            for value in torch.stack(pending).tolist():  # one read for them all
+                running = value if running is None else 0.98 * running + 0.02 * value
+            pending.clear()
+            bar.set_postfix(loss=f"{running:.5f}", lr=f"{sched.get_last_lr()[0]:.2e}")
+        bar.update(1)
+        if logs:
             p = predict(net, x_va, device, cfg)
             r = (p - y_va).numpy()
             row = {"step": step, "lr": sched.get_last_lr()[0], "train_loss": running,
@@ -425,6 +436,16 @@ def train(cfg: TrainConfig, resume: bool = True, log: Callable[[str], None] = pr
         del batches
     distributed.finish()
     return final
+
+
+#: Training steps between reads of the loss on a GPU (see :func:`train`).
+LOSS_READS_EVERY = 16
+
+
+def loss_reads_every(device: torch.device) -> int:
+    """Steps between reads of the training loss on ``device``: :data:`LOSS_READS_EVERY` on a GPU, which runs
+    behind the host; every step on a CPU, where a step has finished when it returns."""
+    return LOSS_READS_EVERY if torch.device(device).type == "cuda" else 1
 
 
 def stop_stream(batches, log: Callable[[str], None] = print) -> None:

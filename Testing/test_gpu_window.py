@@ -117,3 +117,30 @@ def test_a_named_layout_overrides_the_bench(tmp_path, monkeypatch):
     assert (flags["--workers"], flags["--round"], flags["--group-size"]) == ("8", "2", None)
     flags = _window_with_bench(tmp_path, monkeypatch, {}, "--layout", "large", "--large-group", "256")
     assert (flags["--workers"], flags["--round"], flags["--group-size"]) == ("0", "4", "256")
+
+
+def test_a_bench_run_first_chooses_the_layout_of_a_timed_window(tmp_path, monkeypatch):
+    """--bench-only measures and stops (no training); a later --timed window given that file (--bench) runs no
+    bench of its own and trains in the layout the file finds faster."""
+    import json
+
+    calls, benches = [], []
+
+    def fake_bench(out, *a, **k):
+        benches.append(out)
+        Path(out).write_text(json.dumps(_BENCH))
+        return dict(_BENCH)
+
+    monkeypatch.setattr(gw, "_bench", fake_bench)
+    monkeypatch.setattr(gw.subprocess, "run", lambda cmd, **k: calls.append(list(cmd)) or
+                        type("Done", (), {"returncode": 0})())
+    out, export = tmp_path / "run", tmp_path / "export"
+    common = ["--device", "cpu", "--init", "", "--out", str(out), "--input-size", "128"]
+    assert gw.main(["--minutes", "3", "--bench-only", "--export", str(export), *common]) == 0
+    assert len(benches) == 1 and not calls and (export / "bench_gpu.json").is_file()
+    assert gw.main(["--minutes", "9", "--timed", "--bench", str(out / "bench_gpu.json"), *common]) == 0
+    assert len(benches) == 1 and len(calls) == 1  # no second bench
+    cmd = calls[0]
+    assert "--schedule-minutes" in cmd and "--steps" not in cmd
+    assert (cmd[cmd.index("--workers") + 1], cmd[cmd.index("--round") + 1], cmd[cmd.index("--group-size") + 1]) == \
+        ("0", "16", "1024")

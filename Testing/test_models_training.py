@@ -352,3 +352,26 @@ def test_rounds_handed_over_by_sample_processes_fit_the_shared_memory(monkeypatc
 
     monkeypatch.setattr(training.shutil, "disk_usage", missing)
     assert training.handoff_bytes(8) == ROUND_HANDOFF_BYTES
+
+
+def test_reading_the_loss_every_few_steps_logs_the_same_running_loss(tmp_path, monkeypatch):
+    """On a GPU the loss is read back every few steps (a read waits for the device); the log's running training
+    loss and validation figures are the same as when it is read every step, and the last steps are not lost."""
+    import csv
+
+    import SSIMQualityLib.training as training
+
+    assert training.loss_reads_every(torch.device("cpu")) == 1
+    assert training.loss_reads_every(torch.device("cuda")) == training.LOSS_READS_EVERY > 1
+
+    def run(out, every):
+        monkeypatch.setattr(training, "loss_reads_every", lambda device: every)
+        cfg = _cfg(out, 7)
+        cfg.val_every = 3  # logs at steps 3, 6 and 7 (the last): reads fall between them
+        train(cfg, log=lambda *_: None)
+        with open(out / "log.csv", newline="", encoding="utf-8") as fh:
+            return [(r["step"], float(r["train_loss"]), float(r["val_mse"])) for r in csv.DictReader(fh)]
+
+    every_step, every_five = run(tmp_path / "a", 1), run(tmp_path / "b", 5)
+    assert [r[0] for r in every_step] == ["3", "6", "7"]
+    assert every_five == every_step

@@ -119,6 +119,10 @@ def main(argv=None) -> int:
                         "training process, groups of --large-group, rounds holding 8 groups a batch), 'auto' "
                         "(whichever the bench measures faster; 'processes' when there is no bench)")
     p.add_argument("--large-group", type=int, default=1024, help="samples per group in the large layout")
+    p.add_argument("--bench-only", action="store_true",
+                   help="run the bench, write OUT/bench_gpu.json (and to --export), print the layouts' rates, stop")
+    p.add_argument("--bench", default="", help="a bench_gpu.json written before (--bench-only): no bench now, its "
+                                               "rates choose the layout (also with --timed)")
     p.add_argument("--steps", type=int, default=0, help="fix the steps (a resumed window); 0: from the bench")
     p.add_argument("--timed", action="store_true",
                    help="no bench: the schedule spans the window's training time (train --schedule-minutes)")
@@ -136,13 +140,21 @@ def main(argv=None) -> int:
     if export:
         export.mkdir(parents=True, exist_ok=True)
     bench = {}
-    if not args.steps and not args.timed:
-        bench = _bench((export or out) / "bench_gpu.json", args.batch_size, args.workers,
-                       timeout=max(60.0, 0.25 * (deadline - time.time())), device=args.device,
-                       large_group=args.large_group)
+    if args.bench:
+        bench = json.loads(Path(args.bench).read_text())
+    elif args.bench_only or (not args.steps and not args.timed):
+        bench = _bench(out / "bench_gpu.json", args.batch_size, args.workers,
+                       timeout=max(60.0, (0.9 if args.bench_only else 0.25) * (deadline - time.time())),
+                       device=args.device, large_group=args.large_group)
+        if export and (out / "bench_gpu.json").is_file():
+            shutil.copy2(out / "bench_gpu.json", export / "bench_gpu.json")
         print("gpu_window: bench", json.dumps(bench), flush=True)
     tag = args.device.split(":")[0]
     rates = fed_rates(bench, tag, args.workers, args.input_size, args.batch_size, args.large_group)
+    if args.bench_only:
+        print(f"gpu_window: fed at {args.input_size}²: " + (", ".join(f"{k} {v:.0f} images/s" for k, v in rates.items())
+                                                           or "no rates (the bench failed)"), flush=True)
+        return 0
     layout = args.layout
     if layout == "auto":
         layout = max(rates, key=rates.get) if rates else "processes"
