@@ -117,6 +117,9 @@ def test_a_named_layout_overrides_the_bench(tmp_path, monkeypatch):
     assert (flags["--workers"], flags["--round"], flags["--group-size"]) == ("8", "2", None)
     flags = _window_with_bench(tmp_path, monkeypatch, {}, "--layout", "large", "--large-group", "256")
     assert (flags["--workers"], flags["--round"], flags["--group-size"]) == ("0", "4", "256")
+    # A bench file that never came (its call failed): the window trains as it would without a bench.
+    flags = _window_with_bench(tmp_path, monkeypatch, {}, "--bench", str(tmp_path / "missing.json"))
+    assert (flags["--workers"], flags["--round"], flags["--group-size"]) == ("8", None, None)
 
 
 def test_a_bench_run_first_chooses_the_layout_of_a_timed_window(tmp_path, monkeypatch):

@@ -4,8 +4,10 @@ For whoever has a GPU for a fixed window (README, "Training on a GPU").  In one 
 
 1. measures the sample factory and a 256² training step on this GPU (``Testing/bench.py``'s GPU figures) and
    writes them to ``OUT/bench_gpu.json``;
-2. sets the number of steps from the measured rate so that the run ends, with its learning-rate schedule
-   complete, inside the window;
+2. chooses where samples are made (``--layout auto``): sample processes in train's rules, or the training
+   process in groups of 1,024 (fewer launches a sample), whichever the bench feeds faster; and sets the number
+   of steps from the measured rate so that the run ends, with its learning-rate schedule complete, inside the
+   window (``--bench-only`` stops after the bench; ``--bench FILE`` reuses one, also for a ``--timed`` window);
 3. trains with fresh samples every step, made on the GPU (``ssimquality train --stream``), checkpointing as it
    goes; if the run stops early with time left, it resumes once in this process's factory (``--workers 0``);
    (with ``--timed``: no bench; the learning-rate schedule runs over the window's training time instead of a
@@ -141,7 +143,10 @@ def main(argv=None) -> int:
         export.mkdir(parents=True, exist_ok=True)
     bench = {}
     if args.bench:
-        bench = json.loads(Path(args.bench).read_text())
+        try:
+            bench = json.loads(Path(args.bench).read_text())
+        except (OSError, ValueError) as exc:  # the bench call failed or timed out: train anyway, as without one
+            print(f"gpu_window: no bench from {args.bench} ({exc}); layout and rate as without a bench", flush=True)
     elif args.bench_only or (not args.steps and not args.timed):
         bench = _bench(out / "bench_gpu.json", args.batch_size, args.workers,
                        timeout=max(60.0, (0.9 if args.bench_only else 0.25) * (deadline - time.time())),
