@@ -23,3 +23,9 @@ def test_the_profile_times_and_counts_every_stage(tmp_path):
         assert stages[name]["ops"] > 0 and stages[name]["ms"] > 0, (name, stages.get(name))
     assert report["gpu_path"] and report["group4"]["samples_per_s_plain"] > 0
     assert report["group4"]["host_us_per_sample_outside_ops"] > 0
+    # Bytes: every stage that computes moves at least its 8 samples' 256² float32 canvases once (2 MB), the SSIM
+    # reads the pair and writes its moments; the total is the stages' sum.
+    assert stages["synthesize_mixed"]["kb_per_sample"] >= 256
+    assert stages["ssim"]["kb_per_sample"] > 0
+    total_kb = sum(r["kb_per_sample"] for r in stages.values())
+    assert abs(report["group4"]["mb_per_sample_moved"] * 1024 - total_kb) <= 0.1 * len(stages)

@@ -3,7 +3,9 @@
 For each group size it reports, per stage of :class:`~SSIMQualityLib.factory.SampleFactory`: wall time with the
 device synchronised at the stage's edges (exclusive of nested stages), the number of aten operations (each one
 a kernel launch or more on a GPU, where launches, not arithmetic, bound small images), and the copies between
-host and device (each copy to the host waits for the device); and the host's time a sample outside dispatched
+host and device (each copy to the host waits for the device), the bytes its operations read and write a sample
+(views excluded: a lower bound on memory traffic, which bounds elementwise kernels on a GPU, ~3 TB/s on an
+H100); and the host's time a sample outside dispatched
 tensor operations (parameter draws, Python bookkeeping, each call's argument handling and index conversion: on
 a GPU, where operations only launch, what caps one process's rate; on a CPU it also holds work that runs
 before an operation is dispatched, so read it there only as a comparison between versions).  Writes JSON with
