@@ -108,7 +108,7 @@ _HUGE_PAGE_BYTES = 4 << 20  # numpy asks for transparent huge pages from this bl
 _DEVICE_DEAL_STEPS = 8
 # A stack of many tiles has more stragglers: on the factory's groups (recipe 13) stacks of ~3,000 tiles (groups
 # of 256) had 0 - 2 tiles dealing after 8 steps and none after 20 - 24; a stack of 13,000 tiles (a group of
-# 1,024) had 3 after 8, 2 after 16 and none after 24. Each step costs about 19 operations on every tile, each
+# 1,024) had 3 after 8, 2 after 16 and none after 24. Each step costs about 17 operations on every tile, each
 # step of the tail about 25 and a read back; from this many tiles on, 24 steps on all tiles cost fewer of both.
 _MANY_TILES, _MANY_TILES_DEAL_STEPS = 8192, 24
 
@@ -325,14 +325,15 @@ def _deal_all_rows(hist: torch.Tensor, clim: torch.Tensor, total: int, left: tor
     def still_dealing():
         u = torch.sub(clim, hist, out=under).clamp_(max=1)
         n = torch.sum(u, dim=1, keepdim=True, dtype=torch.int32)
-        return u, n, (left > 0) & (n > 0)
+        return u, n, torch.minimum(left, n) > 0  # excess left and a bin below the limit
 
     for index in range(steps):
         u, n_under, active = still_dealing()
-        # clamp(min=1): a done row may have no excess left; its step is masked out below.
-        step = torch.div(n_under, left.clamp(min=1), rounding_mode="floor").clamp_(min=1).view(-1)
+        # clamp(min=1): a done row may have no excess left.  A done row's step becomes 0, whose row of the
+        # stride table is all zeros: it visits no bin (a mask on the step, not on every bin).
+        step = torch.div(n_under, left.clamp(min=1), rounding_mode="floor").clamp_(min=1).mul_(active).view(-1)
         torch.index_select(strides[:, nbins - index:2 * nbins - index], 0, step, out=hits)
-        hist.add_(u.mul_(hits).mul_(active.to(hist.dtype)))
+        hist.add_(u.mul_(hits))
         torch.sub(total, hist.sum(dim=1, keepdim=True, dtype=torch.int32), out=left)
     return still_dealing()[2]
 
