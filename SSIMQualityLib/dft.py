@@ -18,7 +18,10 @@ import torch
 #: Device types on which :func:`dft` multiplies by the DFT matrix instead of calling the FFT.
 MATMUL_DEVICES = {"cuda"}
 _MATRICES: "OrderedDict[tuple, torch.Tensor]" = OrderedDict()
-_MAX_MATRICES = 512  # a few hundred lengths occur; 384² complex64 is 1.2 MB
+# Every length a group's matrix can have (8 - 384 on either side), forward and inverse: at most 754 matrices,
+# ~300 MB of complex64 in all.  512 (before) let a long run evict and rebuild matrices, each built on the host
+# (9 ms a matrix at n 300 - 340 on a 2-core CPU, measured while other work ran).
+_MAX_MATRICES = 1024
 
 
 def dft_matrix(n: int, *, inverse: bool = False, device="cpu", dtype=torch.complex64) -> torch.Tensor:
