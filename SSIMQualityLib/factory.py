@@ -100,6 +100,16 @@ def stream_round(batch_size: int, size: int, device="cpu", *, handoff_bytes: Opt
     return max(1, n)
 
 
+def rounds_to_hold_groups(batch_size: int, group_size: int) -> int:
+    """Batches of ``batch_size`` a round must hold so that, dealt (:meth:`SampleFactory.round`), each batch holds
+    :data:`MIN_GROUPS_PER_BATCH` groups of ``group_size``: what a layout of large groups needs.
+
+    >>> rounds_to_hold_groups(512, 1024), rounds_to_hold_groups(512, 64)
+    (16, 1)
+    """
+    return max(1, MIN_GROUPS_PER_BATCH * int(group_size) // int(batch_size))
+
+
 def stream_group_size(batch_size: int, device="cpu") -> int:
     """Group size for a training batch of ``batch_size`` made at once on ``device``: the device's
     :data:`GROUP_SIZE`, made smaller where the batch would otherwise hold fewer than

@@ -197,7 +197,7 @@ def bench_factory_cuda(results: dict, device: str = "cuda", batch: int = 512, wo
     ``large_group``, rounds of R batches holding 8 groups each, made in the training process (``train --workers
     0 --group-size L --round R``).  ``device`` and sizes are parameters so that the same code runs on the CPU.
     """
-    from SSIMQualityLib.factory import MIN_GROUPS_PER_BATCH, SampleFactory
+    from SSIMQualityLib.factory import SampleFactory, rounds_to_hold_groups
     from SSIMQualityLib.models import build_model
     from SSIMQualityLib.training import TrainConfig, loss_reads_every, stop_stream, stream_batches
 
@@ -223,35 +223,29 @@ def bench_factory_cuda(results: dict, device: str = "cuda", batch: int = 512, wo
             sync()
 
         results[key] = _mean_rate(batched, batch, calls=2 * rounds)
-    streamed = TrainConfig(stream=True, workers=0, batch_size=batch, input_size=256, steps=10 ** 6)
-    per_round, round_group = stream_layout(streamed, dev)
-    if per_round > 1:
-        factory = SampleFactory(seed=0, device=dev, group_size=round_group)
-        step = [0]
+    def round_rate(group: int, per_round: int) -> float:
+        """Samples a second of rounds of ``per_round`` batches in groups of ``group``, one after another."""
+        factory, step = SampleFactory(seed=0, device=dev, group_size=group), [0]
 
-        def dealt(factory=factory, step=step):
+        def dealt():
             factory.round(step[0], batch, per_round)
             step[0] += 1
             sync()
 
-        results[f"factory_samples_per_s_{tag}_round{per_round}"] = _mean_rate(dealt, batch * per_round, rounds)
+        return _mean_rate(dealt, batch * per_round, rounds)
+
+    streamed = TrainConfig(stream=True, workers=0, batch_size=batch, input_size=256, steps=10 ** 6)
+    per_round, round_group = stream_layout(streamed, dev)
+    if per_round > 1:
+        results[f"factory_samples_per_s_{tag}_round{per_round}"] = round_rate(round_group, per_round)
         results[f"factory_round_group_size_{tag}"] = round_group
     # Large groups, one process: a group's launches are shared by four times as many samples as in groups of 256
     # (counted with the GPU's branches on a CPU: 2.1 against 8.0 operations a sample at 1,024 against 256); a
-    # batch then needs a round of MIN_GROUPS_PER_BATCH * large_group / batch batches to hold its 8 matrices,
+    # batch then needs a round of 8 · large_group / batch batches to hold its 8 matrices,
     # made in the training process (at 256² too large to hand over from a sample process).
-    large_round = max(1, MIN_GROUPS_PER_BATCH * large_group // batch)
-    factory = SampleFactory(seed=0, device=dev, group_size=large_group)
-    step = [0]
-
-    def dealt_large(factory=factory, step=step):
-        factory.round(step[0], batch, large_round)
-        step[0] += 1
-        sync()
-
+    large_round = rounds_to_hold_groups(batch, large_group)
     large = f"group{large_group}_round{large_round}"
-    results[f"factory_samples_per_s_{tag}_{large}"] = _mean_rate(dealt_large, batch * large_round, rounds)
-    factory = None
+    results[f"factory_samples_per_s_{tag}_{large}"] = round_rate(large_group, large_round)
     net = build_model("resnet18", 256).to(dev).to(memory_format=torch.channels_last)
     opt = torch.optim.AdamW(net.parameters(), 1e-4)
     factory = SampleFactory(seed=0, device=dev, group_size=training_group)  # as a streamed run makes them

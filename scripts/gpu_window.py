@@ -54,13 +54,6 @@ def _bench(out: Path, batch: int, workers: int, timeout: float, device: str, lar
         return {}
 
 
-def large_round(batch: int, large_group: int) -> int:
-    """Batches a round holds in the large layout: enough that each batch holds 8 groups (8 matrices)."""
-    from SSIMQualityLib.factory import MIN_GROUPS_PER_BATCH
-
-    return max(1, MIN_GROUPS_PER_BATCH * large_group // batch)
-
-
 #: Sample processes hand over rounds of 8 batches at 128² but 2 at 256² (shared memory), so they make more at 128²
 #: than the bench's 256² figure: the fourth window (H200) trained at 5,080 images/s at 128² against the bench's
 #: 3,847 samples/s from 8 processes at 256².
@@ -74,7 +67,8 @@ def fed_rates(bench: dict, tag: str, workers: int, input_size: int, batch: int, 
     "processes": ``workers`` sample processes (or this process, ``workers`` 0) in train's rules, the measured
     256² rate, at a smaller size at most doubled and no more than the processes make there (their 256² rate times
     :data:`PROCESSES_GAIN_BELOW_256`).  "large": this process in
-    groups of ``large_group`` (:func:`large_round` batches a round); at 256² the measured rate, at a smaller size
+    groups of ``large_group`` (rounds of :func:`~SSIMQualityLib.factory.rounds_to_hold_groups` batches); at 256² the
+    measured rate, at a smaller size
     the factory's and the training step's times added (one process does both, one after the other), the step
     taken as no more than 2.5 times faster at 128² than at 256² (measured 2.6 on an H200).
     """
@@ -88,7 +82,9 @@ def fed_rates(bench: dict, tag: str, workers: int, input_size: int, batch: int, 
             if made and workers:
                 rate = min(rate, float(made) * PROCESSES_GAIN_BELOW_256)
         rates["processes"] = rate
-    large = f"group{large_group}_round{large_round(batch, large_group)}"
+    from SSIMQualityLib.factory import rounds_to_hold_groups
+
+    large = f"group{large_group}_round{rounds_to_hold_groups(batch, large_group)}"
     made, step = bench.get(f"factory_samples_per_s_{tag}_{large}"), bench.get(f"train_256_images_per_s_{tag}")
     if input_size >= 256 and bench.get(f"train_256_fed_by_factory_images_per_s_{tag}_inprocess_{large}"):
         rates["large"] = float(bench[f"train_256_fed_by_factory_images_per_s_{tag}_inprocess_{large}"])
@@ -173,7 +169,9 @@ def main(argv=None) -> int:
     rate = rates.get(layout, 1500.0)  # images per second fed; a guess when the bench failed
     workers, group, per_round = args.workers, args.group_size, args.round
     if layout == "large":
-        workers, group, per_round = 0, args.large_group, large_round(args.batch_size, args.large_group)
+        from SSIMQualityLib.factory import rounds_to_hold_groups
+
+        workers, group, per_round = 0, args.large_group, rounds_to_hold_groups(args.batch_size, args.large_group)
     print(f"gpu_window: layout {layout} ({workers} sample processes"
           + (f", groups of {group}" if group else "") + (f", rounds of {per_round}" if per_round else "")
           + "); fed rates from the bench: " + (", ".join(f"{k} {v:.0f}/s" for k, v in rates.items()) or "none"),
