@@ -23,6 +23,12 @@ def test_the_profile_times_and_counts_every_stage(tmp_path):
         assert stages[name]["ops"] > 0 and stages[name]["ms"] > 0, (name, stages.get(name))
     assert report["gpu_path"] and report["group4"]["samples_per_s_plain"] > 0
     assert report["group4"]["host_us_per_sample_outside_ops"] > 0
+    # Each stage's host time outside its operations (the counter's own cost included): the stages' sum stays
+    # within the batch's (which also holds the time between stages), and the synthesis draws on the host.
+    assert 0 < report["counter_overhead_us_per_op"] < 1000
+    outside = {k: r["host_us_per_sample_outside_ops"] for k, r in stages.items()}
+    assert outside["synthesize_mixed"] > 0 and min(outside.values()) >= 0, outside
+    assert sum(outside.values()) <= report["group4"]["host_us_per_sample_outside_ops"] * 1.05 + 1, outside
     # Bytes: every stage that computes moves at least its 8 samples' 256² float32 canvases once (2 MB), the SSIM
     # reads the pair and writes its moments; the total is the stages' sum.
     assert stages["synthesize_mixed"]["kb_per_sample"] >= 256

@@ -6,9 +6,14 @@ a kernel launch or more on a GPU, where launches, not arithmetic, bound small im
 host and device (each copy to the host waits for the device), the bytes its operations read and write a sample
 (views excluded: a lower bound on memory traffic, which bounds elementwise kernels on a GPU, ~3 TB/s on an
 H100); and the host's time a sample outside dispatched
-tensor operations (parameter draws, Python bookkeeping, each call's argument handling and index conversion: on
-a GPU, where operations only launch, what caps one process's rate; on a CPU it also holds work that runs
-before an operation is dispatched, so read it there only as a comparison between versions).  Writes JSON with
+tensor operations, in all and per stage (parameter draws, Python bookkeeping, index tables built in numpy, each
+call's argument handling, and waits where a value is read back: on a GPU, where operations only launch, what
+caps one process's rate; on a CPU it also holds the freeing of large tensors, so read it there only as a
+comparison between versions).  That figure comes from a batch run with no sync at the stages' edges (until
+2026-11-28 it had one at every edge, so on a GPU it also held the device's time: the fourth and fifth GPU
+windows' "236" and "452 us a sample" are upper bounds, not the host's share).  Both include the operation
+counter's own Python (``counter_overhead_us_per_op``, measured on small operations, times the operations).
+Writes JSON with
 ``--out``.
 
 ``--gpu-path`` runs, on any device, the branches the factory takes on a GPU (DFT matrices instead of FFTs,
@@ -51,6 +56,7 @@ class _Counter(TorchDispatchMode):
             collections.Counter(), collections.Counter()
         self.bytes = collections.Counter()  # tensor bytes each operation reads and writes (views: none)
         self.inside = 0.0  # seconds spent running (on a GPU: launching) the operations themselves
+        self.inside_by_stage = collections.Counter()
 
     def __torch_dispatch__(self, func, types, args=(), kwargs=None):
         stage = self.current[-1]
@@ -66,7 +72,9 @@ class _Counter(TorchDispatchMode):
         try:
             out = func(*args, **(kwargs or {}))
         finally:
-            self.inside += time.perf_counter() - t
+            spent = time.perf_counter() - t
+            self.inside += spent
+            self.inside_by_stage[stage] += spent
         if not func.is_view:
             self.bytes[stage] += _tensor_bytes((args, kwargs)) + _tensor_bytes(out)
         return out
@@ -97,18 +105,21 @@ def main(argv=None) -> int:
 
     current, wall = ["other"], collections.Counter()
     child = [0.0]
+    edge_sync = [True]  # off for the counted run: a sync at a stage's edge would add the device's time to the host's
 
     def timed(label, fn):
         @functools.wraps(fn)
         def inner(*a, **k):
-            sync()
+            if edge_sync[0]:
+                sync()
             current.append(label)
             outer_child, child[0] = child[0], 0.0
             t = time.perf_counter()
             try:
                 return fn(*a, **k)
             finally:
-                sync()
+                if edge_sync[0]:
+                    sync()
                 spent = time.perf_counter() - t
                 wall[label] += spent - child[0]  # exclusive of nested stages
                 child[0] = outer_child + spent
@@ -127,8 +138,9 @@ def main(argv=None) -> int:
 
     with _Counter(["other"]):  # its first use imports torch's compiler stack (seconds): not the factory's time
         torch.ones(2, device=dev).add(1).sum().item()
+    overhead = _counter_overhead(dev)
     report = {"device": torch.cuda.get_device_name(0) if dev.type == "cuda" else "cpu", "batch": args.batch,
-              "gpu_path": args.gpu_path}
+              "gpu_path": args.gpu_path, "counter_overhead_us_per_op": 1e6 * overhead}
     for group in args.groups:
         factory = fm.SampleFactory(seed=0, device=dev, group_size=group)
         factory.batch(0, args.batch)  # sources loaded, kernels compiled
@@ -142,17 +154,27 @@ def main(argv=None) -> int:
         total = (time.perf_counter() - t) / rounds
         per_stage = {k: v / rounds for k, v in wall.items()}
         counter = _Counter(current)
+        wall.clear()
         sync()
+        edge_sync[0] = False
         t = time.perf_counter()
         with counter:
             factory.batch(9, args.batch)
+        host = (time.perf_counter() - t - counter.inside) / args.batch  # before the last sync: the host's time
         sync()
-        host = (time.perf_counter() - t - counter.inside) / args.batch
+        edge_sync[0] = True
+        # A stage's time outside its own operations, no sync at its edges: the host's Python and numpy work
+        # (index tables, draws, bookkeeping), which a GPU cannot take over, and its waits where it reads a value
+        # back; on a CPU also the freeing of large tensors, which a GPU's caching allocator does not pay.
+        # This includes the counter's own Python per operation (about counter_overhead_us_per_op times the
+        # stage's operations): too variable from operation to operation to take off.
+        outside = {k: max(0.0, wall[k] - counter.inside_by_stage[k]) for k in wall}
         rows = {}
         for k in sorted(set(per_stage) | set(counter.ops), key=lambda s: -per_stage.get(s, 0)):
             rows[k] = {"ms": round(1e3 * per_stage.get(k, 0.0), 2), "ops": counter.ops[k],
                        "to_host": counter.to_host[k], "to_device": counter.to_device[k],
-                       "kb_per_sample": round(counter.bytes[k] / args.batch / 1024, 1)}
+                       "kb_per_sample": round(counter.bytes[k] / args.batch / 1024, 1),
+                       "host_us_per_sample_outside_ops": round(1e6 * outside.get(k, 0.0) / args.batch, 1)}
         report[f"group{group}"] = {"samples_per_s_plain": plain[group], "samples_per_s_synced_stages": args.batch / total,
                                    "ms_per_batch_synced": 1e3 * total, "stages": rows,
                                    "host_us_per_sample_outside_ops": 1e6 * host,
@@ -162,7 +184,7 @@ def main(argv=None) -> int:
               f"{sum(counter.bytes.values()) / args.batch / 2 ** 20:.1f} MB a sample read and written by operations")
         for k, r in rows.items():
             print(f"  {k:22s} {r['ms']:9.2f} ms  {r['ops']:7d} ops  {r['to_host']:5d} to host  {r['to_device']:5d} to device"
-                  f"  {r['kb_per_sample']:8.1f} kB a sample")
+                  f"  {r['kb_per_sample']:8.1f} kB a sample  {r['host_us_per_sample_outside_ops']:7.1f} us a sample outside ops")
         sys.stdout.flush()
     report["fft_ms_new_shape"], report["fft_ms_cached_shape"] = _fft_plans(dev, sync)
     print(f"1-D FFT of a small batch: {report['fft_ms_new_shape']:.3f} ms at a new shape, "
@@ -170,6 +192,27 @@ def main(argv=None) -> int:
     if args.out:
         Path(args.out).write_text(json.dumps(report, indent=1))
     return 0
+
+
+def _counter_overhead(dev, n: int = 2000) -> float:
+    """Seconds the operation counter adds to each operation outside the operation itself (its Python)."""
+    x = torch.ones(4, device=dev)
+
+    def run(counter=None):
+        t = time.perf_counter()
+        if counter is None:
+            for _ in range(n):
+                x.add(1)
+        else:
+            with counter:
+                for _ in range(n):
+                    x.add(1)
+        return time.perf_counter() - t
+
+    run()
+    plain = min(run() for _ in range(3))
+    counted = min(run(_Counter(["other"])) for _ in range(3))
+    return max(0.0, (counted - plain) / n)
 
 
 def _fft_plans(dev, sync):
