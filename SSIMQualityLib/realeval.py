@@ -274,7 +274,9 @@ def evaluate_real(model, paths: Sequence[Union[str, Path]], *, seed: int = 20240
 def _summarise_samples(sel: List[RealSample]) -> dict:
     """:func:`summarise` of a list of samples; severity-0 samples are the clean slices."""
     clean = [s.predicted for s in sel if s.severity == 0]
-    return summarise(np.array([s.predicted for s in sel]), np.array([s.true for s in sel]), np.array(clean))
+    out = summarise(np.array([s.predicted for s in sel]), np.array([s.true for s in sel]), np.array(clean))
+    out.update(clean_offset_split(sel))
+    return out
 
 
 def residual_std_without(samples: List[RealSample], volume: int) -> Optional[float]:
@@ -291,6 +293,35 @@ def residual_std_without(samples: List[RealSample], volume: int) -> Optional[flo
     """
     rest = [s.predicted - s.true for s in samples if s.volume != volume]
     return float(np.std(rest)) if rest else None
+
+
+def clean_offset_split(samples: Sequence[RealSample]) -> dict:
+    """The residual split into how the model reads each unmoved slice and how it reads the motion.
+
+    ``clean_offset`` is the mean, over the moved samples, of their slice's clean residual (clean prediction less
+    its truth, 1): a model that reads a clean slice as already damaged under-predicts every motion of it by about
+    that much.  ``motion_residual_mean`` and ``_std`` are those of the predicted change from the slice's clean
+    prediction against the true change: what is left once the slice's look is taken out.  The two means add up to
+    the moved samples' mean residual, so they say whether a bias comes from the scan's look or from the motion.
+    Moved samples whose slice has no clean sample are left out.
+
+    Examples
+    --------
+    >>> s = [RealSample(0, 0, "clean", 0.0, "project", 1.0, 0.9), RealSample(0, 0, "kspace", 0.5, "project", 0.8, 0.7),
+    ...      RealSample(0, 1, "clean", 0.0, "project", 1.0, 1.0), RealSample(0, 1, "kspace", 0.5, "project", 0.8, 0.9)]
+    >>> {k: round(v, 3) for k, v in clean_offset_split(s).items()}
+    {'clean_offset': -0.05, 'motion_residual_mean': 0.05, 'motion_residual_std': 0.05}
+    """
+    clean = {(s.volume, s.slice, s.definition): s for s in samples if s.severity == 0}
+    pairs = [(s, clean[(s.volume, s.slice, s.definition)]) for s in samples
+             if s.severity > 0 and (s.volume, s.slice, s.definition) in clean]
+    if not pairs:
+        return {"clean_offset": float("nan"), "motion_residual_mean": float("nan"),
+                "motion_residual_std": float("nan")}
+    offset = np.array([c.predicted - c.true for _, c in pairs])
+    rest = np.array([(s.predicted - c.predicted) - (s.true - c.true) for s, c in pairs])
+    return {"clean_offset": float(offset.mean()), "motion_residual_mean": float(rest.mean()),
+            "motion_residual_std": float(rest.std())}
 
 
 def _report(samples: List[RealSample], volumes: List[dict], levels: List[float], methods: Sequence[str]) -> dict:
@@ -453,6 +484,11 @@ def headline(report: dict) -> List[str]:
     calibration = report["project"]["overall"].get("residual_by_truth", {})
     if calibration:
         lines.append("project  residual by truth: " + ", ".join(f"{k} {v:+.3f}" for k, v in calibration.items()))
+    o = report["project"]["overall"]
+    if np.isfinite(o.get("clean_offset", float("nan"))):
+        lines.append(f"project  moved slices' bias split: the slice unmoved {o['clean_offset']:+.3f} (its look), the "
+                     f"motion {o['motion_residual_mean']:+.3f} (σ {o['motion_residual_std']:.3f}, each slice's clean "
+                     f"prediction taken as its start)")
     kinds = report["project"]["by_kind"]
     lines.append("clean good by kind: " + ", ".join(f"{k} {v['clean_fraction_good']:.0%}" for k, v in kinds.items()))
     lines.append("project per volume (σ without it: the overall σ with that scan left out)")
@@ -460,7 +496,7 @@ def headline(report: dict) -> List[str]:
         falling = sum(r["decreasing"] for r in v["response"].values())
         without = v.get("residual_std_without")
         lines.append(f"  {v['volume']:<36s} n {v['n']:4d}  ρ {v['spearman_rho']:+.3f}  µ {v['residual_mean']:+.3f}  "
-                     f"σ {v['residual_std']:.3f}  clean good {v['clean_fraction_good']:4.0%}  "
+                     f"σ {v['residual_std']:.3f}  look {v['clean_offset']:+.3f}  clean good {v['clean_fraction_good']:4.0%}  "
                      f"curves falling {falling}/{len(v['response'])}  "
                      f"σ without it {'—' if without is None else f'{without:.3f}'}  noise {_noise_text(v.get('noise'))}")
     cut = report.get("clean_cut_fov")

