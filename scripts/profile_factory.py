@@ -13,8 +13,7 @@ comparison between versions).  That figure comes from a batch run with no sync a
 2026-11-28 it had one at every edge, so on a GPU it also held the device's time: the fourth and fifth GPU
 windows' "236" and "452 us a sample" are upper bounds, not the host's share).  Both include the operation
 counter's own Python (``counter_overhead_us_per_op``, measured on small operations, times the operations).
-Writes JSON with
-``--out``.
+Writes JSON with ``--out``.
 
 ``--gpu-path`` runs, on any device, the branches the factory takes on a GPU (DFT matrices instead of FFTs,
 each group's crop-and-resize and thick slices as batched products, SSIM and CLAHE over the whole stack): with
