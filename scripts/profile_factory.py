@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import argparse
 import collections
+import contextlib
 import functools
 import json
 import sys
@@ -199,13 +200,9 @@ def _counter_overhead(dev, n: int = 2000) -> float:
 
     def run(counter=None):
         t = time.perf_counter()
-        if counter is None:
+        with counter or contextlib.nullcontext():
             for _ in range(n):
                 x.add(1)
-        else:
-            with counter:
-                for _ in range(n):
-                    x.add(1)
         return time.perf_counter() - t
 
     run()
