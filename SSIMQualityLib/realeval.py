@@ -118,6 +118,25 @@ def summarise(pred: np.ndarray, true: np.ndarray, clean_pred: np.ndarray) -> dic
 
 #: Share of the head's box cut away on each side for the field-of-view check.
 FOV_CUT = 0.1
+#: Tone curves the clean slices are scored under once more (powers of the normalised slice).  Below 1 brightens a
+#: slice's dim parts (its air, the scanner's own ghosts, tissue outside the brain), above 1 darkens them: a clean
+#: reading that falls under the first and rises under the second says the model reads those dim parts as damage.
+TONE_GAMMAS = (0.7, 1.4)
+
+
+def with_tone(image: np.ndarray, gamma: float) -> np.ndarray:
+    """The slice normalised as the network sees it (:func:`~SSIMQualityLib.slices.normalize`) and raised to
+    ``gamma``: the same anatomy, its dim parts brighter (``gamma`` < 1) or darker (> 1).  No motion is added.
+
+    Examples
+    --------
+    >>> img = np.array([[0.0, 25.0], [100.0, 100.0]], np.float32)
+    >>> with_tone(img, 0.5).round(2).tolist()
+    [[0.0, 0.5], [1.0, 1.0]]
+    """
+    from .slices import normalize
+
+    return np.power(normalize(np.asarray(image, dtype=np.float32)), np.float32(gamma))
 
 
 def cut_into_head(image: np.ndarray, share: float = FOV_CUT) -> np.ndarray:
@@ -253,10 +272,15 @@ def evaluate_real(model, paths: Sequence[Union[str, Path]], *, seed: int = 20240
         # The field-of-view check: each clean slice once more, cut into the head (shapes differ: one at a time).
         cut = [float(predict_slices(model, torch.as_tensor(cut_into_head(
             np.ascontiguousarray(moved_axis[si], dtype=np.float32)))[None], device=device)[0]) for si in fg]
+        # The tone check: the clean slices once more under each tone curve (one stack per curve).
+        tone = {str(g): [round(float(v), 6) for v in predict_slices(model, torch.as_tensor(np.stack(
+            [with_tone(moved_axis[si], g) for si in fg])), device=device, batch_size=batch_size)] if fg else []
+            for g in TONE_GAMMAS}
         volumes_meta.append({"index": vi, "path": str(f), "frame": frame, "kind": scan_kind(str(f)),
                              "shape": list(map(int, vol.array.shape)), "spacing": [float(x) for x in vol.spacing],
                              "axis": int(axis), "slices_evaluated": len(fg),
                              "clean_cut_predicted": [round(v, 6) for v in cut],
+                             "clean_tone_predicted": tone,
                              # What the scan's noise is like (its texture is what the model most often misreads).
                              "noise": describe_noise([moved_axis[si] for si in fg])})
     report = _report(samples, volumes_meta, levels, methods)
@@ -324,8 +348,34 @@ def clean_offset_split(samples: Sequence[RealSample]) -> dict:
             "motion_residual_std": float(rest.std())}
 
 
+def tone_summary(samples: Sequence[RealSample], volumes: Sequence[dict]) -> dict:
+    """The clean slices' mean prediction as they are (``as_is``) and under each tone curve of :data:`TONE_GAMMAS`
+    (keyed by the curve's power, from each volume's ``clean_tone_predicted``), overall, per scan kind and per volume.
+
+    Examples
+    --------
+    >>> s = [RealSample(0, k, "clean", 0.0, "project", 1.0, p) for k, p in enumerate([0.9, 1.0])]
+    >>> v = [{"index": 0, "path": "a.nii", "kind": "T1", "clean_tone_predicted": {"0.7": [0.7, 0.8], "1.4": [1.0, 1.0]}}]
+    >>> {k: round(x, 3) for k, x in tone_summary(s, v)["overall"].items()}
+    {'as_is': 0.95, '0.7': 0.75, '1.4': 1.0}
+    """
+    keys = [str(g) for g in TONE_GAMMAS]
+
+    def means(sel: Sequence[dict]) -> dict:
+        out = {"as_is": [s.predicted for s in samples if s.severity == 0 and s.definition == "project"
+                         and s.volume in {v["index"] for v in sel}]}
+        for k in keys:
+            out[k] = [x for v in sel for x in v.get("clean_tone_predicted", {}).get(k, [])]
+        return {k: float(np.mean(x)) if len(x) else float("nan") for k, x in out.items()}
+
+    return {"gammas": list(TONE_GAMMAS), "overall": means(volumes),
+            "by_kind": {kind: means([v for v in volumes if v["kind"] == kind])
+                        for kind in sorted({v["kind"] for v in volumes})},
+            "by_volume": [dict(volume=Path(v["path"]).name, **means([v])) for v in volumes]}
+
+
 def _report(samples: List[RealSample], volumes: List[dict], levels: List[float], methods: Sequence[str]) -> dict:
-    rep: dict = {"volumes": volumes}
+    rep: dict = {"volumes": volumes, "clean_tone": tone_summary(samples, volumes)}
     cut = {v["index"]: np.asarray(v.get("clean_cut_predicted", []), float) for v in volumes}
 
     def good(values):
@@ -491,14 +541,23 @@ def headline(report: dict) -> List[str]:
                      f"prediction taken as its start)")
     kinds = report["project"]["by_kind"]
     lines.append("clean good by kind: " + ", ".join(f"{k} {v['clean_fraction_good']:.0%}" for k, v in kinds.items()))
-    lines.append("project per volume (σ without it: the overall σ with that scan left out)")
+    lines.append("project per volume (σ without it: the overall σ with that scan left out; tone: the clean slices' "
+                 "mean prediction under each tone curve less as they are)")
+    tone = report.get("clean_tone")
+    shifts = {t["volume"]: "/".join(f"{t[str(g)] - t['as_is']:+.3f}" for g in tone["gammas"])
+              for t in tone["by_volume"]} if tone else {}
     for v in report["project"]["by_volume"]:
         falling = sum(r["decreasing"] for r in v["response"].values())
         without = v.get("residual_std_without")
         lines.append(f"  {v['volume']:<36s} n {v['n']:4d}  ρ {v['spearman_rho']:+.3f}  µ {v['residual_mean']:+.3f}  "
                      f"σ {v['residual_std']:.3f}  look {v['clean_offset']:+.3f}  clean good {v['clean_fraction_good']:4.0%}  "
-                     f"curves falling {falling}/{len(v['response'])}  "
+                     f"curves falling {falling}/{len(v['response'])}  tone {shifts.get(v['volume'], '—')}  "
                      f"σ without it {'—' if without is None else f'{without:.3f}'}  noise {_noise_text(v.get('noise'))}")
+    if tone:
+        o = tone["overall"]
+        lines.append("clean slices under a tone curve (no motion; a fall under a power below 1 means dim parts read as "
+                     f"damage): as they are {o['as_is']:.3f}, "
+                     + ", ".join(f"power {k} {o[k]:.3f}" for k in map(str, tone["gammas"])) + " (per volume: 'tone')")
     cut = report.get("clean_cut_fov")
     if cut:
         lines.append(f"clean slices cut {cut['cut_share_each_side']:.0%} into the head on each side (a tight field of "

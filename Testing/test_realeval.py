@@ -274,6 +274,44 @@ def test_evaluate_real_end_to_end_on_a_small_real_scan(anatomical, tmp_path, cap
     assert "exists" in capsys.readouterr().err
 
 
+def test_tone_check_scores_the_clean_slices_under_each_curve(anatomical, tmp_path):
+    """A model that reads brightness as damage falls under a power below 1 and rises above it, by the amounts its
+    own reading of the toned slices gives; the report keeps each slice's reading and sums them per volume."""
+    import torch as _torch
+
+    from SSIMQualityLib.realeval import TONE_GAMMAS, evaluate_real, headline, with_tone
+    from SSIMQualityLib.slices import prepare_input
+
+    class Brightness(_torch.nn.Module):
+        def forward(self, x):
+            return 1.0 - 0.5 * x.mean(dim=(1, 2, 3))
+
+    model = Brightness()
+    rep = evaluate_real(model, [anatomical], severities=(0.0, 0.3), max_slices=2, out_dir=tmp_path / "r")
+    vol = rep["volumes"][0]
+    assert TONE_GAMMAS == (0.7, 1.4) and rep["clean_tone"]["gammas"] == [0.7, 1.4]
+    assert set(vol["clean_tone_predicted"]) == {"0.7", "1.4"} and len(vol["clean_tone_predicted"]["0.7"]) == 2
+    tone = rep["clean_tone"]["overall"]
+    assert tone["0.7"] < tone["as_is"] < tone["1.4"]
+    # Each figure is the model's reading of the toned slice, prepared as every slice is (nothing else added).
+    arr = read_volume(anatomical).array
+    from SSIMQualityLib.slices import acquisition_axis, magnitude
+
+    axis = acquisition_axis(read_volume(anatomical).spacing)
+    kept = sorted({s for s, m in [(int(r.split(",")[1]), r.split(",")[2]) for r in
+                                  (tmp_path / "r" / "samples.csv").read_text().splitlines()[1:]] if m == "clean"})
+    stack = magnitude(np.moveaxis(arr, axis, 0))
+    for g in TONE_GAMMAS:
+        x = prepare_input(_torch.as_tensor(np.stack([with_tone(stack[k], g) for k in kept])))[:, None]
+        assert vol["clean_tone_predicted"][str(g)] == pytest.approx(model(x).flatten().tolist(), abs=1e-5)
+    assert rep["clean_tone"]["by_volume"][0]["volume"] == "anatomical.nii"
+    assert rep["clean_tone"]["by_kind"]["T1"] == pytest.approx(tone)
+    text = "\n".join(headline(rep))
+    assert "clean slices under a tone curve" in text and "power 0.7" in text
+    line = next(row for row in text.splitlines() if "anatomical.nii" in row and " n " in row)
+    assert f"tone {tone['0.7'] - tone['as_is']:+.3f}/{tone['1.4'] - tone['as_is']:+.3f}" in line
+
+
 def test_cut_into_head_removes_a_share_of_the_head_box_on_each_side():
     from SSIMQualityLib.realeval import cut_into_head
 
