@@ -362,8 +362,9 @@ def tone_summary(samples: Sequence[RealSample], volumes: Sequence[dict]) -> dict
     keys = [str(g) for g in TONE_GAMMAS]
 
     def means(sel: Sequence[dict]) -> dict:
+        ids = {v["index"] for v in sel}
         out = {"as_is": [s.predicted for s in samples if s.severity == 0 and s.definition == "project"
-                         and s.volume in {v["index"] for v in sel}]}
+                         and s.volume in ids]}
         for k in keys:
             out[k] = [x for v in sel for x in v.get("clean_tone_predicted", {}).get(k, [])]
         return {k: float(np.mean(x)) if len(x) else float("nan") for k, x in out.items()}
