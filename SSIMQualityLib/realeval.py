@@ -125,8 +125,9 @@ TONE_GAMMAS = (0.7, 1.4)
 
 
 def with_tone(image: np.ndarray, gamma: float) -> np.ndarray:
-    """The slice normalised as the network sees it (:func:`~SSIMQualityLib.slices.normalize`) and raised to
-    ``gamma``: the same anatomy, its dim parts brighter (``gamma`` < 1) or darker (> 1).  No motion is added.
+    """A slice (H, W) or a stack of them (N, H, W), each normalised as the network sees it
+    (:func:`~SSIMQualityLib.slices.normalize`) and raised to ``gamma``: the same anatomy, its dim parts brighter
+    (``gamma`` < 1) or darker (> 1).  No motion is added.
 
     Examples
     --------
@@ -273,9 +274,8 @@ def evaluate_real(model, paths: Sequence[Union[str, Path]], *, seed: int = 20240
         cut = [float(predict_slices(model, torch.as_tensor(cut_into_head(
             np.ascontiguousarray(moved_axis[si], dtype=np.float32)))[None], device=device)[0]) for si in fg]
         # The tone check: the clean slices once more under each tone curve (one stack per curve).
-        tone = {str(g): [round(float(v), 6) for v in predict_slices(model, torch.as_tensor(np.stack(
-            [with_tone(moved_axis[si], g) for si in fg])), device=device, batch_size=batch_size)] if fg else []
-            for g in TONE_GAMMAS}
+        tone = {str(g): [round(float(v), 6) for v in predict_slices(model, torch.as_tensor(
+            with_tone(moved_axis[fg], g)), device=device, batch_size=batch_size)] if fg else [] for g in TONE_GAMMAS}
         volumes_meta.append({"index": vi, "path": str(f), "frame": frame, "kind": scan_kind(str(f)),
                              "shape": list(map(int, vol.array.shape)), "spacing": [float(x) for x in vol.spacing],
                              "axis": int(axis), "slices_evaluated": len(fg),
