@@ -39,8 +39,8 @@ from .corruption import slice_labels
 from .motion import RandomKSpaceMotion, RandomMotion, apply_motion_batch
 from .slices import (SliceSampler, crop, fit_to_size, fourier_resample, head_boxes, magnitude, normalize, resample,
                      take_slice)
-from .synthesis import (RandomSynthesis, add_rician_noise, load_tissue_volume, nyquist_ghost, scanner_blur,
-                        synthesize)
+from .synthesis import (RandomSynthesis, add_rician_noise, ghost_band, load_tissue_volume, nyquist_ghost,
+                        scanner_blur, synthesize)
 
 
 _NO_MOTION = RandomKSpaceMotion(severity=0.0)
@@ -71,7 +71,9 @@ _NO_MOTION = RandomKSpaceMotion(severity=0.0)
 #: 16: recipe 13's distributions, new draws: the motion's parameters are drawn a field at a time
 #:     (``RandomMotion.draw``; one slice's ``sample`` is a draw of one), the same number of draws whatever the
 #:     severity.
-DATA_VERSION = 16
+#: 17: a standing ghost band in a share of the acquisitions: the noise over the head's rows or columns louder,
+#:     in both images (``SampleConfig.p_band``, ``synthesis.ghost_band``).
+DATA_VERSION = 17
 
 #: Background kinds of a real scan, and their shares in training (DESIGN §1).
 BACKGROUNDS = {"noisy": 0.3, "box": 0.15, "zero": 0.35, "partial": 0.2}
@@ -237,6 +239,14 @@ class SampleConfig:
     # times it along the other.
     p_filter: float = 0.35
     filter_sigma: Tuple[float, float] = (0.3, 1.2)
+    # A standing ghost band (``synthesis.ghost_band``): the noise over the head's rows or columns, across the
+    # whole field of view, 1 + gain times as strong as elsewhere, in both images.  The air beside real FSE heads
+    # is 1.3 - 1.6 times the corners' level, above and below an EPI head 3 - 8 times (probe_background); v10
+    # read that as motion.  Gain log-uniform in band_gain, the band's noise at most band_max_sigma of the
+    # slice's maximum (a ghost is fainter than the head).
+    p_band: float = 0.4
+    band_gain: Tuple[float, float] = (0.2, 7.0)
+    band_max_sigma: float = 0.2
 
     def draw_psf(self, rng: np.random.Generator, n: int) -> Tuple[np.ndarray, np.ndarray]:
         """Sigmas (down the rows, along them) of the point-spread function for ``n`` acquisitions; zeros for
@@ -247,6 +257,22 @@ class SampleConfig:
         """Sigmas (down the rows, along them) of the reconstruction filter, which smooths signal and noise
         together, for ``n`` acquisitions; zeros for those without one.  One rule for both paths."""
         return _draw_blur(rng, n, self.p_filter, self.filter_sigma, 0.6)
+
+    def draw_band(self, rng: np.random.Generator, sigmas) -> Tuple[np.ndarray, np.ndarray]:
+        """Gains (0: no band) and axes (0: the head's rows, 1: its columns) of the standing ghost band for
+        acquisitions whose noise is ``sigmas`` of their maximum.  One rule for both paths.
+
+        >>> gains, axes = SampleConfig(p_band=1.0).draw_band(np.random.default_rng(0), np.full(1000, 0.02))
+        >>> bool(gains.min() >= 0.2 and gains.max() <= 7.0), 0.4 < float(axes.mean()) < 0.6
+        (True, True)
+        """
+        sigmas = np.asarray(sigmas, dtype=float)
+        draws = rng.random((sigmas.size, 3))
+        lo, hi = np.log(self.band_gain)
+        gains = np.exp(lo + (hi - lo) * draws[:, 1])
+        cap = np.maximum(0.0, self.band_max_sigma / np.maximum(sigmas, 1e-12) - 1)
+        gains = np.where(draws[:, 0] < self.p_band, np.minimum(gains, cap), 0.0)
+        return gains, (draws[:, 2] < 0.5).astype(int)
 
     def side_shift(self, extent, margin, stretch):
         """How far one side of the acquired field of view lies outside the head's box of ``extent`` pixels
@@ -349,6 +375,7 @@ class MotionSliceDataset(Dataset):
                 if rng.random() < self.config.p_nyquist else None
             (psf_rows,), (psf_cols,) = self.config.draw_psf(rng, 1)
             smooth = tuple(float(v[0]) for v in self.config.draw_filter(rng, 1))
+            band = self.config.draw_band(rng, [sigma])
             if rng.random() < self.config.p_clean:
                 t = _NO_MOTION.sample(tuple(acquired.shape), rng)
             else:
@@ -366,7 +393,8 @@ class MotionSliceDataset(Dataset):
                     acquired, moved = scanner_blur(torch.stack([acquired, moved]), psf_rows, psf_cols).unbind(0)
             kind = self.background(rng)
             if sigma > 0:
-                acquired, moved = self.add_noise(acquired, moved, sigma, noise_seed, kind, rng, smooth=smooth)
+                acquired, moved = self.add_noise(acquired, moved, sigma, noise_seed, kind, rng, smooth=smooth,
+                                                 band=band)
             clean.append(acquired)
             corrupted.append(moved)
             labels.append(float(slice_labels(acquired[None], moved[None])[0]))
@@ -409,8 +437,8 @@ class MotionSliceDataset(Dataset):
         return names[int(rng.choice(len(names), p=weights))]
 
     def add_noise(self, clean: torch.Tensor, corrupted: torch.Tensor, sigma: float, seed: int, kind: str,
-                  rng: np.random.Generator, *, smooth: Tuple[float, float] = (0.0, 0.0)
-                  ) -> Tuple[torch.Tensor, torch.Tensor]:
+                  rng: np.random.Generator, *, smooth: Tuple[float, float] = (0.0, 0.0),
+                  band: Optional[Tuple[np.ndarray, np.ndarray]] = None) -> Tuple[torch.Tensor, torch.Tensor]:
         """Rician noise after the motion, one draw for both images, with the background of ``kind``.
 
         ``noisy``: everywhere.  ``box``: inside a field-of-view box (padded
@@ -419,13 +447,19 @@ class MotionSliceDataset(Dataset):
         scans).  ``partial``: the air keeps 5 – 50 % of the noise.
         ``smooth``: sigmas (down the rows, along them) of the reconstruction
         filter, which smooths both images and the noise before the magnitude.
+        ``band``: (gains, axes) of one standing ghost band (``SampleConfig.draw_band``), placed by the head's
+        box in the clean slice.
         """
         both = torch.stack([clean, corrupted])
         scale = sigma * float(clean.max())
+        gain = None
+        if band is not None and band[0][0] > 0:
+            rows, cols = head_boxes(clean[None])
+            gain = ghost_band(rows, cols, band[0], band[1], tuple(clean.shape))[0]
         if max(smooth) > 0:
             both = scanner_blur(both, *smooth)
             clean = both[0]
-        noisy = add_rician_noise(both, scale, seed, smooth=smooth)
+        noisy = add_rician_noise(both, scale, seed, smooth=smooth, gain=gain)
         if kind == "noisy":
             return noisy[0], noisy[1]
         if kind == "box":  # a padded slice: nothing at all outside its field of view

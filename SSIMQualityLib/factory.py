@@ -57,14 +57,15 @@ from .resizing import crop_resize_batch
 from .slices import (INPUT_SIZE, SliceSampler, crop, fit_to_size, fourier_resample, head_boxes, normalize,
                      pick_slices, resample)
 from .ssim import ssim
-from .synthesis import (RandomSynthesis, load_tissue_volume, mix_weights, nyquist_ghost, rician_magnitude,
-                        scanner_blur, synthesize_mixed)
+from .synthesis import (RandomSynthesis, ghost_band, load_tissue_volume, mix_weights, nyquist_ghost,
+                        rician_magnitude, scanner_blur, synthesize_mixed)
 
 #: Changes whenever the same (seed, batch) would give a different sample (with ``data.DATA_VERSION``, which
 #: names the recipe both paths follow).  2: parameters drawn a field at a time for the whole batch (sources,
 #: slices and synthesis; ``DATA_VERSION`` 15).  3: the motion's parameters drawn a field at a time for each group
 #: (``RandomMotion.draw``; ``DATA_VERSION`` 16).
-FACTORY_VERSION = 3
+#: 4: the standing ghost band (``DATA_VERSION`` 17).
+FACTORY_VERSION = 4
 _STREAM = 0x5AFAC  # keeps the factory's generators apart from the reference's per-index ones
 _SOURCES: dict = {}  # (device, anatomy files) -> the source volumes, per process
 #: Samples per group (one acquired matrix) by device type, where ``group_size`` is not given.
@@ -379,6 +380,7 @@ class SampleFactory:
         ghost_axes = rng.integers(2, size=n)
         psf_rows, psf_cols = cfg.draw_psf(rng, n)
         filter_rows, filter_cols = cfg.draw_filter(rng, n)
+        band_gains, band_axes = cfg.draw_band(rng, sigmas)
         still = rng.random(n) < cfg.p_clean
         draws = self.motion.draw((h, w), rng, n)  # the group's motion at once: no object per sample
         draws.still(still)
@@ -399,10 +401,16 @@ class SampleFactory:
         sigma = torch.as_tensor(sigmas, dtype=clean.dtype, device=self.device)[:, None, None, None]
         sigma = sigma * pair[:, :1].amax(dim=(2, 3), keepdim=True)
         noise = torch.randn(n, 2, 1, h, w, generator=noise_gen, device=self.device) * sigma[:, None]
+        banded = np.flatnonzero(band_gains > 0)
+        if banded.size:  # the band's place is the clean head's, before the filter smooths it (as the reference)
+            r, c = head_boxes(pair[banded, 0])
+            band = ghost_band(r, c, band_gains[banded], band_axes[banded], (h, w), device=self.device)
         filtered = np.flatnonzero(filter_rows > 0)
         if filtered.size:  # the reconstruction filter: signal and noise smoothed together, before the magnitude
             pair[filtered] = scanner_blur(pair[filtered], filter_rows[filtered], filter_cols[filtered])
             noise[filtered] = scanner_blur(noise[filtered], filter_rows[filtered], filter_cols[filtered])
+        if banded.size:  # a standing ghost band: the noise louder over the head's rows or columns, in both images
+            noise[banded] = noise[banded] * band[:, None, None].to(noise.dtype)
         noisy = rician_magnitude(pair, noise[:, 0], noise[:, 1])
         weight = torch.ones(n, 1, h, w, device=self.device)
         masked = np.isin(kinds, ("zero", "partial"))

@@ -255,7 +255,8 @@ def synthesize(stack: torch.Tensor, p: SynthesisParams, noise: bool = True) -> t
     return img
 
 
-def add_rician_noise(image: torch.Tensor, sigma: float, seed: int, *, smooth=(0.0, 0.0)) -> torch.Tensor:
+def add_rician_noise(image: torch.Tensor, sigma: float, seed: int, *, smooth=(0.0, 0.0),
+                     gain: Optional[torch.Tensor] = None) -> torch.Tensor:
     """Magnitude of ``image`` plus complex Gaussian noise of standard deviation ``sigma``.
 
     Parameters
@@ -273,6 +274,9 @@ def add_rician_noise(image: torch.Tensor, sigma: float, seed: int, *, smooth=(0.
         acts on the noise (:func:`scanner_blur`; the caller filters ``image``
         itself, the filter being linear): correlated noise, as an apodised
         scan has.  Zeros: white noise.
+    gain : Tensor (H, W), optional
+        The noise's amplitude, pixel by pixel, after the filter (a standing
+        ghost band: :func:`ghost_band`).  None: 1 everywhere.
 
     Notes
     -----
@@ -295,7 +299,57 @@ def add_rician_noise(image: torch.Tensor, sigma: float, seed: int, *, smooth=(0.
     n2 = torch.randn(image.shape[-2:], generator=g) * sigma
     if max(smooth) > 0:
         n1, n2 = scanner_blur(torch.stack([n1, n2]), *smooth).unbind(0)
+    if gain is not None:
+        n1, n2 = n1 * gain, n2 * gain
     return rician_magnitude(image, n1, n2)
+
+
+def ghost_band(rows: np.ndarray, cols: np.ndarray, gains, axes, shape: Tuple[int, int],
+               device="cpu") -> torch.Tensor:
+    """The noise's amplitude over a standing ghost band: 1 + gain across the head's extent, 1 elsewhere.
+
+    A real scan's air is rarely even.  Pulsating vessels and the eyes ghost
+    along the phase-encoding axis, over the rows (or columns) that hold the
+    head, and an EPI's N/2 ghost lifts the air above and below it; v10 read
+    such a band as head motion (air zeroed: clean slices 0.89 - 0.98 → 0.99;
+    ``scripts/probe_background.py``).  The band is a property of the scanner,
+    the same in a clean acquisition and its moved twin, so it scales the shared
+    noise draw and leaves the label about the motion.
+
+    Parameters
+    ----------
+    rows, cols : ndarray (B, 3)
+        The head's rows and columns as :func:`slices.head_boxes` gives them.
+    gains : array-like (B,)
+        Extra amplitude in the band (0: no band).
+    axes : array-like (B,)
+        0: the band spans the head's rows (all columns); 1: its columns (all rows).
+    shape : (H, W)
+
+    Returns
+    -------
+    Tensor (B, H, W)
+        Amplitudes, with edges a pixel soft.
+
+    Examples
+    --------
+    >>> rows, cols = np.array([[3, 9, 6]]), np.array([[1, 3, 2]])   # head on rows 3 - 8
+    >>> amp = ghost_band(rows, cols, [2.0], [0], (12, 4))
+    >>> [round(float(v), 1) for v in amp[0, :, 0]]
+    [1.2, 1.4, 1.8, 2.2, 2.6, 2.8, 2.8, 2.6, 2.2, 1.8, 1.4, 1.2]
+    """
+    h, w = shape
+    gains = torch.as_tensor(np.asarray(gains, dtype=np.float32), device=device)[:, None, None]
+    along_rows = torch.as_tensor(np.asarray(axes) == 0, device=device)[:, None, None]
+    lo = torch.as_tensor(np.where(np.asarray(axes) == 0, rows[:, 0], cols[:, 0]), dtype=torch.float32,
+                         device=device)[:, None, None]
+    hi = torch.as_tensor(np.where(np.asarray(axes) == 0, rows[:, 1], cols[:, 1]), dtype=torch.float32,
+                         device=device)[:, None, None]
+    ii = torch.arange(h, dtype=torch.float32, device=device)[None, :, None].expand(-1, h, w)
+    jj = torch.arange(w, dtype=torch.float32, device=device)[None, None, :].expand(-1, h, w)
+    pos = torch.where(along_rows, ii, jj)
+    inside = torch.sigmoid(pos - lo + 0.5) * torch.sigmoid(hi - 0.5 - pos)  # edges half a pixel out
+    return 1 + gains * inside
 
 
 def rician_magnitude(image: torch.Tensor, real: torch.Tensor, imaginary: torch.Tensor) -> torch.Tensor:

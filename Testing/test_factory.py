@@ -191,6 +191,54 @@ def test_the_reconstruction_filter_smooths_signal_and_noise_together_on_both_pat
             assert low < neighbours(img) < high, (p_filter, neighbours(img))
 
 
+def test_a_standing_ghost_band_lifts_the_air_beside_the_head_on_both_paths():
+    """Recipe 17: in a share of the acquisitions the noise over the head's rows (or columns) is 1 + gain as
+    strong, in both images: the air beside the head is then louder than the corners, on both paths, and the
+    label is 1 when nothing moved.  The draws: p_band of them banded, gains log-uniform in band_gain, capped so
+    the band's noise stays under band_max_sigma, either axis."""
+    cfg = SampleConfig()
+    gains, axes = cfg.draw_band(np.random.default_rng(2), np.full(4000, 0.01))
+    on = gains > 0
+    assert abs(on.mean() - cfg.p_band) < 0.03 and 0.45 < axes.mean() < 0.55
+    assert gains[on].min() >= cfg.band_gain[0] and gains[on].max() <= cfg.band_gain[1]
+    logs = np.log(gains[on])  # log-uniform: the median at the geometric mean
+    assert abs(np.median(logs) - np.mean(np.log(cfg.band_gain))) < 0.15
+    capped, _ = cfg.draw_band(np.random.default_rng(2), np.full(4000, 0.05))
+    assert capped.max() <= cfg.band_max_sigma / 0.05 - 1 + 1e-9 and (capped > 0).mean() > 0.3
+
+    def band_ratio(img):  # the louder of the air beside the head (either axis) over the corners' air
+        a = img.numpy()
+        head = a > 0.3 * a.max()
+        r = np.flatnonzero(head.any(1)); c = np.flatnonzero(head.any(0))
+        r0, r1, c0, c1 = r[0] - 8, r[-1] + 8, c[0] - 8, c[-1] + 8
+        if min(r0, c0, a.shape[0] - r1, a.shape[1] - c1) < 4:
+            return None  # the head fills the canvas: no corners of air to compare with
+        corners = np.concatenate([a[:r0, :c0].ravel(), a[:r0, c1:].ravel(), a[r1:, :c0].ravel(),
+                                  a[r1:, c1:].ravel()])
+        beside = np.concatenate([a[r0 + 16:r1 - 16, :c0].ravel(), a[r0 + 16:r1 - 16, c1:].ravel()])
+        above = np.concatenate([a[:r0, c0 + 16:c1 - 16].ravel(), a[r1:, c0 + 16:c1 - 16].ravel()])
+        return max(beside.mean(), above.mean()) / corners.mean()
+
+    def still(p_band):
+        return SampleConfig(p_clean=1.0, p_psf=0.0, p_nyquist=0.0, p_native=1.0, p_filter=0.0,
+                            backgrounds={"noisy": 1.0}, p_band=p_band, band_gain=(3.0, 3.0))
+
+    for p_band, low, high in ((1.0, 2.0, 5.0), (0.0, 0.8, 1.25)):
+        ds = MotionSliceDataset(10, seed=5, config=still(p_band))
+        ds.synthesis.noise_range = (0.01, 0.01)  # the cap never bites: every band is 4x the corners' noise
+        clean, corrupted, labels = ds.pairs(range(10))
+        factory = SampleFactory(seed=5, config=still(p_band), group_size=10)
+        factory.synthesis.noise_range = (0.01, 0.01)
+        group = factory.groups(0, 10)[0]
+        assert torch.allclose(labels, torch.ones(10), atol=1e-4)
+        assert torch.allclose(group.labels, torch.ones(10), atol=1e-4)
+        for images in (clean, group.clean):
+            ratios = [band_ratio(img) for img in images]
+            ratios = [x for x in ratios if x is not None]
+            assert len(ratios) >= 4 and all(low < x < high for x in ratios), (p_band, ratios)
+        assert all(torch.equal(a, b) for a, b in zip(clean, corrupted))
+
+
 def test_half_the_acquired_matrices_are_sampled_in_kspace_on_both_paths():
     """Recipe 11: with p_fourier = 1 the drawn matrices ring (overshoot above the canvas's own maximum, which
     image-space averaging never exceeds); with 0, none does; the default is a half."""
