@@ -340,11 +340,14 @@ def ghost_band(rows: np.ndarray, cols: np.ndarray, gains, axes, shape: Tuple[int
     """
     h, w = shape
     gains = torch.as_tensor(np.asarray(gains, dtype=np.float32), device=device)[:, None, None]
-    along_rows = torch.as_tensor(np.asarray(axes) == 0, device=device)[:, None, None]
-    lo = torch.as_tensor(np.where(np.asarray(axes) == 0, rows[:, 0], cols[:, 0]), dtype=torch.float32,
-                         device=device)[:, None, None]
-    hi = torch.as_tensor(np.where(np.asarray(axes) == 0, rows[:, 1], cols[:, 1]), dtype=torch.float32,
-                         device=device)[:, None, None]
+    on_rows = np.asarray(axes) == 0
+
+    def per_image(values) -> torch.Tensor:
+        return torch.as_tensor(values, dtype=torch.float32, device=device)[:, None, None]
+
+    along_rows = torch.as_tensor(on_rows, device=device)[:, None, None]
+    lo = per_image(np.where(on_rows, rows[:, 0], cols[:, 0]))
+    hi = per_image(np.where(on_rows, rows[:, 1], cols[:, 1]))
     ii = torch.arange(h, dtype=torch.float32, device=device)[None, :, None].expand(-1, h, w)
     jj = torch.arange(w, dtype=torch.float32, device=device)[None, None, :].expand(-1, h, w)
     pos = torch.where(along_rows, ii, jj)
