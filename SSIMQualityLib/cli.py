@@ -459,6 +459,9 @@ def _add_train(sub) -> None:
                    help=f"share of samples drawn from --source (default {d.source_share})")
     p.add_argument("--init", default="", metavar="MODEL",
                    help="start from this model file's weights (fine-tune; e.g. the bundled model) instead of from scratch")
+    p.add_argument("--freeze-norm", action="store_true",
+                   help="keep the batch-norm statistics that --init brings (fine-tuning on small batches, e.g. 64 on "
+                        "a CPU, a model trained on large ones); their scale and shift still learn")
     p.add_argument("--stream", action="store_true",
                    help="fresh samples every step, made ahead by --workers processes, instead of a cached set of "
                         "--train-samples (worth it where there are cores to spare: the sample maker must keep up "
@@ -494,7 +497,7 @@ def _run_train(args) -> int:
                       train_samples=args.train_samples, val_samples=args.val_samples, val_every=args.val_every,
                       checkpoint_every=args.val_every, train_seed=args.seed, device=args.device,
                       workers=args.workers, max_minutes=args.max_minutes, init=args.init,
-                      source=tuple(str(p) for p in args.source), source_share=args.source_share,
+                      freeze_norm=args.freeze_norm, source=tuple(str(p) for p in args.source), source_share=args.source_share,
                       precision=args.precision, stream=args.stream, factory=args.factory,
                       group_size=args.group_size, round_batches=args.round_batches)
     final = train(cfg, resume=not args.no_resume)
