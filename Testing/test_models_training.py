@@ -148,6 +148,29 @@ def test_init_starts_from_given_weights_and_refuses_other_architecture(tmp_path)
         train(cfg, log=lambda *_: None)
 
 
+def test_freeze_norm_keeps_the_init_batch_norm_statistics_while_the_weights_learn(tmp_path):
+    """--freeze-norm: every batch-norm layer keeps the running statistics --init brings (its scale and shift, and
+    every other weight, still train); without it the statistics follow the fine-tune's batches."""
+    torch.manual_seed(2)
+    start = tmp_path / "start.pt"
+    save_checkpoint(start, build_model("resnet18", 32))
+    a = read_checkpoint(start)["state_dict"]
+    stats = [k for k in a if k.endswith(("running_mean", "running_var"))]
+    assert len(stats) == 2 * 20  # ResNet-18's 20 batch-norm layers
+    results = {}
+    for freeze in (True, False):
+        cfg = _cfg(tmp_path / f"ft{freeze}", 2)
+        cfg.init, cfg.freeze_norm, cfg.lr = str(start), freeze, 1e-3
+        results[freeze] = read_checkpoint(train(cfg, log=lambda *_: None))["state_dict"]
+    frozen, free = results[True], results[False]
+    assert all(torch.equal(a[k], frozen[k]) for k in stats)
+    assert all(not torch.equal(a[k], free[k]) for k in stats if k.endswith("running_mean"))
+    for b in (frozen, free):  # both trained: convolutions and the batch-norm scales moved
+        assert not torch.allclose(a["net.conv1.weight"], b["net.conv1.weight"], atol=1e-5)
+        assert not torch.allclose(a["net.bn1.weight"], b["net.bn1.weight"], atol=1e-5)
+    assert int(frozen["net.bn1.num_batches_tracked"]) == int(a["net.bn1.num_batches_tracked"])
+
+
 def test_export_replaces_the_catalogue_entry_of_the_same_file(tmp_path):
     import json
 
