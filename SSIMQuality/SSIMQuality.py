@@ -573,9 +573,11 @@ class SSIMQualityLogic(ScriptedLoadableModuleLogic):
                         onDone=None, extraArgs=()):
         """Fine-tune ``model`` on the site's motion-free scans in ``folder``, in another process.
 
-        Runs ``ssimquality train --init <model> --source <folder>`` with a small budget; on success the
-        new model is catalogued under ``name`` in the user's catalogue (with its SHA-256; never in the
-        extension's folder) and ``onDone(job, entry)`` is called; on failure ``onDone(job, None)``.
+        Runs ``ssimquality train --init <model> --source <folder> --freeze-norm`` with a small budget (the
+        batch-norm statistics stay the model's: a CPU's small batches would blur its response to motion,
+        README "Fine-tuning on a CPU"); on success the new model is catalogued under ``name`` in the user's
+        catalogue (with its SHA-256; never in the extension's folder) and ``onDone(job, entry)`` is called; on
+        failure ``onDone(job, None)``.
         """
         from SSIMQualityLib.errors import SSIMQualityError
         from SSIMQualityLib.jobs import library_command
@@ -592,7 +594,7 @@ class SSIMQualityLogic(ScriptedLoadableModuleLogic):
         args = ["train", "--init", init, "--source", folder, "--out", runDir, "--steps", str(int(steps)),
                 "--train-samples", str(int(samples)), "--val-samples", str(max(16, int(samples) // 10)),
                 "--val-every", str(max(1, int(steps) // 4)), "--input-size", str(inputSize), "--workers", "1",
-                "--device", device, *extraArgs]
+                "--device", device, "--freeze-norm", *extraArgs]
 
         description = f"fine-tuned from {model or 'the bundled model'} on {folder}"
         return self._startJob(library_command(*args),

@@ -95,7 +95,9 @@ def test_corruption_job_and_cancel(scene, module, sample_path):
 def test_fine_tuning_job_catalogues_a_model_that_loads(scene, module, tmp_path, monkeypatch):
     import nibabel
 
-    from SSIMQualityLib.models import load_named_model, model_entries
+    import torch
+
+    from SSIMQualityLib.models import load_model, load_named_model, model_entries
 
     monkeypatch.setenv("SSIMQUALITY_USER_DIR", str(tmp_path / "user"))
     site = tmp_path / "site"
@@ -115,6 +117,10 @@ def test_fine_tuning_job_catalogues_a_model_that_loads(scene, module, tmp_path, 
     model = load_named_model("site-v1")  # checked against its SHA-256
     assert model.input_size == 128
     assert logic.modelPath("site-v1") == listed["site-v1"]["path"]
+    # --freeze-norm: the batch-norm statistics are the starting model's, the weights are not
+    start, tuned = load_model(logic.modelPath("")).state_dict(), model.state_dict()
+    assert torch.equal(start["net.layer2.0.bn1.running_var"], tuned["net.layer2.0.bn1.running_var"])
+    assert not torch.equal(start["net.layer2.0.conv1.weight"], tuned["net.layer2.0.conv1.weight"])
     with pytest.raises(Exception):
         logic.startFineTuning(str(site), "")  # a name is needed
 
