@@ -497,7 +497,8 @@ def _run_train(args) -> int:
                       train_samples=args.train_samples, val_samples=args.val_samples, val_every=args.val_every,
                       checkpoint_every=args.val_every, train_seed=args.seed, device=args.device,
                       workers=args.workers, max_minutes=args.max_minutes, init=args.init,
-                      freeze_norm=args.freeze_norm, source=tuple(str(p) for p in args.source), source_share=args.source_share,
+                      freeze_norm=args.freeze_norm,
+                      source=tuple(str(p) for p in args.source), source_share=args.source_share,
                       precision=args.precision, stream=args.stream, factory=args.factory,
                       group_size=args.group_size, round_batches=args.round_batches)
     final = train(cfg, resume=not args.no_resume)

@@ -259,6 +259,12 @@ def train(cfg: TrainConfig, resume: bool = True, log: Callable[[str], None] = pr
     from . import distributed
     from .precision import describe
 
+    if cfg.freeze_norm and not cfg.init:
+        from .errors import SSIMQualityError
+
+        # From scratch the statistics are zeros and ones: frozen, they would never normalise anything.
+        raise SSIMQualityError("--freeze-norm keeps the batch-norm statistics of --init, and no --init was given",
+                               hint="pass --init MODEL (e.g. the bundled model), or leave out --freeze-norm")
     out = Path(cfg.out_dir)
     out.mkdir(parents=True, exist_ok=True)
     # Under torchrun: one process per GPU (NCCL) or per CPU share (gloo), gradients averaged by DDP.
@@ -459,7 +465,8 @@ def freeze_batch_norm(model: torch.nn.Module) -> int:
     >>> net[1].running_mean.tolist()  # untouched by the forward pass
     [0.0, 0.0]
     """
-    layers = [m for m in model.modules() if isinstance(m, torch.nn.modules.batchnorm._BatchNorm)]
+    kinds = (torch.nn.BatchNorm1d, torch.nn.BatchNorm2d, torch.nn.BatchNorm3d, torch.nn.SyncBatchNorm)
+    layers = [m for m in model.modules() if isinstance(m, kinds)]
     for layer in layers:
         layer.eval()
     return len(layers)

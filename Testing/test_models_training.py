@@ -169,6 +169,9 @@ def test_freeze_norm_keeps_the_init_batch_norm_statistics_while_the_weights_lear
         assert not torch.allclose(a["net.conv1.weight"], b["net.conv1.weight"], atol=1e-5)
         assert not torch.allclose(a["net.bn1.weight"], b["net.bn1.weight"], atol=1e-5)
     assert int(frozen["net.bn1.num_batches_tracked"]) == int(a["net.bn1.num_batches_tracked"])
+    with pytest.raises(SSIMQualityError, match="no --init"):  # nothing to keep: one clear line, before any work
+        train(TrainConfig(out_dir=str(tmp_path / "scratch"), freeze_norm=True), log=lambda *_: None)
+    assert not (tmp_path / "scratch").exists()
 
 
 def test_export_replaces_the_catalogue_entry_of_the_same_file(tmp_path):
