@@ -1,4 +1,5 @@
 """The Slicer module's settings in its parameter node, and its long work out of process, on a real MRML scene."""
+import json
 import shutil
 from pathlib import Path
 
@@ -97,7 +98,7 @@ def test_fine_tuning_job_catalogues_a_model_that_loads(scene, module, tmp_path, 
 
     import torch
 
-    from SSIMQualityLib.models import load_model, load_named_model, model_entries
+    from SSIMQualityLib.models import load_model, load_named_model, model_entries, read_checkpoint
 
     monkeypatch.setenv("SSIMQUALITY_USER_DIR", str(tmp_path / "user"))
     site = tmp_path / "site"
@@ -121,6 +122,9 @@ def test_fine_tuning_job_catalogues_a_model_that_loads(scene, module, tmp_path, 
     start, tuned = load_model(logic.modelPath("")).state_dict(), model.state_dict()
     assert torch.equal(start["net.layer2.0.bn1.running_var"], tuned["net.layer2.0.bn1.running_var"])
     assert not torch.equal(start["net.layer2.0.conv1.weight"], tuned["net.layer2.0.conv1.weight"])
+    # at a fine-tuning rate, not train's from-scratch default
+    meta = json.loads(read_checkpoint(tmp_path / "user" / "runs" / "site-v1" / "model.pt")["meta"])
+    assert meta["train_config"]["lr"] == module.FINE_TUNE_LR < 1e-3
     with pytest.raises(Exception):
         logic.startFineTuning(str(site), "")  # a name is needed
 
