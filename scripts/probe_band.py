@@ -15,6 +15,7 @@ from __future__ import annotations
 import argparse
 import sys
 from pathlib import Path
+from typing import Dict
 
 import numpy as np
 
@@ -29,6 +30,25 @@ from SSIMQualityLib.scoring import predict_prepared  # noqa: E402
 EDGES = (0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 1.0001)
 
 
+def band_residuals(models: Dict[str, object], *, n: int = 1500, seed: int = EVAL_SEED, workers: int = 2,
+                   size: int = 128) -> Dict[float, dict]:
+    """Per band share (0 and 1): the mean label, and per model the residual's mean, σ and mean per truth bin
+    (``None`` where a bin is empty)."""
+    out = {}
+    for p_band in (0.0, 1.0):
+        ds = MotionSliceDataset(n, seed=seed, config=SampleConfig(p_band=p_band))
+        x, y = build_cache(ds, size, workers=workers)
+        true = y.numpy()
+        row = {"labels": true, "by_model": {}}
+        for name, model in models.items():
+            res = predict_prepared(model, x, "cpu", 128).numpy() - true
+            bins = [float(res[(true >= lo) & (true < hi)].mean()) if ((true >= lo) & (true < hi)).any() else None
+                    for lo, hi in zip(EDGES[:-1], EDGES[1:])]
+            row["by_model"][name] = {"mean": float(res.mean()), "std": float(res.std()), "by_truth": bins}
+        out[p_band] = row
+    return out
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("models", nargs="+", help="model files to compare")
@@ -40,20 +60,14 @@ def main(argv=None) -> int:
     sizes = {int(getattr(m, "input_size", 128)) for m in models.values()}
     if len(sizes) != 1:
         ap.error("the models take different input sizes; compare models of one size")
-    size = sizes.pop()
-    for p_band in (0.0, 1.0):
-        ds = MotionSliceDataset(args.n, seed=args.seed, config=SampleConfig(p_band=p_band))
-        x, y = build_cache(ds, size, workers=args.workers)
-        true = y.numpy()
-        print(f"band in {p_band:.0%} of the slices: n {len(true)}, mean label {true.mean():.3f}, "
-              f"below 0.6 {np.mean(true < 0.6):.1%}")
-        for name, model in models.items():
-            res = predict_prepared(model, x, "cpu", 128).numpy() - true
-            cells = []
-            for lo, hi in zip(EDGES[:-1], EDGES[1:]):
-                k = (true >= lo) & (true < hi)
-                cells.append(f"{lo:.1f}: {res[k].mean():+.3f} ({k.sum()})" if k.any() else f"{lo:.1f}: -")
-            print(f"  {Path(name).name}: µ {res.mean():+.4f} σ {res.std():.4f} | by truth " + ", ".join(cells))
+    result = band_residuals(models, n=args.n, seed=args.seed, workers=args.workers, size=sizes.pop())
+    for p_band, row in result.items():
+        labels = row["labels"]
+        print(f"band in {p_band:.0%} of the slices: n {len(labels)}, mean label {labels.mean():.3f}, "
+              f"below 0.6 {np.mean(labels < 0.6):.1%}")
+        for name, r in row["by_model"].items():
+            cells = [f"{lo:.1f}: " + ("-" if b is None else f"{b:+.3f}") for lo, b in zip(EDGES, r["by_truth"])]
+            print(f"  {Path(name).name}: µ {r['mean']:+.4f} σ {r['std']:.4f} | by truth " + ", ".join(cells))
     return 0
 
 
