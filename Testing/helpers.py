@@ -1,4 +1,5 @@
-"""Test data makers shared by several suites."""
+"""Test data makers shared by several suites, and the loader of ``scripts/`` for their tests."""
+import importlib.util
 from pathlib import Path
 
 import numpy as np
@@ -34,3 +35,12 @@ def write_nifti(path: Path, array: np.ndarray, zooms=(1.0, 1.0, 1.0)) -> Path:
     affine = np.diag(list(zooms[:3]) + [1.0])
     nib.save(nib.Nifti1Image(array, affine), str(path))
     return path
+
+
+def load_script(name: str):
+    """``scripts/<name>.py`` imported as a module (the scripts folder is not a package)."""
+    path = Path(__file__).resolve().parent.parent / "scripts" / f"{name}.py"
+    spec = importlib.util.spec_from_file_location(name, path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module

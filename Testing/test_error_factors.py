@@ -1,18 +1,13 @@
 """scripts/error_factors.py: it must record a sample's factors without changing a single draw of the recipe."""
 from __future__ import annotations
 
-import importlib.util
-from pathlib import Path
-
 import numpy as np
 import torch
 
+from helpers import load_script
 from SSIMQualityLib.data import MotionSliceDataset, SampleConfig
 
-_SPEC = importlib.util.spec_from_file_location(
-    "error_factors", Path(__file__).resolve().parent.parent / "scripts" / "error_factors.py")
-ef = importlib.util.module_from_spec(_SPEC)
-_SPEC.loader.exec_module(ef)
+ef = load_script("error_factors")
 
 
 def test_recording_leaves_every_sample_as_the_reference_makes_it_and_notes_its_factors():

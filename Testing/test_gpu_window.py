@@ -2,15 +2,12 @@
 from __future__ import annotations
 
 import hashlib
-import importlib.util
 from pathlib import Path
 
+from helpers import load_script
 from SSIMQualityLib.models import build_model, load_model, save_checkpoint
 
-_SPEC = importlib.util.spec_from_file_location(
-    "gpu_window", Path(__file__).resolve().parent.parent / "scripts" / "gpu_window.py")
-gw = importlib.util.module_from_spec(_SPEC)
-_SPEC.loader.exec_module(gw)
+gw = load_script("gpu_window")
 
 
 def test_a_run_that_failed_after_its_checkpoint_still_exports_its_weights(tmp_path, capsys):

@@ -1,22 +1,17 @@
 """scripts/probe_background.py: what in a clean real slice's background a model reads as damage."""
 from __future__ import annotations
 
-import importlib.util
 import json
-from pathlib import Path
 
 import numpy as np
 import pytest
 
-ROOT = Path(__file__).resolve().parent.parent
+from helpers import load_script
 
 
 @pytest.fixture(scope="module")
 def script():
-    spec = importlib.util.spec_from_file_location("probe_background", ROOT / "scripts" / "probe_background.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_script("probe_background")
 
 
 def _slice(sigma=0.02, band=1.0, seed=0, pad=8):

@@ -3,8 +3,9 @@
 Recipe 17 puts a standing ghost band (``SampleConfig.p_band``, ``synthesis.ghost_band``) in 40 % of the
 acquisitions. To tell what it taught a model, this draws the same held-out recipe twice, with ``p_band`` 0 and 1
 (same seed; the band's noise is one draw in both images, so it also raises the labels), scores it with each model
-given, and prints per model the residual's mean and σ and the mean residual per 0.1 bin of the true SSIM: where a
-model over- or under-reads motion with and without the band.
+given, and prints per model the residual's mean and σ and the mean residual per 0.1 bin of the true SSIM
+(``realeval.residual_by_truth``, the bins of ``evaluate --real``'s calibration line): where a model over- or
+under-reads motion with and without the band.
 
 Example::
 
@@ -24,16 +25,14 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from SSIMQualityLib.data import MotionSliceDataset, SampleConfig, build_cache  # noqa: E402
 from SSIMQualityLib.evaluation import EVAL_SEED  # noqa: E402
 from SSIMQualityLib.models import load_model  # noqa: E402
+from SSIMQualityLib.realeval import residual_by_truth  # noqa: E402
 from SSIMQualityLib.scoring import predict_prepared  # noqa: E402
-
-#: Lower edges of the truth bins the residual is averaged over (the last bin holds truth 0.9 - 1.0).
-EDGES = (0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 1.0001)
 
 
 def band_residuals(models: Dict[str, object], *, n: int = 1500, seed: int = EVAL_SEED, workers: int = 2,
                    size: int = 128) -> Dict[float, dict]:
-    """Per band share (0 and 1): the mean label, and per model the residual's mean, σ and mean per truth bin
-    (``None`` where a bin is empty)."""
+    """Per band share (0 and 1): the labels, and per model the residual's mean, σ and mean per truth bin
+    (:func:`~SSIMQualityLib.realeval.residual_by_truth`: keyed ``"lo-hi"``, empty bins left out)."""
     out = {}
     for p_band in (0.0, 1.0):
         ds = MotionSliceDataset(n, seed=seed, config=SampleConfig(p_band=p_band))
@@ -41,10 +40,10 @@ def band_residuals(models: Dict[str, object], *, n: int = 1500, seed: int = EVAL
         true = y.numpy()
         row = {"labels": true, "by_model": {}}
         for name, model in models.items():
-            res = predict_prepared(model, x, "cpu", 128).numpy() - true
-            bins = [float(res[(true >= lo) & (true < hi)].mean()) if ((true >= lo) & (true < hi)).any() else None
-                    for lo, hi in zip(EDGES[:-1], EDGES[1:])]
-            row["by_model"][name] = {"mean": float(res.mean()), "std": float(res.std()), "by_truth": bins}
+            pred = predict_prepared(model, x, "cpu", 128).numpy()
+            res = pred - true
+            row["by_model"][name] = {"mean": float(res.mean()), "std": float(res.std()),
+                                     "by_truth": residual_by_truth(pred, true)}
         out[p_band] = row
     return out
 
@@ -66,8 +65,8 @@ def main(argv=None) -> int:
         print(f"band in {p_band:.0%} of the slices: n {len(labels)}, mean label {labels.mean():.3f}, "
               f"below 0.6 {np.mean(labels < 0.6):.1%}")
         for name, r in row["by_model"].items():
-            cells = [f"{lo:.1f}: " + ("-" if b is None else f"{b:+.3f}") for lo, b in zip(EDGES, r["by_truth"])]
-            print(f"  {Path(name).name}: µ {r['mean']:+.4f} σ {r['std']:.4f} | by truth " + ", ".join(cells))
+            cells = ", ".join(f"{k} {v:+.3f}" for k, v in r["by_truth"].items())
+            print(f"  {Path(name).name}: µ {r['mean']:+.4f} σ {r['std']:.4f} | by truth {cells}")
     return 0
 
 
