@@ -7,6 +7,7 @@ checked against a SHA-256 listed in the model catalogue.
 from __future__ import annotations
 
 import hashlib
+import io
 import os
 import json
 from pathlib import Path
@@ -240,6 +241,7 @@ def export_model(checkpoint: Union[str, Path], dest: Union[str, Path], name: str
     The release copy holds only weights and config (no optimizer state), in
     float16 when ``half`` (half the size; predictions move by < 1e-3), and
     its SHA-256 goes into ``models.json`` so that every load is checked.
+    The same checkpoint always exports to the same bytes, wherever it goes.
     """
     from .outputs import atomic_write, ensure_writable
 
@@ -250,8 +252,13 @@ def export_model(checkpoint: Union[str, Path], dest: Union[str, Path], name: str
     payload = {"format_version": FORMAT_VERSION, "config": data["config"], "state_dict": state}
     if "meta" in data:
         payload["meta"] = data["meta"]
+    # Serialised in memory: torch.save names the archive's root folder after the file it writes, so saving to
+    # the temporary file would make the checksum depend on that file's random name (the same weights exported
+    # twice gave two SHA-256s); a buffer's archive is always named alike.
+    buffer = io.BytesIO()
+    torch.save(payload, buffer)
     with atomic_write(dest, force=True) as tmp:
-        torch.save(payload, tmp)
+        Path(tmp).write_bytes(buffer.getvalue())
     entry = {"name": name, "file": dest.name, "sha256": sha256_of(dest), "arch": data["config"]["arch"],
              "input_size": int(data["config"]["input_size"]), "description": description}
     cat = dest.parent / "models.json"

@@ -190,6 +190,9 @@ def test_export_replaces_the_catalogue_entry_of_the_same_file(tmp_path):
     models = json.loads((dest.parent / "models.json").read_text(encoding="utf-8"))["models"]
     assert [m["name"] for m in models] == ["m-v2"] and models[0]["sha256"] == entry["sha256"] == sha256_of(dest)
     assert load_model(dest, sha256=entry["sha256"]).input_size == 32
+    again = tmp_path / "elsewhere" / "other_name.pt"  # reproducible: the checksum is the weights', not the path's
+    again.parent.mkdir()
+    assert export_model(ckpt, again, "m-v2")["sha256"] == entry["sha256"]
 
 
 def test_streaming_training_makes_fresh_samples_and_resumes_the_same(tmp_path):
