@@ -1,7 +1,8 @@
 """How models read the standing ghost band: held-out synthetic slices made with the band never and always.
 
-Recipe 17 puts a standing ghost band (``SampleConfig.p_band``, ``synthesis.ghost_band``) in 40 % of the
-acquisitions. To tell what it taught a model, this draws the same held-out recipe twice, with ``p_band`` 0 and 1
+Since recipe 17 a standing ghost band (``SampleConfig.p_band``, ``synthesis.ghost_band``; recipe 18 caps its
+noise at 8 % of the slice's maximum, was 20 %) is in 40 % of the acquisitions. To tell what it taught a model, this
+draws the same held-out slices of the current recipe twice, with ``p_band`` 0 and 1
 (same seed; the band's noise is one draw in both images, so it also raises the labels), scores it with each model
 given, and prints per model the residual's mean and σ and the mean residual per 0.1 bin of the true SSIM
 (``realeval.residual_by_truth``, the bins of ``evaluate --real``'s calibration line): where a model over- or
