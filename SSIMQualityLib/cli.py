@@ -436,6 +436,10 @@ def _add_train(sub) -> None:
     p.add_argument("--optimizer", choices=["adamw", "adam"], default=d.optimizer, help="default adamw (the paper: adam)")
     p.add_argument("--lr", type=float, default=d.lr, help=f"peak learning rate (default {d.lr})")
     p.add_argument("--loss", choices=["mse", "l1", "huber"], default=d.loss)
+    p.add_argument("--balance", type=float, default=d.balance, metavar="POWER",
+                   help="weigh each sample's loss by its label's density to the power -POWER (0.5: half way to "
+                        "every label range counting alike; default 0, unweighted): the labels crowd near 1, and "
+                        "an unweighted model reads severe motion too high")
     p.add_argument("--steps", type=int, default=None,
                    help=f"training steps (default {d.steps}; with --schedule-minutes only a cap, none by default)")
     p.add_argument("--schedule-minutes", type=float, default=0.0, metavar="M",
@@ -491,7 +495,7 @@ def _run_train(args) -> int:
         os.environ[progress.PROGRESS_ENV] = "1" if show else "0"
 
     cfg = TrainConfig(out_dir=args.out, arch=args.arch, input_size=args.input_size, batch_size=args.batch_size,
-                      optimizer=args.optimizer, lr=args.lr, loss=args.loss,
+                      optimizer=args.optimizer, lr=args.lr, loss=args.loss, balance=args.balance,
                       steps=args.steps or (UNCAPPED_STEPS if args.schedule_minutes > 0 else TrainConfig.steps),
                       schedule_minutes=args.schedule_minutes,
                       train_samples=args.train_samples, val_samples=args.val_samples, val_every=args.val_every,

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import os
 from datetime import timedelta
-from typing import NamedTuple
+from typing import NamedTuple, Optional
 
 import torch
 
@@ -86,6 +86,18 @@ def max_over_ranks(value: float, device: torch.device) -> float:
     t = torch.tensor([float(value)], dtype=torch.float64, device=device)
     dist.all_reduce(t, op=dist.ReduceOp.MAX)
     return float(t.item())
+
+
+def from_main(t: Optional[torch.Tensor], size: int, device: torch.device) -> torch.Tensor:
+    """Rank 0's float tensor of ``size`` values on every rank (``t`` itself, on ``device``, in one process);
+    the other ranks pass ``None``."""
+    import torch.distributed as dist
+
+    if not dist.is_initialized():
+        return t.to(device)
+    out = t.to(device=device, dtype=torch.float32) if t is not None else torch.zeros(size, device=device)
+    dist.broadcast(out, src=0)
+    return out
 
 
 def finish() -> None:

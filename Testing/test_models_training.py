@@ -130,6 +130,43 @@ def test_train_resume_gives_same_state(tmp_path):
         train(cfg, log=lambda *_: None)
 
 
+def test_label_weights_even_out_a_crowded_label_distribution():
+    from SSIMQualityLib.training import label_weights, weigh
+
+    rng = np.random.default_rng(0)
+    y = np.clip(1 - rng.exponential(0.08, 5000), 0, 1)  # crowded near 1, as the recipe's labels are
+    w = label_weights(y, power=0.5)
+    per = weigh(torch.tensor([0.3, 0.5, 0.7, 0.9, 0.99]), w).tolist()
+    assert all(a > b for a, b in zip(per, per[1:])), per  # the rarer the label, the heavier
+    assert abs(float(weigh(torch.as_tensor(y), w).mean()) - 1) < 1e-5  # the loss keeps its size
+    full = label_weights(y, power=1.0, max_weight=4.0)
+    assert float(full.max()) <= 4.0 + 1e-6 and float(full.max()) > 3.0  # capped (its mean then rescaled to 1)
+    assert abs(float(weigh(torch.as_tensor(y), full).mean()) - 1) < 1e-5
+    # Squaring the power squares the ratio of two bins' weights (below the cap)
+    half, whole = (label_weights(y, power=q, max_weight=1e9) for q in (0.5, 1.0))
+    r = lambda t: float(weigh(torch.tensor([0.8]), t) / weigh(torch.tensor([0.97]), t))
+    assert abs(r(whole) - r(half) ** 2) < 1e-3 * r(whole)
+
+
+def test_balanced_training_weighs_the_loss_and_resumes_the_same(tmp_path):
+    """--balance changes what is learnt from the same samples, and a cut-off balanced run resumes exactly (the
+    weights come from the validation labels, the same on every start)."""
+    plain = train(_cfg(tmp_path / "a", 3), log=lambda *_: None)
+    cfg = _cfg(tmp_path / "b", 3)
+    cfg.balance = 1.0
+    lines = []
+    Path(cfg.out_dir).mkdir()
+    for f in (tmp_path / "a").glob("cache_*.pt"):
+        (Path(cfg.out_dir) / f.name).write_bytes(f.read_bytes())
+    balanced = train(cfg, log=lines.append)
+    assert any(line.startswith("label balance (power 1)") for line in lines), lines
+    a, b = (read_checkpoint(p)["state_dict"]["net.conv1.weight"] for p in (plain, balanced))
+    assert not torch.allclose(a, b, atol=1e-6)
+    cfg = _cfg(tmp_path / "c", 3)
+    cfg.balance = 1.0
+    _same_weights(balanced, _cut_off_then_resumed(cfg, tmp_path / "a", "cache_*.pt"))
+
+
 def test_init_starts_from_given_weights_and_refuses_other_architecture(tmp_path):
     torch.manual_seed(1)
     start = tmp_path / "start.pt"
