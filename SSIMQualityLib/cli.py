@@ -438,8 +438,8 @@ def _add_train(sub) -> None:
     p.add_argument("--loss", choices=["mse", "l1", "huber"], default=d.loss)
     p.add_argument("--balance", type=float, default=d.balance, metavar="POWER",
                    help="weigh each sample's loss by its label's density to the power -POWER (0.5: half way to "
-                        "every label range counting alike; default 0, unweighted): the labels crowd near 1, and "
-                        "an unweighted model reads severe motion too high")
+                        "every label range counting alike; default 0, unweighted; the labels crowd near 1). Tried at "
+                        "0.5 on v12: it lowered every reading and did not help (README, 'Label balance')")
     p.add_argument("--steps", type=int, default=None,
                    help=f"training steps (default {d.steps}; with --schedule-minutes only a cap, none by default)")
     p.add_argument("--schedule-minutes", type=float, default=0.0, metavar="M",

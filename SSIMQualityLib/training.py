@@ -39,8 +39,9 @@ class TrainConfig:
     weight_decay: float = 1e-4
     loss: str = "mse"  # or "l1", "huber"
     # Each sample's loss weighted by its label's density to the power -balance (label_weights): 0 = unweighted.
-    # The labels crowd near 1 (mean about 0.89), so an unweighted regressor that is unsure of a slice drifts
-    # towards the crowd: on real scans it reads severe motion too high and slight motion too low.
+    # The labels crowd near 1 (mean 0.86 under recipe 18), and an unweighted regressor unsure of a slice drifts
+    # towards the crowd.  Tried at 0.5 on v12 (README, "Label balance"): every real-scan reading fell 0.014 - 0.022,
+    # the severe end's over-reading was not undone, so the default is off.
     balance: float = 0.0
     steps: int = 3000
     train_samples: int = 40000
