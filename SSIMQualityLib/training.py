@@ -175,14 +175,13 @@ def label_weights(labels, *, power: float = 0.5, bins: int = BALANCE_BINS, bandw
     >>> label_weights(y, power=0.0).unique().tolist()
     [1.0]
     """
+    if max_weight < 1:
+        raise ValueError(f"max_weight must be at least 1 (the mean weight), not {max_weight}")
     y = np.clip(np.asarray(labels, dtype=np.float64).ravel(), 0.0, 1.0)
     centres = (np.arange(bins) + 0.5) / bins
     counts = np.bincount(np.minimum((y * bins).astype(int), bins - 1), minlength=bins).astype(np.float64)
     kernel = np.exp(-0.5 * ((centres[:, None] - centres[None, :]) / bandwidth) ** 2)
-    density = kernel @ counts
-    density = density / density.sum()
-    if max_weight < 1:
-        raise ValueError(f"max_weight must be at least 1 (the mean weight), not {max_weight}")
+    density = kernel @ counts  # unnormalised: the scale below sets the weights' size
     w = np.maximum(density, 1e-12) ** -float(power)
     share = counts / counts.sum()  # the labels' own histogram: the weights' mean over them is 1
     # The scale that gives mean 1 once capped: the capped mean grows with the scale, so bisect (in logarithms).

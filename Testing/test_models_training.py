@@ -97,13 +97,18 @@ def _cfg(out, steps):
                        val_every=2, checkpoint_every=2, workers=1)
 
 
-def _cut_off_then_resumed(cfg, source_dir, cache_glob):
-    """Train ``cfg`` cut off after its first step (with a checkpoint), then resumed; the final model's path.
-    The caches matching ``cache_glob`` in ``source_dir`` are copied first (the same samples, made once)."""
+def _copy_caches(cfg, source_dir, cache_glob):
+    """A new run folder for ``cfg`` holding ``source_dir``'s caches matching ``cache_glob`` (the same samples)."""
     out = Path(cfg.out_dir)
     out.mkdir()
     for f in Path(source_dir).glob(cache_glob):
         (out / f.name).write_bytes(f.read_bytes())
+
+
+def _cut_off_then_resumed(cfg, source_dir, cache_glob):
+    """Train ``cfg`` cut off after its first step (with a checkpoint), then resumed; the final model's path.
+    The caches matching ``cache_glob`` in ``source_dir`` are copied first (the same samples, made once)."""
+    _copy_caches(cfg, source_dir, cache_glob)
     cfg.max_minutes = 1e-9  # stops (with a checkpoint) after the first step
     train(cfg, log=lambda *_: None)
     cfg.max_minutes = 0
@@ -155,9 +160,7 @@ def test_balanced_training_weighs_the_loss_and_resumes_the_same(tmp_path):
     cfg = _cfg(tmp_path / "b", 3)
     cfg.balance = 1.0
     lines = []
-    Path(cfg.out_dir).mkdir()
-    for f in (tmp_path / "a").glob("cache_*.pt"):
-        (Path(cfg.out_dir) / f.name).write_bytes(f.read_bytes())
+    _copy_caches(cfg, tmp_path / "a", "cache_*.pt")
     balanced = train(cfg, log=lines.append)
     assert any(line.startswith("label balance (power 1)") for line in lines), lines
     a, b = (read_checkpoint(p)["state_dict"]["net.conv1.weight"] for p in (plain, balanced))
