@@ -325,8 +325,8 @@ def residual_spread(samples: Sequence[RealSample], edges: Sequence[float] = CALI
 
     The last is the slice-by-slice spread at one scan and one level of motion, which no recalibration, per scan
     or per level, removes: only a network that reads each slice more precisely does.  When it is close to the
-    total, a recipe change that shifts a scan's or a level's bias cannot reach a σ floor.  Samples whose truth
-    lies outside ``edges`` count in the total only.
+    total, a recipe change that shifts a scan's or a level's bias cannot reach a σ floor.  Truths outside
+    ``edges`` make one more level, so that each figure is at most the one before.
 
     Examples
     --------
@@ -342,10 +342,8 @@ def residual_spread(samples: Sequence[RealSample], edges: Sequence[float] = CALI
         return {"total": float("nan"), "within_volume": float("nan"), "within_volume_and_truth": float("nan")}
     vol = np.array([s.volume for s in samples])
     idx = truth_bins(np.array([s.true for s in samples], float), edges)
-    binned = idx >= 0
     return {"total": float(r.std()), "within_volume": _std_about_group_means(r, vol),
-            "within_volume_and_truth": _std_about_group_means(r[binned], vol[binned] * len(edges) + idx[binned])
-            if binned.any() else float("nan")}
+            "within_volume_and_truth": _std_about_group_means(r, vol * (len(edges) + 1) + idx + 1)}
 
 
 def _std_about_group_means(values: np.ndarray, groups: np.ndarray) -> float:
