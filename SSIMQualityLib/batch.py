@@ -40,8 +40,10 @@ class VolumeResult:
         return s
 
 
-def _read(path: Path, frame: Optional[int], series_uid: Optional[str] = None):
-    from .volumes import read_volume
+def read_or_error(path: Path, frame: Optional[int] = None, series_uid: Optional[str] = None):
+    """``(volume, None)``, or ``(None, error)`` with an :class:`SSIMQualityError` for one line: in a batch, any
+    failure to read a file, expected or not, is that file's problem and the batch goes on."""
+    from .volumes import first_line, read_volume
 
     try:
         return read_volume(path, frame=frame, series_uid=series_uid), None
@@ -50,8 +52,8 @@ def _read(path: Path, frame: Optional[int], series_uid: Optional[str] = None):
     except Exception as exc:  # an unexpected reader failure is still one file's problem
         from .errors import UnreadableFileError
 
-        return None, UnreadableFileError(f"could not be read ({type(exc).__name__}: {' '.join(str(exc).split())[:120]})",
-                                         str(path), "check the file")
+        return None, UnreadableFileError(f"could not be read ({type(exc).__name__}: {first_line(exc)})", str(path),
+                                         "check the file")
 
 
 def _ignore_sigint() -> None:
@@ -112,7 +114,7 @@ def score_files(paths: Sequence[Union[str, Path]], model, device="cpu", batch_si
 
             def submit(i):
                 if i < len(paths) and i not in pending:
-                    pending[i] = pool.submit(_read, paths[i], frame, series_uid)
+                    pending[i] = pool.submit(read_or_error, paths[i], frame, series_uid)
 
             for i in range(ahead):
                 submit(i)

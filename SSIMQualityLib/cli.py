@@ -17,12 +17,17 @@ from pathlib import Path
 from typing import Optional, Sequence
 
 from . import progress
-from .errors import SSIMQualityError
+from .errors import OutputExistsError, SSIMQualityError
 from .interrupts import deferred_interrupt
 from .vocabulary import CLINICAL_GOOD, CORRUPTION_METHODS
 
 EXIT_USAGE = 2
 EXIT_ERROR = 1
+#: The axis options' help: the numbers count in the array order of SimpleITK and Slicer, the reverse of a
+#: NIfTI header's (a 33 x 41 x 25 NIfTI file is an array of 25 x 41 x 33).
+AXIS_HELP = ("auto (the acquisition axis, from the voxel spacing; default) or 0, 1, 2 in (k, j, i) order, the "
+             "reverse of the file's dimensions: 0 gives one slice per index of the file's third dimension, 2 of "
+             "its first")
 #: How often (seconds) `score` saves the results so far while it runs (env SSIMQUALITY_SAVE_EVERY_S).
 SAVE_EVERY_S = 5.0
 
@@ -87,8 +92,9 @@ def _add_corrupt(sub) -> None:
     p.add_argument("--severity", type=_severity, default=0.5,
                    help="0 (none) to 1 (severe), or a range LO,HI drawn per slice (default 0.5)")
     p.add_argument("--seed", type=int, default=None, help="random seed; the same seed gives the same output")
-    p.add_argument("--axis", type=_axis, default=None, help="array axis to slice along: auto (acquisition axis), 0, 1, 2")
-    p.add_argument("--frame", type=int, default=None, help="frame to use from a 4-D file")
+    p.add_argument("--axis", type=_axis, default=None, help=AXIS_HELP)
+    p.add_argument("--frame", type=int, default=None,
+                   help="frame to use from a 4-D file (0 first; a 3-D file is read as it is)")
     _add_series(p)
     p.add_argument("--report", default=None, help="CSV with columns slice,ssim (the true label per slice)")
     p.add_argument("--whole-slice", action="store_true",
@@ -99,13 +105,28 @@ def _add_corrupt(sub) -> None:
     p.set_defaults(func=_run_corrupt)
 
 
+def _same_file(a: Optional[str], b: Optional[str]) -> bool:
+    """Whether two paths name one file (the same path, or links to one file)."""
+    if not a or not b:
+        return False
+    pa, pb = Path(a), Path(b)
+    return pa.resolve() == pb.resolve() or (pa.exists() and pb.exists() and os.path.samefile(pa, pb))
+
+
 def _run_corrupt(args) -> int:
     from .corruption import corrupt_volume, signed_warning
     from .outputs import ensure_writable, write_text
     from .slices import slicing_axis
     from .volumes import WRITABLE_SUFFIXES, read_volume, write_volume
 
-    # Refuse before any work is done.
+    # Refuse before any work is done; the input itself is never overwritten, --force or not.
+    for name, path, other in (("output", args.output, args.input), ("report", args.report, args.input),
+                              ("report", args.report, args.output)):
+        if _same_file(path, other):
+            of_input = other == args.input
+            raise OutputExistsError(f"the {name} is the {'input' if of_input else 'output'}", path,
+                                    f"give the {name} another name" +
+                                    (": an input is never overwritten, --force or not" if of_input else ""))
     ensure_writable(args.output, args.force, WRITABLE_SUFFIXES)
     if args.report:
         ensure_writable(args.report, args.force, (".csv",))
@@ -150,10 +171,11 @@ def _add_score(sub) -> None:
     p.add_argument("--device", default="auto", help="auto (CUDA when present), cpu or cuda")
     p.add_argument("--batch-size", type=int, default=None,
                    help="slices per network call, filled across volumes (default: 256 on a GPU, 32 on a CPU)")
-    p.add_argument("--axis", type=_axis, default=None, help="auto (acquisition axis), 0, 1 or 2")
+    p.add_argument("--axis", type=_axis, default=None, help=AXIS_HELP)
     p.add_argument("--workers", type=int, default=2,
                    help="volumes read ahead (default 2): worker processes when scoring on a GPU, threads on a CPU")
-    p.add_argument("--frame", type=int, default=None, help="frame to score in 4-D files")
+    p.add_argument("--frame", type=int, default=None,
+                   help="frame to score in 4-D files (0 first; 3-D files are read as they are)")
     _add_series(p)
     p.add_argument("--fast", action="store_true",
                    help="bfloat16 where this machine computes it natively (AVX-512 BF16 / AMX CPUs): faster, but "
@@ -192,7 +214,7 @@ def _run_score(args) -> int:
     from .batch import shard
     from .iqm import IQM_COLUMNS
     from .models import resolve_device
-    from .outputs import ensure_writable
+    from .outputs import ensure_folder, ensure_writable
     from .report import write_index
     from .results import ensure_results_writable, write_results
     from .resume import load_results
@@ -231,7 +253,7 @@ def _run_score(args) -> int:
     if report is not None:
         if (report / "index.html").exists() and not args.force:
             ensure_writable(report / "index.html", False)
-        report.mkdir(parents=True, exist_ok=True)
+        ensure_folder(report)
     paths = list_volume_paths(args.paths, args.recursive)
     if args.shard:
         paths = shard(paths, *args.shard)
@@ -351,8 +373,9 @@ def _add_iqm(sub) -> None:
                                    "with the reason.")
     p.add_argument("paths", nargs="+", help="volumes or folders")
     p.add_argument("-o", "--output", default=None, help="iqm.csv (columns file,cnr,cjv,efc,qi1,qi1_air,reason) or .json")
-    p.add_argument("--recursive", action="store_true")
-    p.add_argument("--frame", type=int, default=None, help="frame to use from 4-D files")
+    p.add_argument("--recursive", action="store_true", help="look into sub-folders")
+    p.add_argument("--frame", type=int, default=None,
+                   help="frame to use from 4-D files (0 first; 3-D files are read as they are)")
     _add_series(p)
     p.add_argument("--force", action="store_true", help="overwrite an existing output")
     _add_progress_flags(p)
@@ -362,10 +385,11 @@ def _add_iqm(sub) -> None:
 def _run_iqm(args) -> int:
     import json
 
+    from .batch import read_or_error
     from .results import rows_to_csv
     from .iqm import IQM_COLUMNS, compute_iqms
     from .outputs import ensure_writable, write_text
-    from .volumes import list_volume_paths, read_volume
+    from .volumes import list_volume_paths
 
     if args.output:
         if not args.output.lower().endswith((".csv", ".json")):
@@ -374,10 +398,9 @@ def _run_iqm(args) -> int:
     paths = list_volume_paths(args.paths, args.recursive)
     rows, bad = [], 0
     for path in progress.bar(desc="volumes", unit="vol", show=_show(args), total=len(paths), iterable=paths):
-        try:
-            vol = read_volume(path, frame=args.frame, series_uid=args.series)
-        except SSIMQualityError as exc:
-            progress.say(f"ssimquality: error: {exc.one_line()}")
+        vol, error = read_or_error(path, frame=args.frame, series_uid=args.series)
+        if error is not None:  # one file's problem: said, and the others are still measured
+            progress.say(f"ssimquality: error: {error.one_line()}")
             bad += 1
             continue
         row = {"file": str(path), **compute_iqms(vol.array, direction=vol.direction).as_dict()}
@@ -407,14 +430,17 @@ def _add_demo(sub) -> None:
                        description="Corrupt the bundled sample with both algorithms, print the SSIM spread and "
                                    "write figures to the output folder.")
     p.add_argument("--out", default="demo-output", help="folder for the figures (default demo-output)")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=int, default=0, help="seed of the motion drawn (default 0; the same seed, the same "
+                                                       "figures)")
     p.set_defaults(func=_run_demo)
 
 
 def _run_demo(args) -> int:
     from .demo import run_demo
+    from .outputs import output_folder
 
-    run_demo(args.out, seed=args.seed)
+    with output_folder(args.out):
+        run_demo(args.out, seed=args.seed)
     return 0
 
 
@@ -534,8 +560,9 @@ def _add_evaluate(sub) -> None:
     p.add_argument("--max-slices", type=int, default=24,
                    help="with --real: foreground slices per volume, evenly spaced (default 24; 0 = all)")
     p.add_argument("--out", default="evaluation", help="output folder (default evaluation)")
-    p.add_argument("--device", default="auto")
-    p.add_argument("--workers", type=int, default=2)
+    p.add_argument("--device", default="auto", help="auto (CUDA when present), cpu or cuda")
+    p.add_argument("--workers", type=int, default=2,
+                   help="processes making the held-out synthetic slices (default 2; real volumes: one)")
     p.add_argument("--force", action="store_true", help="overwrite an existing report")
     _add_progress_flags(p)
     p.set_defaults(func=_run_evaluate)
@@ -548,20 +575,28 @@ def _load_model_arg(path, device):
 
 
 def _run_evaluate(args) -> int:
-    import json
-
-    from .evaluation import clean_real_check, evaluate
-    from .models import model_identity, resolve_device
-    from .outputs import ensure_writable
+    from .models import resolve_device
+    from .outputs import ensure_writable, output_folder
 
     out = Path(args.out)
     if out.exists():
         ensure_writable(out / "report.json", args.force)  # refuse before any work
+    if args.samples < 1:
+        raise SSIMQualityError(f"-n/--samples must be at least 1, got {args.samples}")
     device = resolve_device(args.device)
     model = _load_model_arg(args.model, device)
-    out.mkdir(parents=True, exist_ok=True)
-    if args.real:
-        return _run_evaluate_real(args, model, device, out)
+    with output_folder(out):
+        if args.real:
+            return _run_evaluate_real(args, model, device, out)
+        return _run_evaluate_synthetic(args, model, device, out)
+
+
+def _run_evaluate_synthetic(args, model, device, out: Path) -> int:
+    import json
+
+    from .evaluation import clean_real_check, evaluate
+    from .models import model_identity
+
     bar = progress.bar(args.samples, desc="held-out slices", unit="slice", show=_show(args))
     report = evaluate(model, n=args.samples, seed=args.seed, data=args.data, device=device, workers=args.workers,
                       out_dir=out, progress=bar.update, model_info=model_identity(args.model))
@@ -612,7 +647,7 @@ def _add_compare(sub) -> None:
                    help="held-out volumes or folders (default: the real scans nibabel ships; `make realscans` "
                         "collects more)")
     p.add_argument("--out", default="comparison", help="output folder (default comparison)")
-    p.add_argument("--device", default="auto")
+    p.add_argument("--device", default="auto", help="auto (CUDA when present), cpu or cuda")
     p.add_argument("--force", action="store_true", help="overwrite an existing comparison.json")
     _add_progress_flags(p)
     p.set_defaults(func=_run_compare)
@@ -622,7 +657,7 @@ def _run_compare(args) -> int:
 
     from .evaluation import compare_with_iqms
     from .models import resolve_device
-    from .outputs import ensure_writable
+    from .outputs import ensure_writable, output_folder
     from .volumes import list_volume_paths
 
     out = Path(args.out)
@@ -631,9 +666,10 @@ def _run_compare(args) -> int:
     device = resolve_device(args.device)
     model = _load_model_arg(args.model, device)
     scans = [(p, None, str(p)) for p in list_volume_paths(args.data)] if args.data else None
-    bar = progress.bar(desc="corrupted volumes", unit="vol", show=_show(args))
-    rep = compare_with_iqms(model, scans=scans, device=device, out_dir=out, progress=bar.update)
-    bar.close()
+    with output_folder(out):
+        bar = progress.bar(desc="corrupted volumes", unit="vol", show=_show(args))
+        rep = compare_with_iqms(model, scans=scans, device=device, out_dir=out, progress=bar.update)
+        bar.close()
     print(f"{'':18s}{'direction':>18s}{'rho':>9s}{'agreement':>11s}   (agreement: higher = follows the true SSIM)")
     for key, info in rep["metrics"].items():
         print(f"{key:18s}{info['direction']:>18s}{info['spearman_rho']:>+9.3f}{info['agreement_rho']:>+11.3f}")
@@ -687,6 +723,9 @@ def build_parser() -> argparse.ArgumentParser:
     _add_train(sub)
     _add_evaluate(sub)
     _add_compare(sub)
+    for command in sub.choices.values():  # also after the command (`ssimquality iqm x.nii --debug`)
+        command.add_argument("--debug", action="store_true", default=argparse.SUPPRESS,
+                             help="show full tracebacks on errors")
     return parser
 
 

@@ -37,7 +37,7 @@ def ensure_writable(path: PathLike, force: bool = False, suffixes: Optional[Sequ
     OutputExistsError
         The file exists and ``force`` is false, or the path is a folder.
     UnreadableFileError
-        The destination folder does not exist.
+        The destination folder does not exist, is a file, or cannot be written to.
     """
     p = Path(path)
     if suffixes and matching_suffix(p, suffixes) is None:
@@ -47,8 +47,50 @@ def ensure_writable(path: PathLike, force: bool = False, suffixes: Optional[Sequ
     if p.exists() and not force:
         raise OutputExistsError("output file exists already", str(path), "choose another name or pass --force to overwrite")
     parent = p.parent if str(p.parent) else Path(".")
+    if parent.exists() and not parent.is_dir():
+        raise UnreadableFileError("is a file, not a folder to write into", str(parent), "give a path inside a folder")
     if not parent.is_dir():
         raise UnreadableFileError("output folder does not exist", str(parent), "create it first")
+    ensure_folder_writable(parent)
+    return p
+
+
+def ensure_folder_writable(folder: PathLike) -> None:
+    """Refuse, before any work, a folder the output cannot be written into: by creating and removing a file
+    there, the one test that holds for read-only mounts, immutable folders and the superuser alike.
+
+    Examples
+    --------
+    >>> import tempfile
+    >>> ensure_folder_writable(tempfile.mkdtemp())
+    >>> ensure_folder_writable("/proc")
+    Traceback (most recent call last):
+    ...
+    SSIMQualityLib.errors.UnreadableFileError: /proc: output folder cannot be written to (...). Choose another folder or fix its permissions.
+    """
+    try:
+        fd, probe = tempfile.mkstemp(prefix=".ssimquality-write-test.", dir=str(folder))
+    except OSError as exc:
+        reason = exc.strerror or type(exc).__name__
+        raise UnreadableFileError(f"output folder cannot be written to ({reason})", str(folder),
+                                  "choose another folder or fix its permissions") from None
+    os.close(fd)
+    os.remove(probe)
+
+
+def ensure_folder(folder: PathLike) -> Path:
+    """An output folder, made if needed (with its parents), and writable; one clear error when the path is a
+    file or cannot be made or written into."""
+    p = Path(folder)
+    if p.exists() and not p.is_dir():
+        raise OutputExistsError("is a file, not a folder", str(folder), "give a folder name for this output")
+    try:
+        p.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        reason = exc.strerror or type(exc).__name__
+        raise UnreadableFileError(f"output folder cannot be made ({reason})", str(folder),
+                                  "choose another place or fix its permissions") from None
+    ensure_folder_writable(p)
     return p
 
 
@@ -90,3 +132,17 @@ def write_text(path: PathLike, text: str, force: bool = False) -> Path:
         with open(tmp, "w", encoding="utf-8", newline="") as fh:
             fh.write(text)
     return Path(path)
+
+
+@contextmanager
+def output_folder(folder: PathLike) -> Iterator[Path]:
+    """:func:`ensure_folder` for a command's output folder; a folder it made is removed again when the command
+    fails before writing anything there (a bad input must not leave empty folders behind)."""
+    existed = Path(folder).exists()
+    p = ensure_folder(folder)
+    try:
+        yield p
+    except BaseException:
+        if not existed and p.is_dir() and not any(p.iterdir()):
+            p.rmdir()
+        raise

@@ -8,6 +8,13 @@ from typing import List, Union
 
 from .batch import VolumeResult
 from .results import summary_path
+from .vocabulary import SLICE_COLUMNS, SUMMARY_COLUMNS
+
+#: The columns of the slice rows and of the summary that make a CSV a results file (the vocabulary's names; an
+#: earlier version's output with fewer columns still reads back).
+_IDENTIFYING = ([c for c in SLICE_COLUMNS if c in ("file", "predicted_ssim")],
+                [c for c in SUMMARY_COLUMNS if c in ("file", "mean_predicted_ssim")])
+assert all(len(c) == 2 for c in _IDENTIFYING), "a results column was renamed: update _IDENTIFYING"
 
 
 class StoredResult(VolumeResult):
@@ -33,19 +40,42 @@ def load_results(output: Union[str, Path], *, with_errors: bool = False) -> List
     from .errors import SSIMQualityError, UnreadableFileError
 
     out = Path(output)
+    hint = "give a results file that ssimquality score wrote (a .json, or a .csv with its .summary.csv beside it)"
+    name = out.name.lower()
+    if name.endswith(".summary.csv"):
+        raise UnreadableFileError("is the summary half of a CSV output", str(out),
+                                  f"give its results file, {out.name[:-len('.summary.csv')]}.csv (the summary is read "
+                                  "from beside it)")
+    if not name.endswith((".csv", ".json")):
+        raise UnreadableFileError("is not a results file (.csv or .json)", str(out), hint)
     try:
-        if out.name.lower().endswith(".json"):
+        if name.endswith(".json"):
             doc = json.loads(out.read_text(encoding="utf-8"))
             done = [StoredResult(v["file"], {k: x for k, x in v.items() if k != "slice_scores"}, v["slice_scores"])
                     for v in doc["volumes"]]
             failed = [VolumeResult(e["file"], error=SSIMQualityError(e["error"])) for e in doc.get("errors", [])]
             return done + (failed if with_errors else [])
-        rows = list(csv.DictReader(out.open(encoding="utf-8")))
-        summaries = list(csv.DictReader(summary_path(out).open(encoding="utf-8")))
-    except (OSError, ValueError, KeyError) as exc:
+        rows = _read_table(out, _IDENTIFYING[0], hint)
+        summaries = _read_table(summary_path(out), _IDENTIFYING[1], hint)
+    except (OSError, ValueError, KeyError, TypeError, UnicodeDecodeError) as exc:
         raise UnreadableFileError(f"cannot read back this results file ({type(exc).__name__}: {exc})", str(out),
-                                  "give a results file written by ssimquality score (or drop --resume)") from None
+                                  hint) from None
     by_file: dict = {}
     for r in rows:
         by_file.setdefault(r["file"], []).append(r)
     return [StoredResult(s["file"], s, by_file.get(s["file"], [])) for s in summaries]
+
+
+def _read_table(path: Path, required: List[str], hint: str) -> List[dict]:
+    """The rows of one CSV half of a results output, refused without the ``required`` columns (another CSV would
+    read as rows with no volume's file and score)."""
+    from .errors import UnreadableFileError
+
+    with path.open(encoding="utf-8") as fh:
+        table = csv.DictReader(fh)
+        rows = list(table)
+        missing = [c for c in required if c not in (table.fieldnames or [])]
+    if missing:
+        raise UnreadableFileError(f"is not a results file of ssimquality score (no column {', '.join(missing)})",
+                                  str(path), hint)
+    return rows

@@ -131,7 +131,7 @@ def read_volume(path: PathLike, frame: Optional[int] = None, series_uid: Optiona
         try:
             img = _read_dicom_folder(p, series_uid)
         except RuntimeError as exc:
-            raise UnreadableFileError(f"DICOM series could not be read ({_first_line(exc)})", name,
+            raise UnreadableFileError(f"DICOM series could not be read ({first_line(exc)})", name,
                                       "check that the folder holds complete slices of one series") from None
     else:
         check_memory(p, frame)
@@ -142,7 +142,7 @@ def read_volume(path: PathLike, frame: Optional[int] = None, series_uid: Optiona
                 raise UnsupportedImageError("the header's orientation (affine) is sheared or singular; the voxel grid "
                                             "has no orthonormal direction", name,
                                             "resample it onto an unsheared grid or fix the header's sform / qform") from None
-            raise UnreadableFileError(f"not a readable image ({_first_line(exc)})", name,
+            raise UnreadableFileError(f"not a readable image ({first_line(exc)})", name,
                                       "check that it is a complete NIfTI, NRRD, MetaImage or DICOM file") from None
     vol = _volume_from_sitk(img, name, frame, check=False)
     if p.is_file() and p.name.lower().endswith((".nii", ".nii.gz")) and np.issubdtype(vol.array.dtype, np.floating):
@@ -212,8 +212,16 @@ def memory_estimate(path: PathLike, frame: Optional[int] = None) -> Optional[int
         return None  # the reader proper gives the clear error
     size = list(reader.GetSize())
     voxels = int(np.prod(size[:3])) * (int(np.prod(size[3:])) if frame is None else 1)
-    # Bytes per voxel, all components: those of a 1 × 1 image of the file's pixel type.
-    per_voxel = sitk.GetArrayViewFromImage(sitk.Image([1, 1], reader.GetPixelID(), reader.GetNumberOfComponents())).nbytes
+    # Bytes per voxel, all components: those of a 1 × 1 image of the file's pixel type.  A complex type counts two
+    # components but is no vector type, and that image cannot be made with the count: made without it.
+    try:
+        per_voxel = sitk.GetArrayViewFromImage(sitk.Image([1, 1], reader.GetPixelID(),
+                                                          reader.GetNumberOfComponents())).nbytes
+    except RuntimeError:
+        try:
+            per_voxel = sitk.GetArrayViewFromImage(sitk.Image([1, 1], reader.GetPixelID())).nbytes
+        except RuntimeError:
+            return None  # a pixel type of its own: the reader proper says what it makes of it
     return 2 * voxels * per_voxel + _OVERHEAD_BYTES
 
 
@@ -286,14 +294,16 @@ def _check_complete(p: Path, name: str) -> None:
                                       "copy or export the file again")
 
 
-def _first_line(exc: BaseException) -> str:
+def first_line(exc: BaseException) -> str:
     text = " ".join(str(exc).split())
     # ITK messages start with a file:line location; keep the description.
     for marker in ("Description:", "ERROR:", "Exception"):
         if marker in text:
             text = text.split(marker, 1)[1].strip(" :")
             break
-    return text[:160] if text else type(exc).__name__
+    if len(text) > 160:  # cut at a word, marked as cut
+        text = text[:160].rsplit(" ", 1)[0] + " …"
+    return text if text else type(exc).__name__
 
 
 def _volume_from_sitk(img, name: str, frame: Optional[int], check: bool = True) -> Volume:
@@ -309,13 +319,14 @@ def _volume_from_sitk(img, name: str, frame: Optional[int], check: bool = True) 
     size = list(img.GetSize())
     if dim >= 4:
         frames = int(np.prod(size[3:]))
+        if dim > 4:  # no frame index reaches one 3-D volume: said before asking for a frame
+            raise UnsupportedImageError(f"image is {dim}-D", name, "split it into 3-D volumes")
         if frames == 1:
             frame = 0
         if frame is None:
             raise UnsupportedImageError(f"image is {dim}-D with {frames} frames (a sequence, not a volume)", name,
-                                        "pick one frame (--frame N) or split the series into 3-D volumes")
-        if dim > 4:
-            raise UnsupportedImageError(f"image is {dim}-D", name, "split it into 3-D volumes")
+                                        "pick one frame (--frame N, where the command has it) or split the series "
+                                        "into 3-D volumes")
         if not 0 <= frame < frames:
             raise UnsupportedImageError(f"frame {frame} does not exist (the file has {frames} frames)", name,
                                         f"choose a frame from 0 to {frames - 1}")

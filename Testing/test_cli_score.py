@@ -240,3 +240,36 @@ def test_overshoot_scored_as_its_magnitude_signed_volume_warned(sample, tmp_path
     warnings = [line for line in err.splitlines() if line.startswith("warning:")]
     assert len(warnings) == 1 and "zscored.nii.gz" in warnings[0] and "magnitude" in warnings[0], err
     assert "overshoot.nii.gz: " in out and "Traceback" not in err
+
+
+def test_iqm_goes_on_past_odd_files_and_debug_follows_the_command(sample_path, tmp_path, capsys):
+    """A complex-valued and a 5-D file are one line each, naming the file and what is wrong, and the batch's good
+    volume is still measured; `--debug` after the command shows the traceback as it does before it."""
+    d = tmp_path / "odd"
+    d.mkdir()
+    (d / "good.nii.gz").write_bytes(sample_path.read_bytes())
+    rng = np.random.default_rng(0)
+    write_nifti(d / "complex.nii.gz", (rng.random((20, 20, 10)) + 1j * rng.random((20, 20, 10))).astype(np.complex64))
+    write_nifti(d / "fived.nii.gz", rng.random((20, 20, 10, 2, 2)).astype(np.float32))
+    out = tmp_path / "iqm.csv"
+    code, _, err = _run(["iqm", d, "-o", out, "--frame", 1, "--quiet"], capsys)
+    assert code != 0 and "Traceback" not in err
+    lines = [l for l in err.splitlines() if l.strip()]
+    assert len(lines) == 2, err
+    assert any("complex.nii.gz" in l and "complex numbers" in l and "magnitude" in l for l in lines), lines
+    assert any("fived.nii.gz" in l and "5-D" in l and "split it into 3-d volumes" in l.lower() for l in lines), lines
+    assert [Path(r["file"]).name for r in csv.DictReader(out.open(encoding="utf-8"))] == ["good.nii.gz"]
+    from SSIMQualityLib.errors import SSIMQualityError
+
+    with pytest.raises(SSIMQualityError, match="unknown results format"):
+        main(["score", str(d / "good.nii.gz"), "-o", str(tmp_path / "r.txt"), "--debug"])
+
+
+def test_evaluate_leaves_no_folder_behind_when_its_data_is_bad(tmp_path, capsys):
+    out = tmp_path / "ev"
+    code, _, err = _run(["evaluate", "--data", tmp_path / "missing.nii.gz", "-n", 4, "--out", out, "--quiet"], capsys)
+    assert code != 0 and "missing.nii.gz: file does not exist" in err
+    assert not out.exists()
+    out.mkdir()  # a folder the user made stays
+    code, _, err = _run(["evaluate", "--data", tmp_path / "missing.nii.gz", "-n", 4, "--out", out, "--quiet"], capsys)
+    assert code != 0 and out.is_dir()

@@ -148,6 +148,19 @@ BAD_ARGS = [
     ("iqm-empty", lambda d, m, o: ["iqm", str(d / "bad_01_empty.nii.gz")], "empty"),
     ("iqm-bad-format", lambda d, m, o: ["iqm", str(d / "good_00.nii.gz"), "-o", str(o.with_suffix(".txt"))], "unknown results format"),
     ("evaluate-bad-model", lambda d, m, o: ["evaluate", "--model", str(d / "bad_02_text.nii"), "-n", "4", "--out", str(o.parent / "ev")], "cannot be loaded"),
+    # Outputs that cannot be written, refused before any work (o is the user's existing.csv, a file).
+    ("corrupt-output-is-input", lambda d, m, o: ["corrupt", str(d / "good_00.nii.gz"), str(d / "good_00.nii.gz"), "--force"], "the output is the input"),
+    ("corrupt-report-is-input", lambda d, m, o: ["corrupt", str(d / "good_00.nii.gz"), str(o.with_name("n.nii")), "--report", str(d / "good_00.nii.gz")], "the report is the input"),
+    ("corrupt-folder-is-a-file", lambda d, m, o: ["corrupt", str(d / "good_00.nii.gz"), str(o / "n.nii")], "is a file, not a folder"),
+    ("corrupt-folder-unwritable", lambda d, m, o: ["corrupt", str(d / "good_00.nii.gz"), "/proc/n.nii"], "cannot be written to"),
+    ("score-report-dir-is-a-file", lambda d, m, o: ["score", str(d / "good_00.nii.gz"), "--model", m, "--report-dir", str(o)], "is a file, not a folder"),
+    ("evaluate-out-is-a-file", lambda d, m, o: ["evaluate", "-n", "4", "--out", str(o)], "is a file, not a folder"),
+    ("evaluate-no-samples", lambda d, m, o: ["evaluate", "-n", "0"], "at least 1"),
+    # Files that are not results of `score`, given where results are read back.
+    ("score-resume-not-results", lambda d, m, o: ["score", str(d / "good_00.nii.gz"), "--model", m, "-o", str(o), "--resume"], "not a results file"),
+    ("merge-not-results", lambda d, m, o: ["merge", str(o), "-o", str(o.with_name("m.csv"))], "not a results file"),
+    ("merge-summary-given", lambda d, m, o: ["merge", str(o.with_name("existing.summary.csv")), "-o", str(o.with_name("m.csv"))], "summary half"),
+    ("merge-an-image", lambda d, m, o: ["merge", str(d / "good_00.nii.gz"), "-o", str(o.with_name("m.csv"))], "not a results file"),
 ]
 
 
@@ -175,9 +188,12 @@ def test_bad_input_table(case, batch50, tiny_model_file, tmp_path):
     _, build, words = case
     existing = tmp_path / "existing.csv"
     existing.write_text("user data\n")
+    (tmp_path / "existing.summary.csv").write_text("user summary\n")
     (tmp_path / "existing.nii.gz").write_bytes(b"user volume")
-    watched = list(batch50.iterdir()) + [existing, tmp_path / "existing.nii.gz"]
+    watched = list(batch50.iterdir()) + [existing, tmp_path / "existing.summary.csv", tmp_path / "existing.nii.gz"]
+    before = set(tmp_path.iterdir())
     _assert_refused(build(batch50, str(tiny_model_file), existing), words, watched)
+    assert set(tmp_path.iterdir()) == before, "refused before anything was made (no folder, no file)"
 
 
 @pytest.fixture(scope="module")
