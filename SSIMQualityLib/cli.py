@@ -192,6 +192,18 @@ def _add_score(sub) -> None:
     p.set_defaults(func=_run_score)
 
 
+def _tell_folders_left_out(args) -> None:
+    """One line on stderr when sub-folders with image files were not looked into (no --recursive)."""
+    from .volumes import folders_left_out
+
+    if not args.recursive:
+        left = folders_left_out(args.paths)
+        if left:
+            names = ", ".join(str(d) for d in left[:3]) + (f" and {len(left) - 3} more" if len(left) > 3 else "")
+            print(f"note: {len(left)} sub-folder{'s' if len(left) > 1 else ''} with image files not searched "
+                  f"({names}); add --recursive to include them", file=sys.stderr)
+
+
 def _shard_arg(text: str):
     try:
         k, n = (int(v) for v in text.split("/"))
@@ -255,6 +267,7 @@ def _run_score(args) -> int:
             ensure_writable(report / "index.html", False)
         ensure_folder(report)
     paths = list_volume_paths(args.paths, args.recursive)
+    _tell_folders_left_out(args)
     if args.shard:
         paths = shard(paths, *args.shard)
     done_files = {r.file for r in previous}
@@ -396,6 +409,7 @@ def _run_iqm(args) -> int:
             raise SSIMQualityError("unknown results format", args.output, "end the name with .csv or .json")
         ensure_writable(args.output, args.force)
     paths = list_volume_paths(args.paths, args.recursive)
+    _tell_folders_left_out(args)
     rows, bad = [], 0
     for path in progress.bar(desc="volumes", unit="vol", show=_show(args), total=len(paths), iterable=paths):
         vol, error = read_or_error(path, frame=args.frame, series_uid=args.series)

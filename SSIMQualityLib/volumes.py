@@ -432,3 +432,23 @@ def list_volume_paths(paths: List[PathLike], recursive: bool = False) -> List[Pa
             found.append(p)
         out.extend(found if found else [p])
     return out
+
+
+def folders_left_out(paths: List[PathLike]) -> List[Path]:
+    """Sub-folders of the folders in ``paths`` (one level) that hold image files, which
+    :func:`list_volume_paths` without ``recursive`` does not look into: what a user is told about.
+
+    Examples
+    --------
+    >>> import tempfile
+    >>> d = Path(tempfile.mkdtemp()); (d / "site1").mkdir(); _ = (d / "site1" / "a.nii.gz").write_bytes(b"")
+    >>> [f.name for f in folders_left_out([d])], list_volume_paths([d]) == [d]
+    (['site1'], True)
+    """
+    left = []
+    for raw in paths:
+        p = Path(raw)
+        if p.is_dir():
+            left += [d for d in sorted(p.iterdir()) if d.is_dir() and not d.name.startswith(".") and
+                     any(f.is_file() and matching_suffix(f, WRITABLE_SUFFIXES) for f in d.iterdir())]
+    return left

@@ -273,3 +273,17 @@ def test_evaluate_leaves_no_folder_behind_when_its_data_is_bad(tmp_path, capsys)
     out.mkdir()  # a folder the user made stays
     code, _, err = _run(["evaluate", "--data", tmp_path / "missing.nii.gz", "-n", 4, "--out", out, "--quiet"], capsys)
     assert code != 0 and out.is_dir()
+
+
+def test_subfolders_left_out_are_named(sample_path, tmp_path, capsys):
+    """Without --recursive a folder's sub-folders of image files are not scored, and the user is told which."""
+    d = tmp_path / "archive"
+    (d / "site1").mkdir(parents=True)
+    (d / "top.nii.gz").write_bytes(sample_path.read_bytes())
+    (d / "site1" / "deep.nii.gz").write_bytes(sample_path.read_bytes())
+    code, out, err = _run(["iqm", d, "--quiet"], capsys)
+    assert code == 0 and "top.nii.gz" in out and "deep.nii.gz" not in out
+    assert [l for l in err.splitlines() if l.strip()] == [
+        f"note: 1 sub-folder with image files not searched ({d / 'site1'}); add --recursive to include them"]
+    code, out, err = _run(["iqm", d, "--recursive", "--quiet"], capsys)
+    assert code == 0 and "deep.nii.gz" in out and not err.strip()
