@@ -120,13 +120,12 @@ def _run_corrupt(args) -> int:
     from .volumes import WRITABLE_SUFFIXES, read_volume, write_volume
 
     # Refuse before any work is done; the input itself is never overwritten, --force or not.
-    for name, path, other in (("output", args.output, args.input), ("report", args.report, args.input),
-                              ("report", args.report, args.output)):
+    for name, path, other_name, other in (("output", args.output, "input", args.input),
+                                          ("report", args.report, "input", args.input),
+                                          ("report", args.report, "output", args.output)):
         if _same_file(path, other):
-            of_input = other == args.input
-            raise OutputExistsError(f"the {name} is the {'input' if of_input else 'output'}", path,
-                                    f"give the {name} another name" +
-                                    (": an input is never overwritten, --force or not" if of_input else ""))
+            raise OutputExistsError(f"the {name} is the {other_name}", path, f"give the {name} another name" + (
+                ": an input is never overwritten, --force or not" if other_name == "input" else ""))
     ensure_writable(args.output, args.force, WRITABLE_SUFFIXES)
     if args.report:
         ensure_writable(args.report, args.force, (".csv",))

@@ -27,8 +27,12 @@ def matching_suffix(path: PathLike, suffixes: Sequence[str]) -> Optional[str]:
     return None
 
 
-def ensure_writable(path: PathLike, force: bool = False, suffixes: Optional[Sequence[str]] = None) -> Path:
+def ensure_writable(path: PathLike, force: bool = False, suffixes: Optional[Sequence[str]] = None, *,
+                    probe: bool = True) -> Path:
     """Check an output path before any work is done.
+
+    ``probe=False`` leaves out the test of writing into the folder, for a caller that makes its own file there at
+    once (:func:`atomic_write`: its temporary file is that test).
 
     Raises
     ------
@@ -51,7 +55,8 @@ def ensure_writable(path: PathLike, force: bool = False, suffixes: Optional[Sequ
         raise UnreadableFileError("is a file, not a folder to write into", str(parent), "give a path inside a folder")
     if not parent.is_dir():
         raise UnreadableFileError("output folder does not exist", str(parent), "create it first")
-    ensure_folder_writable(parent)
+    if probe:
+        ensure_folder_writable(parent)
     return p
 
 
@@ -68,14 +73,19 @@ def ensure_folder_writable(folder: PathLike) -> None:
     ...
     SSIMQualityLib.errors.UnreadableFileError: /proc: output folder cannot be written to (...). Choose another folder or fix its permissions.
     """
+    os.remove(_temp_file(folder, ".ssimquality-write-test.", ""))
+
+
+def _temp_file(folder: PathLike, prefix: str, suffix: str) -> str:
+    """A new empty file in ``folder`` (its path); a folder that cannot be written into is one clear error."""
     try:
-        fd, probe = tempfile.mkstemp(prefix=".ssimquality-write-test.", dir=str(folder))
+        fd, path = tempfile.mkstemp(prefix=prefix, suffix=suffix, dir=str(folder))
     except OSError as exc:
         reason = exc.strerror or type(exc).__name__
         raise UnreadableFileError(f"output folder cannot be written to ({reason})", str(folder),
                                   "choose another folder or fix its permissions") from None
     os.close(fd)
-    os.remove(probe)
+    return path
 
 
 def ensure_folder(folder: PathLike) -> Path:
@@ -110,10 +120,9 @@ def atomic_write(path: PathLike, force: bool = False, suffixes: Optional[Sequenc
     >>> open(os.path.join(d, "a.txt")).read()
     'hello'
     """
-    p = ensure_writable(path, force, suffixes)
+    p = ensure_writable(path, force, suffixes, probe=False)
     suffix = matching_suffix(p, suffixes) if suffixes else "".join(p.suffixes[-2:])
-    fd, tmp = tempfile.mkstemp(prefix=f".{p.name}.", suffix=".tmp" + (suffix or ""), dir=str(p.parent.resolve()))
-    os.close(fd)
+    tmp = _temp_file(p.parent.resolve(), f".{p.name}.", ".tmp" + (suffix or ""))
     # mkstemp makes the file private (0600); give it the permissions a plain open() would.
     umask = os.umask(0)
     os.umask(umask)
