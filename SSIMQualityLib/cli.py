@@ -229,6 +229,7 @@ def _run_score(args) -> int:
     from .report import write_index
     from .results import ensure_results_writable, write_results
     from .resume import load_results
+    from .shards import ShardRecord, check_resume, record_path, write_record
     from .vocabulary import SUMMARY_COLUMNS
     from .volumes import list_volume_paths
 
@@ -260,6 +261,9 @@ def _run_score(args) -> int:
             previous = load_results(args.output)
         else:
             ensure_results_writable(args.output, args.force)
+            if args.shard and not args.resume:  # the part's record (shards.py), replaced only as its results are
+                # (--resume: a run killed before its first volume left a record and no results; check_resume reads it)
+                _refuse_old_record(record_path(args.output), args.force)
     report = Path(args.report_dir) if args.report_dir else None
     if report is not None:
         if (report / "index.html").exists() and not args.force:
@@ -269,6 +273,9 @@ def _run_score(args) -> int:
     _tell_folders_left_out(args)
     if args.shard:
         paths = shard(paths, *args.shard)
+        if args.output and args.resume:
+            check_resume(args.output, *args.shard, paths)
+    assigned = [str(p) for p in paths]
     done_files = {r.file for r in previous}
     if previous:
         paths = [p for p in paths if str(p) not in done_files]
@@ -281,6 +288,9 @@ def _run_score(args) -> int:
             print(f"--fast: keeping {describe(device)}", file=sys.stderr)
             args.fast = False
     model = _load_model_arg(args.model, device)
+    record = ShardRecord(*args.shard, assigned, False, {}) if args.shard and args.output else None
+    if record is not None:  # said before the first volume: a job killed by its cluster leaves "not finished"
+        write_record(args.output, record)
     columns = SUMMARY_COLUMNS + (list(IQM_COLUMNS) if args.iqm else [])
     vol_bar = progress.bar(len(paths), desc="volumes", unit="vol", show=_show(args), position=0)
     slice_bar = progress.bar(desc="slices", unit="slice", show=_show(args), position=1, leave=False)
@@ -305,6 +315,9 @@ def _run_score(args) -> int:
             print(f"wrote {p}")
     elif args.output:
         print(f"nothing was scored: {args.output} was not written")
+    if record is not None:
+        write_record(args.output, record._replace(
+            finished=True, errors={r.file: r.error.one_line() for r in results if r.error is not None}))
     if report is not None:
         print(f"wrote {write_index(index, report)}")
     bad = [r for r in results if r.error is not None]
@@ -322,18 +335,30 @@ def _merge_ranks(args, rank: int, world: int) -> None:
 
     from . import distributed
     from .results import merge_results, summary_path
+    from .shards import record_path
 
     distributed.init(torch.device("cpu"))  # gloo: a rendezvous only, no tensors travel
     distributed.barrier()
     if rank == 0:
         parts = [part_output(args.final_output, r, world) for r in range(world)]
-        for p in merge_results(parts, args.final_output, force=True):
+        for p in merge_results(parts, args.final_output, force=True).paths:
             print(f"wrote {p} (merged from {world} ranks)")
         for p in parts:
-            for f in {Path(p), summary_path(p)}:
+            for f in {Path(p), summary_path(p), record_path(p)}:
                 if f.exists():
                     f.unlink()
     distributed.finish()
+
+
+def _refuse_old_record(record: Path, force: bool) -> None:
+    """A shard's record with no results beside it is a run of that shard stopped before its first volume."""
+    from .errors import OutputExistsError
+    from .outputs import ensure_writable
+
+    if record.exists() and not force:
+        raise OutputExistsError("an earlier run of this shard left its record here", str(record),
+                                "pass --resume to continue that run, or --force to start it again")
+    ensure_writable(record, force)
 
 
 def _score_loop(args, paths, model, device, columns, results, index, report, slice_bar, vol_bar, save_every,
@@ -698,10 +723,16 @@ def _run_compare(args) -> int:
 def _add_merge(sub) -> None:
     p = sub.add_parser("merge", help="join the outputs of sharded `score --shard K/N` runs into one",
                        description="Join the result files that `ssimquality score --shard K/N -o part-K.csv` wrote "
-                                   "(CSV with their .summary.csv, or JSON), in the order given, into one output.")
-    p.add_argument("parts", nargs="+", help="the parts' result files, in shard order")
+                                   "(CSV with their .summary.csv, or JSON) into one output, in shard order. Each part's "
+                                   ".shard.json tells which shard it is: a missing, doubled or unfinished shard is "
+                                   "refused, naming it.")
+    p.add_argument("parts", nargs="+", help="the parts' result files, in any order (parts without a .shard.json: "
+                                            "in shard order)")
     p.add_argument("-o", "--output", required=True, help="merged results (.csv or .json, as the parts)")
     p.add_argument("--force", action="store_true", help="overwrite an existing output")
+    p.add_argument("--partial", action="store_true",
+                   help="merge even when shards of the run are missing or unfinished (said on stderr); by default "
+                        "merge refuses, naming them")
     p.set_defaults(func=_run_merge)
 
 
@@ -713,8 +744,15 @@ def _run_merge(args) -> int:
         if not Path(part).is_file():
             raise UnreadableFileError("no such results file", part, "give the files the shards wrote with -o")
     ensure_results_writable(args.output, args.force)
-    for p in merge_results(args.parts, args.output, force=args.force):
+    merged = merge_results(args.parts, args.output, force=args.force, partial=args.partial)
+    for line in merged.notes:
+        print(line, file=sys.stderr)
+    for p in merged.paths:
         print(f"wrote {p}")
+    failed = sorted(merged.failed.items())
+    shown = "; ".join(f"{line}" for _, line in failed[:3]) + (f"; and {len(failed) - 3} more" if len(failed) > 3 else "")
+    print(f"{merged.volumes} volumes merged" + (f"; {len(failed)} could not be scored in the shards: {shown}"
+                                                 if failed else ""))
     return 0
 
 

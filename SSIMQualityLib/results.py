@@ -6,7 +6,7 @@ import csv
 import io
 import json
 from pathlib import Path
-from typing import List, Sequence, Union
+from typing import Dict, List, NamedTuple, Sequence, Union
 
 import numpy as np
 
@@ -93,21 +93,37 @@ def write_slice_table(result: VolumeResult, path: Union[str, Path], force: bool 
     return write_table(result.slice_rows(), [c for c in SLICE_COLUMNS if c != "file"], path, force)
 
 
-def merge_results(parts: Sequence[Union[str, Path]], output: Union[str, Path], force: bool = False) -> List[Path]:
-    """Join the outputs of several ``ssimquality score`` runs (shards), in the order given, into one output.
+class Merged(NamedTuple):
+    """What :func:`merge_results` wrote and has to tell."""
+
+    paths: List[Path]  # the files written
+    volumes: int  # volumes in the merged output
+    failed: Dict[str, str]  # volumes the parts could not score, file -> reason
+    notes: List[str]  # lines for the user: what a --partial merge left out, or that nothing could be checked
+
+
+def merge_results(parts: Sequence[Union[str, Path]], output: Union[str, Path], force: bool = False, *,
+                  partial: bool = False) -> Merged:
+    """Join the outputs of several ``ssimquality score`` runs (shards) into one output.
 
     All parts and the output have one format (``.csv`` with its ``.summary.csv``, or ``.json``).  A
-    volume found in two parts is refused: the parts overlap.
+    volume found in two parts is refused: the parts overlap.  Parts written by ``score --shard K/N`` carry a
+    record (:mod:`~SSIMQualityLib.shards`): they are then joined in shard order, and a missing, doubled or
+    unfinished shard is refused unless ``partial``.  Parts without records are joined in the order given.
     """
     from .resume import load_results
+    from .shards import order_parts, record_errors
 
     out = Path(output)
     kinds = {Path(p).name.lower().endswith(".json") for p in parts} | {out.name.lower().endswith(".json")}
     if len(kinds) != 1:
         raise SSIMQualityError("parts and output must all be .csv or all be .json", str(out), "use one format")
+    loaded = {str(p): load_results(p, with_errors=True) for p in parts}
+    ordered, notes = order_parts(parts, {p: {r.file for r in rs if r.error is None} for p, rs in loaded.items()},
+                                 partial=partial)
     results, seen, columns = [], {}, None
-    for p in parts:
-        for r in load_results(p, with_errors=True):
+    for p in ordered:
+        for r in loaded[str(p)]:
             if r.file in seen:
                 raise SSIMQualityError(f"{r.file} is in two parts ({seen[r.file]} and {p})", str(p),
                                        "merge parts of one sharded run only")
@@ -116,4 +132,6 @@ def merge_results(parts: Sequence[Union[str, Path]], output: Union[str, Path], f
         if columns is None and not out.name.lower().endswith(".json"):
             with summary_path(p).open(encoding="utf-8") as fh:
                 columns = next(csv.reader(fh), SUMMARY_COLUMNS)
-    return write_results(results, out, force=force, summary_columns=columns or SUMMARY_COLUMNS)
+    failed = {**record_errors(ordered), **{r.file: r.error.one_line() for r in results if r.error is not None}}
+    paths = write_results(results, out, force=force, summary_columns=columns or SUMMARY_COLUMNS)
+    return Merged(paths, sum(r.error is None for r in results), failed, notes)

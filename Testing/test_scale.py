@@ -200,3 +200,114 @@ def test_a_shard_of_only_bad_files_still_leaves_its_part(archive, tmp_path):
     assert main(["merge", *map(str, parts), "-o", str(merged)]) == 0
     doc = json.loads(merged.read_text())
     assert len(doc["volumes"]) == 4 and [Path(e["file"]).name for e in doc["errors"]] == ["z_bad.nii.gz"]
+
+
+@pytest.fixture()
+def three_shards(tmp_path):
+    """Three copies of nibabel's small T1 scored as shards 1/3 – 3/3 (one volume each), and the folder."""
+    import nibabel
+
+    folder = tmp_path / "scans"
+    folder.mkdir()
+    anat = Path(nibabel.__file__).parent / "tests" / "data" / "anatomical.nii"
+    for name in ("a.nii", "b.nii", "c.nii"):
+        shutil.copy(anat, folder / name)
+    parts = [tmp_path / f"part-{k}.csv" for k in (1, 2, 3)]
+    for k, p in enumerate(parts, 1):
+        assert main(["score", str(folder), "--shard", f"{k}/3", "-o", str(p), "--quiet", "--device", "cpu"]) == 0
+    return folder, parts
+
+
+def _files(path):
+    return [Path(r["file"]).name for r in _rows(path.with_name(path.stem + ".summary.csv"))]
+
+
+def test_merge_checks_every_shard_is_there_once_and_finished(three_shards, tmp_path, capsys):
+    """Each part's .shard.json says which shard it is: merge joins them in shard order whatever the glob's
+    order, and refuses (one line naming it) a missing, doubled or unfinished shard unless --partial."""
+    from SSIMQualityLib.shards import read_record, record_path, write_record
+
+    folder, (p1, p2, p3) = three_shards
+    rec = read_record(p2)
+    assert (rec.part, rec.parts, rec.finished, rec.errors) == (2, 3, True, {})
+    assert [Path(f).name for f in rec.files] == ["b.nii"]
+
+    merged = tmp_path / "merged.csv"
+    assert main(["merge", str(p3), str(p1), str(p2), "-o", str(merged)]) == 0
+    assert _files(merged) == ["a.nii", "b.nii", "c.nii"]  # shard order, not the order given
+    capsys.readouterr()
+
+    def refused(*argv):
+        out = tmp_path / "refused.csv"
+        assert main(["merge", *map(str, argv), "-o", str(out)]) == 1
+        err = capsys.readouterr().err.strip()
+        assert len(err.splitlines()) == 1 and not out.exists()
+        return err
+
+    assert "shard 2 of 3 is missing" in refused(p1, p3) and "--partial" in refused(p1, p3)
+    assert main(["merge", str(p1), str(p3), "-o", str(tmp_path / "partial.csv"), "--partial"]) == 0
+    assert "shard 2 of 3 is missing" in capsys.readouterr().err
+    assert _files(tmp_path / "partial.csv") == ["a.nii", "c.nii"]
+
+    twin = tmp_path / "twin.csv"  # the same shard given twice, under another name
+    for a, b in ((p1, twin), (p1.with_name("part-1.summary.csv"), twin.with_name("twin.summary.csv")),
+                 (record_path(p1), record_path(twin))):
+        shutil.copy(a, b)
+    assert "are both shard 1 of 3" in refused(p1, twin, p2, p3)
+
+    other = tmp_path / "other.csv"  # a part of another run, split 4 ways
+    assert main(["score", str(folder), "--shard", "4/4", "-o", str(other), "--quiet", "--device", "cpu"]) == 0
+    assert "split 3 and 4 ways" in refused(p1, p2, p3, other)
+
+    # A job its cluster killed: its record, written before the first volume, still says "not finished".
+    write_record(p2, rec._replace(finished=False, files=rec.files + [str(folder / "z.nii")]))
+    err = refused(p1, p2, p3)
+    assert "shard 2 of 3 did not finish (1 of 2 volumes)" in err and str(p2) in err and "--resume" in err
+
+    # Parts without records (older outputs) are joined as given, with a note that nothing could be checked.
+    for p in (p1, p2, p3):
+        record_path(p).unlink()
+    assert main(["merge", str(p3), str(p1), "-o", str(tmp_path / "unchecked.csv")]) == 0
+    assert "cannot check that none is missing" in capsys.readouterr().err
+    assert _files(tmp_path / "unchecked.csv") == ["c.nii", "a.nii"]
+
+
+def test_a_killed_shard_says_so_and_resume_keeps_its_place(three_shards, tmp_path, monkeypatch, capsys):
+    """A shard stopped before its first volume leaves a record that says unfinished (merge refuses it); --resume
+    with another K/N, or after the input changed, is refused; resuming it properly lets the merge through."""
+    import SSIMQualityLib.batch as batch
+    from SSIMQualityLib.shards import read_record
+
+    folder, (p1, p2, p3) = three_shards
+    killed = tmp_path / "killed.csv"
+    real = batch.score_files
+
+    def stopped(*args, **kwargs):
+        raise KeyboardInterrupt
+        yield  # a generator, as score_files
+
+    monkeypatch.setattr(batch, "score_files", stopped)
+    assert main(["score", str(folder), "--shard", "2/3", "-o", str(killed), "--quiet", "--device", "cpu"]) != 0
+    monkeypatch.setattr(batch, "score_files", real)
+    rec = read_record(killed)
+    assert not rec.finished and [Path(f).name for f in rec.files] == ["b.nii"] and not killed.exists()
+    capsys.readouterr()
+
+    def refused(argv, text):
+        assert main(argv) == 1
+        err = capsys.readouterr().err.strip()
+        assert len(err.splitlines()) == 1 and text in err, err
+
+    refused(["score", str(folder), "--shard", "2/3", "-o", str(killed), "--quiet", "--device", "cpu"],
+            "an earlier run of this shard left its record here. Pass --resume")
+    refused(["score", str(folder), "--shard", "1/3", "-o", str(p2), "--resume", "--quiet", "--device", "cpu"],
+            "holds shard 2/3, not 1/3")
+    shutil.copy(folder / "a.nii", folder / "aa.nii")  # four volumes now: shard 1 of 3 holds a and aa
+    refused(["score", str(folder), "--shard", "1/3", "-o", str(p1), "--resume", "--quiet", "--device", "cpu"],
+            "was started over other volumes")
+    (folder / "aa.nii").unlink()
+    assert main(["score", str(folder), "--shard", "2/3", "-o", str(killed), "--resume", "--quiet",
+                 "--device", "cpu"]) == 0
+    assert read_record(killed).finished
+    assert main(["merge", str(p1), str(killed), str(p3), "-o", str(tmp_path / "all.csv")]) == 0
+    assert _files(tmp_path / "all.csv") == ["a.nii", "b.nii", "c.nii"]
