@@ -21,7 +21,7 @@ $(STAMP): pyproject.toml requirements-dev.txt
 	touch $(STAMP)
 
 demo: $(STAMP)
-	$(BIN)/ssimquality demo --out demo-output
+	$(BIN)/ssimquality demo --out demo-output --force
 
 test: $(STAMP)
 	$(BIN)/python -m pytest -q

@@ -470,13 +470,17 @@ def _add_demo(sub) -> None:
     p.add_argument("--out", default="demo-output", help="folder for the figures (default demo-output)")
     p.add_argument("--seed", type=int, default=0, help="seed of the motion drawn (default 0; the same seed, the same "
                                                        "figures)")
+    p.add_argument("--force", action="store_true", help="replace the figures of an earlier demo in the folder")
     p.set_defaults(func=_run_demo)
 
 
 def _run_demo(args) -> int:
-    from .demo import run_demo
-    from .outputs import output_folder
+    from .demo import METHODS, figure_path, run_demo
+    from .outputs import ensure_writable, output_folder
 
+    if Path(args.out).is_dir():  # refuse before any work
+        for method in METHODS:
+            ensure_writable(figure_path(args.out, method), args.force)
     with output_folder(args.out):
         run_demo(args.out, seed=args.seed)
     return 0

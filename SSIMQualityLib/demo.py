@@ -13,9 +13,15 @@ from .slices import acquisition_axis, normalize, take_slice
 from .volumes import read_volume
 
 SEVERITIES = (0.25, 0.5, 0.75, 1.0)
+METHODS = ("kspace", "torchio")
 
 
-def run_demo(out_dir: Union[str, Path] = "demo-output", seed: int = 0, methods=("kspace", "torchio")) -> dict:
+def figure_path(out_dir: Union[str, Path], method: str) -> Path:
+    """The demo's figure of ``method`` in ``out_dir`` (what ``demo --force`` may replace)."""
+    return Path(out_dir) / f"corruption_{method}.png"
+
+
+def run_demo(out_dir: Union[str, Path] = "demo-output", seed: int = 0, methods=METHODS) -> dict:
     """Corrupt the sample with each method at several severities; print the SSIM spread; draw PNGs.
 
     Returns a dict ``{method: {severity: per-slice SSIM array}}``.
@@ -40,7 +46,7 @@ def run_demo(out_dir: Union[str, Path] = "demo-output", seed: int = 0, methods=(
                   f"p90 {p90:.3f}  min {s.min():.3f}")
             shown.append(normalize(take_slice(res.array, axis, mid).astype(np.float32)))
             labels.append(f"{method}, severity {sev:.2f}: SSIM {s[mid]:.3f}")
-        png = corruption_panel(clean, shown, labels, out / f"corruption_{method}.png",
+        png = corruption_panel(clean, shown, labels, figure_path(out, method),
                                title=f"{method} motion, slice {mid} of the sample")
         print(f"  wrote {png}")
     score_demo(vol, axis, seed)

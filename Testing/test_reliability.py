@@ -156,6 +156,7 @@ BAD_ARGS = [
     ("score-report-dir-is-a-file", lambda d, m, o: ["score", str(d / "good_00.nii.gz"), "--model", m, "--report-dir", str(o)], "is a file, not a folder"),
     ("evaluate-out-is-a-file", lambda d, m, o: ["evaluate", "-n", "4", "--out", str(o)], "is a file, not a folder"),
     ("evaluate-no-samples", lambda d, m, o: ["evaluate", "-n", "0"], "at least 1"),
+    ("demo-figure-exists", lambda d, m, o: ["demo", "--out", str(o.parent)], "corruption_kspace.png: output file exists"),
     # Files that are not results of `score`, given where results are read back.
     ("score-resume-not-results", lambda d, m, o: ["score", str(d / "good_00.nii.gz"), "--model", m, "-o", str(o), "--resume"], "not a results file"),
     ("merge-not-results", lambda d, m, o: ["merge", str(o), "-o", str(o.with_name("m.csv"))], "not a results file"),
@@ -190,7 +191,9 @@ def test_bad_input_table(case, batch50, tiny_model_file, tmp_path):
     existing.write_text("user data\n")
     (tmp_path / "existing.summary.csv").write_text("user summary\n")
     (tmp_path / "existing.nii.gz").write_bytes(b"user volume")
-    watched = list(batch50.iterdir()) + [existing, tmp_path / "existing.summary.csv", tmp_path / "existing.nii.gz"]
+    (tmp_path / "corruption_kspace.png").write_bytes(b"user figure")  # a name the demo writes
+    watched = list(batch50.iterdir()) + [existing, tmp_path / "existing.summary.csv", tmp_path / "existing.nii.gz",
+                                         tmp_path / "corruption_kspace.png"]
     before = set(tmp_path.iterdir())
     _assert_refused(build(batch50, str(tiny_model_file), existing), words, watched)
     assert set(tmp_path.iterdir()) == before, "refused before anything was made (no folder, no file)"
