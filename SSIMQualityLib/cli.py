@@ -19,7 +19,7 @@ from typing import Optional, Sequence
 from . import progress
 from .errors import OutputExistsError, SSIMQualityError
 from .interrupts import deferred_interrupt
-from .vocabulary import CLINICAL_GOOD, CORRUPTION_METHODS
+from .vocabulary import CLINICAL_GOOD, CLINICAL_NAMES, CORRUPTION_METHODS
 
 EXIT_USAGE = 2
 EXIT_ERROR = 1
@@ -324,6 +324,8 @@ def _run_score(args) -> int:
     good = len(results) - len(bad)
     part = f" (part {args.shard[0]} of {args.shard[1]})" if args.shard else ""
     print(f"{good} of {len(results)} volumes scored{part}" + (f"; {len(bad)} could not be scored (see above)" if bad else ""))
+    if args.output and good:  # the per-volume lines went to the file: the tally, and which volumes to look at first
+        print(verdict_tally([r.summary() for r in results if r.error is None]))
     if world > 1:
         _merge_ranks(args, rank, world)
     return EXIT_ERROR if bad else 0
@@ -348,6 +350,23 @@ def _merge_ranks(args, rank: int, world: int) -> None:
                 if f.exists():
                     f.unlink()
     distributed.finish()
+
+
+def verdict_tally(summaries: Sequence[dict], *, shown: int = 3) -> str:
+    """One line: how many volumes got each verdict, naming the first few to rescan.
+
+    >>> verdict_tally([{"file": "a.nii", "verdict": "good"}, {"file": "b.nii", "verdict": "rescan"}])
+    'verdicts: 1 good, 1 rescan (b.nii)'
+    """
+    counts: dict = {}
+    for s in summaries:
+        counts[s["verdict"]] = counts.get(s["verdict"], 0) + 1
+    order = [CLINICAL_NAMES[k] for k in sorted(CLINICAL_NAMES)]
+    rescan = [Path(s["file"]).name for s in summaries if s["verdict"] == CLINICAL_NAMES[3]]
+    named = {CLINICAL_NAMES[3]: f" ({', '.join(rescan[:shown])}" + (f", and {len(rescan) - shown} more"
+                                                                     if len(rescan) > shown else "") + ")"}
+    words = [f"{counts[v]} {v}{named.get(v, '')}" for v in order + sorted(set(counts) - set(order)) if v in counts]
+    return "verdicts: " + ", ".join(words)
 
 
 def _refuse_old_record(record: Path, force: bool) -> None:

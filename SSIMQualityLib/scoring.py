@@ -57,11 +57,11 @@ class VolumeScore:
 
 def verdict_for(fractions: Dict[str, float], rescan_share: float = 0.2, good_share: float = 0.8) -> str:
     """Volume verdict from the clinical class shares: rescan if ≥ 20 % of slices say so, good if ≥ 80 % good."""
-    if fractions["rescan"] >= rescan_share:
-        return "rescan"
-    if fractions["good"] >= good_share:
-        return "good"
-    return "sufficient"
+    if fractions[CLINICAL_NAMES[3]] >= rescan_share:
+        return CLINICAL_NAMES[3]
+    if fractions[CLINICAL_NAMES[1]] >= good_share:
+        return CLINICAL_NAMES[1]
+    return CLINICAL_NAMES[2]
 
 
 def stack_foreground(stack: torch.Tensor, reference: Tuple[float, float], threshold: float = 0.1) -> torch.Tensor:

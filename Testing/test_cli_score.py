@@ -40,6 +40,15 @@ def test_score_folder_csv_json_and_report(archive, tmp_path, capsys, sample):
     assert code == 0, err
     code, out, err = _run(["score", archive, "-o", json_out, "--quiet"], capsys)
     assert code == 0, err
+    doc = json.loads(json_out.read_text(encoding="utf-8"))
+    # With -o the per-volume lines go to the file; the screen gets the tally, naming the volumes to rescan.
+    tally = [line for line in out.splitlines() if line.startswith("verdicts: ")]
+    verdicts = [v["verdict"] for v in doc["volumes"]]
+    assert len(tally) == 1 and sum(int(w.split()[0]) for w in tally[0][10:].split(", ") if w[0].isdigit()) == 3
+    for v in set(verdicts):
+        assert f"{verdicts.count(v)} {v}" in tally[0]
+    rescan = [Path(v["file"]).name for v in doc["volumes"] if v["verdict"] == "rescan"]
+    assert all(name in tally[0] for name in rescan)
     rows = list(csv.DictReader(csv_out.open(encoding="utf-8")))
     by_file = {}
     for r in rows:
