@@ -779,10 +779,18 @@ def _run_merge(args) -> int:
     return 0
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse with its errors in one line, like every other refusal of the tool (argparse's own print the
+    whole usage block first); the exit code stays argparse's 2, a wrong command line."""
+
+    def error(self, message: str):
+        self.exit(2, f"{self.prog}: error: {message.rstrip('.')}. See {self.prog} --help.\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
     from . import __version__
 
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="ssimquality",
         description="Reference-free motion-artefact quality of MR brain images (predicted SSIM).")
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")

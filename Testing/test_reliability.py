@@ -156,6 +156,10 @@ BAD_ARGS = [
     ("score-report-dir-is-a-file", lambda d, m, o: ["score", str(d / "good_00.nii.gz"), "--model", m, "--report-dir", str(o)], "is a file, not a folder"),
     ("evaluate-out-is-a-file", lambda d, m, o: ["evaluate", "-n", "4", "--out", str(o)], "is a file, not a folder"),
     ("evaluate-no-samples", lambda d, m, o: ["evaluate", "-n", "0"], "at least 1"),
+    # Command lines argparse refuses: one line too (not the usage block), naming the --help to read.
+    ("score-shard-zero", lambda d, m, o: ["score", str(d / "good_00.nii.gz"), "--shard", "0/3"], "K must be between 1 and N. See ssimquality score --help"),
+    ("score-no-paths", lambda d, m, o: ["score"], "required: paths. See ssimquality score --help"),
+    ("command-misspelt", lambda d, m, o: ["scor"], "invalid choice: 'scor'"),
     ("demo-figure-exists", lambda d, m, o: ["demo", "--out", str(o.parent)], "corruption_kspace.png: output file exists"),
     # Files that are not results of `score`, given where results are read back.
     ("score-resume-not-results", lambda d, m, o: ["score", str(d / "good_00.nii.gz"), "--model", m, "-o", str(o), "--resume"], "not a results file"),
