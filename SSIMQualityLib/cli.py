@@ -229,7 +229,9 @@ def _run_score(args) -> int:
     from .report import write_index
     from .results import ensure_results_writable, write_results
     from .resume import load_results
-    from .shards import ShardRecord, check_resume, record_path, write_record
+    from .models import model_identity
+    from .results import summary_path
+    from .shards import ShardRecord, check_resume, read_record, record_path, run_identity, write_record
     from .vocabulary import SUMMARY_COLUMNS
     from .volumes import list_volume_paths
 
@@ -261,9 +263,14 @@ def _run_score(args) -> int:
             previous = load_results(args.output)
         else:
             ensure_results_writable(args.output, args.force)
-            if args.shard and not args.resume:  # the part's record (shards.py), replaced only as its results are
-                # (--resume: a run killed before its first volume left a record and no results; check_resume reads it)
-                _refuse_old_record(record_path(args.output), args.force)
+        # A shard's record (shards.py) beside the output: replaced only as its results are; --resume continues its
+        # shard only (a run killed before its first volume left a record and no results: check_resume reads it).
+        if not args.resume:
+            _refuse_old_record(record_path(args.output), args.force)
+        elif not args.shard and record_path(args.output).exists():
+            held = read_record(args.output)
+            raise SSIMQualityError(f"holds shard {held.part}/{held.parts} of a sharded run", args.output,
+                                   f"resume it with --shard {held.part}/{held.parts}")
     report = Path(args.report_dir) if args.report_dir else None
     if report is not None:
         if (report / "index.html").exists() and not args.force:
@@ -271,14 +278,18 @@ def _run_score(args) -> int:
         ensure_folder(report)
     paths = list_volume_paths(args.paths, args.recursive)
     _tell_folders_left_out(args)
+    # What every part of a sharded run shares (the whole list, the settings asked for): in each part's record.
+    run = run_identity(paths, {"model_sha256": model_identity(args.model)["sha256"], "axis": args.axis,
+                               "frame": args.frame, "series": args.series, "iqm": bool(args.iqm),
+                               "fast": bool(args.fast)}) if args.shard and args.output else None
     if args.shard:
         paths = shard(paths, *args.shard)
         if args.output and args.resume:
-            check_resume(args.output, *args.shard, paths)
+            check_resume(args.output, *args.shard, run)
     assigned = [str(p) for p in paths]
-    done_files = {r.file for r in previous}
+    done_files = {os.path.realpath(r.file) for r in previous}  # ./a.nii and a.nii are one volume
     if previous:
-        paths = [p for p in paths if str(p) not in done_files]
+        paths = [p for p in paths if os.path.realpath(str(p)) not in done_files]
         print(f"resuming: {len(done_files)} volumes already in {args.output}, {len(paths)} to score")
     device = distributed.rank_device(resolve_device(args.device), distributed.world())  # torchrun: one GPU a rank
     if args.fast:
@@ -288,7 +299,14 @@ def _run_score(args) -> int:
             print(f"--fast: keeping {describe(device)}", file=sys.stderr)
             args.fast = False
     model = _load_model_arg(args.model, device)
-    record = ShardRecord(*args.shard, assigned, False, {}) if args.shard and args.output else None
+    record = ShardRecord(*args.shard, assigned, False, {}, run) if run is not None else None
+    if args.output and not args.resume:
+        # Starting afresh (the results it replaces were refused above without --force): an earlier run's results
+        # go first, then its record, so that nothing of the earlier run can pass for this one's if this one is
+        # stopped before its first save (a --resume would otherwise keep them).
+        for old in (Path(args.output), summary_path(args.output), record_path(args.output)):
+            if old.is_file():
+                old.unlink()
     if record is not None:  # said before the first volume: a job killed by its cluster leaves "not finished"
         write_record(args.output, record)
     columns = SUMMARY_COLUMNS + (list(IQM_COLUMNS) if args.iqm else [])
@@ -375,8 +393,8 @@ def _refuse_old_record(record: Path, force: bool) -> None:
     from .outputs import ensure_writable
 
     if record.exists() and not force:
-        raise OutputExistsError("an earlier run of this shard left its record here", str(record),
-                                "pass --resume to continue that run, or --force to start it again")
+        raise OutputExistsError("an earlier run of a shard left its record here", str(record),
+                                "pass --resume (with its --shard) to continue that run, or --force to start afresh")
     ensure_writable(record, force)
 
 
@@ -761,10 +779,13 @@ def _add_merge(sub) -> None:
 
 def _run_merge(args) -> int:
     from .errors import UnreadableFileError
-    from .results import ensure_results_writable, merge_results
+    from .results import ensure_results_writable, merge_results, summary_path
+    from .shards import record_path
 
     for part in args.parts:
-        if not Path(part).is_file():
+        if _same_file(part, args.output) or _same_file(summary_path(part), summary_path(args.output)):
+            raise SSIMQualityError("the output is one of the parts", part, "give -o a new file (--force or not)")
+        if not Path(part).is_file() and not record_path(part).is_file():  # a record alone: a job stopped early
             raise UnreadableFileError("no such results file", part, "give the files the shards wrote with -o")
     ensure_results_writable(args.output, args.force)
     merged = merge_results(args.parts, args.output, force=args.force, partial=args.partial)

@@ -9,6 +9,10 @@ interrupted run).  :func:`deferred_interrupt` only notes the first Ctrl-C; the
 work calls :meth:`Interrupt.check` where stopping is safe (between batches and
 volumes) and the ``KeyboardInterrupt`` is raised there.  A second Ctrl-C raises
 at once, as usual, for work stuck where no check comes.
+
+SIGTERM is treated the same way: it is what a cluster's scheduler sends first when a job reaches its time limit
+or is cancelled or pre-empted (SLURM waits ``KillWait``, 30 s by default, before SIGKILL), and Python's default
+for it is to die on the spot, with nothing saved and nothing said.
 """
 from __future__ import annotations
 
@@ -59,12 +63,15 @@ def deferred_interrupt() -> Iterator[Interrupt]:
     if threading.current_thread() is not threading.main_thread():
         yield state
         return
-    previous = signal.getsignal(signal.SIGINT)
-    if previous in (signal.SIG_IGN, None):
-        yield state
-        return
-    signal.signal(signal.SIGINT, state._handle)
+    # SIGINT where it is not ignored (nohup); SIGTERM where it still has the default (dying at once).
+    previous = {}
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        handler = signal.getsignal(sig)
+        if handler not in (signal.SIG_IGN, None) and (sig == signal.SIGINT or handler is signal.SIG_DFL):
+            previous[sig] = handler
+            signal.signal(sig, state._handle)
     try:
         yield state
     finally:
-        signal.signal(signal.SIGINT, previous)
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)

@@ -112,16 +112,22 @@ def merge_results(parts: Sequence[Union[str, Path]], output: Union[str, Path], f
     unfinished shard is refused unless ``partial``.  Parts without records are joined in the order given.
     """
     from .resume import load_results
-    from .shards import order_parts, record_errors
+    from .shards import drop_companions, order_parts, read_record, record_errors
 
     out = Path(output)
-    kinds = {Path(p).name.lower().endswith(".json") for p in parts} | {out.name.lower().endswith(".json")}
-    if len(kinds) != 1:
-        raise SSIMQualityError("parts and output must all be .csv or all be .json", str(out), "use one format")
-    loaded = {str(p): load_results(p, with_errors=True) for p in parts}
+    parts = drop_companions(parts)
+    as_json = out.name.lower().endswith(".json")
+    for p in parts:
+        if Path(p).name.lower().endswith(".json") != as_json:
+            raise SSIMQualityError(f"is {'CSV' if as_json else 'JSON'} while the output is "
+                                   f"{'JSON' if as_json else 'CSV'}", str(p), "give parts and output of one format")
+    # A part whose job was stopped before its first save has a record and no results yet: read as empty, so that
+    # the check below says it did not finish.
+    loaded = {str(p): (load_results(p, with_errors=True) if Path(p).exists() or read_record(p) is None else [])
+              for p in parts}
     ordered, notes = order_parts(parts, {p: {r.file for r in rs if r.error is None} for p, rs in loaded.items()},
                                  partial=partial)
-    results, seen, columns = [], {}, None
+    results, seen, columns = [], {}, list(SUMMARY_COLUMNS) if not as_json else None
     for p in ordered:
         for r in loaded[str(p)]:
             if r.file in seen:
@@ -129,9 +135,9 @@ def merge_results(parts: Sequence[Union[str, Path]], output: Union[str, Path], f
                                        "merge parts of one sharded run only")
             seen[r.file] = p
             results.append(r)
-        if columns is None and not out.name.lower().endswith(".json"):
+        if columns is not None and summary_path(p).exists():  # every part's columns (--iqm in some parts)
             with summary_path(p).open(encoding="utf-8") as fh:
-                columns = next(csv.reader(fh), SUMMARY_COLUMNS)
+                columns += [c for c in next(csv.reader(fh), []) if c not in columns]
     failed = {**record_errors(ordered), **{r.file: r.error.one_line() for r in results if r.error is not None}}
     paths = write_results(results, out, force=force, summary_columns=columns or SUMMARY_COLUMNS)
     return Merged(paths, sum(r.error is None for r in results), failed, notes)

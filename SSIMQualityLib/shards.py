@@ -12,7 +12,10 @@ order whatever order the shell's glob gave them in.
 """
 from __future__ import annotations
 
+import hashlib
 import json
+import os
+from collections import Counter
 from pathlib import Path
 from typing import Dict, List, NamedTuple, Optional, Sequence, Tuple, Union
 
@@ -21,16 +24,30 @@ from .errors import SSIMQualityError, UnreadableFileError
 PathLike = Union[str, Path]
 #: Changes when the record's fields change meaning.
 RECORD_VERSION = 1
+_REDO = "score that shard again with --force (without --resume): its record cannot be trusted"
 
 
 class ShardRecord(NamedTuple):
-    """One part's account of itself."""
+    """One part's account of itself, and of the run it belongs to."""
 
     part: int  # K, from 1
     parts: int  # N
-    files: List[str]  # the volumes this shard was given, in order
+    files: List[str]  # the volumes this shard was given, in order (as the results name them)
     finished: bool  # the run went through every one of them
     errors: Dict[str, str]  # file -> the one-line reason it could not be scored
+    run: Dict[str, object]  # what every part of one run shares: the whole list (digest, length) and the settings
+
+
+def run_identity(everything: Sequence[PathLike], settings: Dict[str, object]) -> Dict[str, object]:
+    """What the parts of one run share: the whole list of volumes before it was split (its length and a digest
+    of the resolved paths, so that ``../scans`` and ``/data/scans`` agree) and the scoring settings.
+
+    >>> a = run_identity(["x.nii", "y.nii"], {"axis": None})
+    >>> a == run_identity(["./x.nii", "y.nii"], {"axis": None}), a == run_identity(["x.nii"], {"axis": None})
+    (True, False)
+    """
+    digest = hashlib.sha256("\n".join(os.path.realpath(str(f)) for f in everything).encode("utf-8")).hexdigest()
+    return {"volumes": len(everything), "list_sha256": digest, "settings": dict(settings)}
 
 
 def record_path(output: PathLike) -> Path:
@@ -49,7 +66,8 @@ def write_record(output: PathLike, record: ShardRecord) -> Path:
     from .outputs import write_text
 
     doc = {"ssimquality_shard_record": RECORD_VERSION, "part": record.part, "parts": record.parts,
-           "finished": record.finished, "files": list(record.files), "errors": dict(record.errors)}
+           "finished": record.finished, "run": record.run, "files": list(record.files),
+           "errors": dict(record.errors)}
     return write_text(record_path(output), json.dumps(doc, indent=1) + "\n", force=True)
 
 
@@ -63,30 +81,51 @@ def read_record(output: PathLike) -> Optional[ShardRecord]:
         if doc.get("ssimquality_shard_record") != RECORD_VERSION:
             raise ValueError(f"unknown record version {doc.get('ssimquality_shard_record')!r}")
         record = ShardRecord(int(doc["part"]), int(doc["parts"]), [str(f) for f in doc["files"]],
-                             bool(doc["finished"]), {str(k): str(v) for k, v in doc["errors"].items()})
+                             bool(doc["finished"]), {str(k): str(v) for k, v in doc["errors"].items()},
+                             dict(doc["run"]))
     except (OSError, ValueError, KeyError, TypeError, AttributeError) as exc:
         raise UnreadableFileError(f"cannot read this shard record ({type(exc).__name__}: {exc})", str(path),
-                                  "score that shard again with --resume, which writes it anew") from None
+                                  _REDO) from None
     if not 1 <= record.part <= record.parts:
-        raise UnreadableFileError(f"shard {record.part} of {record.parts} does not exist", str(path),
-                                  "score that shard again with --resume, which writes it anew")
+        raise UnreadableFileError(f"shard {record.part} of {record.parts} does not exist", str(path), _REDO)
     return record
 
 
-def check_resume(output: PathLike, part: int, parts: int, files: Sequence[str]) -> None:
-    """Refuse to resume a part that an earlier run started as another shard or over other volumes (its results
-    would then overlap another part's, or leave volumes to no part)."""
+def check_resume(output: PathLike, part: int, parts: int, run: Dict[str, object]) -> None:
+    """Refuse to resume a part that an earlier run started as another shard, over another list of volumes or
+    with other settings (its results would overlap another part's, leave volumes to no part, or mix settings)."""
     record = read_record(output)
     if record is None:
         return
     if (record.part, record.parts) != (part, parts):
         raise SSIMQualityError(f"holds shard {record.part}/{record.parts}, not {part}/{parts}", str(output),
                                f"resume it with --shard {record.part}/{record.parts}, or give another -o")
-    if list(record.files) != [str(f) for f in files]:
-        raise SSIMQualityError(f"shard {part}/{parts} was started over other volumes (the input changed since: "
-                               f"{len(record.files)} volumes then, {len(files)} now)", str(output),
-                               "score every shard afresh (without --resume, with --force), so that the parts "
-                               "still split one list")
+    if record.run.get("list_sha256") != run["list_sha256"]:
+        raise SSIMQualityError(f"shard {part}/{parts} was started over another list of volumes (the input changed "
+                               f"since: {record.run.get('volumes')} volumes then, {run['volumes']} now)", str(output),
+                               "score every shard afresh (--force, without --resume), so that the parts still "
+                               "split one list")
+    changed = _differences(record.run.get("settings", {}), run["settings"])
+    if changed:
+        raise SSIMQualityError(f"shard {part}/{parts} was started with other settings ({changed})", str(output),
+                               "resume it with the options it started with, or start it again with --force")
+
+
+def drop_companions(parts: Sequence[PathLike]) -> List[PathLike]:
+    """``parts`` without the summaries and records of results files also given: what ``part-*.csv`` (which also
+    matches ``part-1.summary.csv``) or ``part-*.json`` (``part-1.shard.json``) expands to in a shell.
+
+    >>> drop_companions(["p-1.csv", "p-1.summary.csv", "p-1.shard.json", "p-2.summary.csv"])
+    ['p-1.csv', 'p-2.summary.csv']
+    """
+    from .results import summary_path
+
+    def companion(path: PathLike) -> bool:
+        return Path(path).name.lower().endswith((".summary.csv", ".shard.json"))
+
+    beside = {os.path.realpath(str(c)) for p in parts if not companion(p)
+              for c in (summary_path(p), record_path(p)) if str(c) != str(p)}
+    return [p for p in parts if not (companion(p) and os.path.realpath(str(p)) in beside)]
 
 
 def order_parts(parts: Sequence[PathLike], scored: Dict[str, set], *,
@@ -100,22 +139,38 @@ def order_parts(parts: Sequence[PathLike], scored: Dict[str, set], *,
     Raises
     ------
     SSIMQualityError
-        A shard is missing, given twice, from another run or unfinished (unless ``partial``, for the first and
-        the last); some parts have records and others none.
+        A part is given twice; a shard is missing, given twice, from another run or unfinished (unless
+        ``partial``, for the first and the last); some parts have records and others none.
     """
+    seen: Dict[str, PathLike] = {}
+    for p in parts:
+        real = os.path.realpath(str(p))
+        if real in seen:
+            raise SSIMQualityError(f"is given twice (also as {seen[real]})", str(p), "give each part once")
+        seen[real] = p
     records = {p: read_record(p) for p in parts}
     without = [p for p, r in records.items() if r is None]
     if len(without) == len(parts):
-        return list(parts), ["note: the parts carry no shard records (.shard.json, which score --shard "
-                             "writes): merge cannot check that none is missing"]
+        return list(parts), ["note: the parts carry no shard records (.shard.json, which score --shard writes): "
+                             "merge cannot check that none is missing"]
     if without:
         raise SSIMQualityError("has no shard record (.shard.json) while the other parts have one", str(without[0]),
-                               "give only the parts of one `score --shard K/N` run")
-    counts = {r.parts for r in records.values()}
-    if len(counts) > 1:
-        raise SSIMQualityError(f"the parts come from runs split {' and '.join(map(str, sorted(counts)))} ways",
-                               str(parts[0]), "merge the parts of one run only")
-    n = counts.pop()
+                               f"if it was renamed after scoring, rename its record too (to {record_path(without[0]).name}); "
+                               "otherwise give only the parts of one `score --shard K/N` run")
+    odd = _odd_one_out(records, lambda r: (r.parts, r.run.get("volumes"), r.run.get("list_sha256")))
+    if odd is not None:
+        p, r, usual = odd
+        raise SSIMQualityError(f"belongs to another run (shard {r.part} of {r.parts}, over {r.run.get('volumes')} "
+                               f"volumes) than the other parts ({usual.parts} shards over {usual.run.get('volumes')} "
+                               "volumes): the input or the split changed between tasks", str(p),
+                               "score every shard of one run over one input (--force, without --resume), then merge")
+    odd = _odd_one_out(records, lambda r: json.dumps(r.run.get("settings"), sort_keys=True))
+    if odd is not None:
+        p, r, usual = odd
+        changed = _differences(usual.run.get("settings", {}), r.run.get("settings", {}), ("in the others", "here"))
+        raise SSIMQualityError(f"was scored with other settings than the other parts ({changed})", str(p),
+                               "score it again with the options of the others (--force), then merge")
+    n = next(iter(records.values())).parts
     by_part: Dict[int, PathLike] = {}
     for p, r in records.items():
         if r.part in by_part:
@@ -127,14 +182,14 @@ def order_parts(parts: Sequence[PathLike], scored: Dict[str, set], *,
     if missing:
         what = f"shard{'s' if len(missing) > 1 else ''} {_ranges(missing)} of {n} {'are' if len(missing) > 1 else 'is'} missing"
         if not partial:
-            raise SSIMQualityError(what, str(Path(parts[0]).parent),
+            raise SSIMQualityError(what, None,
                                    f"score {'them' if len(missing) > 1 else 'it'} (--shard {missing[0]}/{n} ...) "
                                    "and merge again, or pass --partial to merge the parts there are")
         said.append(f"warning: {what}: the merged results leave out their volumes (--partial)")
     for k in sorted(by_part):
         p, r = by_part[k], records[by_part[k]]
-        held = scored.get(str(p), set()) | set(r.errors)
-        left = [f for f in r.files if f not in held]
+        held = {os.path.realpath(f) for f in scored.get(str(p), set()) | set(r.errors)}
+        left = [f for f in r.files if os.path.realpath(f) not in held]
         if not r.finished or left:
             what = f"shard {k} of {n} did not finish ({len(r.files) - len(left)} of {len(r.files)} volumes)"
             if not partial:
@@ -152,6 +207,31 @@ def record_errors(parts: Sequence[PathLike]) -> Dict[str, str]:
         if r is not None:
             out.update(r.errors)
     return out
+
+
+def _odd_one_out(records: Dict[PathLike, ShardRecord], key):
+    """A part whose ``key`` differs from most parts' (the first such, with its record and a usual record), or None."""
+    keys = {p: key(r) for p, r in records.items()}
+    counts = Counter(keys.values())
+    if len(counts) == 1:
+        return None
+    usual = counts.most_common(1)[0][0]
+    p = next(p for p, k in keys.items() if k != usual)
+    return p, records[p], next(r for q, r in records.items() if keys[q] == usual)
+
+
+def _differences(before: Dict[str, object], now: Dict[str, object], words=("then", "now")) -> str:
+    """``'axis: 0 then, 2 now'``: the settings that differ, each as it was and as it is.
+
+    >>> _differences({"axis": 0, "iqm": False}, {"axis": 2, "iqm": False})
+    'axis: 0 then, 2 now'
+    """
+    def shown(v):
+        return "default" if v is None else v  # an option not given
+
+    keys = sorted(set(before) | set(now))
+    return "; ".join(f"{k}: {shown(before.get(k))} {words[0]}, {shown(now.get(k))} {words[1]}" for k in keys
+                     if before.get(k) != now.get(k))
 
 
 def _ranges(ks: Sequence[int]) -> str:

@@ -74,3 +74,28 @@ def test_reader_processes_leave_ctrl_c_to_the_parent():
     with _reader_pool(1, True) as pool:
         assert pool.submit(_sigint_disposition).result(timeout=120) is True
     assert not _sigint_disposition()  # the parent's own handling untouched
+
+
+def test_sigterm_is_deferred_like_ctrl_c_unless_someone_handles_it():
+    """A scheduler's SIGTERM (time limit, scancel) stops at the next check, as Ctrl-C does; a SIGTERM handler set
+    by someone else (an embedding application) is left in place."""
+    before = signal.getsignal(signal.SIGTERM)
+    with pytest.raises(KeyboardInterrupt):
+        with deferred_interrupt() as stop:
+            os.kill(os.getpid(), signal.SIGTERM)
+            assert stop.requested
+            stop.check()
+    assert signal.getsignal(signal.SIGTERM) is before
+
+    def theirs(signum, frame):
+        theirs.called = True
+
+    theirs.called = False
+    signal.signal(signal.SIGTERM, theirs)
+    try:
+        with deferred_interrupt() as stop:
+            os.kill(os.getpid(), signal.SIGTERM)
+            stop.check()  # not ours to defer: nothing raised
+        assert theirs.called and not stop.requested
+    finally:
+        signal.signal(signal.SIGTERM, before)

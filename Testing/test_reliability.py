@@ -91,12 +91,27 @@ def batch_slow(tmp_path_factory):
     return d
 
 
-def test_interrupt_then_resume_equals_one_run(batch_slow, tiny_model_file, tmp_path):
-    ref = tmp_path / "ref.csv"
+def _slow_score(batch_slow, tiny_model_file):
     # --batch-size 1 keeps each volume slow enough (~64 model calls) for the run to be caught halfway.
-    base = _cmd() + ["score", str(batch_slow), "--model", str(tiny_model_file), "--quiet", "--device", "cpu",
+    return _cmd() + ["score", str(batch_slow), "--model", str(tiny_model_file), "--quiet", "--device", "cpu",
                      "--workers", "1", "--batch-size", "1"]
-    subprocess.run(base + ["-o", str(ref)], capture_output=True, text=True, cwd=ROOT)
+
+
+@pytest.fixture(scope="module")
+def slow_reference(batch_slow, tiny_model_file, tmp_path_factory):
+    ref = tmp_path_factory.mktemp("slow_ref") / "ref.csv"
+    subprocess.run(_slow_score(batch_slow, tiny_model_file) + ["-o", str(ref)], capture_output=True, text=True,
+                   cwd=ROOT)
+    return ref
+
+
+@pytest.mark.parametrize("sig, shard", [(signal.SIGINT, None), (signal.SIGTERM, "1/1")], ids=["ctrl-c", "scheduler"])
+def test_interrupt_then_resume_equals_one_run(sig, shard, batch_slow, tiny_model_file, slow_reference, tmp_path):
+    """Ctrl-C, or the SIGTERM a cluster's scheduler sends at a time limit: the finished volumes are kept, a shard's
+    record says it did not finish (merge refuses it), and --resume completes the run as one run would."""
+    from SSIMQualityLib.shards import read_record
+
+    base = _slow_score(batch_slow, tiny_model_file) + (["--shard", shard] if shard else [])
     out = tmp_path / "part.csv"
     env = {**os.environ, "SSIMQUALITY_SAVE_EVERY_S": "0"}
     # SIGINT back to its default in the child: a test run started in the background (nohup, `&`) ignores SIGINT,
@@ -109,15 +124,22 @@ def test_interrupt_then_resume_equals_one_run(batch_slow, tiny_model_file, tmp_p
         if summary.exists() and len(summary.read_text(encoding="utf-8").splitlines()) > 2:
             break
         time.sleep(0.002)
-    proc.send_signal(signal.SIGINT)
+    proc.send_signal(sig)
     stdout, stderr = proc.communicate(timeout=120)
     assert proc.returncode == 130, stderr
     assert "--resume" in stderr and "Traceback" not in stderr
     done = {f for f, _, _ in _rows(out)}
     assert 2 <= len(done) < 48, "interrupted halfway, finished volumes kept"
+    if shard:
+        assert not read_record(out).finished
+        merged = tmp_path / "merged.csv"
+        r = subprocess.run(_cmd() + ["merge", str(out), "-o", str(merged)], capture_output=True, text=True, cwd=ROOT)
+        assert r.returncode == 1 and f"did not finish ({len(done)} of 48 volumes)" in r.stderr and not merged.exists()
     r = subprocess.run(base + ["-o", str(out), "--resume"], capture_output=True, text=True, cwd=ROOT)
     assert "resuming:" in r.stdout
-    assert _rows(out) == _rows(ref)
+    assert _rows(out) == _rows(slow_reference)
+    if shard:
+        assert read_record(out).finished
     assert sorted(p.name for p in tmp_path.iterdir() if p.name.startswith(".")) == [], "no temporary files left"
 
 

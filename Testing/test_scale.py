@@ -237,12 +237,15 @@ def test_merge_checks_every_shard_is_there_once_and_finished(three_shards, tmp_p
     assert _files(merged) == ["a.nii", "b.nii", "c.nii"]  # shard order, not the order given
     capsys.readouterr()
 
-    def refused(*argv):
-        out = tmp_path / "refused.csv"
+    def refused_as(out, *argv):
+        before = out.read_bytes() if out.exists() else None
         assert main(["merge", *map(str, argv), "-o", str(out)]) == 1
         err = capsys.readouterr().err.strip()
-        assert len(err.splitlines()) == 1 and not out.exists()
+        assert len(err.splitlines()) == 1 and (out.read_bytes() if out.exists() else None) == before
         return err
+
+    def refused(*argv):
+        return refused_as(tmp_path / "refused.csv", *argv)
 
     assert "shard 2 of 3 is missing" in refused(p1, p3) and "--partial" in refused(p1, p3)
     assert main(["merge", str(p1), str(p3), "-o", str(tmp_path / "partial.csv"), "--partial"]) == 0
@@ -255,9 +258,26 @@ def test_merge_checks_every_shard_is_there_once_and_finished(three_shards, tmp_p
         shutil.copy(a, b)
     assert "are both shard 1 of 3" in refused(p1, twin, p2, p3)
 
+    assert "is given twice" in refused(p1, p2, p3, p3.with_name("./part-3.csv"))
     other = tmp_path / "other.csv"  # a part of another run, split 4 ways
     assert main(["score", str(folder), "--shard", "4/4", "-o", str(other), "--quiet", "--device", "cpu"]) == 0
-    assert "split 3 and 4 ways" in refused(p1, p2, p3, other)
+    assert "other.csv: belongs to another run (shard 4 of 4, over 3 volumes)" in refused(p1, p2, p3, other)
+    # The input grew between two tasks: shard 3 of 3 now cuts another list (c.nii would be scored twice, or a
+    # volume by no shard), and the same shard with another --axis.
+    shutil.copy(folder / "a.nii", folder / "d.nii")
+    grown = tmp_path / "grown.csv"
+    assert main(["score", str(folder), "--shard", "3/3", "-o", str(grown), "--quiet", "--device", "cpu"]) == 0
+    assert "grown.csv: belongs to another run (shard 3 of 3, over 4 volumes)" in refused(p1, p2, grown)
+    (folder / "d.nii").unlink()
+    axis = tmp_path / "axis.csv"
+    assert main(["score", str(folder), "--shard", "3/3", "-o", str(axis), "--axis", "0", "--quiet",
+                 "--device", "cpu"]) == 0
+    assert "axis.csv: was scored with other settings than the other parts (axis: default in the others, 0 here)" in refused(p1, p2, axis)
+    assert "the output is one of the parts" in refused_as(p1, p1, p2, p3, "--force")
+    # What `merge part-*.csv` expands to: the summaries come along and are left out.
+    assert main(["merge", *sorted(map(str, tmp_path.glob("part-*.csv"))), "-o", str(tmp_path / "glob.csv")]) == 0
+    assert _files(tmp_path / "glob.csv") == ["a.nii", "b.nii", "c.nii"]
+    capsys.readouterr()
 
     # A job its cluster killed: its record, written before the first volume, still says "not finished".
     write_record(p2, rec._replace(finished=False, files=rec.files + [str(folder / "z.nii")]))
@@ -291,7 +311,8 @@ def test_a_killed_shard_says_so_and_resume_keeps_its_place(three_shards, tmp_pat
     monkeypatch.setattr(batch, "score_files", real)
     rec = read_record(killed)
     assert not rec.finished and [Path(f).name for f in rec.files] == ["b.nii"] and not killed.exists()
-    capsys.readouterr()
+    assert main(["merge", str(p1), str(killed), str(p3), "-o", str(tmp_path / "early.csv")]) == 1
+    assert "shard 2 of 3 did not finish (0 of 1 volumes)" in capsys.readouterr().err
 
     def refused(argv, text):
         assert main(argv) == 1
@@ -299,15 +320,27 @@ def test_a_killed_shard_says_so_and_resume_keeps_its_place(three_shards, tmp_pat
         assert len(err.splitlines()) == 1 and text in err, err
 
     refused(["score", str(folder), "--shard", "2/3", "-o", str(killed), "--quiet", "--device", "cpu"],
-            "an earlier run of this shard left its record here. Pass --resume")
+            "an earlier run of a shard left its record here. Pass --resume")
     refused(["score", str(folder), "--shard", "1/3", "-o", str(p2), "--resume", "--quiet", "--device", "cpu"],
             "holds shard 2/3, not 1/3")
+    refused(["score", str(folder), "-o", str(p2), "--resume", "--quiet", "--device", "cpu"],
+            "holds shard 2/3 of a sharded run. Resume it with --shard 2/3")
+    refused(["score", str(folder), "--shard", "2/3", "-o", str(p2), "--resume", "--axis", "1", "--quiet",
+             "--device", "cpu"], "was started with other settings (axis: default then, 1 now)")
+    # Resumed under another spelling of the same folder: the same list, the same part.
+    assert main(["score", str(folder) + "/.", "--shard", "2/3", "-o", str(p2), "--resume", "--quiet",
+                 "--device", "cpu"]) == 0 and "0 to score" in capsys.readouterr().out
     shutil.copy(folder / "a.nii", folder / "aa.nii")  # four volumes now: shard 1 of 3 holds a and aa
     refused(["score", str(folder), "--shard", "1/3", "-o", str(p1), "--resume", "--quiet", "--device", "cpu"],
-            "was started over other volumes")
+            "was started over another list of volumes (the input changed since: 3 volumes then, 4 now)")
     (folder / "aa.nii").unlink()
     assert main(["score", str(folder), "--shard", "2/3", "-o", str(killed), "--resume", "--quiet",
                  "--device", "cpu"]) == 0
     assert read_record(killed).finished
     assert main(["merge", str(p1), str(killed), str(p3), "-o", str(tmp_path / "all.csv")]) == 0
     assert _files(tmp_path / "all.csv") == ["a.nii", "b.nii", "c.nii"]
+    # The same file scored whole (no shard) with --force: no shard's record is left beside it.
+    from SSIMQualityLib.shards import record_path
+
+    assert main(["score", str(folder), "-o", str(p1), "--force", "--quiet", "--device", "cpu"]) == 0
+    assert not record_path(p1).exists() and _files(p1) == ["a.nii", "b.nii", "c.nii"]
