@@ -227,10 +227,9 @@ def _run_score(args) -> int:
     from .models import resolve_device
     from .outputs import ensure_folder, ensure_writable
     from .report import write_index
-    from .results import ensure_results_writable, write_results
-    from .resume import load_results
     from .models import model_identity
-    from .results import summary_path
+    from .results import ensure_results_writable, summary_path, write_results
+    from .resume import load_results
     from .shards import ShardRecord, check_resume, read_record, record_path, run_identity, write_record
     from .vocabulary import SUMMARY_COLUMNS
     from .volumes import list_volume_paths
@@ -278,20 +277,16 @@ def _run_score(args) -> int:
         ensure_folder(report)
     paths = list_volume_paths(args.paths, args.recursive)
     _tell_folders_left_out(args)
-    # What every part of a sharded run shares (the whole list, the settings asked for): in each part's record.
-    run = run_identity(paths, {"model_sha256": model_identity(args.model)["sha256"], "axis": args.axis,
-                               "frame": args.frame, "series": args.series, "iqm": bool(args.iqm),
-                               "fast": bool(args.fast)}) if args.shard and args.output else None
+    everything = list(paths)
     if args.shard:
         paths = shard(paths, *args.shard)
-        if args.output and args.resume:
-            check_resume(args.output, *args.shard, run)
     assigned = [str(p) for p in paths]
     done_files = {os.path.realpath(r.file) for r in previous}  # ./a.nii and a.nii are one volume
     if previous:
         paths = [p for p in paths if os.path.realpath(str(p)) not in done_files]
         print(f"resuming: {len(done_files)} volumes already in {args.output}, {len(paths)} to score")
     device = distributed.rank_device(resolve_device(args.device), distributed.world())  # torchrun: one GPU a rank
+    asked_fast = bool(args.fast)
     if args.fast:
         from .precision import BFLOAT16, describe, fast_precision
 
@@ -299,7 +294,16 @@ def _run_score(args) -> int:
             print(f"--fast: keeping {describe(device)}", file=sys.stderr)
             args.fast = False
     model = _load_model_arg(args.model, device)
-    record = ShardRecord(*args.shard, assigned, False, {}, run) if run is not None else None
+    record = None
+    if args.shard and args.output:
+        # What every part of one run shares (the whole list, the settings asked for: nodes that differ in bfloat16
+        # support still make one run), after the model loaded (a bad --model path is its own one line).
+        run = run_identity(everything, {"model_sha256": model_identity(args.model)["sha256"], "axis": args.axis,
+                                        "frame": args.frame, "series": args.series, "iqm": bool(args.iqm),
+                                        "fast": asked_fast})
+        if args.resume:
+            check_resume(args.output, *args.shard, run)
+        record = ShardRecord(*args.shard, assigned, False, {}, run)
     if args.output and not args.resume:
         # Starting afresh (the results it replaces were refused above without --force): an earlier run's results
         # go first, then its record, so that nothing of the earlier run can pass for this one's if this one is
@@ -388,8 +392,8 @@ def verdict_tally(summaries: Sequence[dict], *, shown: int = 3) -> str:
 
 
 def _refuse_old_record(record: Path, force: bool) -> None:
-    """A shard's record with no results beside it is a run of that shard stopped before its first volume."""
-    from .errors import OutputExistsError
+    """Refuse, without ``force``, a shard's record left beside the output by an earlier run (with no results
+    there, that run was stopped before its first volume)."""
     from .outputs import ensure_writable
 
     if record.exists() and not force:
@@ -793,8 +797,8 @@ def _run_merge(args) -> int:
         print(line, file=sys.stderr)
     for p in merged.paths:
         print(f"wrote {p}")
-    failed = sorted(merged.failed.items())
-    shown = "; ".join(f"{line}" for _, line in failed[:3]) + (f"; and {len(failed) - 3} more" if len(failed) > 3 else "")
+    failed = [line for _, line in sorted(merged.failed.items())]
+    shown = "; ".join(failed[:3]) + (f"; and {len(failed) - 3} more" if len(failed) > 3 else "")
     print(f"{merged.volumes} volumes merged" + (f"; {len(failed)} could not be scored in the shards: {shown}"
                                                  if failed else ""))
     return 0

@@ -151,6 +151,7 @@ BAD_ARGS = [
     # (id, argv builder, expected words in the one stderr line)
     ("score-missing", lambda d, m, o: ["score", str(d / "nope.nii.gz"), "--model", m], "does not exist"),
     ("score-bad-model-path", lambda d, m, o: ["score", str(d / "good_00.nii.gz"), "--model", str(d / "x.pt")], "model file does not exist"),
+    ("score-shard-bad-model", lambda d, m, o: ["score", str(d / "good_00.nii.gz"), "--shard", "1/2", "-o", str(o.with_name("p.csv")), "--model", str(d / "x.pt")], "model file does not exist"),
     ("score-model-not-ckpt", lambda d, m, o: ["score", str(d / "good_00.nii.gz"), "--model", str(d / "bad_02_text.nii")], "cannot be loaded"),
     ("score-output-exists", lambda d, m, o: ["score", str(d / "good_00.nii.gz"), "--model", m, "-o", str(o)], "exists already"),
     ("score-bad-format", lambda d, m, o: ["score", str(d / "good_00.nii.gz"), "--model", m, "-o", str(o.with_suffix(".xls"))], "unknown results format"),
