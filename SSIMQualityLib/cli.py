@@ -18,7 +18,7 @@ from typing import Optional, Sequence
 
 from . import progress
 from .errors import OutputExistsError, SSIMQualityError
-from .interrupts import deferred_interrupt
+from .interrupts import Terminated, deferred_interrupt
 from .vocabulary import CLINICAL_GOOD, CLINICAL_NAMES, CORRUPTION_METHODS
 
 EXIT_USAGE = 2
@@ -228,9 +228,9 @@ def _run_score(args) -> int:
     from .outputs import ensure_folder, ensure_writable
     from .report import write_index
     from .models import model_identity
-    from .results import ensure_results_writable, summary_path, write_results
+    from .results import ensure_results_writable
     from .resume import load_results
-    from .shards import ShardRecord, check_resume, read_record, record_path, run_identity, write_record
+    from .shards import ShardRecord, check_resume, read_record, record_path, run_identity
     from .vocabulary import SUMMARY_COLUMNS
     from .volumes import list_volume_paths
 
@@ -280,11 +280,6 @@ def _run_score(args) -> int:
     everything = list(paths)
     if args.shard:
         paths = shard(paths, *args.shard)
-    assigned = [str(p) for p in paths]
-    done_files = {os.path.realpath(r.file) for r in previous}  # ./a.nii and a.nii are one volume
-    if previous:
-        paths = [p for p in paths if os.path.realpath(str(p)) not in done_files]
-        print(f"resuming: {len(done_files)} volumes already in {args.output}, {len(paths)} to score")
     device = distributed.rank_device(resolve_device(args.device), distributed.world())  # torchrun: one GPU a rank
     asked_fast = bool(args.fast)
     if args.fast:
@@ -294,52 +289,51 @@ def _run_score(args) -> int:
             print(f"--fast: keeping {describe(device)}", file=sys.stderr)
             args.fast = False
     model = _load_model_arg(args.model, device)
-    record = None
+    record, spelling = None, {}
     if args.shard and args.output:
         # What every part of one run shares (the whole list, the settings asked for: nodes that differ in bfloat16
         # support still make one run), after the model loaded (a bad --model path is its own one line).
         run = run_identity(everything, {"model_sha256": model_identity(args.model)["sha256"], "axis": args.axis,
                                         "frame": args.frame, "series": args.series, "iqm": bool(args.iqm),
                                         "fast": asked_fast})
-        if args.resume:
-            check_resume(args.output, *args.shard, run)
-        record = ShardRecord(*args.shard, assigned, False, {}, run)
-    if args.output and not args.resume:
-        # Starting afresh (the results it replaces were refused above without --force): an earlier run's results
-        # go first, then its record, so that nothing of the earlier run can pass for this one's if this one is
-        # stopped before its first save (a --resume would otherwise keep them).
-        for old in (Path(args.output), summary_path(args.output), record_path(args.output)):
-            if old.is_file():
-                old.unlink()
-    if record is not None:  # said before the first volume: a job killed by its cluster leaves "not finished"
-        write_record(args.output, record)
+        earlier = check_resume(args.output, *args.shard, run) if args.resume else None
+        if earlier is not None:  # the same volumes, perhaps spelt otherwise (another folder to start from): the
+            # part keeps the names it started with, so that what it holds and what it was given stay comparable
+            spelling = dict(zip(map(str, paths), earlier.files))
+        record = ShardRecord(*args.shard, [spelling.get(str(p), str(p)) for p in paths], False, {}, run)
+    if previous:
+        if spelling:
+            done = {r.file for r in previous}
+            paths = [p for p in paths if spelling[str(p)] not in done]
+        else:
+            done = {os.path.realpath(r.file) for r in previous}  # ./a.nii and a.nii are one volume
+            paths = [p for p in paths if os.path.realpath(str(p)) not in done]
+        print(f"resuming: {len(previous)} volumes already in {args.output}, {len(paths)} to score")
     columns = SUMMARY_COLUMNS + (list(IQM_COLUMNS) if args.iqm else [])
+    saver = _ResultsSaver(args.output, columns, record) if args.output else None
     vol_bar = progress.bar(len(paths), desc="volumes", unit="vol", show=_show(args), position=0)
     slice_bar = progress.bar(desc="slices", unit="slice", show=_show(args), position=1, leave=False)
     results, index = list(previous), []
-    last_write = time.monotonic()
     save_every = float(os.environ.get("SSIMQUALITY_SAVE_EVERY_S", SAVE_EVERY_S))
-    try:
-        # Ctrl-C stops between batches and volumes, not wherever it lands (a reader pool's lock taken and never
-        # released hung the process on its way out).
-        with deferred_interrupt() as stop:
-            _score_loop(args, paths, model, device, columns, results, index, report, slice_bar, vol_bar, save_every,
-                        last_write, stop.check)
-    except KeyboardInterrupt:
-        if args.output and any(r.error is None for r in results):  # keep every finished volume, then stop
-            write_results(results, args.output, force=True, summary_columns=columns)
-        raise
-    vol_bar.close()
-    slice_bar.close()
-    scored = any(r.error is None for r in results)
-    if args.output and (scored or args.shard):  # a shard (or torchrun rank) always leaves its part for the merge
-        for p in write_results(results, args.output, force=True, summary_columns=columns):
-            print(f"wrote {p}")
-    elif args.output:
-        print(f"nothing was scored: {args.output} was not written")
-    if record is not None:
-        write_record(args.output, record._replace(
-            finished=True, errors={r.file: r.error.one_line() for r in results if r.error is not None}))
+    # Ctrl-C (or a scheduler's SIGTERM) stops between batches and volumes, not wherever it lands (a reader pool's
+    # lock taken and never released hung the process on its way out); during the final save it waits for it.
+    with deferred_interrupt() as stop:
+        try:
+            _score_loop(args, paths, model, device, results, index, report, slice_bar, vol_bar, saver, save_every,
+                        spelling, stop.check)
+        except KeyboardInterrupt:
+            if saver is not None and any(r.error is None for r in results):  # keep every finished volume, then stop
+                saver.save(results)
+            raise
+        vol_bar.close()
+        slice_bar.close()
+        scored = any(r.error is None for r in results)
+        if saver is not None and (scored or args.shard):  # a shard (or torchrun rank) always leaves its part
+            for p in saver.save(results):
+                print(f"wrote {p}")
+            saver.finish(results)
+        elif args.output:
+            print(f"nothing was scored: {args.output} was not written")
     if report is not None:
         print(f"wrote {write_index(index, report)}")
     bad = [r for r in results if r.error is not None]
@@ -391,6 +385,42 @@ def verdict_tally(summaries: Sequence[dict], *, shown: int = 3) -> str:
     return "verdicts: " + ", ".join(words)
 
 
+class _ResultsSaver:
+    """Writes ``score``'s results as volumes finish, and a shard's record.
+
+    Nothing of an earlier run at ``output`` is touched before this run's first save (a run that then scores
+    nothing, or is stopped first, leaves the earlier results as they were).  The first save writes this run's
+    record, unfinished (a part stopped after it says so; a non-sharded run drops an earlier shard's record),
+    then the results; :meth:`finish` marks the record finished.  A part stopped before its first save leaves the
+    earlier run's results and record, which belong together, or nothing.
+    """
+
+    def __init__(self, output: str, columns, record=None):
+        self.output, self.columns, self.record = output, columns, record
+        self.last = time.monotonic()
+        self._started = False
+
+    def save(self, results) -> list:
+        from .results import write_results
+        from .shards import record_path, write_record
+
+        if not self._started:
+            if self.record is not None:
+                write_record(self.output, self.record)
+            elif record_path(self.output).is_file():
+                record_path(self.output).unlink()
+            self._started = True
+        self.last = time.monotonic()
+        return write_results(results, self.output, force=True, summary_columns=self.columns)
+
+    def finish(self, results) -> None:
+        from .shards import write_record
+
+        if self.record is not None:
+            write_record(self.output, self.record._replace(
+                finished=True, errors={r.file: r.error.one_line() for r in results if r.error is not None}))
+
+
 def _refuse_old_record(record: Path, force: bool) -> None:
     """Refuse, without ``force``, a shard's record left beside the output by an earlier run (with no results
     there, that run was stopped before its first volume)."""
@@ -402,13 +432,12 @@ def _refuse_old_record(record: Path, force: bool) -> None:
     ensure_writable(record, force)
 
 
-def _score_loop(args, paths, model, device, columns, results, index, report, slice_bar, vol_bar, save_every,
-                last_write, check_interrupt) -> None:
+def _score_loop(args, paths, model, device, results, index, report, slice_bar, vol_bar, saver, save_every,
+                spelling, check_interrupt) -> None:
     from tqdm import tqdm
 
     from .batch import score_files
     from .report import volume_figure
-    from .results import write_results
 
     for res in score_files(paths, model, device=device, batch_size=args.batch_size, axis=args.axis,
                            workers=args.workers, frame=args.frame, bf16=args.fast, iqm=args.iqm, series_uid=args.series,
@@ -417,6 +446,7 @@ def _score_loop(args, paths, model, device, columns, results, index, report, sli
                            # is, and processes measured slower than threads (4.1 vs 5.1 volumes/s, 2 cores).
                            processes=device.type == "cuda" and len(paths) > 2):
         vol_bar.update(1)
+        res.file = spelling.get(res.file, res.file)  # a resumed part keeps the names it started with
         if res.error is not None:
             progress.say(f"ssimquality: error: {res.error.one_line()}")
         else:
@@ -433,10 +463,8 @@ def _score_loop(args, paths, model, device, columns, results, index, report, sli
                            f"min {s['min_predicted_ssim']:.3f} -> {s['verdict']}")
         res.array = None  # drawn; free the voxels
         results.append(res)
-        if args.output and res.error is None and time.monotonic() - last_write >= save_every:
-            # Rewritten atomically as volumes finish: an interrupted run keeps what was done.
-            write_results(results, args.output, force=True, summary_columns=columns)
-            last_write = time.monotonic()
+        if saver is not None and res.error is None and time.monotonic() - saver.last >= save_every:
+            saver.save(results)  # rewritten atomically as volumes finish: an interrupted run keeps what was done
         check_interrupt()
 
 
@@ -786,9 +814,11 @@ def _run_merge(args) -> int:
     from .results import ensure_results_writable, merge_results, summary_path
     from .shards import record_path
 
+    written = (args.output, summary_path(args.output))  # what the merge writes
     for part in args.parts:
-        if _same_file(part, args.output) or _same_file(summary_path(part), summary_path(args.output)):
-            raise SSIMQualityError("the output is one of the parts", part, "give -o a new file (--force or not)")
+        if any(_same_file(a, b) for a in written for b in (part, summary_path(part), record_path(part))):
+            raise SSIMQualityError("the output would write over this part or its summary or record", part,
+                                   "give -o a new file (--force or not)")
         if not Path(part).is_file() and not record_path(part).is_file():  # a record alone: a job stopped early
             raise UnreadableFileError("no such results file", part, "give the files the shards wrote with -o")
     ensure_results_writable(args.output, args.force)
@@ -846,11 +876,12 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
             raise
         print(f"ssimquality: error: {exc.one_line()}", file=sys.stderr)
         return EXIT_ERROR
-    except KeyboardInterrupt:
+    except KeyboardInterrupt as exc:
         hint = " (ssimquality score: run the same command with --resume to continue)" if args.command == "score" else ""
-        print("ssimquality: interrupted; finished results were kept, nothing half-written remains" + hint,
+        how = "terminated (SIGTERM)" if isinstance(exc, Terminated) else "interrupted"
+        print(f"ssimquality: {how}; finished results were kept, nothing half-written remains" + hint,
               file=sys.stderr)
-        return 130
+        return 143 if isinstance(exc, Terminated) else 130
     except Exception as exc:  # a bug, not a user error: still one line unless --debug
         if args.debug:
             raise

@@ -22,22 +22,28 @@ import threading
 from typing import Iterator
 
 
+class Terminated(KeyboardInterrupt):
+    """The stop a SIGTERM asked for (a ``KeyboardInterrupt``, so that everything that saves on Ctrl-C saves on
+    it too; the command exits 143, 128 + SIGTERM, as a terminated process does)."""
+
+
 class Interrupt:
-    """Whether Ctrl-C was pressed; :meth:`check` raises ``KeyboardInterrupt`` if so."""
+    """Whether Ctrl-C (or SIGTERM) came; :meth:`check` raises ``KeyboardInterrupt`` (:class:`Terminated`) if so."""
 
     def __init__(self) -> None:
         self.requested = False
+        self.signal = None
 
     def check(self, *_args) -> None:
         """Raise the deferred ``KeyboardInterrupt``; takes and ignores arguments, so that it can sit in a
         progress callback."""
         if self.requested:
-            raise KeyboardInterrupt
+            raise Terminated if self.signal == signal.SIGTERM else KeyboardInterrupt
 
     def _handle(self, signum, frame) -> None:
-        if self.requested:  # the second Ctrl-C: the user does not want to wait for a safe point
-            raise KeyboardInterrupt
-        self.requested = True
+        if self.requested:  # the second one: the user does not want to wait for a safe point
+            raise Terminated if signum == signal.SIGTERM else KeyboardInterrupt
+        self.requested, self.signal = True, signum
 
 
 @contextlib.contextmanager

@@ -91,12 +91,13 @@ def read_record(output: PathLike) -> Optional[ShardRecord]:
     return record
 
 
-def check_resume(output: PathLike, part: int, parts: int, run: Dict[str, object]) -> None:
-    """Refuse to resume a part that an earlier run started as another shard, over another list of volumes or
-    with other settings (its results would overlap another part's, leave volumes to no part, or mix settings)."""
+def check_resume(output: PathLike, part: int, parts: int, run: Dict[str, object]) -> Optional[ShardRecord]:
+    """The record of the part to resume (``None`` when it has none), refused when an earlier run started it as
+    another shard, over another list of volumes or with other settings (its results would overlap another
+    part's, leave volumes to no part, or mix settings)."""
     record = read_record(output)
     if record is None:
-        return
+        return None
     if (record.part, record.parts) != (part, parts):
         raise SSIMQualityError(f"holds shard {record.part}/{record.parts}, not {part}/{parts}", str(output),
                                f"resume it with --shard {record.part}/{record.parts}, or give another -o")
@@ -109,6 +110,7 @@ def check_resume(output: PathLike, part: int, parts: int, run: Dict[str, object]
     if changed:
         raise SSIMQualityError(f"shard {part}/{parts} was started with other settings ({changed})", str(output),
                                "resume it with the options it started with, or start it again with --force")
+    return record
 
 
 def drop_companions(parts: Sequence[PathLike]) -> List[PathLike]:

@@ -273,7 +273,8 @@ def test_merge_checks_every_shard_is_there_once_and_finished(three_shards, tmp_p
     assert main(["score", str(folder), "--shard", "3/3", "-o", str(axis), "--axis", "0", "--quiet",
                  "--device", "cpu"]) == 0
     assert "axis.csv: was scored with other settings than the other parts (axis: default in the others, 0 here)" in refused(p1, p2, axis)
-    assert "the output is one of the parts" in refused_as(p1, p1, p2, p3, "--force")
+    for out in (p1, p2.with_name("part-2.summary.csv"), record_path(p3)):
+        assert "would write over this part" in refused_as(out, p1, p2, p3, "--force")
     # What `merge part-*.csv` expands to: the summaries come along and are left out.
     assert main(["merge", *sorted(map(str, tmp_path.glob("part-*.csv"))), "-o", str(tmp_path / "glob.csv")]) == 0
     assert _files(tmp_path / "glob.csv") == ["a.nii", "b.nii", "c.nii"]
@@ -293,52 +294,82 @@ def test_merge_checks_every_shard_is_there_once_and_finished(three_shards, tmp_p
 
 
 def test_a_killed_shard_says_so_and_resume_keeps_its_place(three_shards, tmp_path, monkeypatch, capsys):
-    """A shard stopped before its first volume leaves a record that says unfinished (merge refuses it); --resume
-    with another K/N, or after the input changed, is refused; resuming it properly lets the merge through."""
+    """A shard stopped before its first save leaves nothing of its own (an earlier run's part stays whole); one
+    stopped later leaves a record that says unfinished (merge refuses it); --resume with another K/N, other
+    options, without --shard or after the input changed is refused; resumed from another folder, the part keeps
+    its names and scores nothing twice."""
     import SSIMQualityLib.batch as batch
-    from SSIMQualityLib.shards import read_record
+    from SSIMQualityLib.shards import read_record, record_path
 
     folder, (p1, p2, p3) = three_shards
-    killed = tmp_path / "killed.csv"
     real = batch.score_files
 
     def stopped(*args, **kwargs):
         raise KeyboardInterrupt
         yield  # a generator, as score_files
 
-    monkeypatch.setattr(batch, "score_files", stopped)
-    assert main(["score", str(folder), "--shard", "2/3", "-o", str(killed), "--quiet", "--device", "cpu"]) != 0
-    monkeypatch.setattr(batch, "score_files", real)
-    rec = read_record(killed)
-    assert not rec.finished and [Path(f).name for f in rec.files] == ["b.nii"] and not killed.exists()
-    assert main(["merge", str(p1), str(killed), str(p3), "-o", str(tmp_path / "early.csv")]) == 1
-    assert "shard 2 of 3 did not finish (0 of 1 volumes)" in capsys.readouterr().err
-
     def refused(argv, text):
         assert main(argv) == 1
         err = capsys.readouterr().err.strip()
         assert len(err.splitlines()) == 1 and text in err, err
 
-    refused(["score", str(folder), "--shard", "2/3", "-o", str(killed), "--quiet", "--device", "cpu"],
-            "an earlier run of a shard left its record here. Pass --resume")
+    monkeypatch.setattr(batch, "score_files", stopped)
+    killed = tmp_path / "killed.csv"
+    assert main(["score", str(folder), "--shard", "2/3", "-o", str(killed), "--quiet", "--device", "cpu"]) == 130
+    assert not killed.exists() and read_record(killed) is None
+    before = {f: f.read_bytes() for f in (p2, p2.with_name("part-2.summary.csv"), record_path(p2))}
+    assert main(["score", str(folder), "--shard", "2/3", "-o", str(p2), "--axis", "1", "--force", "--quiet",
+                 "--device", "cpu"]) == 130
+    assert {f: f.read_bytes() for f in before} == before, "a rerun stopped before its first save changed nothing"
+    monkeypatch.setattr(batch, "score_files", real)
+    capsys.readouterr()
+    refused(["merge", str(p1), str(p3), "-o", str(tmp_path / "m.csv")], "shard 2 of 3 is missing")
+    refused(["score", str(folder), "--shard", "2/3", "-o", str(p2), "--resume", "--axis", "1", "--quiet",
+             "--device", "cpu"], "was started with other settings (axis: default then, 1 now)")
     refused(["score", str(folder), "--shard", "1/3", "-o", str(p2), "--resume", "--quiet", "--device", "cpu"],
             "holds shard 2/3, not 1/3")
     refused(["score", str(folder), "-o", str(p2), "--resume", "--quiet", "--device", "cpu"],
             "holds shard 2/3 of a sharded run. Resume it with --shard 2/3")
-    refused(["score", str(folder), "--shard", "2/3", "-o", str(p2), "--resume", "--axis", "1", "--quiet",
-             "--device", "cpu"], "was started with other settings (axis: default then, 1 now)")
-    # Resumed under another spelling of the same folder: the same list, the same part.
-    assert main(["score", str(folder) + "/.", "--shard", "2/3", "-o", str(p2), "--resume", "--quiet",
-                 "--device", "cpu"]) == 0 and "0 to score" in capsys.readouterr().out
     shutil.copy(folder / "a.nii", folder / "aa.nii")  # four volumes now: shard 1 of 3 holds a and aa
     refused(["score", str(folder), "--shard", "1/3", "-o", str(p1), "--resume", "--quiet", "--device", "cpu"],
             "was started over another list of volumes (the input changed since: 3 volumes then, 4 now)")
     (folder / "aa.nii").unlink()
+
+    # A part whose results are gone and whose record stays: unfinished, refused as it is, resumed.
+    shutil.copy(record_path(p2), record_path(killed))
+    refused(["merge", str(p1), str(killed), str(p3), "-o", str(tmp_path / "m.csv")],
+            "shard 2 of 3 did not finish (0 of 1 volumes)")
+    refused(["score", str(folder), "--shard", "2/3", "-o", str(killed), "--quiet", "--device", "cpu"],
+            "an earlier run of a shard left its record here. Pass --resume")
     assert main(["score", str(folder), "--shard", "2/3", "-o", str(killed), "--resume", "--quiet",
                  "--device", "cpu"]) == 0
     assert read_record(killed).finished
     assert main(["merge", str(p1), str(killed), str(p3), "-o", str(tmp_path / "all.csv")]) == 0
     assert _files(tmp_path / "all.csv") == ["a.nii", "b.nii", "c.nii"]
+
+    # Stopped after its first volume, then resumed from another folder with another relative spelling.
+    def first_then_stop(*args, **kwargs):
+        for res in real(*args, **kwargs):
+            yield res
+            raise KeyboardInterrupt
+
+    monkeypatch.setenv("SSIMQUALITY_SAVE_EVERY_S", "0")
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(batch, "score_files", first_then_stop)
+    assert main(["score", "scans", "--shard", "1/1", "-o", "whole.csv", "--quiet", "--device", "cpu"]) == 130
+    assert not read_record(tmp_path / "whole.csv").finished and _files(tmp_path / "whole.csv") == ["a.nii"]
+    monkeypatch.setattr(batch, "score_files", real)
+    (tmp_path / "elsewhere").mkdir()
+    monkeypatch.chdir(tmp_path / "elsewhere")
+    capsys.readouterr()
+    assert main(["score", "../scans", "--shard", "1/1", "-o", "../whole.csv", "--resume", "--quiet",
+                 "--device", "cpu"]) == 0
+    assert "1 volumes already in ../whole.csv, 2 to score" in capsys.readouterr().out
+    names = [r["file"] for r in _rows(tmp_path / "whole.summary.csv")]
+    assert names == ["scans/a.nii", "scans/b.nii", "scans/c.nii"], "the part keeps the names it started with"
+    assert read_record(tmp_path / "whole.csv").files == names and read_record(tmp_path / "whole.csv").finished
+    monkeypatch.chdir(tmp_path)
+    assert main(["merge", "whole.csv", "-o", "whole_merged.csv"]) == 0
     # The same file scored whole (no shard) with --force: no shard's record is left beside it.
     from SSIMQualityLib.shards import record_path
 
