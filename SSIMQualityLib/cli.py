@@ -389,10 +389,10 @@ class _ResultsSaver:
     """Writes ``score``'s results as volumes finish, and a shard's record.
 
     Nothing of an earlier run at ``output`` is touched before this run's first save (a run that then scores
-    nothing, or is stopped first, leaves the earlier results as they were).  The first save writes this run's
-    record, unfinished (a part stopped after it says so; a non-sharded run drops an earlier shard's record),
-    then the results; :meth:`finish` marks the record finished.  A part stopped before its first save leaves the
-    earlier run's results and record, which belong together, or nothing.
+    nothing, or is stopped first, leaves the earlier results as they were).  Each save writes the results, then
+    this run's record, unfinished, with the results' digest (a part stopped after a save says so; one stopped
+    between the two writes has a record that disagrees with its results, which resume and merge refuse); a
+    non-sharded run drops an earlier shard's record.  :meth:`finish` marks the record finished.
     """
 
     def __init__(self, output: str, columns, record=None):
@@ -402,23 +402,24 @@ class _ResultsSaver:
 
     def save(self, results) -> list:
         from .results import write_results
-        from .shards import record_path, write_record
+        from .shards import record_path, results_digest, write_record
 
-        if not self._started:
-            if self.record is not None:
-                write_record(self.output, self.record)
-            elif record_path(self.output).is_file():
-                record_path(self.output).unlink()
-            self._started = True
+        if not self._started and self.record is None and record_path(self.output).is_file():
+            record_path(self.output).unlink()  # an earlier shard's record, beside what is now a whole run's results
+        self._started = True
         self.last = time.monotonic()
-        return write_results(results, self.output, force=True, summary_columns=self.columns)
+        written = write_results(results, self.output, force=True, summary_columns=self.columns)
+        if self.record is not None:  # after the results, naming them: a stop in between leaves the two disagreeing
+            write_record(self.output, self.record._replace(results_sha256=results_digest(self.output)))
+        return written
 
     def finish(self, results) -> None:
-        from .shards import write_record
+        from .shards import results_digest, write_record
 
         if self.record is not None:
             write_record(self.output, self.record._replace(
-                finished=True, errors={r.file: r.error.one_line() for r in results if r.error is not None}))
+                finished=True, errors={r.file: r.error.one_line() for r in results if r.error is not None},
+                results_sha256=results_digest(self.output)))
 
 
 def _refuse_old_record(record: Path, force: bool) -> None:

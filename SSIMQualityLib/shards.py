@@ -23,7 +23,7 @@ from .errors import SSIMQualityError, UnreadableFileError
 
 PathLike = Union[str, Path]
 #: Changes when the record's fields change meaning.
-RECORD_VERSION = 1
+RECORD_VERSION = 2
 _REDO = "score that shard again with --force (without --resume): its record cannot be trusted"
 
 
@@ -36,6 +36,7 @@ class ShardRecord(NamedTuple):
     finished: bool  # the run went through every one of them
     errors: Dict[str, str]  # file -> the one-line reason it could not be scored
     run: Dict[str, object]  # what every part of one run shares: the whole list (digest, length) and the settings
+    results_sha256: str = ""  # the results it speaks for (:func:`results_digest`), as last saved
 
 
 def run_identity(everything: Sequence[PathLike], settings: Dict[str, object]) -> Dict[str, object]:
@@ -51,14 +52,26 @@ def run_identity(everything: Sequence[PathLike], settings: Dict[str, object]) ->
 
 
 def record_path(output: PathLike) -> Path:
-    """Where the record of a part's results goes: ``part-3.csv`` (or ``.json``) → ``part-3.shard.json``.
+    """Where the record of a part's results goes: ``part-3.csv`` → ``part-3.csv.shard.json`` (the whole name:
+    ``part-3.json`` is another output and has its own).
 
     >>> record_path("runs/part-3.csv").as_posix(), record_path("part-3.json").name
-    ('runs/part-3.shard.json', 'part-3.shard.json')
+    ('runs/part-3.csv.shard.json', 'part-3.json.shard.json')
     """
     p = Path(output)
-    stem = p.name.rsplit(".", 1)[0] if "." in p.name else p.name
-    return p.with_name(f"{stem}.shard.json")
+    return p.with_name(f"{p.name}.shard.json")
+
+
+def results_digest(output: PathLike) -> str:
+    """SHA-256 of a results output as it is on disk (the file and, for CSV, its summary): the record names the
+    results it speaks for, so that a run stopped between writing the two (a kill, a full disk) is caught."""
+    from .results import summary_path
+
+    h = hashlib.sha256()
+    for f in dict.fromkeys([Path(output), summary_path(output)]):  # contents only: a renamed part still agrees
+        data = f.read_bytes() if f.is_file() else b""
+        h.update(f"{len(data) if f.is_file() else -1}:".encode("ascii") + data)
+    return h.hexdigest()
 
 
 def write_record(output: PathLike, record: ShardRecord) -> Path:
@@ -66,7 +79,8 @@ def write_record(output: PathLike, record: ShardRecord) -> Path:
     from .outputs import write_text
 
     doc = {"ssimquality_shard_record": RECORD_VERSION, "part": record.part, "parts": record.parts,
-           "finished": record.finished, "run": record.run, "files": list(record.files),
+           "finished": record.finished, "run": record.run, "results_sha256": record.results_sha256,
+           "files": list(record.files),
            "errors": dict(record.errors)}
     return write_text(record_path(output), json.dumps(doc, indent=1) + "\n", force=True)
 
@@ -82,7 +96,7 @@ def read_record(output: PathLike) -> Optional[ShardRecord]:
             raise ValueError(f"unknown record version {doc.get('ssimquality_shard_record')!r}")
         record = ShardRecord(int(doc["part"]), int(doc["parts"]), [str(f) for f in doc["files"]],
                              bool(doc["finished"]), {str(k): str(v) for k, v in doc["errors"].items()},
-                             dict(doc["run"]))
+                             dict(doc["run"]), str(doc["results_sha256"]))
     except (OSError, ValueError, KeyError, TypeError, AttributeError) as exc:
         raise UnreadableFileError(f"cannot read this shard record ({type(exc).__name__}: {exc})", str(path),
                                   _REDO) from None
@@ -101,6 +115,7 @@ def check_resume(output: PathLike, part: int, parts: int, run: Dict[str, object]
     if (record.part, record.parts) != (part, parts):
         raise SSIMQualityError(f"holds shard {record.part}/{record.parts}, not {part}/{parts}", str(output),
                                f"resume it with --shard {record.part}/{record.parts}, or give another -o")
+    _check_agrees(output, record)
     if record.run.get("list_sha256") != run["list_sha256"]:
         raise SSIMQualityError(f"shard {part}/{parts} was started over another list of volumes (the input changed "
                                f"since: {record.run.get('volumes')} volumes then, {run['volumes']} now)", str(output),
@@ -111,6 +126,13 @@ def check_resume(output: PathLike, part: int, parts: int, run: Dict[str, object]
         raise SSIMQualityError(f"shard {part}/{parts} was started with other settings ({changed})", str(output),
                                "resume it with the options it started with, or start it again with --force")
     return record
+
+
+def _check_agrees(output: PathLike, record: ShardRecord) -> None:
+    if record.results_sha256 != results_digest(output):
+        raise SSIMQualityError("the part's results and its record disagree (a run was stopped while saving, or the "
+                               "files were changed since)", str(output),
+                               "score that shard again with --force (without --resume)")
 
 
 def drop_companions(parts: Sequence[PathLike]) -> List[PathLike]:
@@ -172,6 +194,8 @@ def order_parts(parts: Sequence[PathLike], scored: Dict[str, set], *,
         changed = _differences(usual.run.get("settings", {}), r.run.get("settings", {}), ("in the others", "here"))
         raise SSIMQualityError(f"was scored with other settings than the other parts ({changed})", str(p),
                                "score it again with the options of the others (--force), then merge")
+    for p, r in records.items():
+        _check_agrees(p, r)
     n = next(iter(records.values())).parts
     by_part: Dict[int, PathLike] = {}
     for p, r in records.items():

@@ -335,13 +335,21 @@ def test_a_killed_shard_says_so_and_resume_keeps_its_place(three_shards, tmp_pat
             "was started over another list of volumes (the input changed since: 3 volumes then, 4 now)")
     (folder / "aa.nii").unlink()
 
-    # A part whose results are gone and whose record stays: unfinished, refused as it is, resumed.
+    # A part whose record does not name its results (a run stopped between writing them, a full disk, results
+    # gone): refused by merge and by --resume; started again with --force.
     shutil.copy(record_path(p2), record_path(killed))
     refused(["merge", str(p1), str(killed), str(p3), "-o", str(tmp_path / "m.csv")],
-            "shard 2 of 3 did not finish (0 of 1 volumes)")
+            "the part's results and its record disagree")
     refused(["score", str(folder), "--shard", "2/3", "-o", str(killed), "--quiet", "--device", "cpu"],
             "an earlier run of a shard left its record here. Pass --resume")
-    assert main(["score", str(folder), "--shard", "2/3", "-o", str(killed), "--resume", "--quiet",
+    refused(["score", str(folder), "--shard", "2/3", "-o", str(killed), "--resume", "--quiet", "--device", "cpu"],
+            "the part's results and its record disagree")
+    p1_summary = p1.with_name("part-1.summary.csv")
+    kept = p1_summary.read_bytes()
+    p1_summary.write_bytes(kept.replace(b"sufficient", b"good"))  # an edited (or half-written) part
+    refused(["merge", str(p1), str(p2), str(p3), "-o", str(tmp_path / "m.csv")], "part-1.csv: the part's results")
+    p1_summary.write_bytes(kept)
+    assert main(["score", str(folder), "--shard", "2/3", "-o", str(killed), "--force", "--quiet",
                  "--device", "cpu"]) == 0
     assert read_record(killed).finished
     assert main(["merge", str(p1), str(killed), str(p3), "-o", str(tmp_path / "all.csv")]) == 0
