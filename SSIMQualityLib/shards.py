@@ -1,14 +1,16 @@
 """What a shard's part says about itself, so that ``ssimquality merge`` can tell a missing or unfinished part.
 
-A sharded ``score --shard K/N -o part.csv`` writes, beside its results, ``part.shard.json``: which shard it is
-(K of N), the volumes that shard was given, whether the run got through all of them, and the volumes that could
-not be scored (a CSV part has no other place for them).  The record is written before the first volume with
-``finished: false`` and again at the end with ``finished: true``, so a job killed by the cluster (time limit,
-pre-emption: no chance to write anything) leaves a record that says it did not finish.
+A sharded ``score --shard K/N -o part.csv`` writes, beside its results, ``part.csv.shard.json``: which shard it
+is (K of N), the volumes that shard was given, whether the run got through all of them, the volumes that could
+not be scored (a CSV part has no other place for them), what every part of the run shares (the whole list of
+volumes, the settings) and the SHA-256 of the results it speaks for.  It is written after each save of the
+results (``cli._ResultsSaver``), with ``finished: false`` until the end, so a job killed by the cluster (a time
+limit, pre-emption: no chance to write anything) leaves a record that says it did not finish, and one killed
+between the two writes leaves a record that disagrees with its results.
 
-``merge`` reads the records of all parts and refuses, with one line naming what is missing, when a shard of
-the run is absent, given twice, from another run (another N), or unfinished; the parts are joined in shard
-order whatever order the shell's glob gave them in.
+``merge`` reads the records of all parts and refuses, with one line naming the part, a shard of the run that is
+absent, given twice, unfinished, from another run (another split, input or settings), or whose record and
+results disagree; the parts are joined in shard order whatever order the shell's glob gave them in.
 """
 from __future__ import annotations
 
@@ -137,9 +139,9 @@ def _check_agrees(output: PathLike, record: ShardRecord) -> None:
 
 def drop_companions(parts: Sequence[PathLike]) -> List[PathLike]:
     """``parts`` without the summaries and records of results files also given: what ``part-*.csv`` (which also
-    matches ``part-1.summary.csv``) or ``part-*.json`` (``part-1.shard.json``) expands to in a shell.
+    matches ``part-1.summary.csv``) or ``part-*`` (``part-1.csv.shard.json``) expands to in a shell.
 
-    >>> drop_companions(["p-1.csv", "p-1.summary.csv", "p-1.shard.json", "p-2.summary.csv"])
+    >>> drop_companions(["p-1.csv", "p-1.summary.csv", "p-1.csv.shard.json", "p-2.summary.csv"])
     ['p-1.csv', 'p-2.summary.csv']
     """
     from .results import summary_path
