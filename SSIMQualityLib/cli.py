@@ -224,10 +224,9 @@ def _run_score(args) -> int:
     from . import distributed
     from .batch import shard
     from .iqm import IQM_COLUMNS
-    from .models import resolve_device
+    from .models import model_identity, resolve_device
     from .outputs import ensure_folder, ensure_writable
     from .report import write_index
-    from .models import model_identity
     from .results import ensure_results_writable
     from .resume import load_results
     from .shards import ShardRecord, check_resume, read_record, record_path, run_identity
@@ -263,7 +262,7 @@ def _run_score(args) -> int:
         else:
             ensure_results_writable(args.output, args.force)
         # A shard's record (shards.py) beside the output: replaced only as its results are; --resume continues its
-        # shard only (a run killed before its first volume left a record and no results: check_resume reads it).
+        # shard only (check_resume reads the record, and refuses one that does not name the results beside it).
         if not args.resume:
             _refuse_old_record(record_path(args.output), args.force)
         elif not args.shard and record_path(args.output).exists():
@@ -398,33 +397,32 @@ class _ResultsSaver:
     def __init__(self, output: str, columns, record=None):
         self.output, self.columns, self.record = output, columns, record
         self.last = time.monotonic()
-        self._started = False
 
     def save(self, results) -> list:
         from .results import write_results
-        from .shards import record_path, results_digest, write_record
+        from .shards import record_path
 
-        if not self._started and self.record is None and record_path(self.output).is_file():
+        if self.record is None and record_path(self.output).is_file():
             record_path(self.output).unlink()  # an earlier shard's record, beside what is now a whole run's results
-        self._started = True
         self.last = time.monotonic()
         written = write_results(results, self.output, force=True, summary_columns=self.columns)
-        if self.record is not None:  # after the results, naming them: a stop in between leaves the two disagreeing
-            write_record(self.output, self.record._replace(results_sha256=results_digest(self.output)))
+        self._write_record()  # after the results, naming them: a stop in between leaves the two disagreeing
         return written
 
     def finish(self, results) -> None:
+        self._write_record(finished=True,
+                           errors={r.file: r.error.one_line() for r in results if r.error is not None})
+
+    def _write_record(self, **changes) -> None:
         from .shards import results_digest, write_record
 
         if self.record is not None:
-            write_record(self.output, self.record._replace(
-                finished=True, errors={r.file: r.error.one_line() for r in results if r.error is not None},
-                results_sha256=results_digest(self.output)))
+            write_record(self.output, self.record._replace(results_sha256=results_digest(self.output), **changes))
 
 
 def _refuse_old_record(record: Path, force: bool) -> None:
-    """Refuse, without ``force``, a shard's record left beside the output by an earlier run (with no results
-    there, that run was stopped before its first volume)."""
+    """Refuse, without ``force``, a shard's record left beside the output by an earlier run (with or without its
+    results: they may have been removed since)."""
     from .outputs import ensure_writable
 
     if record.exists() and not force:
@@ -820,7 +818,7 @@ def _run_merge(args) -> int:
         if any(_same_file(a, b) for a in written for b in (part, summary_path(part), record_path(part))):
             raise SSIMQualityError("the output would write over this part or its summary or record", part,
                                    "give -o a new file (--force or not)")
-        if not Path(part).is_file() and not record_path(part).is_file():  # a record alone: a job stopped early
+        if not Path(part).is_file() and not record_path(part).is_file():  # a record alone: merge names it
             raise UnreadableFileError("no such results file", part, "give the files the shards wrote with -o")
     ensure_results_writable(args.output, args.force)
     merged = merge_results(args.parts, args.output, force=args.force, partial=args.partial)

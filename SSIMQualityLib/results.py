@@ -112,7 +112,7 @@ def merge_results(parts: Sequence[Union[str, Path]], output: Union[str, Path], f
     unfinished shard is refused unless ``partial``.  Parts without records are joined in the order given.
     """
     from .resume import load_results
-    from .shards import drop_companions, order_parts, read_record, record_errors
+    from .shards import drop_companions, order_parts, read_record
 
     out = Path(output)
     parts = drop_companions(parts)
@@ -121,12 +121,12 @@ def merge_results(parts: Sequence[Union[str, Path]], output: Union[str, Path], f
         if Path(p).name.lower().endswith(".json") != as_json:
             raise SSIMQualityError(f"is {'CSV' if as_json else 'JSON'} while the output is "
                                    f"{'JSON' if as_json else 'CSV'}", str(p), "give parts and output of one format")
-    # A part whose job was stopped before its first save has a record and no results yet: read as empty, so that
-    # the check below says it did not finish.
-    loaded = {str(p): (load_results(p, with_errors=True) if Path(p).exists() or read_record(p) is None else [])
+    records = {str(p): read_record(p) for p in parts}
+    # A part with a record and no results (lost, or removed): read as empty, so that the check below names it.
+    loaded = {str(p): (load_results(p, with_errors=True) if Path(p).exists() or records[str(p)] is None else [])
               for p in parts}
-    ordered, notes = order_parts(parts, {p: {r.file for r in rs if r.error is None} for p, rs in loaded.items()},
-                                 partial=partial)
+    ordered, notes = order_parts(parts, records, {p: {r.file for r in rs if r.error is None}
+                                                  for p, rs in loaded.items()}, partial=partial)
     results, seen, columns = [], {}, list(SUMMARY_COLUMNS) if not as_json else None
     for p in ordered:
         for r in loaded[str(p)]:
@@ -138,6 +138,7 @@ def merge_results(parts: Sequence[Union[str, Path]], output: Union[str, Path], f
         if columns is not None and summary_path(p).exists():  # every part's columns (--iqm in some parts)
             with summary_path(p).open(encoding="utf-8") as fh:
                 columns += [c for c in next(csv.reader(fh), []) if c not in columns]
-    failed = {**record_errors(ordered), **{r.file: r.error.one_line() for r in results if r.error is not None}}
+    failed = {f: why for p in ordered if records[str(p)] is not None for f, why in records[str(p)].errors.items()}
+    failed.update({r.file: r.error.one_line() for r in results if r.error is not None})
     paths = write_results(results, out, force=force, summary_columns=columns or SUMMARY_COLUMNS)
     return Merged(paths, sum(r.error is None for r in results), failed, notes)

@@ -154,11 +154,12 @@ def drop_companions(parts: Sequence[PathLike]) -> List[PathLike]:
     return [p for p in parts if not (companion(p) and os.path.realpath(str(p)) in beside)]
 
 
-def order_parts(parts: Sequence[PathLike], scored: Dict[str, set], *,
+def order_parts(parts: Sequence[PathLike], records: Dict[str, Optional[ShardRecord]], scored: Dict[str, set], *,
                 partial: bool = False) -> Tuple[List[PathLike], List[str]]:
     """Check that ``parts`` are every shard of one run, each finished, and put them in shard order.
 
-    ``scored`` maps each part (as given) to the volumes its results hold.  Returns the parts in shard order and
+    ``records`` maps each part (as given, ``str``) to its record (:func:`read_record`, read once by the caller),
+    ``scored`` to the volumes its results hold.  Returns the parts in shard order and
     the lines to tell the user (what a ``partial`` merge leaves out, or that the parts carry no records and the
     check could not be made).
 
@@ -174,7 +175,7 @@ def order_parts(parts: Sequence[PathLike], scored: Dict[str, set], *,
         if real in seen:
             raise SSIMQualityError(f"is given twice (also as {seen[real]})", str(p), "give each part once")
         seen[real] = p
-    records = {p: read_record(p) for p in parts}
+    records = {p: records[str(p)] for p in parts}  # keyed as given, for the messages
     without = [p for p, r in records.items() if r is None]
     if len(without) == len(parts):
         return list(parts), ["note: the parts carry no shard records (.shard.json, which score --shard writes): "
@@ -225,16 +226,6 @@ def order_parts(parts: Sequence[PathLike], scored: Dict[str, set], *,
                                                      "or pass --partial to merge what is there")
             said.append(f"warning: {p}: {what}: the merged results leave out the other {len(left)} (--partial)")
     return [by_part[k] for k in sorted(by_part)], said
-
-
-def record_errors(parts: Sequence[PathLike]) -> Dict[str, str]:
-    """Every volume the parts' records list as not scored, file -> reason (empty for parts without records)."""
-    out: Dict[str, str] = {}
-    for p in parts:
-        r = read_record(p)
-        if r is not None:
-            out.update(r.errors)
-    return out
 
 
 def _odd_one_out(records: Dict[PathLike, ShardRecord], key):
