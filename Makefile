@@ -13,11 +13,17 @@ PIP    := $(BIN)/python -m pip
 
 venv: $(STAMP)
 
+# Installs survive a flaky network: pip resumes a broken download (vtk's wheel is 146 MB; a CI run once failed at
+# 68.7 MB after pip's default 5 resumes) and the whole step is tried three times, 20 s apart, before make gives up.
+RETRY  := for try in 1 2 3; do
+DONE   := && break; [ $$try = 3 ] && exit 1; echo "pip failed (try $$try of 3); again in 20 s" >&2; sleep 20; done
+INSTALL := $(PIP) install --quiet --resume-retries 50
+
 $(STAMP): pyproject.toml requirements-dev.txt
 	$(PYTHON) -m venv $(VENV)
-	$(PIP) install --quiet --upgrade pip
-	$(PIP) install --quiet -r requirements-dev.txt
-	$(PIP) install --quiet -e ".[test,train]" -c requirements-dev.txt
+	$(RETRY) $(PIP) install --quiet --upgrade pip $(DONE)
+	$(RETRY) $(INSTALL) -r requirements-dev.txt $(DONE)
+	$(RETRY) $(INSTALL) -e ".[test,train]" -c requirements-dev.txt $(DONE)
 	touch $(STAMP)
 
 demo: $(STAMP)
