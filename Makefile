@@ -13,13 +13,15 @@ PIP    := $(BIN)/python -m pip
 
 venv: $(STAMP)
 
-# Installs survive a flaky network: pip resumes a broken download (vtk's wheel is 146 MB; a CI run once failed at
-# 68.7 MB after pip's default 5 resumes) and the whole step is tried three times, 20 s apart, before make gives up.
+# A CI run failed in the middle of vtk's 146 MB wheel: pip said the connection broke, and the same message came
+# here from a full disk. So the disk is checked first (one line if the install cannot fit), pip resumes a broken
+# download up to 50 times, and each step is tried three times, 20 s apart, before make gives up.
 RETRY  := for try in 1 2 3; do
 DONE   := && break; [ $$try = 3 ] && exit 1; echo "pip failed (try $$try of 3); again in 20 s" >&2; sleep 20; done
 INSTALL := $(PIP) install --quiet --resume-retries 50
 
 $(STAMP): pyproject.toml requirements-dev.txt
+	$(PYTHON) scripts/check_disk.py $(VENV)
 	$(PYTHON) -m venv $(VENV)
 	$(RETRY) $(PIP) install --quiet --upgrade pip $(DONE)
 	$(RETRY) $(INSTALL) -r requirements-dev.txt $(DONE)

@@ -7,6 +7,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from helpers import load_script
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -87,3 +88,16 @@ def test_cmake_install_layout_finds_the_model_for_the_cli_module(tmp_path, sampl
     where = subprocess.run([sys.executable, "-c", probe, str(clim)], capture_output=True, text=True, cwd=elsewhere,
                            env=_clean_env()).stdout.split()
     assert Path(where[0]).parent == clim / "SSIMQualityLib" and Path(where[1]) == qt / "Resources"
+
+
+def test_make_refuses_an_install_the_disk_cannot_hold_in_one_line(tmp_path, monkeypatch, capsys):
+    check = load_script("check_disk")
+    assert check.main(str(tmp_path / ".venv")) == 0  # this machine has room: the suite was installed here
+    free = shutil.disk_usage(tmp_path).free / check.GIB
+    monkeypatch.setitem(check.NEEDS_GIB, "venv", free + 1.0)
+    assert check.main(str(tmp_path / "not-yet" / ".venv")) == 1
+    said = capsys.readouterr().err.strip()
+    assert "\n" not in said and said.startswith(f"make: {tmp_path}") and "GiB free, the install needs about" in said
+    # make runs the check before it creates the environment, so a full disk stops there, not inside pip
+    recipe = (ROOT / "Makefile").read_text().split("$(STAMP): pyproject.toml")[1]
+    assert recipe.index("scripts/check_disk.py $(VENV)") < recipe.index("-m venv $(VENV)")
