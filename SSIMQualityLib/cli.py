@@ -229,7 +229,7 @@ def _run_score(args) -> int:
     from .report import write_index
     from .results import ensure_results_writable
     from .resume import load_results
-    from .shards import ShardRecord, check_resume, read_record, record_path, run_identity
+    from .records import record_path
     from .vocabulary import SUMMARY_COLUMNS
     from .volumes import list_volume_paths
 
@@ -261,14 +261,10 @@ def _run_score(args) -> int:
             previous = load_results(args.output)
         else:
             ensure_results_writable(args.output, args.force)
-        # A shard's record (shards.py) beside the output: replaced only as its results are; --resume continues its
-        # shard only (check_resume reads the record, and refuses one that does not name the results beside it).
+        # The results' record (records.py) beside the output: replaced only as the results are; --resume continues
+        # the same run only (check_resume, below, reads the record and refuses one that does not name the results).
         if not args.resume:
             _refuse_old_record(record_path(args.output), args.force)
-        elif not args.shard and record_path(args.output).exists():
-            held = read_record(args.output)
-            raise SSIMQualityError(f"holds shard {held.part}/{held.parts} of a sharded run", args.output,
-                                   f"resume it with --shard {held.part}/{held.parts}")
     report = Path(args.report_dir) if args.report_dir else None
     if report is not None:
         if (report / "index.html").exists() and not args.force:
@@ -288,23 +284,15 @@ def _run_score(args) -> int:
             print(f"--fast: keeping {describe(device)}", file=sys.stderr)
             args.fast = False
     model = _load_model_arg(args.model, device)
-    record, spelling = None, {}
-    if args.shard and args.output:
-        # What every part of one run shares (the whole list, the settings asked for: nodes that differ in bfloat16
-        # support still make one run), after the model loaded (a bad --model path is its own one line).
-        run = run_identity(everything, {"model_sha256": model_identity(args.model)["sha256"], "axis": args.axis,
-                                        "frame": args.frame, "series": args.series, "iqm": bool(args.iqm),
-                                        "fast": asked_fast})
-        earlier = check_resume(args.output, *args.shard, run) if args.resume else None
-        if earlier is not None:  # the same volumes, perhaps spelt otherwise (another folder to start from): the
-            # part keeps the names it started with, so that what it holds and what it was given stay comparable
-            spelling = dict(zip(map(str, paths), earlier.files))
-        record = ShardRecord(*args.shard, [spelling.get(str(p), str(p)) for p in paths], False, {}, run)
+    record, earlier, spelling = None, None, {}
+    if args.output:
+        record, earlier, spelling = _results_record(args, everything, paths, model_identity(args.model), device,
+                                                    asked_fast)
     if previous:
-        if spelling:
+        if earlier is not None:  # the names the results hold, whatever folder this run started from
             done = {r.file for r in previous}
-            paths = [p for p in paths if spelling[str(p)] not in done]
-        else:
+            paths = [p for p in paths if spelling.get(str(p), str(p)) not in done]
+        else:  # results without a record (an earlier version's): names resolved from here
             done = {os.path.realpath(r.file) for r in previous}  # ./a.nii and a.nii are one volume
             paths = [p for p in paths if os.path.realpath(str(p)) not in done]
         print(f"resuming: {len(previous)} volumes already in {args.output}, {len(paths)} to score")
@@ -352,7 +340,7 @@ def _merge_ranks(args, rank: int, world: int) -> None:
 
     from . import distributed
     from .results import merge_results, summary_path
-    from .shards import record_path
+    from .records import record_path
 
     distributed.init(torch.device("cpu"))  # gloo: a rendezvous only, no tensors travel
     distributed.barrier()
@@ -385,25 +373,22 @@ def verdict_tally(summaries: Sequence[dict], *, shown: int = 3) -> str:
 
 
 class _ResultsSaver:
-    """Writes ``score``'s results as volumes finish, and a shard's record.
+    """Writes ``score``'s results as volumes finish, and their record (:mod:`~SSIMQualityLib.records`).
 
     Nothing of an earlier run at ``output`` is touched before this run's first save (a run that then scores
     nothing, or is stopped first, leaves the earlier results as they were).  Each save writes the results, then
-    this run's record, unfinished, with the results' digest (a part stopped after a save says so; one stopped
-    between the two writes has a record that disagrees with its results, which resume and merge refuse); a
-    non-sharded run drops an earlier shard's record.  :meth:`finish` marks the record finished.
+    this run's record, unfinished, with the results' digest (a run stopped after a save says so; one stopped
+    between the two writes has a record that disagrees with its results, which resume and merge refuse).
+    :meth:`finish` marks the record finished.
     """
 
-    def __init__(self, output: str, columns, record=None):
+    def __init__(self, output: str, columns, record):
         self.output, self.columns, self.record = output, columns, record
         self.last = time.monotonic()
 
     def save(self, results) -> list:
         from .results import write_results
-        from .shards import record_path
 
-        if self.record is None and record_path(self.output).is_file():
-            record_path(self.output).unlink()  # an earlier shard's record, beside what is now a whole run's results
         self.last = time.monotonic()
         written = write_results(results, self.output, force=True, summary_columns=self.columns)
         self._write_record()  # after the results, naming them: a stop in between leaves the two disagreeing
@@ -414,20 +399,55 @@ class _ResultsSaver:
                            errors={r.file: r.error.one_line() for r in results if r.error is not None})
 
     def _write_record(self, **changes) -> None:
-        from .shards import results_digest, write_record
+        from .records import stamped, write_record
 
-        if self.record is not None:
-            write_record(self.output, self.record._replace(results_sha256=results_digest(self.output), **changes))
+        self.record = self.record._replace(made=stamped(self.record.made), **changes)
+        write_record(self.output, self.record.with_results(self.output))
+
+
+def _results_record(args, everything, paths, model: dict, device, asked_fast: bool):
+    """The record this run's results will carry, the earlier run's record where ``--resume`` continues one (its
+    settings checked), and the names the earlier run gave the volumes of ``paths`` (``{path: name}``).
+
+    What every part of one run shares: the whole list before a split and the settings asked for (nodes that
+    differ in bfloat16 support still make one run).  Made after the model loaded: a bad ``--model`` is its own
+    one line."""
+    from datetime import datetime, timezone
+
+    from .records import RunRecord, check_resume, earlier_names, run_identity
+
+    part, parts = args.shard or (1, 1)  # a whole run is part 1 of 1
+    run = run_identity(everything, {"model_sha256": model["sha256"], "axis": args.axis, "frame": args.frame,
+                                    "series": args.series, "iqm": bool(args.iqm), "fast": asked_fast})
+    earlier = check_resume(args.output, part, parts, run) if args.resume else None
+    here = os.getcwd()
+    made = {"model": model["name"] or model["file"], "device": str(device),
+            "precision": "bfloat16" if args.fast else "float32",
+            "started": datetime.now(timezone.utc).isoformat(timespec="seconds")}
+    if earlier is None:
+        return RunRecord(part, parts, [str(p) for p in paths], False, {}, run, folder=here, made=made), None, {}
+    # The volumes the earlier run was given keep its names (from another working folder too), so that what the
+    # results hold and what the run was given stay comparable; a whole run's new volumes (the list may grow)
+    # are named in full where this run started elsewhere, since the record's names are read from its folder.
+    spelling = earlier_names(earlier, paths)
+    moved = os.path.realpath(earlier.folder or here) != os.path.realpath(here)
+    new = [str(p) for p in paths if str(p) not in spelling]
+    spelling.update({p: os.path.abspath(p) for p in new if moved})
+    files = list(earlier.files) + [spelling.get(p, p) for p in new]
+    made["started"] = earlier.made.get("started", made["started"])
+    return earlier._replace(files=files, finished=False, errors={}, run=run, made=made,
+                            folder=earlier.folder or here), earlier, spelling
 
 
 def _refuse_old_record(record: Path, force: bool) -> None:
-    """Refuse, without ``force``, a shard's record left beside the output by an earlier run (with or without its
-    results: they may have been removed since)."""
+    """Refuse, without ``force``, a record left beside the output by an earlier run (with or without its results:
+    they may have been removed since)."""
     from .outputs import ensure_writable
 
     if record.exists() and not force:
-        raise OutputExistsError("an earlier run of a shard left its record here", str(record),
-                                "pass --resume (with its --shard) to continue that run, or --force to start afresh")
+        raise OutputExistsError("an earlier run left its record here", str(record),
+                                "pass --resume (with its --shard, if it was a shard) to continue that run, or --force "
+                                "to start afresh")
     ensure_writable(record, force)
 
 
@@ -811,7 +831,7 @@ def _add_merge(sub) -> None:
 def _run_merge(args) -> int:
     from .errors import UnreadableFileError
     from .results import ensure_results_writable, merge_results, summary_path
-    from .shards import record_path
+    from .records import record_path
 
     written = (args.output, summary_path(args.output))  # what the merge writes
     for part in args.parts:

@@ -107,12 +107,14 @@ def merge_results(parts: Sequence[Union[str, Path]], output: Union[str, Path], f
     """Join the outputs of several ``ssimquality score`` runs (shards) into one output.
 
     All parts and the output have one format (``.csv`` with its ``.summary.csv``, or ``.json``).  A
-    volume found in two parts is refused: the parts overlap.  Parts written by ``score --shard K/N`` carry a
-    record (:mod:`~SSIMQualityLib.shards`): they are then joined in shard order, and a missing, doubled or
-    unfinished shard is refused unless ``partial``.  Parts without records are joined in the order given.
+    volume found in two parts is refused: the parts overlap.  Parts written by ``score -o`` carry a record
+    (:mod:`~SSIMQualityLib.records`): the shards of one run are then joined in shard order, and a missing,
+    doubled or unfinished shard is refused unless ``partial``; whole runs (one a site, say) are joined in the
+    order given, if scored with the same settings; the output gets a record of its own.  Parts without records
+    are joined in the order given.
     """
+    from .records import drop_companions, merged_record, order_parts, read_record, stamped, write_record
     from .resume import load_results
-    from .shards import drop_companions, order_parts, read_record
 
     out = Path(output)
     parts = drop_companions(parts)
@@ -141,4 +143,8 @@ def merge_results(parts: Sequence[Union[str, Path]], output: Union[str, Path], f
     failed = {f: why for p in ordered if records[str(p)] is not None for f, why in records[str(p)].errors.items()}
     failed.update({r.file: r.error.one_line() for r in results if r.error is not None})
     paths = write_results(results, out, force=force, summary_columns=columns or SUMMARY_COLUMNS)
+    first = records[str(ordered[0])] if ordered else None
+    record = merged_record(ordered, records, stamped({**(first.made if first else {}), "merged_from": len(ordered)}))
+    if record is not None:
+        write_record(out, record.with_results(out))
     return Merged(paths, sum(r.error is None for r in results), failed, notes)

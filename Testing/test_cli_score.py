@@ -108,10 +108,11 @@ def test_existing_output_refused_before_work_and_atomic(archive, tmp_path, capsy
     code, _, err = _run(["score", archive, "-o", out, "--quiet"], capsys)
     assert code != 0 and "exists already" in err and "--force" in err
     assert hashlib.sha256(out.read_bytes()).hexdigest() == before
-    assert not (tmp_path / "r.summary.csv").exists()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["r.csv"], "refused before anything was written"
     code, _, err = _run(["score", archive / "clean.nii.gz", "-o", out, "--force", "--quiet"], capsys)
     assert code == 0 and out.read_text(encoding="utf-8") != "precious\n"
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["r.csv", "r.summary.csv"], "no temporary files left"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["r.csv", "r.csv.record.json", "r.summary.csv"], \
+        "no temporary files left"
     code, _, err = _run(["score", archive, "-o", tmp_path / "r.xlsx", "--quiet"], capsys)
     assert code != 0 and "unknown results format" in err
 

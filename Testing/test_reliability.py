@@ -109,7 +109,7 @@ def slow_reference(batch_slow, tiny_model_file, tmp_path_factory):
 def test_interrupt_then_resume_equals_one_run(sig, shard, batch_slow, tiny_model_file, slow_reference, tmp_path):
     """Ctrl-C, or the SIGTERM a cluster's scheduler sends at a time limit: the finished volumes are kept, a shard's
     record says it did not finish (merge refuses it), and --resume completes the run as one run would."""
-    from SSIMQualityLib.shards import read_record
+    from SSIMQualityLib.records import read_record
 
     base = _slow_score(batch_slow, tiny_model_file) + (["--shard", shard] if shard else [])
     out = tmp_path / "part.csv"

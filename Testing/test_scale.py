@@ -86,7 +86,13 @@ def test_torchrun_scoring_equals_one_process(archive, one_process, tmp_path):
     r = _torchrun("score", str(archive), "-o", str(out), "--device", "cpu")
     assert r.returncode == 0, r.stderr[-2000:]
     _same_tables(out, one_process)
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["tr.csv", "tr.summary.csv"]  # the parts are gone
+    # the parts are gone; the merged output has its record, as a one-process run's output has
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["tr.csv", "tr.csv.record.json", "tr.summary.csv"]
+    from SSIMQualityLib.records import read_record
+
+    rec, alone = read_record(out), read_record(one_process)
+    assert (rec.part, rec.parts, rec.finished, rec.made["merged_from"]) == (1, 1, True, 2)
+    assert rec.files == alone.files and rec.run == alone.run
 
 
 def test_bad_file_in_one_shard_keeps_the_other(archive, one_process, tmp_path):
@@ -202,16 +208,21 @@ def test_a_shard_of_only_bad_files_still_leaves_its_part(archive, tmp_path):
     assert len(doc["volumes"]) == 4 and [Path(e["file"]).name for e in doc["errors"]] == ["z_bad.nii.gz"]
 
 
+def _copies(folder, *names):
+    """Copies of nibabel's small T1 (33 × 41 × 25) in ``folder``."""
+    import nibabel
+
+    folder.mkdir(exist_ok=True)
+    anat = Path(nibabel.__file__).parent / "tests" / "data" / "anatomical.nii"
+    for name in names:
+        shutil.copy(anat, folder / name)
+    return folder
+
+
 @pytest.fixture()
 def three_shards(tmp_path):
     """Three copies of nibabel's small T1 scored as shards 1/3 – 3/3 (one volume each), and the folder."""
-    import nibabel
-
-    folder = tmp_path / "scans"
-    folder.mkdir()
-    anat = Path(nibabel.__file__).parent / "tests" / "data" / "anatomical.nii"
-    for name in ("a.nii", "b.nii", "c.nii"):
-        shutil.copy(anat, folder / name)
+    folder = _copies(tmp_path / "scans", "a.nii", "b.nii", "c.nii")
     parts = [tmp_path / f"part-{k}.csv" for k in (1, 2, 3)]
     for k, p in enumerate(parts, 1):
         assert main(["score", str(folder), "--shard", f"{k}/3", "-o", str(p), "--quiet", "--device", "cpu"]) == 0
@@ -223,9 +234,9 @@ def _files(path):
 
 
 def test_merge_checks_every_shard_is_there_once_and_finished(three_shards, tmp_path, capsys):
-    """Each part's .shard.json says which shard it is: merge joins them in shard order whatever the glob's
+    """Each part's .record.json says which shard it is: merge joins them in shard order whatever the glob's
     order, and refuses (one line naming it) a missing, doubled or unfinished shard unless --partial."""
-    from SSIMQualityLib.shards import read_record, record_path, write_record
+    from SSIMQualityLib.records import read_record, record_path, write_record
 
     folder, (p1, p2, p3) = three_shards
     rec = read_record(p2)
@@ -299,7 +310,7 @@ def test_a_killed_shard_says_so_and_resume_keeps_its_place(three_shards, tmp_pat
     options, without --shard or after the input changed is refused; resumed from another folder, the part keeps
     its names and scores nothing twice."""
     import SSIMQualityLib.batch as batch
-    from SSIMQualityLib.shards import read_record, record_path
+    from SSIMQualityLib.records import read_record, record_path
 
     folder, (p1, p2, p3) = three_shards
     real = batch.score_files
@@ -327,7 +338,7 @@ def test_a_killed_shard_says_so_and_resume_keeps_its_place(three_shards, tmp_pat
     refused(["score", str(folder), "--shard", "2/3", "-o", str(p2), "--resume", "--axis", "1", "--quiet",
              "--device", "cpu"], "was started with other settings (axis: default then, 1 now)")
     refused(["score", str(folder), "--shard", "1/3", "-o", str(p2), "--resume", "--quiet", "--device", "cpu"],
-            "holds shard 2/3, not 1/3")
+            "holds shard 2/3, not shard 1/3")
     refused(["score", str(folder), "-o", str(p2), "--resume", "--quiet", "--device", "cpu"],
             "holds shard 2/3 of a sharded run. Resume it with --shard 2/3")
     shutil.copy(folder / "a.nii", folder / "aa.nii")  # four volumes now: shard 1 of 3 holds a and aa
@@ -339,15 +350,15 @@ def test_a_killed_shard_says_so_and_resume_keeps_its_place(three_shards, tmp_pat
     # gone): refused by merge and by --resume; started again with --force.
     shutil.copy(record_path(p2), record_path(killed))
     refused(["merge", str(p1), str(killed), str(p3), "-o", str(tmp_path / "m.csv")],
-            "the part's results and its record disagree")
+            "the results and their record disagree")
     refused(["score", str(folder), "--shard", "2/3", "-o", str(killed), "--quiet", "--device", "cpu"],
-            "an earlier run of a shard left its record here. Pass --resume")
+            "an earlier run left its record here. Pass --resume")
     refused(["score", str(folder), "--shard", "2/3", "-o", str(killed), "--resume", "--quiet", "--device", "cpu"],
-            "the part's results and its record disagree")
+            "the results and their record disagree")
     p1_summary = p1.with_name("part-1.summary.csv")
     kept = p1_summary.read_bytes()
     p1_summary.write_bytes(kept.replace(b"sufficient", b"good"))  # an edited (or half-written) part
-    refused(["merge", str(p1), str(p2), str(p3), "-o", str(tmp_path / "m.csv")], "part-1.csv: the part's results")
+    refused(["merge", str(p1), str(p2), str(p3), "-o", str(tmp_path / "m.csv")], "part-1.csv: the results and their record disagree")
     p1_summary.write_bytes(kept)
     assert main(["score", str(folder), "--shard", "2/3", "-o", str(killed), "--force", "--quiet",
                  "--device", "cpu"]) == 0
@@ -355,7 +366,8 @@ def test_a_killed_shard_says_so_and_resume_keeps_its_place(three_shards, tmp_pat
     assert main(["merge", str(p1), str(killed), str(p3), "-o", str(tmp_path / "all.csv")]) == 0
     assert _files(tmp_path / "all.csv") == ["a.nii", "b.nii", "c.nii"]
 
-    # Stopped after its first volume, then resumed from another folder with another relative spelling.
+    # A whole run (part 1 of 1) stopped after its first volume, then resumed from another folder with another
+    # relative spelling: it keeps its names and scores nothing twice.
     def first_then_stop(*args, **kwargs):
         for res in real(*args, **kwargs):
             yield res
@@ -364,22 +376,83 @@ def test_a_killed_shard_says_so_and_resume_keeps_its_place(three_shards, tmp_pat
     monkeypatch.setenv("SSIMQUALITY_SAVE_EVERY_S", "0")
     monkeypatch.chdir(tmp_path)
     monkeypatch.setattr(batch, "score_files", first_then_stop)
-    assert main(["score", "scans", "--shard", "1/1", "-o", "whole.csv", "--quiet", "--device", "cpu"]) == 130
+    assert main(["score", "scans", "-o", "whole.csv", "--quiet", "--device", "cpu"]) == 130
     assert not read_record(tmp_path / "whole.csv").finished and _files(tmp_path / "whole.csv") == ["a.nii"]
     monkeypatch.setattr(batch, "score_files", real)
     (tmp_path / "elsewhere").mkdir()
     monkeypatch.chdir(tmp_path / "elsewhere")
     capsys.readouterr()
-    assert main(["score", "../scans", "--shard", "1/1", "-o", "../whole.csv", "--resume", "--quiet",
-                 "--device", "cpu"]) == 0
+    assert main(["score", "../scans", "-o", "../whole.csv", "--resume", "--quiet", "--device", "cpu"]) == 0
     assert "1 volumes already in ../whole.csv, 2 to score" in capsys.readouterr().out
     names = [r["file"] for r in _rows(tmp_path / "whole.summary.csv")]
-    assert names == ["scans/a.nii", "scans/b.nii", "scans/c.nii"], "the part keeps the names it started with"
-    assert read_record(tmp_path / "whole.csv").files == names and read_record(tmp_path / "whole.csv").finished
+    assert names == ["scans/a.nii", "scans/b.nii", "scans/c.nii"], "the results keep the names they started with"
+    whole = read_record(tmp_path / "whole.csv")
+    assert whole.files == names and whole.finished and (whole.part, whole.parts) == (1, 1)
     monkeypatch.chdir(tmp_path)
     assert main(["merge", "whole.csv", "-o", "whole_merged.csv"]) == 0
-    # The same file scored whole (no shard) with --force: no shard's record is left beside it.
-    from SSIMQualityLib.shards import record_path
-
+    # A shard's results scored again as a whole run (--force): the record says so.
     assert main(["score", str(folder), "-o", str(p1), "--force", "--quiet", "--device", "cpu"]) == 0
-    assert not record_path(p1).exists() and _files(p1) == ["a.nii", "b.nii", "c.nii"]
+    assert (read_record(p1).part, read_record(p1).parts) == (1, 1) and _files(p1) == ["a.nii", "b.nii", "c.nii"]
+
+
+def test_every_results_file_has_a_record_and_resume_checks_it(tmp_path, capsys):
+    """A whole run's results carry a record too (part 1 of 1): how they were made, and the settings, so that
+    --resume cannot mix another model or other options into them; the archive may grow between runs; the
+    results of separate runs (two sites) merge in the order given, with the same settings only."""
+    from SSIMQualityLib import __version__
+    from SSIMQualityLib.models import build_model, bundled_model_entry, save_checkpoint
+    from SSIMQualityLib.records import read_record
+
+    site_a, site_b = _copies(tmp_path / "a", "a.nii", "b.nii"), _copies(tmp_path / "b", "c.nii")
+    out = tmp_path / "site-a.csv"
+    cpu = ["--quiet", "--device", "cpu"]
+    assert main(["score", str(site_a), "-o", str(out), *cpu]) == 0
+    rec = read_record(out)
+    assert (rec.part, rec.parts, rec.finished, rec.errors, rec.folder) == (1, 1, True, {}, os.getcwd())
+    assert [Path(f).name for f in rec.files] == ["a.nii", "b.nii"]
+    assert rec.run["settings"]["model_sha256"] == bundled_model_entry()["sha256"]
+    made = rec.made
+    assert (made["model"], made["device"], made["precision"], made["ssimquality"]) == (
+        bundled_model_entry()["name"], "cpu", "float32", __version__)
+    assert made["started"] <= made["saved"]
+
+    def refused(argv, text):
+        before = {p: p.read_bytes() for p in tmp_path.glob("site-a*")}
+        assert main(argv) == 1
+        err = capsys.readouterr().err.strip()
+        assert len(err.splitlines()) == 1 and text in err, err
+        assert {p: p.read_bytes() for p in tmp_path.glob("site-a*")} == before
+
+    other = tmp_path / "other.pt"
+    save_checkpoint(other, build_model("resnet18", 32))
+    capsys.readouterr()
+    refused(["score", str(site_a), "-o", str(out), "--resume", "--axis", "0", *cpu],
+            "site-a.csv: these results were started with other settings (axis: default then, 0 now)")
+    refused(["score", str(site_a), "-o", str(out), "--resume", "--model", str(other), *cpu],
+            "these results were started with other settings (model_sha256: ")
+    refused(["score", str(site_a), "-o", str(out), "--resume", "--shard", "1/2", *cpu],
+            "holds the results of a whole run, not shard 1/2. Resume it without --shard")
+
+    _copies(site_a, "d.nii")  # the archive grew: only the new volume is scored
+    assert main(["score", str(site_a), "-o", str(out), "--resume", *cpu]) == 0
+    assert "2 volumes already in" in capsys.readouterr().out and _files(out) == ["a.nii", "b.nii", "d.nii"]
+    rec = read_record(out)
+    assert [Path(f).name for f in rec.files] == ["a.nii", "b.nii", "d.nii"] and rec.finished
+    assert rec.made["started"] == made["started"], "the record keeps when the results were first started"
+
+    # Two sites scored apart, joined as given; the joined table gets its record; other settings are refused.
+    b = tmp_path / "site-b.csv"
+    assert main(["score", str(site_b), "-o", str(b), *cpu]) == 0
+    joined = tmp_path / "joined.csv"
+    assert main(["merge", str(b), str(out), "-o", str(joined)]) == 0
+    assert _files(joined) == ["c.nii", "a.nii", "b.nii", "d.nii"]
+    rec = read_record(joined)
+    assert (rec.parts, rec.finished, len(rec.files), rec.made["merged_from"]) == (1, True, 4, 2)
+    capsys.readouterr()
+    refused(["score", str(site_a), "-o", str(joined), "--resume", "--iqm", *cpu],
+            "these results were started with other settings (iqm: False then, True now)")
+    c = tmp_path / "site-c.csv"
+    assert main(["score", str(site_b), "-o", str(c), "--axis", "1", *cpu]) == 0
+    capsys.readouterr()
+    refused(["merge", str(out), str(c), "-o", str(tmp_path / "mixed.csv")],
+            "site-c.csv: was scored with other settings than the other parts (axis: default in the others, 1 here)")
