@@ -287,7 +287,10 @@ def _run_score(args) -> int:
     record, earlier, spelling = None, None, {}
     if args.output:
         record, earlier, spelling = _results_record(args, everything, paths, model_identity(args.model), device,
-                                                    asked_fast)
+                                                    asked_fast, {r.file for r in previous})
+        if previous and earlier is None:
+            print(f"note: {args.output} has no record ({record_path(args.output).name}): the settings its results "
+                  "were scored with cannot be checked against this run's", file=sys.stderr)
     if previous:
         if earlier is not None:  # the names the results hold, whatever folder this run started from
             done = {r.file for r in previous}
@@ -387,8 +390,11 @@ class _ResultsSaver:
         self.last = time.monotonic()
 
     def save(self, results) -> list:
+        from .records import legacy_record_path
         from .results import write_results
 
+        if legacy_record_path(self.output).is_file():  # an earlier version's record of results replaced now
+            legacy_record_path(self.output).unlink()
         self.last = time.monotonic()
         written = write_results(results, self.output, force=True, summary_columns=self.columns)
         self._write_record()  # after the results, naming them: a stop in between leaves the two disagreeing
@@ -405,16 +411,17 @@ class _ResultsSaver:
         write_record(self.output, self.record.with_results(self.output))
 
 
-def _results_record(args, everything, paths, model: dict, device, asked_fast: bool):
+def _results_record(args, everything, paths, model: dict, device, asked_fast: bool, held: set):
     """The record this run's results will carry, the earlier run's record where ``--resume`` continues one (its
     settings checked), and the names the earlier run gave the volumes of ``paths`` (``{path: name}``).
+    ``held``: the names of the volumes the earlier results hold.
 
     What every part of one run shares: the whole list before a split and the settings asked for (nodes that
     differ in bfloat16 support still make one run).  Made after the model loaded: a bad ``--model`` is its own
     one line."""
     from datetime import datetime, timezone
 
-    from .records import RunRecord, check_resume, earlier_names, run_identity
+    from .records import RunRecord, check_resume, earlier_names, joined, run_identity
 
     part, parts = args.shard or (1, 1)  # a whole run is part 1 of 1
     run = run_identity(everything, {"model_sha256": model["sha256"], "axis": args.axis, "frame": args.frame,
@@ -433,21 +440,24 @@ def _results_record(args, everything, paths, model: dict, device, asked_fast: bo
     moved = os.path.realpath(earlier.folder or here) != os.path.realpath(here)
     new = [str(p) for p in paths if str(p) not in spelling]
     spelling.update({p: os.path.abspath(p) for p in new if moved})
-    files = list(earlier.files) + [spelling.get(p, p) for p in new]
-    made["started"] = earlier.made.get("started", made["started"])
+    given = set(spelling.values())
+    # a whole run's list may shrink too: a volume neither held nor given now (a bad file since removed) is dropped
+    files = [f for f in earlier.files if f in held or f in given] + [spelling.get(p, p) for p in new]
+    made.update({k: joined(earlier.made.get(k), made[k]) for k in ("device", "precision")},
+                started=earlier.made.get("started", made["started"]))
     return earlier._replace(files=files, finished=False, errors={}, run=run, made=made,
                             folder=earlier.folder or here), earlier, spelling
 
 
-def _refuse_old_record(record: Path, force: bool) -> None:
+def _refuse_old_record(record: Path, force: bool,
+                       hint: str = "pass --resume (with its --shard, if it was a shard) to continue that run, or "
+                                   "--force to start afresh") -> None:
     """Refuse, without ``force``, a record left beside the output by an earlier run (with or without its results:
     they may have been removed since)."""
     from .outputs import ensure_writable
 
     if record.exists() and not force:
-        raise OutputExistsError("an earlier run left its record here", str(record),
-                                "pass --resume (with its --shard, if it was a shard) to continue that run, or --force "
-                                "to start afresh")
+        raise OutputExistsError("an earlier run left its record here", str(record), hint)
     ensure_writable(record, force)
 
 
@@ -841,6 +851,7 @@ def _run_merge(args) -> int:
         if not Path(part).is_file() and not record_path(part).is_file():  # a record alone: merge names it
             raise UnreadableFileError("no such results file", part, "give the files the shards wrote with -o")
     ensure_results_writable(args.output, args.force)
+    _refuse_old_record(record_path(args.output), args.force, "pass --force to replace it, or give -o a new file")
     merged = merge_results(args.parts, args.output, force=args.force, partial=args.partial)
     for line in merged.notes:
         print(line, file=sys.stderr)

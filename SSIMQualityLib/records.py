@@ -53,6 +53,15 @@ class RunRecord(NamedTuple):
         return self._replace(results_sha256=results_digest(output))
 
 
+def joined(*values: object) -> str:
+    """Each distinct value once, in order: a run resumed on another machine names both devices.
+
+    >>> joined("cuda:0", "cpu"), joined("cpu, cuda:0", "cpu"), joined("", "cpu")
+    ('cuda:0, cpu', 'cpu, cuda:0', 'cpu')
+    """
+    return ", ".join(dict.fromkeys(v for value in values for v in str(value or "").split(", ") if v))
+
+
 def stamped(made: Dict[str, object]) -> Dict[str, object]:
     """``made`` with this ssimquality's version and the time (UTC) as ``saved``."""
     from datetime import datetime, timezone
@@ -85,6 +94,12 @@ def record_path(output: PathLike) -> Path:
     return p.with_name(f"{p.name}.record.json")
 
 
+def legacy_record_path(output: PathLike) -> Path:
+    """Where ssimquality before record version 3 put a shard's record (``part-3.csv.shard.json``)."""
+    p = Path(output)
+    return p.with_name(f"{p.name}.shard.json")
+
+
 def results_digest(output: PathLike) -> str:
     """SHA-256 of a results output as it is on disk (the file and, for CSV, its summary): the record names the
     results it speaks for, so that a run stopped between writing the two (a kill, a full disk) is caught."""
@@ -112,11 +127,16 @@ def read_record(output: PathLike) -> Optional[RunRecord]:
     """The record beside ``output``, or ``None`` when it has none (written before records, or by another tool)."""
     path = record_path(output)
     if not path.exists():
+        if legacy_record_path(output).exists():  # its checks would be skipped if it were taken for no record
+            raise UnreadableFileError("has the record of an earlier ssimquality (.shard.json), which this one does "
+                                      "not read", str(output), _REDO)
         return None
     try:
         doc = json.loads(path.read_text(encoding="utf-8"))
-        if doc.get("ssimquality_run_record") != RECORD_VERSION:
-            raise ValueError(f"unknown record version {doc.get('ssimquality_run_record')!r}")
+        version = doc.get("ssimquality_run_record")
+        if version != RECORD_VERSION:
+            raise UnreadableFileError(f"was written by another version of ssimquality (record version {version!r}; "
+                                      f"this one reads {RECORD_VERSION})", str(path), _REDO)
         record = RunRecord(int(doc["part"]), int(doc["parts"]), [str(f) for f in doc["files"]],
                            bool(doc["finished"]), {str(k): str(v) for k, v in doc["errors"].items()},
                            dict(doc["run"]), str(doc["results_sha256"]), str(doc["folder"]), dict(doc["made"]))
@@ -145,6 +165,10 @@ def check_resume(output: PathLike, part: int, parts: int, run: Dict[str, object]
                                (f"resume it with --shard {record.part}/{record.parts}" if record.parts > 1 else
                                 "resume it without --shard") + ", or give another -o")
     _check_agrees(output, record)
+    if not record.folder:
+        raise SSIMQualityError("these results join runs started from different folders, so the names they hold "
+                               "cannot be told from the volumes given now", str(output),
+                               "resume the runs it was merged from, then merge them again")
     if parts > 1 and record.run.get("list_sha256") != run["list_sha256"]:
         raise SSIMQualityError(f"shard {part}/{parts} was started over another list of volumes (the input changed "
                                f"since: {record.run.get('volumes')} volumes then, {run['volumes']} now)", str(output),
@@ -154,7 +178,7 @@ def check_resume(output: PathLike, part: int, parts: int, run: Dict[str, object]
     if changed:
         what = f"shard {part}/{parts} was" if parts > 1 else "these results were"
         raise SSIMQualityError(f"{what} started with other settings ({changed})", str(output),
-                               "resume with the options of that run, or start again with --force")
+                               "resume with the options of that run, or start again with --force (without --resume)")
     return record
 
 
@@ -169,8 +193,11 @@ def earlier_names(record: RunRecord, paths: Sequence[PathLike]) -> Dict[str, str
     >>> earlier_names(rec, [os.path.join(here, "scans", "b.nii"), "elsewhere.nii"])  # doctest: +ELLIPSIS
     {'.../scans/b.nii': 'scans/b.nii'}
     """
-    base = record.folder or os.getcwd()
-    resolved = {os.path.realpath(os.path.join(base, f)): f for f in record.files}
+    # Read from the folder the run started in, then from here (as results without a record are): a project moved
+    # or copied with its results finds its volumes where they are now.
+    resolved = {os.path.realpath(f): f for f in record.files}
+    if record.folder:
+        resolved.update({os.path.realpath(os.path.join(record.folder, f)): f for f in record.files})
     return {str(p): resolved[os.path.realpath(str(p))] for p in paths if os.path.realpath(str(p)) in resolved}
 
 
@@ -190,10 +217,10 @@ def drop_companions(parts: Sequence[PathLike]) -> List[PathLike]:
     from .results import summary_path
 
     def companion(path: PathLike) -> bool:
-        return Path(path).name.lower().endswith((".summary.csv", ".record.json"))
+        return Path(path).name.lower().endswith((".summary.csv", ".record.json", ".shard.json"))
 
     beside = {os.path.realpath(str(c)) for p in parts if not companion(p)
-              for c in (summary_path(p), record_path(p)) if str(c) != str(p)}
+              for c in (summary_path(p), record_path(p), legacy_record_path(p)) if str(c) != str(p)}
     return [p for p in parts if not (companion(p) and os.path.realpath(str(p)) in beside)]
 
 
@@ -226,8 +253,12 @@ def order_parts(parts: Sequence[PathLike], records: Dict[str, Optional[RunRecord
     if without:
         raise SSIMQualityError("has no run record (.record.json) while the other parts have one", str(without[0]),
                                f"if it was renamed after scoring, rename its record too (to {record_path(without[0]).name}); "
-                               "otherwise give only the parts of one `score --shard K/N` run")
+                               "otherwise give only results that `score -o` wrote with this version")
     whole = all(r.parts == 1 for r in records.values())  # separate whole runs (one a site, say): kept in order
+    if not whole and any(r.parts == 1 for r in records.values()):
+        p = next(p for p, r in records.items() if r.parts == 1)
+        raise SSIMQualityError("holds a whole run's results (or merged shards) while other parts are shards of a run",
+                               str(p), "merge the shards of that run first, then merge the result with the whole runs")
     odd = None if whole else _odd_one_out(records, lambda r: (r.parts, r.run.get("volumes"), r.run.get("list_sha256")))
     if odd is not None:
         p, r, usual = odd
@@ -294,6 +325,8 @@ def merged_record(ordered: Sequence[PathLike], records: Dict[str, Optional[RunRe
     # merged shards: their run's whole list; separate whole runs: no one list to name
     run = dict(first.run) if first.parts > 1 else {**first.run, "volumes": sum(len(r.files) for r in recs),
                                                    "list_sha256": None}
+    made = {**made, **{k: joined(*(r.made.get(k) for r in recs)) for k in ("model", "device", "precision")},
+            "started": min((str(r.made.get("started", "")) for r in recs), default="")}
     complete = first.parts == 1 or len(recs) == first.parts  # order_parts refused a shard given twice
     return RunRecord(1, 1, [f for r in recs for f in r.files], complete and all(r.finished for r in recs),
                      {f: why for r in recs for f, why in r.errors.items()}, run, folder=folder, made=made)

@@ -133,8 +133,13 @@ def merge_results(parts: Sequence[Union[str, Path]], output: Union[str, Path], f
     for p in ordered:
         for r in loaded[str(p)]:
             if r.file in seen:
+                folders = {records[str(q)].folder for q in (seen[r.file], p) if records[str(q)] is not None}
+                if len(folders) > 1:  # two sites' runs, each naming its volumes from its own folder
+                    raise SSIMQualityError(f"{r.file} is in two parts ({seen[r.file]} and {p}), each named from "
+                                           f"the folder its run started in ({', '.join(sorted(folders))})", str(p),
+                                           "score them with absolute paths (or from one folder), then merge")
                 raise SSIMQualityError(f"{r.file} is in two parts ({seen[r.file]} and {p})", str(p),
-                                       "merge parts of one sharded run only")
+                                       "give each volume's results once (the shards of one run, or separate runs)")
             seen[r.file] = p
             results.append(r)
         if columns is not None and summary_path(p).exists():  # every part's columns (--iqm in some parts)
@@ -143,8 +148,7 @@ def merge_results(parts: Sequence[Union[str, Path]], output: Union[str, Path], f
     failed = {f: why for p in ordered if records[str(p)] is not None for f, why in records[str(p)].errors.items()}
     failed.update({r.file: r.error.one_line() for r in results if r.error is not None})
     paths = write_results(results, out, force=force, summary_columns=columns or SUMMARY_COLUMNS)
-    first = records[str(ordered[0])] if ordered else None
-    record = merged_record(ordered, records, stamped({**(first.made if first else {}), "merged_from": len(ordered)}))
+    record = merged_record(ordered, records, stamped({"merged_from": len(ordered)}))
     if record is not None:
         write_record(out, record.with_results(out))
     return Merged(paths, sum(r.error is None for r in results), failed, notes)

@@ -212,7 +212,7 @@ def _copies(folder, *names):
     """Copies of nibabel's small T1 (33 × 41 × 25) in ``folder``."""
     import nibabel
 
-    folder.mkdir(exist_ok=True)
+    folder.mkdir(parents=True, exist_ok=True)
     anat = Path(nibabel.__file__).parent / "tests" / "data" / "anatomical.nii"
     for name in names:
         shutil.copy(anat, folder / name)
@@ -456,3 +456,82 @@ def test_every_results_file_has_a_record_and_resume_checks_it(tmp_path, capsys):
     capsys.readouterr()
     refused(["merge", str(out), str(c), "-o", str(tmp_path / "mixed.csv")],
             "site-c.csv: was scored with other settings than the other parts (axis: default in the others, 1 here)")
+
+
+def test_records_hold_through_what_users_do_to_their_files(tmp_path, monkeypatch, capsys):
+    """A copied project resumes without scoring anything twice; an earlier version's record, results renamed away
+    from their record, a bad file since removed, merged runs from two folders, leftovers beside a merge's output
+    and a merge of shards with a whole run each get one line that says what to do, never a silent mix."""
+    from SSIMQualityLib.records import legacy_record_path, read_record, record_path, write_record
+
+    cpu = ["--quiet", "--device", "cpu"]
+
+    def refused(argv, text):
+        assert main(argv) == 1
+        err = capsys.readouterr().err.strip()
+        assert len(err.splitlines()) == 1 and text in err, err
+
+    proj = tmp_path / "proj"
+    _copies(proj / "scans", "a.nii", "b.nii")
+    (proj / "scans" / "bad.nii.gz").write_text("not an image")
+    monkeypatch.chdir(proj)
+    assert main(["score", "scans", "-o", "r.csv", *cpu]) == 1  # the bad file fails; the others are kept
+    assert set(read_record(proj / "r.csv").errors) == {"scans/bad.nii.gz"}
+    shutil.copytree(proj, tmp_path / "copy")
+    monkeypatch.chdir(tmp_path / "copy")
+    (tmp_path / "copy" / "scans" / "bad.nii.gz").unlink()  # removed from the copy's archive
+    capsys.readouterr()
+    assert main(["score", "scans", "-o", "r.csv", "--resume", *cpu]) == 0
+    assert "2 volumes already in r.csv, 0 to score" in capsys.readouterr().out
+    assert _files(tmp_path / "copy" / "r.csv") == ["a.nii", "b.nii"], "nothing scored twice"
+    rec = read_record(tmp_path / "copy" / "r.csv")
+    assert rec.files == ["scans/a.nii", "scans/b.nii"] and rec.finished and rec.errors == {}
+    # resumed on another device: the record names both
+    write_record("r.csv", rec._replace(made={**rec.made, "device": "cuda:0"}).with_results("r.csv"))
+    assert main(["score", "scans", "-o", "r.csv", "--resume", *cpu]) == 0
+    assert read_record(tmp_path / "copy" / "r.csv").made["device"] == "cuda:0, cpu"
+
+    # Two sites, each scored from its own folder with the same relative names: merge names both folders; merged
+    # anyway from absolute paths, the joined results cannot be resumed from relative names.
+    other = tmp_path / "other-site"
+    _copies(other / "scans", "a.nii")
+    monkeypatch.chdir(other)
+    assert main(["score", "scans", "-o", "r.csv", *cpu]) == 0
+    monkeypatch.chdir(proj)
+    capsys.readouterr()
+    refused(["merge", "r.csv", str(other / "r.csv"), "-o", str(tmp_path / "both.csv")],
+            f"scans/a.nii is in two parts (r.csv and {other / 'r.csv'}), each named from the folder its run "
+            f"started in ({other}, {proj})")
+    _copies(tmp_path / "site2", "c.nii")
+    assert main(["score", str(tmp_path / "site2"), "-o", str(tmp_path / "site2.csv"), *cpu]) == 0
+    monkeypatch.chdir(tmp_path)
+    assert main(["score", "site2", "-o", "site2-rel.csv", *cpu]) == 0
+    assert main(["merge", "proj/r.csv", "site2-rel.csv", "-o", "both.csv"]) == 0
+    capsys.readouterr()
+    refused(["score", "site2", "-o", "both.csv", "--resume", *cpu], "join runs started from different folders")
+    # a leftover record beside merge's output is not replaced without --force
+    for f in ("both.csv", "both.summary.csv"):
+        (tmp_path / f).unlink()
+    refused(["merge", "proj/r.csv", "site2-rel.csv", "-o", "both.csv"], "an earlier run left its record here")
+
+    # an earlier version's record (.shard.json): refused, not taken for no record; --force replaces it
+    old = tmp_path / "site2.csv"
+    record_path(old).rename(legacy_record_path(old))
+    refused(["score", "site2", "-o", str(old), "--resume", *cpu], "has the record of an earlier ssimquality")
+    refused(["merge", str(old), "-o", "m.csv"], "has the record of an earlier ssimquality")
+    assert main(["score", "site2", "-o", str(old), "--force", *cpu]) == 0
+    assert not legacy_record_path(old).exists() and read_record(old).finished
+
+    # results renamed without their record: resumed, with a note that their settings could not be checked
+    for suffix in (".csv", ".summary.csv"):
+        shutil.move(tmp_path / f"site2{suffix}", tmp_path / f"renamed{suffix}")
+    capsys.readouterr()
+    assert main(["score", "site2", "-o", "renamed.csv", "--resume", *cpu]) == 0
+    assert "renamed.csv has no record (renamed.csv.record.json)" in capsys.readouterr().err
+
+    # shards of a run beside a whole run: merge the shards first
+    for k in (1, 2):
+        assert main(["score", "proj/scans", "--shard", f"{k}/2", "-o", f"s{k}.csv", *cpu]) in (0, 1)
+    capsys.readouterr()
+    refused(["merge", "s1.csv", "s2.csv", "site2-rel.csv", "-o", "mix.csv"],
+            "site2-rel.csv: holds a whole run's results (or merged shards) while other parts are shards of a run")
