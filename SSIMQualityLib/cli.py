@@ -436,13 +436,15 @@ def _results_record(args, everything, paths, model: dict, device, asked_fast: bo
     # The volumes the earlier run was given keep its names (from another working folder too), so that what the
     # results hold and what the run was given stay comparable; a whole run's new volumes (the list may grow)
     # are named in full where this run started elsewhere, since the record's names are read from its folder.
-    spelling = earlier_names(earlier, paths)
+    spelling = earlier_names(earlier, paths, args.output)
     moved = os.path.realpath(earlier.folder or here) != os.path.realpath(here)
     new = [str(p) for p in paths if str(p) not in spelling]
     spelling.update({p: os.path.abspath(p) for p in new if moved})
     given = set(spelling.values())
-    # a whole run's list may shrink too: a volume neither held nor given now (a bad file since removed) is dropped
-    files = [f for f in earlier.files if f in held or f in given] + [spelling.get(p, p) for p in new]
+    # A volume neither held nor given now stays on the list while it exists (the run has not finished it); one
+    # since removed (a bad file deleted) is dropped, so that the record can say finished.
+    files = [f for f in earlier.files if f in held or f in given or os.path.exists(os.path.join(earlier.folder, f))]
+    files += [spelling.get(p, p) for p in new]
     made.update({k: joined(earlier.made.get(k), made[k]) for k in ("device", "precision")},
                 started=earlier.made.get("started", made["started"]))
     return earlier._replace(files=files, finished=False, errors={}, run=run, made=made,
@@ -859,8 +861,8 @@ def _run_merge(args) -> int:
         print(f"wrote {p}")
     failed = [line for _, line in sorted(merged.failed.items())]
     shown = "; ".join(failed[:3]) + (f"; and {len(failed) - 3} more" if len(failed) > 3 else "")
-    print(f"{merged.volumes} volumes merged" + (f"; {len(failed)} could not be scored in the shards: {shown}"
-                                                 if failed else ""))
+    print(f"{merged.volumes} volume{'s' if merged.volumes != 1 else ''} merged"
+          + (f"; {len(failed)} could not be scored in the parts: {shown}" if failed else ""))
     return 0
 
 

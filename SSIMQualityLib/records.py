@@ -170,8 +170,10 @@ def check_resume(output: PathLike, part: int, parts: int, run: Dict[str, object]
                                "cannot be told from the volumes given now", str(output),
                                "resume the runs it was merged from, then merge them again")
     if parts > 1 and record.run.get("list_sha256") != run["list_sha256"]:
-        raise SSIMQualityError(f"shard {part}/{parts} was started over another list of volumes (the input changed "
-                               f"since: {record.run.get('volumes')} volumes then, {run['volumes']} now)", str(output),
+        since = (f"the volumes' paths changed ({run['volumes']} volumes then and now: a moved or copied folder?)"
+                 if record.run.get("volumes") == run["volumes"] else
+                 f"the input changed since: {record.run.get('volumes')} volumes then, {run['volumes']} now")
+        raise SSIMQualityError(f"shard {part}/{parts} was started over another list of volumes ({since})", str(output),
                                "score every shard afresh (--force, without --resume), so that the parts still "
                                "split one list")
     changed = _differences(record.run.get("settings", {}), run["settings"])
@@ -182,23 +184,48 @@ def check_resume(output: PathLike, part: int, parts: int, run: Dict[str, object]
     return record
 
 
-def earlier_names(record: RunRecord, paths: Sequence[PathLike]) -> Dict[str, str]:
+def earlier_names(record: RunRecord, paths: Sequence[PathLike], output: PathLike = "") -> Dict[str, str]:
     """``{path as given now: the name the record gave it}`` for the volumes of ``paths`` the earlier run was
     given, however they are spelt now (``../scans/a.nii`` from another working folder, ``/data/scans/a.nii``):
     the resumed results keep the names they started with, and those already scored are recognised.
 
+    A name is read from the folder the run started in; where that file is gone (the project moved) and the name
+    finds one here, from here.
+
+    Raises
+    ------
+    SSIMQualityError
+        A volume given now has a name the results hold for another file (``sub-01/t1.nii`` of another site,
+        or of a copy of the project): it would be taken as scored, with the other file's score.
+
+    Examples
+    --------
     >>> import tempfile
     >>> here = tempfile.mkdtemp()
     >>> rec = RunRecord(1, 1, ["scans/a.nii", "scans/b.nii"], False, {}, {}, folder=here)
     >>> earlier_names(rec, [os.path.join(here, "scans", "b.nii"), "elsewhere.nii"])  # doctest: +ELLIPSIS
     {'.../scans/b.nii': 'scans/b.nii'}
     """
-    # Read from the folder the run started in, then from here (as results without a record are): a project moved
-    # or copied with its results finds its volumes where they are now.
-    resolved = {os.path.realpath(f): f for f in record.files}
-    if record.folder:
-        resolved.update({os.path.realpath(os.path.join(record.folder, f)): f for f in record.files})
-    return {str(p): resolved[os.path.realpath(str(p))] for p in paths if os.path.realpath(str(p)) in resolved}
+    def there(f: str) -> str:
+        return os.path.join(record.folder, f) if record.folder else f
+
+    def where(f: str) -> str:  # from here only where the file is gone from there and is here
+        return f if not os.path.exists(there(f)) and os.path.exists(f) else there(f)
+
+    resolved = {os.path.realpath(where(f)): f for f in record.files}
+    named_here = {os.path.realpath(f): f for f in record.files if os.path.exists(there(f))}
+    out = {}
+    for p in paths:
+        real = os.path.realpath(str(p))
+        if real in resolved:
+            out[str(p)] = resolved[real]
+        elif real in named_here and os.path.realpath(there(named_here[real])) != real:
+            f = named_here[real]
+            raise SSIMQualityError(f"holds {f} from {record.folder} (where its run started), and {f} here is "
+                                   "another file", str(output) or None,
+                                   "resume from that folder, give the volumes as absolute paths, or score them "
+                                   "into a new -o (then merge)")
+    return out
 
 
 def _check_agrees(output: PathLike, record: RunRecord) -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import io
 import json
+import os
 from pathlib import Path
 from typing import Dict, List, NamedTuple, Sequence, Union
 
@@ -113,7 +114,8 @@ def merge_results(parts: Sequence[Union[str, Path]], output: Union[str, Path], f
     order given, if scored with the same settings; the output gets a record of its own.  Parts without records
     are joined in the order given.
     """
-    from .records import drop_companions, merged_record, order_parts, read_record, stamped, write_record
+    from .records import (drop_companions, merged_record, order_parts, read_record, record_path, stamped,
+                          write_record)
     from .resume import load_results
 
     out = Path(output)
@@ -131,16 +133,20 @@ def merge_results(parts: Sequence[Union[str, Path]], output: Union[str, Path], f
                                                   for p, rs in loaded.items()}, partial=partial)
     results, seen, columns = [], {}, list(SUMMARY_COLUMNS) if not as_json else None
     for p in ordered:
+        rec = records[str(p)]
         for r in loaded[str(p)]:
-            if r.file in seen:
-                folders = {records[str(q)].folder for q in (seen[r.file], p) if records[str(q)] is not None}
-                if len(folders) > 1:  # two sites' runs, each naming its volumes from its own folder
-                    raise SSIMQualityError(f"{r.file} is in two parts ({seen[r.file]} and {p}), each named from "
-                                           f"the folder its run started in ({', '.join(sorted(folders))})", str(p),
+            # one volume under two names (a resumed run names new volumes in full), or two under one name
+            real = os.path.realpath(os.path.join(rec.folder, r.file) if rec is not None and rec.folder else r.file)
+            if r.file in seen or real in seen:
+                q = seen.get(r.file, seen.get(real))
+                folders = {records[str(x)].folder or "an earlier merge" for x in (q, p) if records[str(x)] is not None}
+                if r.file in seen and len(folders) > 1:  # two sites' runs, each naming its volumes from its folder
+                    raise SSIMQualityError(f"{r.file} is in two parts ({q} and {p}), each named from the folder "
+                                           f"its run started in ({', '.join(sorted(folders))})", str(p),
                                            "score them with absolute paths (or from one folder), then merge")
-                raise SSIMQualityError(f"{r.file} is in two parts ({seen[r.file]} and {p})", str(p),
+                raise SSIMQualityError(f"{r.file} is in two parts ({q} and {p})", str(p),
                                        "give each volume's results once (the shards of one run, or separate runs)")
-            seen[r.file] = p
+            seen[r.file] = seen[real] = p
             results.append(r)
         if columns is not None and summary_path(p).exists():  # every part's columns (--iqm in some parts)
             with summary_path(p).open(encoding="utf-8") as fh:
@@ -151,4 +157,6 @@ def merge_results(parts: Sequence[Union[str, Path]], output: Union[str, Path], f
     record = merged_record(ordered, records, stamped({"merged_from": len(ordered)}))
     if record is not None:
         write_record(out, record.with_results(out))
+    elif record_path(out).is_file():  # --force over an earlier merge: its record would speak for other results
+        record_path(out).unlink()
     return Merged(paths, sum(r.error is None for r in results), failed, notes)

@@ -471,25 +471,49 @@ def test_records_hold_through_what_users_do_to_their_files(tmp_path, monkeypatch
         err = capsys.readouterr().err.strip()
         assert len(err.splitlines()) == 1 and text in err, err
 
+    # A copy of a project holds the same names for other files: refused, not taken as scored. Once the first
+    # folder is gone (the project moved), the names are read from where it is now.
+    first = tmp_path / "first"
+    _copies(first / "scans", "a.nii", "b.nii")
+    monkeypatch.chdir(first)
+    assert main(["score", "scans", "-o", "r.csv", *cpu]) == 0
+    shutil.copytree(first, tmp_path / "moved")
+    monkeypatch.chdir(tmp_path / "moved")
+    capsys.readouterr()
+    refused(["score", "scans", "-o", "r.csv", "--resume", *cpu],
+            f"r.csv: holds scans/a.nii from {first} (where its run started), and scans/a.nii here is another file")
+    shutil.rmtree(first)
+    assert main(["score", "scans", "-o", "r.csv", "--resume", *cpu]) == 0
+    assert "2 volumes already in r.csv, 0 to score" in capsys.readouterr().out
+    assert _files(tmp_path / "moved" / "r.csv") == ["a.nii", "b.nii"], "nothing scored twice"
+
     proj = tmp_path / "proj"
     _copies(proj / "scans", "a.nii", "b.nii")
     (proj / "scans" / "bad.nii.gz").write_text("not an image")
     monkeypatch.chdir(proj)
     assert main(["score", "scans", "-o", "r.csv", *cpu]) == 1  # the bad file fails; the others are kept
     assert set(read_record(proj / "r.csv").errors) == {"scans/bad.nii.gz"}
-    shutil.copytree(proj, tmp_path / "copy")
-    monkeypatch.chdir(tmp_path / "copy")
-    (tmp_path / "copy" / "scans" / "bad.nii.gz").unlink()  # removed from the copy's archive
+    (proj / "scans" / "bad.nii.gz").unlink()  # removed from the archive: the record can say finished
     capsys.readouterr()
     assert main(["score", "scans", "-o", "r.csv", "--resume", *cpu]) == 0
     assert "2 volumes already in r.csv, 0 to score" in capsys.readouterr().out
-    assert _files(tmp_path / "copy" / "r.csv") == ["a.nii", "b.nii"], "nothing scored twice"
-    rec = read_record(tmp_path / "copy" / "r.csv")
+    rec = read_record(proj / "r.csv")
     assert rec.files == ["scans/a.nii", "scans/b.nii"] and rec.finished and rec.errors == {}
+    # a volume not given this time but still there stays on the list: the record does not say finished
+    _copies(proj / "scans", "z.nii")
+    write_record("r.csv", rec._replace(files=rec.files + ["scans/z.nii"], finished=False).with_results("r.csv"))
+    assert main(["score", "scans/a.nii", "scans/b.nii", "-o", "r.csv", "--resume", *cpu]) == 0
+    assert read_record(proj / "r.csv").files[-1] == "scans/z.nii"
+    capsys.readouterr()
+    refused(["merge", "r.csv", "-o", str(tmp_path / "z.csv")], "the run did not finish (2 of 3 volumes)")
+    assert main(["score", "scans", "-o", "r.csv", "--resume", *cpu]) == 0 and read_record(proj / "r.csv").finished
+    (proj / "scans" / "z.nii").unlink()
+    main(["score", "scans", "-o", "r.csv", "--force", *cpu])
     # resumed on another device: the record names both
+    rec = read_record(proj / "r.csv")
     write_record("r.csv", rec._replace(made={**rec.made, "device": "cuda:0"}).with_results("r.csv"))
     assert main(["score", "scans", "-o", "r.csv", "--resume", *cpu]) == 0
-    assert read_record(tmp_path / "copy" / "r.csv").made["device"] == "cuda:0, cpu"
+    assert read_record(proj / "r.csv").made["device"] == "cuda:0, cpu"
 
     # Two sites, each scored from its own folder with the same relative names: merge names both folders; merged
     # anyway from absolute paths, the joined results cannot be resumed from relative names.
@@ -535,3 +559,15 @@ def test_records_hold_through_what_users_do_to_their_files(tmp_path, monkeypatch
     capsys.readouterr()
     refused(["merge", "s1.csv", "s2.csv", "site2-rel.csv", "-o", "mix.csv"],
             "site2-rel.csv: holds a whole run's results (or merged shards) while other parts are shards of a run")
+
+    # one volume under two names (a relative and an absolute path) is still one volume
+    assert main(["score", str(tmp_path / "site2"), "-o", "absolute.csv", *cpu]) == 0
+    capsys.readouterr()
+    refused(["merge", "site2-rel.csv", "absolute.csv", "-o", "twice.csv"],
+            f"{tmp_path / 'site2' / 'c.nii'} is in two parts (site2-rel.csv and absolute.csv)")
+    # merged again with --force from a part without a record: the output's earlier record is not left behind
+    assert main(["merge", "site2-rel.csv", "-o", "single.csv"]) == 0 and read_record(tmp_path / "single.csv")
+    for suffix in (".csv", ".summary.csv"):
+        shutil.copy(tmp_path / f"site2-rel{suffix}", tmp_path / f"norecord{suffix}")
+    assert main(["merge", "norecord.csv", "-o", "single.csv", "--force"]) == 0
+    assert not record_path(tmp_path / "single.csv").exists()
