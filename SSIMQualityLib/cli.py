@@ -436,19 +436,18 @@ def _results_record(args, everything, paths, model: dict, device, asked_fast: bo
     # The volumes the earlier run was given keep its names (from another working folder too), so that what the
     # results hold and what the run was given stay comparable; a whole run's new volumes (the list may grow)
     # are named in full where this run started elsewhere, since the record's names are read from its folder.
-    spelling = earlier_names(earlier, paths, args.output)
-    moved = os.path.realpath(earlier.folder or here) != os.path.realpath(here)
+    spelling = earlier_names(earlier, paths, args.output)  # check_resume refused a record without a folder
+    moved = os.path.realpath(earlier.folder) != os.path.realpath(here)
     new = [str(p) for p in paths if str(p) not in spelling]
     spelling.update({p: os.path.abspath(p) for p in new if moved})
     given = set(spelling.values())
     # A volume neither held nor given now stays on the list while it exists (the run has not finished it); one
     # since removed (a bad file deleted) is dropped, so that the record can say finished.
-    files = [f for f in earlier.files if f in held or f in given or os.path.exists(os.path.join(earlier.folder, f))]
+    files = [f for f in earlier.files if f in held or f in given or os.path.exists(earlier.path_of(f))]
     files += [spelling.get(p, p) for p in new]
     made.update({k: joined(earlier.made.get(k), made[k]) for k in ("device", "precision")},
                 started=earlier.made.get("started", made["started"]))
-    return earlier._replace(files=files, finished=False, errors={}, run=run, made=made,
-                            folder=earlier.folder or here), earlier, spelling
+    return earlier._replace(files=files, finished=False, errors={}, run=run, made=made), earlier, spelling
 
 
 def _refuse_old_record(record: Path, force: bool,

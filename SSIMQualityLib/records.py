@@ -48,6 +48,10 @@ class RunRecord(NamedTuple):
     folder: str = ""  # the working folder the run started in: what relative names in ``files`` are relative to
     made: Dict[str, object] = {}  # how: model name, ssimquality's version, device, precision, started, saved
 
+    def path_of(self, name: str) -> str:
+        """The file a name of this record means: read from the folder the run started in (where it names one)."""
+        return os.path.join(self.folder, name) if self.folder else name
+
     def with_results(self, output: PathLike) -> "RunRecord":
         """This record, speaking for the results now at ``output`` (their digest)."""
         return self._replace(results_sha256=results_digest(output))
@@ -206,8 +210,7 @@ def earlier_names(record: RunRecord, paths: Sequence[PathLike], output: PathLike
     >>> earlier_names(rec, [os.path.join(here, "scans", "b.nii"), "elsewhere.nii"])  # doctest: +ELLIPSIS
     {'.../scans/b.nii': 'scans/b.nii'}
     """
-    def there(f: str) -> str:
-        return os.path.join(record.folder, f) if record.folder else f
+    there = record.path_of
 
     def where(f: str) -> str:  # from here only where the file is gone from there and is here
         return f if not os.path.exists(there(f)) and os.path.exists(f) else there(f)

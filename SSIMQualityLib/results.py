@@ -136,7 +136,7 @@ def merge_results(parts: Sequence[Union[str, Path]], output: Union[str, Path], f
         rec = records[str(p)]
         for r in loaded[str(p)]:
             # one volume under two names (a resumed run names new volumes in full), or two under one name
-            real = os.path.realpath(os.path.join(rec.folder, r.file) if rec is not None and rec.folder else r.file)
+            real = os.path.realpath(rec.path_of(r.file) if rec is not None else r.file)
             if r.file in seen or real in seen:
                 q = seen.get(r.file, seen.get(real))
                 folders = {records[str(x)].folder or "an earlier merge" for x in (q, p) if records[str(x)] is not None}
