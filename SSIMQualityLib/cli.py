@@ -226,7 +226,7 @@ def _run_score(args) -> int:
     from .iqm import IQM_COLUMNS
     from .models import model_identity, resolve_device
     from .outputs import ensure_folder, ensure_writable
-    from .report import write_index
+    from .report import ReportFolder
     from .results import ensure_results_writable
     from .resume import load_results
     from .records import record_path
@@ -265,11 +265,13 @@ def _run_score(args) -> int:
         # the same run only (check_resume, below, reads the record and refuses one that does not name the results).
         if not args.resume:
             _refuse_old_record(record_path(args.output), args.force)
-    report = Path(args.report_dir) if args.report_dir else None
-    if report is not None:
-        if (report / "index.html").exists() and not args.force:
-            ensure_writable(report / "index.html", False)
-        ensure_folder(report)
+    report = None
+    if args.report_dir:
+        # A resumed run continues its report: index.html lists every volume of the results, new figures are
+        # numbered after those already there.  Otherwise an existing report is replaced only with --force.
+        if (Path(args.report_dir) / "index.html").exists() and not (args.force or previous):
+            ensure_writable(Path(args.report_dir) / "index.html", False)
+        report = ReportFolder(ensure_folder(args.report_dir), carried=[r.summary() for r in previous])
     paths = list_volume_paths(args.paths, args.recursive)
     _tell_folders_left_out(args)
     everything = list(paths)
@@ -303,13 +305,13 @@ def _run_score(args) -> int:
     saver = _ResultsSaver(args.output, columns, record) if args.output else None
     vol_bar = progress.bar(len(paths), desc="volumes", unit="vol", show=_show(args), position=0)
     slice_bar = progress.bar(desc="slices", unit="slice", show=_show(args), position=1, leave=False)
-    results, index = list(previous), []
+    results = list(previous)
     save_every = float(os.environ.get("SSIMQUALITY_SAVE_EVERY_S", SAVE_EVERY_S))
     # Ctrl-C (or a scheduler's SIGTERM) stops between batches and volumes, not wherever it lands (a reader pool's
     # lock taken and never released hung the process on its way out); during the final save it waits for it.
     with deferred_interrupt() as stop:
         try:
-            _score_loop(args, paths, model, device, results, index, report, slice_bar, vol_bar, saver, save_every,
+            _score_loop(args, paths, model, device, results, report, slice_bar, vol_bar, saver, save_every,
                         spelling, stop.check)
         except KeyboardInterrupt:
             if saver is not None and any(r.error is None for r in results):  # keep every finished volume, then stop
@@ -325,7 +327,7 @@ def _run_score(args) -> int:
         elif args.output:
             print(f"nothing was scored: {args.output} was not written")
     if report is not None:
-        print(f"wrote {write_index(index, report)}")
+        print(f"wrote {report.write()}")
     bad = [r for r in results if r.error is not None]
     good = len(results) - len(bad)
     part = f" (part {args.shard[0]} of {args.shard[1]})" if args.shard else ""
@@ -462,12 +464,11 @@ def _refuse_old_record(record: Path, force: bool,
     ensure_writable(record, force)
 
 
-def _score_loop(args, paths, model, device, results, index, report, slice_bar, vol_bar, saver, save_every,
+def _score_loop(args, paths, model, device, results, report, slice_bar, vol_bar, saver, save_every,
                 spelling, check_interrupt) -> None:
     from tqdm import tqdm
 
     from .batch import score_files
-    from .report import volume_figure
 
     for res in score_files(paths, model, device=device, batch_size=args.batch_size, axis=args.axis,
                            workers=args.workers, frame=args.frame, bf16=args.fast, iqm=args.iqm, series_uid=args.series,
@@ -485,9 +486,7 @@ def _score_loop(args, paths, model, device, results, index, report, slice_bar, v
                 progress.say(warning)
             s = res.summary()
             if report is not None:
-                png = report / f"{len(index):04d}_{Path(res.file).name.split('.')[0]}.png"
-                volume_figure(res.file, res.array, res.score, png)
-                index.append({**s, "png": png.name})
+                report.add(res.file, res.array, res.score, s)
             if not args.output:
                 tqdm.write(f"{res.file}: {s['slices_scored']} slices scored, mean {s['mean_predicted_ssim']:.3f}, "
                            f"min {s['min_predicted_ssim']:.3f} -> {s['verdict']}")

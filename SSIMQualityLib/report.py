@@ -2,8 +2,10 @@
 from __future__ import annotations
 
 import html
+import json
+import re
 from pathlib import Path
-from typing import List, Union
+from typing import List, Sequence, Union
 
 import numpy as np
 
@@ -51,21 +53,96 @@ def volume_figure(path: Union[str, Path], array: np.ndarray, score: VolumeScore,
     return Path(out_png)
 
 
+#: The index's entries as data, beside index.html: a resumed run lists the volumes scored before it.
+INDEX_DATA = "index.json"
+_FIGURE = re.compile(r"^(\d{4,})_.*\.png$")
+
+
+def _number(value) -> float:
+    """A summary value as a float (a CSV's summary holds text; an empty field is NaN)."""
+    try:
+        return float(value)
+    except (TypeError, ValueError):
+        return float("nan")
+
+
 def write_index(entries: List[dict], report_dir: Union[str, Path]) -> Path:
-    """index.html listing volumes worst first, each with its PNG."""
+    """index.html listing volumes worst first, each with its PNG (an entry whose ``png`` is None has none), and
+    :data:`INDEX_DATA` with the same entries."""
     from .outputs import write_text
 
-    entries = sorted(entries, key=lambda e: (np.nan_to_num(e["mean_predicted_ssim"], nan=2.0)))
+    entries = sorted(entries, key=lambda e: np.nan_to_num(_number(e["mean_predicted_ssim"]), nan=2.0))
     rows = []
     for e in entries:
+        figure = (f"<a href='{html.escape(e['png'])}'><img src='{html.escape(e['png'])}' width='600'></a>"
+                  if e.get("png") else "no figure here (scored by an earlier run that did not draw it into this folder)")
         rows.append(
-            f"<tr><td>{html.escape(e['file'])}</td><td>{e['mean_predicted_ssim']:.3f}</td>"
-            f"<td>{e['min_predicted_ssim']:.3f}</td><td class='{e['verdict']}'>{e['verdict']}</td>"
-            f"<td><a href='{html.escape(e['png'])}'><img src='{html.escape(e['png'])}' width='600'></a></td></tr>")
+            f"<tr><td>{html.escape(e['file'])}</td><td>{_number(e['mean_predicted_ssim']):.3f}</td>"
+            f"<td>{_number(e['min_predicted_ssim']):.3f}</td><td class='{html.escape(e['verdict'])}'>"
+            f"{html.escape(e['verdict'])}</td><td>{figure}</td></tr>")
     doc = ("<!DOCTYPE html><html><head><meta charset='utf-8'><title>SSIMQuality report</title><style>"
            "body{font-family:sans-serif}td{padding:4px;vertical-align:top}.rescan{color:#c62828;font-weight:bold}"
            ".sufficient{color:#b28704}.good{color:#2e7d32}</style></head><body>"
            f"<h1>SSIMQuality report</h1><p>{len(entries)} volumes, worst first (mean predicted SSIM).</p>"
            "<table><tr><th>file</th><th>mean</th><th>min</th><th>verdict</th><th>slices</th></tr>"
            + "".join(rows) + "</table></body></html>\n")
+    write_text(Path(report_dir) / INDEX_DATA, json.dumps(entries, indent=1, default=_number) + "\n", force=True)
     return write_text(Path(report_dir) / "index.html", doc, force=True)
+
+
+def read_index(report_dir: Union[str, Path]) -> List[dict]:
+    """The entries :func:`write_index` kept in ``report_dir`` ([] where there are none: a new folder, or one
+    written before the entries were kept)."""
+    from .errors import UnreadableFileError
+
+    path = Path(report_dir) / INDEX_DATA
+    if not path.exists():
+        return []
+    try:
+        entries = json.loads(path.read_text(encoding="utf-8"))
+        if not all(isinstance(e, dict) and {"file", "png"} <= set(e) for e in entries):
+            raise ValueError("an entry without file or png")
+    except (OSError, ValueError, TypeError, UnicodeDecodeError) as exc:
+        raise UnreadableFileError(f"cannot read the report's index ({type(exc).__name__}: {exc})", str(path),
+                                  "remove it (the index then lists earlier volumes without their figures)") from None
+    return entries
+
+
+class ReportFolder:
+    """The ``--report-dir`` of a score run: one figure per volume and the index of them all.
+
+    A resumed run carries the entries of the volumes its results already hold (``carried``: their summaries;
+    figures found through :data:`INDEX_DATA`), and numbers its figures on from the highest already in the
+    folder, so that no figure there is overwritten (two volumes may share a name in different folders).
+
+    Examples
+    --------
+    >>> import tempfile
+    >>> report = ReportFolder(tempfile.mkdtemp())
+    >>> report.figure_path("scans/sub-01/t1.nii.gz").name, report.figure_path("scans/sub-02/t1.nii.gz").name
+    ('0000_t1.png', '0001_t1.png')
+    """
+
+    def __init__(self, folder: Union[str, Path], *, carried: Sequence[dict] = ()):
+        self.folder = Path(folder)
+        numbers = [int(m.group(1)) for m in map(_FIGURE.match, (p.name for p in self.folder.glob("*.png"))) if m]
+        self._next = max(numbers, default=-1) + 1
+        kept = {e["file"]: e for e in read_index(self.folder)} if carried else {}
+        # An entry kept by the earlier run as it was (its numbers, its figure); else the results' summary, no figure.
+        self.entries = [kept.get(summary["file"]) or {**summary, "png": None} for summary in carried]
+
+    def figure_path(self, file: str) -> Path:
+        """The next figure's path for the volume ``file`` (numbered, then the file's name without extensions)."""
+        path = self.folder / f"{self._next:04d}_{Path(file).name.split('.')[0]}.png"
+        self._next += 1
+        return path
+
+    def add(self, file: str, array: np.ndarray, score: VolumeScore, summary: dict) -> Path:
+        """Draw the volume's figure and list it."""
+        png = volume_figure(file, array, score, self.figure_path(file))
+        self.entries.append({**summary, "png": png.name})
+        return png
+
+    def write(self) -> Path:
+        """Write index.html (and its data); returns its path."""
+        return write_index(self.entries, self.folder)

@@ -77,6 +77,49 @@ def test_score_folder_csv_json_and_report(archive, tmp_path, capsys, sample):
     assert index.index("moved.nii.gz") < index.index("clean.nii.gz")
 
 
+def test_a_resumed_run_continues_its_report(archive, tmp_path, capsys, sample):
+    """--resume with --report-dir keeps the earlier figures and lists every volume of the results; two volumes of
+    one name (in different folders) get figures of their own; a new run into the report needs --force."""
+    from SSIMQualityLib.volumes import read_volume
+
+    scans, rep, out = tmp_path / "scans", tmp_path / "rep", tmp_path / "r.csv"
+    for sub, source in (("s1", sample), ("s2", read_volume(archive / "moved.nii.gz"))):
+        (scans / sub).mkdir(parents=True)
+        write_nifti(scans / sub / "t1.nii.gz", source.array[30:42].T)  # 12 slices through the head
+    (scans / "s2").rename(tmp_path / "later")  # s2 arrives after the first run
+    code, _, err = _run(["score", scans, "--recursive", "-o", out, "--report-dir", rep, "--quiet"], capsys)
+    assert code == 0, err
+    first = (rep / "0000_t1.png").read_bytes()
+    (tmp_path / "later").rename(scans / "s2")
+    code, _, err = _run(["score", scans, "--recursive", "-o", tmp_path / "new.csv", "--report-dir", rep, "--quiet"],
+                        capsys)
+    assert code == 1 and "index.html" in err and "--force" in err  # another run's report is not replaced silently
+    code, out_text, err = _run(["score", scans, "--recursive", "-o", out, "--report-dir", rep, "--quiet", "--resume"],
+                               capsys)
+    assert code == 0, err
+    assert "1 to score" in out_text
+    assert sorted(p.name for p in rep.glob("*.png")) == ["0000_t1.png", "0001_t1.png"]
+    assert (rep / "0000_t1.png").read_bytes() == first  # the earlier figure kept, not overwritten by s2's
+    index = (rep / "index.html").read_text(encoding="utf-8")
+    assert index.count("<tr><td>") == 2 and "0000_t1.png" in index and "0001_t1.png" in index
+    assert index.index("s2/t1.nii.gz") < index.index("s1/t1.nii.gz")  # worst first: the moved one
+    entries = json.loads((rep / "index.json").read_text(encoding="utf-8"))
+    assert {Path(e["file"]).parent.name: e["png"] for e in entries} == {"s1": "0000_t1.png", "s2": "0001_t1.png"}
+    # A report whose entries were lost still lists every volume of the results; the new figure is numbered on.
+    (rep / "index.json").unlink()
+    write_nifti(scans / "s1" / "t2.nii.gz", sample.array[34:40].T)
+    code, _, err = _run(["score", scans, "--recursive", "-o", out, "--report-dir", rep, "--quiet", "--resume"], capsys)
+    assert code == 0, err
+    index = (rep / "index.html").read_text(encoding="utf-8")
+    assert index.count("<tr><td>") == 3 and index.count("no figure here") == 2 and "0002_t2.png" in index
+    # An unreadable index is one line naming it, before any work.
+    (rep / "index.json").write_text("{not json", encoding="utf-8")
+    write_nifti(scans / "s1" / "t3.nii.gz", sample.array[34:40].T)
+    code, _, err = _run(["score", scans, "--recursive", "-o", out, "--report-dir", rep, "--quiet", "--resume"], capsys)
+    assert code == 1 and "index.json" in err and "Traceback" not in err and len(err.strip().splitlines()) == 1
+    assert not (rep / "0003_t3.png").exists()
+
+
 def test_bad_files_are_reported_and_skipped(archive, tmp_path, capsys, sample_path):
     d = tmp_path / "mixed"
     d.mkdir()
