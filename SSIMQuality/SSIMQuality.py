@@ -757,7 +757,7 @@ class SSIMQualityLogic(ScriptedLoadableModuleLogic):
         from SSIMQualityLib.slices import slicing_axis
 
         array, spacing = self.volumeArray(volumeNode)
-        ax = slicing_axis(spacing, axis, volumeNode.GetName())
+        ax = slicing_axis(spacing, axis, volumeNode.GetName(), shape=array.shape)
         model = model if model is not None else self.loadModel(device=device)
         dev = next(model.parameters()).device
         state = {"done": 0, "cancelled": False}
@@ -842,7 +842,7 @@ class SSIMQualityLogic(ScriptedLoadableModuleLogic):
         name = inputNode.GetName()
         self._checkOutput(inputNode, outputNode)
         self._parameters(name, make_corruptor, method, severity)
-        ax = slicing_axis(spacing, axis, name)
+        ax = slicing_axis(spacing, axis, name, shape=array.shape)
         warning = signed_warning(array, name)
         if warning:  # as `ssimquality corrupt` prints it (a job's warnings reach the panel's summary)
             logging.warning(warning)
@@ -868,7 +868,7 @@ class SSIMQualityLogic(ScriptedLoadableModuleLogic):
 
         array, spacing = self.volumeArray(inputNode)
         self._checkOutput(inputNode, outputNode)
-        ax = slicing_axis(spacing, axis, inputNode.GetName())
+        ax = slicing_axis(spacing, axis, inputNode.GetName(), shape=array.shape)
         moved = np.moveaxis(array.astype(np.float32), ax, 0)
         k = np.stack([log_kspace(s) for s in moved]).astype(np.float32)
         return self._outputVolume(inputNode, outputNode, np.moveaxis(k, 0, ax), " k-space")
@@ -888,7 +888,7 @@ class SSIMQualityLogic(ScriptedLoadableModuleLogic):
         transform = self._parameters(name, make_contrast, kind, parameter)  # checks kind and parameter
         if parameter is None and seed is not None:
             transform = RANDOM_KINDS[kind]().sample(seed)
-        ax = slicing_axis(spacing, axis, name)
+        ax = slicing_axis(spacing, axis, name, shape=array.shape)
         moved = np.moveaxis(array.astype(np.float32), ax, 0)
         out = np.stack([transform(normalize(s)) for s in moved]).astype(np.float32)
         node = self._outputVolume(inputNode, outputNode, np.moveaxis(out, 0, ax), f" {kind}")

@@ -131,6 +131,8 @@ def score_files(paths: Sequence[Union[str, Path]], model, device="cpu", batch_si
         if err is not None:
             result = VolumeResult(path, error=err)
         elif isinstance(outcome, SSIMQualityError):
+            if outcome.path is None:  # score_volumes knows volumes by key only: the error names the file here
+                outcome.path = path
             result = VolumeResult(path, error=outcome)
         else:
             result = VolumeResult(path, score=outcome, array=vol.array)

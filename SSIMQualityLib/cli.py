@@ -49,6 +49,17 @@ def _severity(text: str):
     return value
 
 
+def _seed(text: str) -> int:
+    """'3' → 3; refused: negatives and anything not a whole number (the rule of :func:`~SSIMQualityLib.seeds.check_seed`)."""
+    from .seeds import check_seed
+
+    try:
+        return check_seed(int(text))
+    except (ValueError, SSIMQualityError):
+        raise argparse.ArgumentTypeError(f"seed must be a whole number of 0 or more (leave --seed out for a fresh "
+                                         f"draw), got {text!r}") from None
+
+
 def _axis(text: str):
     if text == "auto":
         return None
@@ -91,7 +102,7 @@ def _add_corrupt(sub) -> None:
                         "torchio: TorchIO's motion model; random: kspace or torchio per slice (default kspace)")
     p.add_argument("--severity", type=_severity, default=0.5,
                    help="0 (none) to 1 (severe), or a range LO,HI drawn per slice (default 0.5)")
-    p.add_argument("--seed", type=int, default=None, help="random seed; the same seed gives the same output")
+    p.add_argument("--seed", type=_seed, default=None, help="random seed; the same seed gives the same output")
     p.add_argument("--axis", type=_axis, default=None, help=AXIS_HELP)
     p.add_argument("--frame", type=int, default=None,
                    help="frame to use from a 4-D file (0 first; a 3-D file is read as it is)")
@@ -130,7 +141,7 @@ def _run_corrupt(args) -> int:
     if args.report:
         ensure_writable(args.report, args.force, (".csv",))
     vol = read_volume(args.input, frame=args.frame, series_uid=args.series)
-    axis = slicing_axis(vol.spacing, args.axis)
+    axis = slicing_axis(vol.spacing, args.axis, str(args.input), shape=vol.shape)
     warning = signed_warning(vol.array, str(args.input))  # the motion models take magnitudes (slices.magnitude)
     if warning:
         print(warning, file=sys.stderr)
@@ -566,7 +577,7 @@ def _add_demo(sub) -> None:
                        description="Corrupt the bundled sample with both algorithms, print the SSIM spread and "
                                    "write figures to the output folder.")
     p.add_argument("--out", default="demo-output", help="folder for the figures (default demo-output)")
-    p.add_argument("--seed", type=int, default=0, help="seed of the motion drawn (default 0; the same seed, the same "
+    p.add_argument("--seed", type=_seed, default=0, help="seed of the motion drawn (default 0; the same seed, the same "
                                                        "figures)")
     p.add_argument("--force", action="store_true", help="replace the figures of an earlier demo in the folder")
     p.set_defaults(func=_run_demo)
@@ -615,7 +626,7 @@ def _add_train(sub) -> None:
     p.add_argument("--train-samples", type=int, default=d.train_samples)
     p.add_argument("--val-samples", type=int, default=d.val_samples)
     p.add_argument("--val-every", type=int, default=d.val_every)
-    p.add_argument("--seed", type=int, default=d.train_seed)
+    p.add_argument("--seed", type=_seed, default=d.train_seed)
     p.add_argument("--device", default=d.device, help="auto (CUDA when present), cpu or cuda")
     p.add_argument("--workers", type=int, default=d.workers,
                    help="processes making samples (with --stream on a GPU: processes that each make whole batches "
@@ -692,7 +703,7 @@ def _add_evaluate(sub) -> None:
                                    "write report.json and figures. Also scores clean real scans shipped in packages.")
     p.add_argument("--model", default=None, help="model checkpoint (default: the bundled model)")
     p.add_argument("-n", "--samples", type=int, default=10000, help="number of slices (default 10000)")
-    p.add_argument("--seed", type=int, default=EVAL_SEED, help=f"held-out randomisation seed (default {EVAL_SEED})")
+    p.add_argument("--seed", type=_seed, default=EVAL_SEED, help=f"held-out randomisation seed (default {EVAL_SEED})")
     p.add_argument("--data", nargs="+", default=None, help="held-out volumes or folders (default: synthetic MNI152)")
     p.add_argument("--real", nargs="+", default=None, metavar="PATH",
                    help="real-scan evaluation instead: corrupt every foreground slice of these real scans (files or "

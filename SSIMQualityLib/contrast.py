@@ -9,19 +9,15 @@ All work on normalised slices: float arrays in [0, 1] in, [0, 1] out.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Optional, Sequence, Tuple, Union
+from typing import Optional, Sequence, Tuple
 
 import numpy as np
 import torch
 
 from .vocabulary import CONTRAST_KINDS
+from .seeds import Seed, as_rng
 
 
-Seed = Union[None, int, np.random.Generator]
-
-
-def _rng(seed: Seed) -> np.random.Generator:
-    return seed if isinstance(seed, np.random.Generator) else np.random.default_rng(seed)
 
 
 def _unit(image: np.ndarray) -> np.ndarray:
@@ -201,7 +197,7 @@ class RandomGamma(RandomContrastTransform):
 
     def sample(self, seed: Seed = None) -> Gamma:
         lo, hi = np.log(self.gamma_range)
-        return Gamma(float(np.exp(_rng(seed).uniform(lo, hi))))
+        return Gamma(float(np.exp(as_rng(seed).uniform(lo, hi))))
 
 
 @dataclass
@@ -211,7 +207,7 @@ class RandomLogarithmic(RandomContrastTransform):
     gain_range: Tuple[float, float] = (0.8, 1.2)
 
     def sample(self, seed: Seed = None) -> Logarithmic:
-        rng = _rng(seed)
+        rng = as_rng(seed)
         return Logarithmic(float(rng.uniform(*self.gain_range)), bool(rng.integers(2)))
 
 
@@ -223,7 +219,7 @@ class RandomSigmoid(RandomContrastTransform):
     gain_range: Tuple[float, float] = (4.0, 12.0)
 
     def sample(self, seed: Seed = None) -> Sigmoid:
-        rng = _rng(seed)
+        rng = as_rng(seed)
         return Sigmoid(float(rng.uniform(*self.cutoff_range)), float(rng.uniform(*self.gain_range)))
 
 
@@ -235,7 +231,7 @@ class RandomAdaptiveHistogramEqualization(RandomContrastTransform):
 
     def sample(self, seed: Seed = None) -> AdaptiveHistogramEqualization:
         lo, hi = np.log(self.clip_range)
-        return AdaptiveHistogramEqualization(float(np.exp(_rng(seed).uniform(lo, hi))))
+        return AdaptiveHistogramEqualization(float(np.exp(as_rng(seed).uniform(lo, hi))))
 
 
 #: The random twin of each kind, by name.
@@ -271,7 +267,7 @@ class RandomContrast(RandomContrastTransform):
         self._random = {name: cls() for name, cls in RANDOM_KINDS.items()}
 
     def sample(self, seed: Seed = None) -> ContrastTransform:
-        rng = _rng(seed)
+        rng = as_rng(seed)
         if rng.random() >= self.p:
             return Identity()
         kind = self.kinds[int(rng.integers(len(self.kinds)))]

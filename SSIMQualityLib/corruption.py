@@ -15,6 +15,7 @@ import numpy as np
 import torch
 
 from .motion import RandomKSpaceMotion, RandomMotion, RandomTorchioMotion, apply_motion_batch
+from .seeds import Seed, check_seed
 from .slices import magnitude, normalize, signed_message, signed_share
 from .ssim import ssim
 from .vocabulary import CORRUPTION_METHODS
@@ -64,7 +65,7 @@ def slice_labels(clean: torch.Tensor, corrupted: torch.Tensor) -> torch.Tensor:
 
 
 def corrupt_volume(volume: np.ndarray, axis: int, method: str = "kspace",
-                   severity: Union[float, Tuple[float, float]] = 0.5, seed: Optional[int] = None,
+                   severity: Union[float, Tuple[float, float]] = 0.5, seed: Seed = None,
                    batch_size: int = 32, device: Union[str, torch.device] = "cpu",
                    out_dtype: Optional[np.dtype] = None, progress: Progress = None,
                    noise_fixed: bool = True) -> CorruptionResult:
@@ -107,7 +108,7 @@ def corrupt_volume(volume: np.ndarray, axis: int, method: str = "kspace",
     corruptor = make_corruptor(method, severity)
     moved = magnitude(np.moveaxis(volume, axis, 0))  # the motion models return magnitudes: compare like with like
     n = moved.shape[0]
-    streams = [np.random.default_rng(s) for s in np.random.SeedSequence(seed).spawn(n)]
+    streams = [np.random.default_rng(s) for s in np.random.SeedSequence(check_seed(seed)).spawn(n)]
     out = np.empty(moved.shape, dtype=np.float32)
     labels = np.empty(n, dtype=np.float64)
     dtype = np.dtype(out_dtype) if out_dtype is not None else np.dtype(np.float32)

@@ -29,18 +29,14 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-Seed = Union[None, int, np.random.Generator]
 ArrayOrTensor = Union[np.ndarray, torch.Tensor]
 
 from .dft import dft
+from .seeds import Seed, as_rng
 from .vocabulary import MOTION_MODELS
 
 LINE_MODES = ("lines", "segments")
 METHODS = MOTION_MODELS
-
-
-def _rng(seed: Seed) -> np.random.Generator:
-    return seed if isinstance(seed, np.random.Generator) else np.random.default_rng(seed)
 
 
 def _as_batch(image: ArrayOrTensor) -> Tuple[torch.Tensor, bool, bool]:
@@ -346,7 +342,7 @@ class RandomKSpaceMotion:
 
     def sample(self, shape: Tuple[int, int], seed: Seed = None) -> KSpaceMotion:
         """Draw the parameters for one slice of ``shape`` (H, W): :meth:`draw` of one."""
-        return self.draw(shape, _rng(seed), 1).transform(0)
+        return self.draw(shape, as_rng(seed), 1).transform(0)
 
     def draw(self, shape: Tuple[int, int], rng: np.random.Generator, n: int) -> "MotionDraws":
         """Parameters for ``n`` slices of ``shape`` (H, W), each field drawn for all of them at once.
@@ -395,7 +391,7 @@ class RandomKSpaceMotion:
 
     def __call__(self, image: ArrayOrTensor, seed: Seed = None) -> ArrayOrTensor:
         t, is_numpy, single = _as_batch(image)
-        rng = _rng(seed)
+        rng = as_rng(seed)
         out = apply_kspace_batch(t, [self.sample(t.shape[-2:], rng) for _ in range(t.shape[0])])
         return _restore(out, is_numpy, single)
 
@@ -640,7 +636,7 @@ class RandomTorchioMotion:
 
     def sample(self, shape: Tuple[int, int] = (256, 256), seed: Seed = None) -> TorchioMotion:
         """Draw the parameters for one slice of ``shape`` (H, W): :meth:`draw` of one."""
-        return self.draw(shape, _rng(seed), 1).transform(0)
+        return self.draw(shape, as_rng(seed), 1).transform(0)
 
     def draw(self, shape: Tuple[int, int], rng: np.random.Generator, n: int) -> "MotionDraws":
         """Parameters for ``n`` slices of ``shape`` (H, W), each field drawn for all of them at once (the same
@@ -679,7 +675,7 @@ class RandomTorchioMotion:
 
     def __call__(self, image: ArrayOrTensor, seed: Seed = None) -> ArrayOrTensor:
         t, is_numpy, single = _as_batch(image)
-        rng = _rng(seed)
+        rng = as_rng(seed)
         out = apply_motion_batch(t, [self.sample(tuple(t.shape[-2:]), rng) for _ in range(t.shape[0])])
         return _restore(out, is_numpy, single)
 
@@ -789,7 +785,7 @@ class RandomMotion:
 
     def sample(self, shape: Tuple[int, int], seed: Seed = None):
         """One slice's transform (:class:`KSpaceMotion` or :class:`TorchioMotion`): :meth:`draw` of one."""
-        return self.draw(shape, _rng(seed), 1).transform(0)
+        return self.draw(shape, as_rng(seed), 1).transform(0)
 
     def draw(self, shape: Tuple[int, int], rng: np.random.Generator, n: int) -> "MotionDraws":
         """Parameters for ``n`` slices of ``shape``: the algorithm of each, then each algorithm's draws for its

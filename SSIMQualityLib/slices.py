@@ -50,8 +50,13 @@ def acquisition_axis(spacing: Sequence[float], tolerance: float = ISOTROPY_TOLER
     return int(np.argmax(sp))
 
 
-def slicing_axis(spacing: Sequence[float], axis: Optional[int] = None, name: Optional[str] = None) -> int:
+def slicing_axis(spacing: Sequence[float], axis: Optional[int] = None, name: Optional[str] = None, *,
+                 shape: Optional[Sequence[int]] = None) -> int:
     """The axis to slice along: ``axis`` when given (0, 1 or 2), else the acquisition axis.
+
+    With the volume's ``shape``, every slice must be at least ``MIN_SIZE`` voxels on each side: a default axis
+    whose slices would be thinner (a single slice or a thin slab stored across another axis) gives way to the
+    volume's thinnest axis, and a given one is refused.
 
     Raises :class:`~SSIMQualityLib.errors.SSIMQualityError` naming ``name``
     (the volume) for any other value.
@@ -60,14 +65,30 @@ def slicing_axis(spacing: Sequence[float], axis: Optional[int] = None, name: Opt
     --------
     >>> slicing_axis([1.0, 1.0, 4.0]), slicing_axis([1.0, 1.0, 4.0], 1)
     (2, 1)
+    >>> slicing_axis([1.0, 1.0, 1.0], shape=(80, 193, 1))   # one sagittal slice: sliced across its thin axis
+    2
     """
-    if axis is None:
-        return acquisition_axis(spacing)
-    if axis not in (0, 1, 2):
-        from .errors import SSIMQualityError
+    from .errors import SSIMQualityError
+    from .vocabulary import MIN_SIZE
 
+    if axis is not None and axis not in (0, 1, 2):
         raise SSIMQualityError(f"axis must be 0, 1, 2 or None (acquisition axis), got {axis!r}", name)
-    return int(axis)
+    chosen = acquisition_axis(spacing) if axis is None else int(axis)
+    if shape is None or len(shape) != 3:
+        return chosen
+
+    def plane(a: int) -> Tuple[int, ...]:
+        return tuple(int(n) for k, n in enumerate(shape) if k != a)
+
+    if min(plane(chosen)) >= MIN_SIZE:
+        return chosen
+    thinnest = int(np.argmin(shape))
+    if axis is None and min(plane(thinnest)) >= MIN_SIZE:
+        return thinnest
+    fix = (f"slice along axis {thinnest} (--axis {thinnest}, or leave the axis out)" if min(plane(thinnest)) >= MIN_SIZE
+           else "use the full-resolution image")
+    raise SSIMQualityError(f"slices along axis {chosen} are {plane(chosen)[0]} x {plane(chosen)[1]} voxels, fewer than "
+                           f"{MIN_SIZE} x {MIN_SIZE}", name, fix)
 
 
 def candidate_axes(spacing: Sequence[float], tolerance: float = ISOTROPY_TOLERANCE) -> Tuple[int, ...]:

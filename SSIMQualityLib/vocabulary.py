@@ -13,6 +13,9 @@ CORRUPTION_METHODS = ("kspace", "paper", "torchio", "random")
 #: Contrast changes (training's augmentation and the teaching panel).
 CONTRAST_KINDS = ("gamma", "log", "sigmoid", "ahe")
 
+#: Smallest side, in voxels, of a slice the method scores or moves (a volume needs a plane of MIN_SIZE x MIN_SIZE).
+MIN_SIZE = 16
+
 #: Lower SSIM bound of the clinical classes "good" and "sufficient"; below the second: "rescan".
 CLINICAL_GOOD = 0.85
 CLINICAL_SUFFICIENT = 0.60

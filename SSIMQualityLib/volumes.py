@@ -16,11 +16,10 @@ import numpy as np
 
 from .errors import UnreadableFileError, UnsupportedImageError
 from .outputs import atomic_write, ensure_writable, matching_suffix
+from .vocabulary import MIN_SIZE
 
 PathLike = Union[str, os.PathLike]
 
-#: Smallest in-plane size the method makes sense for.
-MIN_SIZE = 16
 #: File endings we write (and read besides DICOM folders).
 WRITABLE_SUFFIXES = (".nii", ".nii.gz", ".nrrd", ".nhdr", ".mha", ".mhd")
 

@@ -295,6 +295,34 @@ def test_overshoot_scored_as_its_magnitude_signed_volume_warned(sample, tmp_path
     assert "overshoot.nii.gz: " in out and "Traceback" not in err
 
 
+def test_a_slab_is_scored_across_its_thin_axis_and_arrays_are_checked_as_files(sample, tmp_path, capsys):
+    """One sagittal slice (or a slab of four) stored in an axial file was scored as 80 strips one voxel wide,
+    with a verdict: now the default axis gives way to the thin one, and an axis that would cut such strips is
+    refused in one line naming the axis to use.  ``score_array`` checks an array as a file is checked."""
+    from SSIMQualityLib.errors import UnsupportedImageError
+    from SSIMQualityLib.models import load_bundled_model
+    from SSIMQualityLib.scoring import score_array
+
+    k, j, i = sample.shape
+    for width in (1, 4):
+        slab = sample.array[:, :, i // 2:i // 2 + width]  # (k, j, width): slices of k x j along the file's i axis
+        write_nifti(tmp_path / f"slab{width}.nii.gz", slab.T, sample.spacing)
+        code, out, err = _run(["score", tmp_path / f"slab{width}.nii.gz"], capsys)
+        assert code == 0, err
+        assert f"slab{width}.nii.gz: {width} slices scored" in out and "-> good" in out  # a clean slice reads good
+        code, out, err = _run(["score", tmp_path / f"slab{width}.nii.gz", "--axis", "0"], capsys)
+        lines = err.strip().splitlines()
+        assert code == 1 and len(lines) == 1 and "Traceback" not in err
+        assert f"slab{width}.nii.gz: slices along axis 0 are {j} x {width} voxels" in lines[0] and "--axis 2" in lines[0]
+    model = load_bundled_model()
+    nan = sample.array.astype(np.float32)
+    nan[0, 50, 50] = np.nan  # scored as "no foreground" on every slice before
+    for bad, words in ((nan, "1 of"), (np.ones((8, 8, 8), np.float32), "too small"), (np.arange(10.0), "3-D")):
+        with pytest.raises(UnsupportedImageError, match=words):
+            score_array(model, bad, sample.spacing)
+    assert score_array(model, sample.array[:, :, i // 2:i // 2 + 1], sample.spacing).axis == 2
+
+
 def test_iqm_goes_on_past_odd_files_and_debug_follows_the_command(sample_path, tmp_path, capsys):
     """A complex-valued and a 5-D file are one line each, naming the file and what is wrong, and the batch's good
     volume is still measured; `--debug` after the command shows the traceback as it does before it."""

@@ -164,6 +164,7 @@ BAD_ARGS = [
     ("corrupt-rgb", lambda d, m, o: ["corrupt", str(d / "bad_09_rgb.nrrd"), str(o.with_name("n.nii"))], "RGB"),
     ("corrupt-const", lambda d, m, o: ["corrupt", str(d / "bad_07_const.nii.gz"), str(o.with_name("n.nii"))], "same value"),
     ("corrupt-tiny", lambda d, m, o: ["corrupt", str(d / "bad_08_tiny.nii.gz"), str(o.with_name("n.nii"))], "too small"),
+    ("corrupt-negative-seed", lambda d, m, o: ["corrupt", str(d / "good_00.nii.gz"), str(o.with_name("n.nii")), "--seed", "-1"], "seed must be a whole number of 0 or more (leave --seed out"),
     ("corrupt-header-only", lambda d, m, o: ["corrupt", str(d / "bad_03_header_only.nii"), str(o.with_name("n.nii"))], "not a readable image"),
     ("iqm-output-exists", lambda d, m, o: ["iqm", str(d / "good_00.nii.gz"), "-o", str(o)], "exists already"),
     ("iqm-missing", lambda d, m, o: ["iqm", str(d / "nope.nii")], "does not exist"),
@@ -202,9 +203,9 @@ def _assert_refused(argv, words, watched, env=None):
     assert len(lines) == 1, r.stderr
     assert words in lines[0], lines[0]
     # The line names the file (or the folder) at fault; option-only problems (--resume without -o, a missing
-    # GPU) have none to name.
+    # GPU, a negative seed) have none to name.
     named = [n for a in argv if os.sep in a for n in (Path(a).name, str(Path(a).parent))]
-    if named and "--resume" not in argv and "--device" not in argv:
+    if named and not {"--resume", "--device", "--seed"} & set(argv):
         assert any(n in lines[0] for n in named), f"the line names the file: {lines[0]}"
     assert "Traceback" not in r.stderr
     assert {p: _sha(p) for p in before} == before, "no pre-existing file changed"
