@@ -501,7 +501,8 @@ class SSIMQualityLogic(ScriptedLoadableModuleLogic):
         """Start ``args`` as a :class:`Job`.  When it has ended: ``collect()`` turns a success into its result
         (an error there fails the job, with its one line in ``job.errors``), the temporary ``folder`` goes,
         and ``onDone(job, result)`` is called (result None on failure).  ``names`` maps the temporary files the
-        job was given to what the user calls them (the node's name) in the job's lines."""
+        job was given to what the user calls them (the node's name) in the job's lines.  A cancelled job calls no
+        ``onDone``; its folder goes all the same."""
         import shutil
 
         from SSIMQualityLib.errors import SSIMQualityError
@@ -518,12 +519,12 @@ class SSIMQualityLogic(ScriptedLoadableModuleLogic):
                 job.errors.append(f"SSIMQuality: error: {exc.one_line()}")
                 job.state = "failed"
             finally:
-                if folder is not None:
-                    shutil.rmtree(folder, ignore_errors=True)
                 if onDone is not None:
                     onDone(job, result)
 
-        return Job(args, on_done=finished).start()
+        # The temporary folder (a copy of the volume) goes however the job ends: done, failed or cancelled.
+        cleanup = None if folder is None else (lambda: shutil.rmtree(folder, ignore_errors=True))
+        return Job(args, on_done=finished, cleanup=cleanup).start()
 
     def startScoring(self, volumeNode, model="", device="auto", tableNode=None, onDone=None):
         """Score ``volumeNode`` in another process (the CLI module); returns the running :class:`Job`.
@@ -553,7 +554,7 @@ class SSIMQualityLogic(ScriptedLoadableModuleLogic):
         """
         import tempfile
 
-        from SSIMQualityLib.corruption import make_corruptor
+        from SSIMQualityLib.corruption import make_corruptor, severity_text
         from SSIMQualityLib.jobs import library_command
 
         name = inputNode.GetName()
@@ -563,7 +564,7 @@ class SSIMQualityLogic(ScriptedLoadableModuleLogic):
         folder = tempfile.mkdtemp(prefix="SSIMQuality-")
         inputPath = self._writeTemporary(inputNode, folder)
         outputPath, reportPath = os.path.join(folder, "corrupted.nrrd"), os.path.join(folder, "ssim.csv")
-        args = ["corrupt", inputPath, outputPath, "--method", method, "--severity", str(severity),
+        args = ["corrupt", inputPath, outputPath, "--method", method, "--severity", severity_text(severity),
                 "--report", reportPath]
         if seed is not None:
             args += ["--seed", str(int(seed))]
@@ -622,10 +623,11 @@ class SSIMQualityLogic(ScriptedLoadableModuleLogic):
     def _corruptionResult(self, inputNode, outputNode, volumePath, reportPath, method, severity):
         import csv
 
+        from SSIMQualityLib.corruption import severity_text
         from SSIMQualityLib.volumes import read_volume
 
         array = read_volume(volumePath).array
-        out = self._outputVolume(inputNode, outputNode, array, f" {method} {severity:g}")
+        out = self._outputVolume(inputNode, outputNode, array, f" {method} {severity_text(severity)}")
         with open(reportPath, encoding="utf-8") as fh:
             ssim = np.array([float(r["ssim"]) for r in csv.DictReader(fh)])
         return out, self._trueSsimTable(out, ssim, method, severity)
@@ -835,7 +837,7 @@ class SSIMQualityLogic(ScriptedLoadableModuleLogic):
     def corruptVolume(self, inputNode, outputNode=None, method="kspace", severity=0.5, seed=None, axis=None):
         """Corrupt every slice along the acquisition axis; returns (output volume, table slice / true ssim)."""
         self._requireLibrary()
-        from SSIMQualityLib.corruption import corrupt_volume, make_corruptor, signed_warning
+        from SSIMQualityLib.corruption import corrupt_volume, make_corruptor, severity_text, signed_warning
         from SSIMQualityLib.slices import slicing_axis
 
         array, spacing = self.volumeArray(inputNode)
@@ -847,17 +849,19 @@ class SSIMQualityLogic(ScriptedLoadableModuleLogic):
         if warning:  # as `ssimquality corrupt` prints it (a job's warnings reach the panel's summary)
             logging.warning(warning)
         res = corrupt_volume(array, ax, method=method, severity=severity, seed=seed, out_dtype=array.dtype)
-        out = self._outputVolume(inputNode, outputNode, res.array, f" {method} {severity:g}")
+        out = self._outputVolume(inputNode, outputNode, res.array, f" {method} {severity_text(severity)}")
         table = self._trueSsimTable(out, res.ssim, method, severity)
         table.SetAttribute("SSIMQuality.axis", str(ax))
         return out, table
 
     @staticmethod
     def _trueSsimTable(volumeNode, ssim, method, severity):
+        from SSIMQualityLib.corruption import severity_text
+
         table = slicer.mrmlScene.AddNewNodeByClass("vtkMRMLTableNode", volumeNode.GetName() + " true SSIM")
         _fillTable(table, {"slice": list(range(len(ssim))), "ssim": [float(s) for s in ssim]})
         table.SetAttribute("SSIMQuality.Summary", f"true SSIM per slice: mean {ssim.mean():.3f}, "
-                                                  f"min {ssim.min():.3f} ({method}, severity {severity:g})")
+                                                  f"min {ssim.min():.3f} ({method}, severity {severity_text(severity)})")
         volumeNode.SetAttribute("SSIMQuality.TrueSSIMTableID", table.GetID())
         return table
 

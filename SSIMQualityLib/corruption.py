@@ -14,7 +14,7 @@ from typing import Callable, Optional, Tuple, Union
 import numpy as np
 import torch
 
-from .motion import RandomKSpaceMotion, RandomMotion, RandomTorchioMotion, apply_motion_batch
+from .motion import RandomKSpaceMotion, RandomMotion, RandomTorchioMotion, _check_severity, apply_motion_batch
 from .seeds import Seed, check_seed
 from .slices import magnitude, normalize, signed_message, signed_share
 from .ssim import ssim
@@ -30,6 +30,18 @@ class CorruptionResult:
     array: np.ndarray
     ssim: np.ndarray
     axis: int
+
+
+def severity_text(severity: Union[float, Tuple[float, float]]) -> str:
+    """A severity as ``ssimquality corrupt --severity`` takes it, and as output names show it.
+
+    Examples
+    --------
+    >>> severity_text(0.5), severity_text((0.2, 0.6))
+    ('0.5', '0.2,0.6')
+    """
+    lo, hi = _check_severity(severity)
+    return f"{lo:g}" if lo == hi and np.isscalar(severity) else f"{lo:g},{hi:g}"
 
 
 def make_corruptor(method: str = "kspace", severity: Union[float, Tuple[float, float]] = 0.5, paper: bool = False):

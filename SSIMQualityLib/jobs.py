@@ -56,14 +56,16 @@ class Job:
     """A command in another process: ``state`` ``"ready"`` → ``"running"`` → ``"done"`` / ``"failed"`` /
     ``"cancelled"``; ``progress`` (0–1) and ``text`` from its progress lines; ``output`` (its other
     stdout lines) and ``errors`` (its stderr lines); ``on_done(job)`` once it has ended, from the
-    :meth:`poll` that sees the end."""
+    :meth:`poll` that sees the end.  ``cleanup()`` runs once however the job ends, after ``on_done``, and on
+    :meth:`cancel` too (a job's temporary files, e.g. a copy of a patient's volume, must not outlive it)."""
 
     def __init__(self, args: Sequence[str], *, env: Optional[dict] = None, cwd: Optional[str] = None,
-                 on_done: Optional[Callable[["Job"], None]] = None):
+                 on_done: Optional[Callable[["Job"], None]] = None, cleanup: Optional[Callable[[], None]] = None):
         self.args = [str(a) for a in args]
         self.env = env if env is not None else job_environment()
         self.cwd = cwd
         self.on_done = on_done
+        self._cleanup = cleanup
         self.state = "ready"
         self.progress = 0.0
         self.text = ""
@@ -105,9 +107,17 @@ class Job:
             self._take(*self._lines.get_nowait())
         self.returncode = self._process.returncode
         self.state = "done" if self.returncode == 0 else "failed"
-        if self.on_done is not None:
-            self.on_done(self)
+        try:
+            if self.on_done is not None:
+                self.on_done(self)
+        finally:
+            self._clean()
         return False
+
+    def _clean(self) -> None:
+        cleanup, self._cleanup = self._cleanup, None
+        if cleanup is not None:
+            cleanup()
 
     def _take(self, name: str, line: str) -> None:
         if name == "err":
@@ -137,7 +147,7 @@ class Job:
         return self
 
     def cancel(self) -> None:
-        """Stop the process (terminate, then kill after 5 s); ``on_done`` is not called."""
+        """Stop the process (terminate, then kill after 5 s); ``on_done`` is not called, ``cleanup`` is."""
         if self._process is not None and self._process.poll() is None:
             self._process.terminate()
             try:
@@ -148,6 +158,7 @@ class Job:
         if self.state == "running":
             self.state = "cancelled"
             self.returncode = self._process.returncode if self._process is not None else None
+        self._clean()
 
     @property
     def warnings(self) -> List[str]:
@@ -156,6 +167,9 @@ class Job:
 
     @property
     def error_message(self) -> str:
-        """The job's own last error line (our commands print one), or a generic line."""
+        """The job's own last error line (our commands print one), or a generic line; empty for a job that
+        succeeded."""
+        if self.state == "done":
+            return ""
         mine = [e for e in self.errors if "error:" in e]
         return (mine or self.errors or [f"the job ended with exit code {self.returncode}"])[-1]

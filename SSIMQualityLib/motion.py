@@ -397,8 +397,13 @@ class RandomKSpaceMotion:
 
 
 def _check_severity(severity) -> Tuple[float, float]:
-    lo, hi = (severity, severity) if np.isscalar(severity) else tuple(severity)
-    lo, hi = float(lo), float(hi)
+    try:
+        if isinstance(severity, (str, bytes, bool)):  # float("0.5") would pass, and fail later in a name's format
+            raise TypeError(type(severity).__name__)
+        lo, hi = (severity, severity) if np.isscalar(severity) else tuple(severity)
+        lo, hi = float(lo), float(hi)
+    except (TypeError, ValueError):
+        lo = hi = float("nan")
     if not (0.0 <= lo <= hi <= 1.0):
         raise ValueError(f"severity must be in [0, 1] (or a range within it), got {severity!r}")
     return lo, hi

@@ -81,16 +81,22 @@ def test_corruption_job_and_cancel(scene, module, sample_path):
     job = logic.startCorruption(node, method="kspace", severity=0.6, seed=3,
                                 onDone=lambda j, r: seen.update(result=r)).wait(timeout=600)
     assert job.state == "done", job.errors
+    assert job.error_message == ""  # not "the job ended with exit code 0"
+    assert not Path(job.args[job.args.index("corrupt") + 1]).parent.exists()  # its copy of the volume is gone
     out, table = seen["result"]
     arr = slicer.util.arrayFromVolume(node)
     ref = corrupt_volume(arr, 0, method="kspace", severity=0.6, seed=3, out_dtype=arr.dtype)
     np.testing.assert_array_equal(slicer.util.arrayFromVolume(out), ref.array)
     np.testing.assert_allclose(table_column(table, "ssim"), ref.ssim, atol=1e-6)
-    # Cancel: the process stops, nothing is added, onDone is not called.
+    # Cancel: the process stops, nothing is added, onDone is not called, and the job's temporary copy of the
+    # volume (a patient's scan, in the system's temporary folder) goes with it.
     called = []
     job = logic.startScoring(node, device="cpu", onDone=lambda j, t: called.append(t))
+    folder = Path(job.args[-2]).parent
+    assert folder.name.startswith("SSIMQuality-") and any(folder.iterdir())
     job.cancel()
     assert not job.poll() and job.state == "cancelled" and called == []
+    assert not folder.exists()
 
 
 def test_fine_tuning_job_catalogues_a_model_that_loads(scene, module, tmp_path, monkeypatch):

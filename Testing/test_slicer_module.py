@@ -89,6 +89,10 @@ def test_corrupt_kspace_contrast(scene, module, sample_path):
     assert np.all((s > 0) & (s <= 1)) and s.mean() < 0.99
     np.testing.assert_allclose(_matrix(out2), _matrix(node))
     assert scene.GetNodeByID(out2.GetAttribute("SSIMQuality.TrueSSIMTableID")) is table2
+    # A range of severities (one drawn per slice) is a valid setting: named as the CLI writes it (it crashed
+    # while naming the output, after the work).
+    out3, table3 = logic.corruptVolume(node, method="kspace", severity=(0.2, 0.6), seed=4)
+    assert out3.GetName().endswith("kspace 0.2,0.6") and "severity 0.2,0.6" in table3.GetAttribute("SSIMQuality.Summary")
     k = logic.kspaceVolume(node)
     karr = slicer.util.arrayFromVolume(k)
     assert karr.shape == arr.shape and karr.min() >= 0
@@ -230,6 +234,9 @@ BAD_LOGIC = [
     ("corrupt-constant", lambda lg, n, f, m: lg.corruptVolume(n["const"]), "same value", "constvol"),
     ("corrupt-severity", lambda lg, n, f, m: lg.corruptVolume(n["head"], severity=1.5), "severity", "head"),
     ("corrupt-method", lambda lg, n, f, m: lg.corruptVolume(n["head"], method="shake"), "unknown method", "head"),
+    ("corrupt-severity-text", lambda lg, n, f, m: lg.corruptVolume(n["head"], severity="0.5"), "severity", "head"),
+    ("corrupt-seed-negative", lambda lg, n, f, m: lg.corruptVolume(n["head"], seed=-1), "seed must be a whole number", None),
+    ("contrast-seed-negative", lambda lg, n, f, m: lg.augmentContrast(n["head"], seed=-1), "seed must be a whole number", None),
     ("corrupt-into-input", lambda lg, n, f, m: lg.corruptVolume(n["head"], outputNode=n["head"]), "input volume", "head"),
     ("kspace-no-image", lambda lg, n, f, m: lg.kspaceVolume(n["empty"]), "no image data", "emptyvol"),
     ("kspace-into-input", lambda lg, n, f, m: lg.kspaceVolume(n["head"], outputNode=n["head"]), "input volume", "head"),
