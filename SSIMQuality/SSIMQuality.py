@@ -438,17 +438,20 @@ class SSIMQualityLogic(ScriptedLoadableModuleLogic):
         return values
 
     def setParameters(self, parameterNode=None, **values):
-        """Store settings (names of :data:`PARAMETER_DEFAULTS`, or node roles with an MRML node or None)."""
+        """Store settings (names of :data:`PARAMETER_DEFAULTS`, or node roles with an MRML node or None).
+
+        Every value is checked first (:func:`_checkedSetting`): one that does not fit raises one clear
+        :class:`~SSIMQualityLib.errors.SSIMQualityError` and nothing of the call is stored."""
         node = parameterNode or self.getParameterNode()
+        checked = {name: value if name in PARAMETER_NODE_ROLES else _checkedSetting(name, value)
+                   for name, value in values.items()}
         wasModifying = node.StartModify()
         try:
-            for name, value in values.items():
+            for name, value in checked.items():
                 if name in PARAMETER_NODE_ROLES:
                     node.SetNodeReferenceID(name, value.GetID() if value is not None else None)
-                elif name in PARAMETER_DEFAULTS:
-                    node.SetParameter(name, _serialize(type(PARAMETER_DEFAULTS[name])(value)))
                 else:
-                    raise KeyError(f"unknown SSIM Quality setting {name!r}")
+                    node.SetParameter(name, _serialize(value))
         finally:
             node.EndModify(wasModifying)
 
@@ -898,6 +901,54 @@ class SSIMQualityLogic(ScriptedLoadableModuleLogic):
         node = self._outputVolume(inputNode, outputNode, np.moveaxis(out, 0, ax), f" {kind}")
         node.SetAttribute("SSIMQuality.Contrast", repr(transform))
         return node
+
+
+def _checkedSetting(name, value):
+    """``value`` for the setting ``name``, as the type of its default, or one clear error: a scene must not keep
+    what the panel cannot show or a job cannot run (``bool("false")`` is True; a severity of 1.5 fails later)."""
+    import numbers
+    import re
+
+    from SSIMQualityLib.errors import SSIMQualityError
+    from SSIMQualityLib.vocabulary import CONTRAST_KINDS, CORRUPTION_METHODS
+
+    if name not in PARAMETER_DEFAULTS:
+        raise SSIMQualityError(f"unknown SSIM Quality setting {name!r}",
+                               hint="the settings are " + ", ".join([*PARAMETER_DEFAULTS, *PARAMETER_NODE_ROLES]))
+    default = PARAMETER_DEFAULTS[name]
+
+    def refuse(what):
+        raise SSIMQualityError(f"setting {name} must be {what}, got {value!r}")
+
+    if isinstance(default, bool):
+        if isinstance(value, (bool, np.bool_)) or value in ("true", "false"):
+            return value == "true" if isinstance(value, str) else bool(value)
+        refuse("True or False")
+    if isinstance(value, (bool, np.bool_)):
+        refuse("a " + ("number" if isinstance(default, (int, float)) else "text"))
+    if isinstance(default, int):
+        if not (isinstance(value, numbers.Integral) or (isinstance(value, float) and value.is_integer())):
+            refuse("a whole number")
+        typed = int(value)
+        if name == "seed" and typed < -1:
+            refuse("0 or more (or -1 for a new draw each time)")
+        if name == "fineTuneSteps" and typed < 1:
+            refuse("at least 1")
+        return typed
+    if isinstance(default, float):
+        if not isinstance(value, numbers.Real) or not np.isfinite(value):
+            refuse("a number")
+        if name == "severity" and not 0.0 <= float(value) <= 1.0:
+            refuse("between 0 and 1")
+        return float(value)
+    if not isinstance(value, str):
+        refuse("text")
+    allowed = {"method": CORRUPTION_METHODS, "contrastKind": CONTRAST_KINDS}.get(name)
+    if allowed is not None and value not in allowed:
+        refuse("one of " + ", ".join(allowed))
+    if name == "device" and not re.fullmatch(r"auto|cpu|cuda(:\d+)?", value):
+        refuse("auto, cpu, cuda or cuda:N")
+    return value
 
 
 def _serialize(value):

@@ -33,8 +33,19 @@ def test_parameter_node_round_trip(scene, module, sample_path, tmp_path):
             assert restored[key] is not None and restored[key].GetName() == "sample"
         else:
             assert restored[key] == value and type(restored[key]) is type(value), key
-    with pytest.raises(KeyError):
-        logic.setParameters(sevrity=0.1)
+    # Checked before anything is stored: one clear line, and none of the call's values kept.
+    from SSIMQualityLib.errors import SSIMQualityError
+
+    for bad, words in (({"sevrity": 0.1}, "unknown SSIM Quality setting 'sevrity'"), ({"showKspace": "no"}, "True or False"),
+                       ({"severity": 1.5}, "between 0 and 1"), ({"method": "bogus"}, "one of kspace"),
+                       ({"device": "gpu"}, "auto, cpu, cuda"), ({"fineTuneSteps": -5}, "at least 1"),
+                       ({"seed": 1.7}, "whole number"), ({"seed": -2}, "0 or more"), ({"contrastKind": "clahe"}, "one of")):
+        with pytest.raises(SSIMQualityError, match=words):
+            logic.setParameters(contrastParameter=2.0, **bad)
+        assert logic.getParameters()["contrastParameter"] == saved["contrastParameter"], bad  # the valid one not stored
+    logic.setParameters(showKspace="false", seed=-1, fineTuneSteps=40.0)  # the node's own spellings
+    got = logic.getParameters()
+    assert got["showKspace"] is False and got["seed"] == -1 and got["fineTuneSteps"] == 40
 
 
 def test_scoring_job_fills_the_table_out_of_process(scene, module, sample_path):
