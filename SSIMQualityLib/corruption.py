@@ -117,7 +117,10 @@ def corrupt_volume(volume: np.ndarray, axis: int, method: str = "kspace",
 
     if volume.ndim != 3:
         raise ValueError(f"expected a 3-D volume, got shape {volume.shape}")
+    from .models import resolve_device
+
     corruptor = make_corruptor(method, severity)
+    device = resolve_device(device)
     moved = magnitude(np.moveaxis(volume, axis, 0))  # the motion models return magnitudes: compare like with like
     n = moved.shape[0]
     streams = [np.random.default_rng(s) for s in np.random.SeedSequence(check_seed(seed)).spawn(n)]

@@ -134,7 +134,7 @@ def load_model(path: Union[str, Path], sha256: Optional[str] = None, device: Uni
         raise BadModelFileError(f"weights do not fit the {cfg.get('arch')} architecture "
                                 f"({' '.join(str(exc).split())[:120]})", str(path),
                                 "use a checkpoint written by ssimquality train for this architecture") from None
-    return model.to(device).eval()
+    return model.to(resolve_device(device)).eval()
 
 
 def catalog_path() -> Path:
@@ -219,9 +219,18 @@ def register_user_model(checkpoint: Union[str, Path], name: str, description: st
     return export_model(checkpoint, folder / f"{safe}.pt", name, description, force=True)
 
 
-def resolve_device(device: str = "auto") -> torch.device:
-    """"auto" → CUDA when present, else CPU; a clear error for an unavailable CUDA request."""
+def resolve_device(device: Union[str, torch.device] = "auto") -> torch.device:
+    """"auto" → CUDA when present, else CPU; a clear error for an unavailable CUDA request (every function that
+    takes a device passes it through here: torch's own message comes from deep inside the first copy).
+
+    Examples
+    --------
+    >>> resolve_device("cpu"), resolve_device(torch.device("cpu"))
+    (device(type='cpu'), device(type='cpu'))
+    """
     from .errors import SSIMQualityError
+
+    device = str(device)
 
     if device == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")

@@ -127,8 +127,10 @@ def predict_prepared(model, x: torch.Tensor, device: Union[str, torch.device] = 
     The same network call as :func:`score_volumes` (:func:`_run_model`); ``bf16`` is taken as given (the
     caller has chosen the precision).  Returns a CPU float tensor (N,).
     """
+    from .models import resolve_device
+
     model.eval()
-    dev = torch.device(device)
+    dev = resolve_device(device)
     out = [_run_model(model, x[i:i + batch_size].to(dev, torch.float32), bf16).cpu()
            for i in range(0, len(x), batch_size)]
     return torch.cat(out) if out else torch.zeros(0)
@@ -189,8 +191,10 @@ def score_volumes(items: Iterable[Tuple[object, Optional[np.ndarray], Sequence[f
 
     from .errors import SSIMQualityError
 
+    from .models import resolve_device
+
     model.eval()
-    dev = torch.device(device)
+    dev = resolve_device(device)
     batch_size = batch_size or default_batch_size(dev)
     use_bf16 = _use_bf16(bf16, dev)
     pending: deque = deque()

@@ -321,6 +321,24 @@ def test_a_slab_is_scored_across_its_thin_axis_and_arrays_are_checked_as_files(s
         with pytest.raises(UnsupportedImageError, match=words):
             score_array(model, bad, sample.spacing)
     assert score_array(model, sample.array[:, :, i // 2:i // 2 + 1], sample.spacing).axis == 2
+    # A device that is not there: the project's one line from every function that takes a device, not torch's
+    # error from deep inside the first copy to it.
+    import torch
+
+    from SSIMQualityLib.corruption import corrupt_volume
+    from SSIMQualityLib.errors import SSIMQualityError
+
+    calls = [lambda: score_array(model, sample.array, sample.spacing, device="gpu"),
+             lambda: corrupt_volume(sample.array[:4], 0, device="gpu"), lambda: load_bundled_model(device="gpu")]
+    words = ["unknown device 'gpu'"] * 3
+    if not torch.cuda.is_available():
+        calls += [lambda: score_array(model, sample.array, sample.spacing, device="cuda"),
+                  lambda: corrupt_volume(sample.array[:4], 0, device=torch.device("cuda")),
+                  lambda: load_bundled_model(device="cuda")]
+        words += ["no GPU is available"] * 3
+    for call, word in zip(calls, words):
+        with pytest.raises(SSIMQualityError, match=word):
+            call()
 
 
 def test_iqm_goes_on_past_odd_files_and_debug_follows_the_command(sample_path, tmp_path, capsys):
