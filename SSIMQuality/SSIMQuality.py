@@ -560,10 +560,10 @@ class SSIMQualityLogic(ScriptedLoadableModuleLogic):
         from SSIMQualityLib.corruption import make_corruptor, severity_text
         from SSIMQualityLib.jobs import library_command
 
+        self.volumeArray(inputNode)  # odd nodes (None, a label map, a table) refused first, in one line
         name = inputNode.GetName()
         self._checkOutput(inputNode, outputNode)
         self._parameters(name, make_corruptor, method, severity)
-        self.volumeArray(inputNode)
         folder = tempfile.mkdtemp(prefix="SSIMQuality-")
         inputPath = self._writeTemporary(inputNode, folder)
         outputPath, reportPath = os.path.join(folder, "corrupted.nrrd"), os.path.join(folder, "ssim.csv")
@@ -664,6 +664,11 @@ class SSIMQualityLogic(ScriptedLoadableModuleLogic):
         if volumeNode is None:
             raise UnsupportedImageError("no input volume selected", hint="select a volume")
         name = volumeNode.GetName()
+        if not volumeNode.IsA("vtkMRMLVolumeNode"):
+            raise UnsupportedImageError(f"is a {volumeNode.GetClassName()}, not a volume", name, "select a volume")
+        if volumeNode.IsA("vtkMRMLLabelMapVolumeNode"):
+            raise UnsupportedImageError("is a label map (segment numbers, not intensities)", name,
+                                        "select the image the labels were drawn on")
         if volumeNode.IsA("vtkMRMLSequenceNode") or volumeNode.GetAttribute("SequenceBrowser.ProxyNode") is not None \
                 or volumeNode.IsA("vtkMRMLMultiVolumeNode"):
             raise UnsupportedImageError("this is one frame of a 4-D sequence", name,
@@ -756,6 +761,8 @@ class SSIMQualityLogic(ScriptedLoadableModuleLogic):
         Columns: slice, predicted_ssim, clinical_class, class3, class5, class10, foreground.  The
         volume summary is stored as node attributes ``SSIMQuality.*``; the chart's ID in
         ``SSIMQuality.ChartNodeID``.  ``progress(done, total)`` returning False cancels (returns None).
+        ``model`` is a loaded model, or a name or file as :meth:`startScoring` takes them (None or "": the
+        bundled one).
         """
         self._requireLibrary()
         from SSIMQualityLib.scoring import score_array
@@ -763,7 +770,8 @@ class SSIMQualityLogic(ScriptedLoadableModuleLogic):
 
         array, spacing = self.volumeArray(volumeNode)
         ax = slicing_axis(spacing, axis, volumeNode.GetName(), shape=array.shape)
-        model = model if model is not None else self.loadModel(device=device)
+        if model is None or isinstance(model, (str, os.PathLike)):
+            model = self.loadModel(self.modelPath(model) if model else None, device=device)
         dev = next(model.parameters()).device
         state = {"done": 0, "cancelled": False}
 

@@ -113,12 +113,18 @@ def corrupt_volume(volume: np.ndarray, axis: int, method: str = "kspace",
     -------
     CorruptionResult
     """
-    from .volumes import cast_like
-
-    if volume.ndim != 3:
-        raise ValueError(f"expected a 3-D volume, got shape {volume.shape}")
+    from .errors import SSIMQualityError
     from .models import resolve_device
+    from .slices import slicing_axis
+    from .volumes import Volume, cast_like, check_volume
 
+    # Checked as a file's voxels are (read_volume), and before any work: NaN spread to hundreds of voxels and
+    # labels, a list or tensor failed in numpy, axis 3 in np.moveaxis, slices under 16 x 16 in the SSIM.
+    volume = volume.detach().cpu().numpy() if isinstance(volume, torch.Tensor) else np.asarray(volume)
+    check_volume(Volume(array=volume, spacing=(1.0, 1.0, 1.0)))
+    axis = slicing_axis((1.0, 1.0, 1.0), axis, shape=volume.shape)
+    if int(batch_size) < 1:
+        raise SSIMQualityError(f"batch_size must be at least 1, got {batch_size}")
     corruptor = make_corruptor(method, severity)
     device = resolve_device(device)
     moved = magnitude(np.moveaxis(volume, axis, 0))  # the motion models return magnitudes: compare like with like

@@ -190,9 +190,13 @@ def score_volumes(items: Iterable[Tuple[object, Optional[np.ndarray], Sequence[f
     from collections import deque
 
     from .errors import SSIMQualityError
-
     from .models import resolve_device
 
+    if not isinstance(model, torch.nn.Module):
+        raise SSIMQualityError(f"the model must be a loaded network, got {type(model).__name__}",
+                               hint="load one with load_model(path) or load_bundled_model()")
+    if batch_size is not None and int(batch_size) < 1:
+        raise SSIMQualityError(f"batch_size must be at least 1, got {batch_size}")
     model.eval()
     dev = resolve_device(device)
     batch_size = batch_size or default_batch_size(dev)

@@ -336,9 +336,18 @@ def test_a_slab_is_scored_across_its_thin_axis_and_arrays_are_checked_as_files(s
                   lambda: corrupt_volume(sample.array[:4], 0, device=torch.device("cuda")),
                   lambda: load_bundled_model(device="cuda")]
         words += ["no GPU is available"] * 3
+    # Other misuse of the library's two entry points: one line each, before any work.
+    calls += [lambda: score_array(model, sample.array, sample.spacing, batch_size=-1),
+              lambda: score_array("resnet18-synthetic-v12", sample.array, sample.spacing),
+              lambda: corrupt_volume(nan[:4], 0), lambda: corrupt_volume(sample.array[30:34], 3),
+              lambda: corrupt_volume(sample.array[30:34], 1), lambda: corrupt_volume(sample.array[30:34], 0, batch_size=0)]
+    words += ["batch_size must be at least 1", "must be a loaded network", "NaN", "axis must be 0, 1, 2",
+              "slices along axis 1 are 4 x", "batch_size must be at least 1"]
     for call, word in zip(calls, words):
         with pytest.raises(SSIMQualityError, match=word):
             call()
+    listed = corrupt_volume(sample.array[30:34].tolist(), 0, seed=1)  # a nested list is an array too
+    np.testing.assert_array_equal(listed.ssim, corrupt_volume(sample.array[30:34], 0, seed=1).ssim)
 
 
 def test_iqm_goes_on_past_odd_files_and_debug_follows_the_command(sample_path, tmp_path, capsys):

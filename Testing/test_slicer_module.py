@@ -50,6 +50,22 @@ def test_load_and_score_sample(scene, module, sample_path, sample, tiny_model):
     assert logic.scoreVolume(node, model=tiny_model, progress=lambda done, total: False) is None
 
 
+def test_score_volume_takes_a_model_by_name_or_file_as_jobs_do(scene, module, sample):
+    """scoreVolume(model=...) takes what startScoring takes (a catalogue name or a file), not only a loaded model
+    (a name gave AttributeError: 'str' object has no attribute 'parameters')."""
+    from SSIMQualityLib.models import bundled_model_entry
+
+    logic = module.SSIMQualityLogic()
+    node = slicer.util.addVolumeFromArray(np.ascontiguousarray(sample.array[34:40]), name="few")
+    node.SetSpacing(*sample.spacing[::-1])
+    default = table_column(logic.scoreVolume(node), "predicted_ssim")
+    by_name = table_column(logic.scoreVolume(node, model=bundled_model_entry()["name"]), "predicted_ssim")
+    by_file = table_column(logic.scoreVolume(node, model=logic.modelPath("")), "predicted_ssim")
+    assert np.isfinite(default).sum() >= 4
+    np.testing.assert_array_equal(by_name, default)
+    np.testing.assert_array_equal(by_file, default)
+
+
 def test_axis_follows_geometry_for_oblique_lps_volume(scene, module, tiny_model):
     """Thick spacing along i (the last array axis), oblique direction, LPS-like origin."""
     import vtk
@@ -206,7 +222,10 @@ def _bad_logic_nodes(scene):
              "const": slicer.util.addVolumeFromArray(np.ones((10, 20, 20), np.float32), name="constvol"),
              "nan": slicer.util.addVolumeFromArray(np.full((10, 20, 20), np.nan, np.float32), name="nanvol"),
              "tiny": slicer.util.addVolumeFromArray(np.random.rand(20, 8, 8).astype(np.float32), name="tinyvol"),
-             "frame": slicer.util.addVolumeFromArray(np.random.rand(10, 20, 20).astype(np.float32), name="framevol")}
+             "frame": slicer.util.addVolumeFromArray(np.random.rand(10, 20, 20).astype(np.float32), name="framevol"),
+             "labels": slicer.util.addVolumeFromArray((np.random.rand(10, 20, 20) * 4).astype(np.int16), name="labelvol",
+                                                      nodeClassName="vtkMRMLLabelMapVolumeNode"),
+             "table": scene.AddNewNodeByClass("vtkMRMLTableNode", "tablenode")}
     nodes["frame"].SetAttribute("SequenceBrowser.ProxyNode", "1")
     return nodes
 
@@ -231,6 +250,11 @@ BAD_LOGIC = [
     ("score-nan", lambda lg, n, f, m: lg.scoreVolume(n["nan"], model=m), "NaN", "nanvol"),
     ("score-tiny", lambda lg, n, f, m: lg.scoreVolume(n["tiny"], model=m), "too small", "tinyvol"),
     ("score-bad-axis", lambda lg, n, f, m: lg.scoreVolume(n["head"], model=m, axis=5), "axis must be", "head"),
+    ("score-label-map", lambda lg, n, f, m: lg.scoreVolume(n["labels"], model=m), "label map", "labelvol"),
+    ("score-table", lambda lg, n, f, m: lg.scoreVolume(n["table"], model=m), "not a volume", "tablenode"),
+    ("corrupt-label-map", lambda lg, n, f, m: lg.corruptVolume(n["labels"]), "label map", "labelvol"),
+    ("start-corruption-none", lambda lg, n, f, m: lg.startCorruption(None), "no input volume", None),
+    ("score-model-name-unknown", lambda lg, n, f, m: lg.scoreVolume(n["head"], model=str(f["missing"])), "does not exist", "nope.nii.gz"),
     ("corrupt-constant", lambda lg, n, f, m: lg.corruptVolume(n["const"]), "same value", "constvol"),
     ("corrupt-severity", lambda lg, n, f, m: lg.corruptVolume(n["head"], severity=1.5), "severity", "head"),
     ("corrupt-method", lambda lg, n, f, m: lg.corruptVolume(n["head"], method="shake"), "unknown method", "head"),
