@@ -529,8 +529,6 @@ def _add_iqm(sub) -> None:
 
 
 def _run_iqm(args) -> int:
-    import json
-
     from .batch import read_or_error
     from .results import rows_to_csv
     from .iqm import IQM_COLUMNS, compute_iqms
@@ -559,9 +557,9 @@ def _run_iqm(args) -> int:
         print(f"nothing was measured: {args.output} was not written")
     elif args.output:
         if args.output.lower().endswith(".json"):
-            from .results import _nan_to_none
+            from .outputs import json_text
 
-            write_text(args.output, json.dumps(_nan_to_none(rows), indent=1) + "\n", args.force)
+            write_text(args.output, json_text(rows), args.force)
         else:
             write_text(args.output, rows_to_csv(rows, ["file", *IQM_COLUMNS]), args.force)
         print(f"wrote {args.output}")
@@ -743,9 +741,8 @@ def _run_evaluate(args) -> int:
 
 
 def _run_evaluate_synthetic(args, model, device, out: Path) -> int:
-    import json
-
     from .evaluation import clean_real_check, evaluate
+    from .outputs import json_text
     from .models import model_identity
 
     bar = progress.bar(args.samples, desc="held-out slices", unit="slice", show=_show(args))
@@ -753,7 +750,7 @@ def _run_evaluate_synthetic(args, model, device, out: Path) -> int:
                       out_dir=out, progress=bar.update, model_info=model_identity(args.model))
     bar.close()
     report["clean_real"] = clean_real_check(model, device=device)
-    (out / "report.json").write_text(json.dumps(report, indent=2) + "\n")
+    (out / "report.json").write_text(json_text(report, indent=2), encoding="utf-8")
     print(f"residual mean {report['residual_mean']:+.4f}  std {report['residual_std']:.4f}  "
           f"(stratified by truth, 0.40-1.00: {report['residual_std_stratified']:.4f})  "
           f"accuracy 3/5/10/clinical {report['accuracy_3']:.3f} / {report['accuracy_5']:.3f} / "

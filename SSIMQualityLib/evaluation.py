@@ -10,7 +10,6 @@ histogram with normal fit, log-scale confusion matrices).
 """
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Optional, Sequence, Union
 
@@ -18,6 +17,7 @@ import numpy as np
 import torch
 
 from .labels import CLINICAL_GOOD, CLINICAL_NAMES, CLINICAL_SUFFICIENT, clinical_class, equal_bin_class
+from .outputs import json_text
 
 #: Seed of the held-out randomisation (training uses 1 and validation 999 by default).
 EVAL_SEED = 20240601
@@ -196,7 +196,7 @@ def evaluate(model, n: int = 10000, seed: int = EVAL_SEED, data: Optional[Sequen
                      "recipe": None if data else DATA_VERSION, "split_version": SPLIT_VERSION if data else None}
     m["model"] = model_info
     m["figures"] = [str(p.name) for p in plot_report(pred, true, out, m)]
-    (out / "report.json").write_text(json.dumps(m, indent=2) + "\n")
+    (out / "report.json").write_text(json_text(m, indent=2), encoding="utf-8")
     np.savez_compressed(out / "predictions.npz", predicted=pred, true=true)
     return m
 
@@ -322,7 +322,7 @@ def compare_with_iqms(model, scans=None, severities=(0.0, 0.1, 0.2, 0.3, 0.4, 0.
         report["clinical_agreement"][f"{key}_good_vs_not"] = (
             float(np.mean((true_cls[okq] == 1) == (qi[okq] <= 0))) if okq.any() else float("nan"))
     report["rows"] = rows
-    (out / "comparison.json").write_text(json.dumps(report, indent=2, default=float) + "\n")
+    (out / "comparison.json").write_text(json_text(report, indent=2), encoding="utf-8")
     _plot_comparison(rows, out / "comparison.png", report)
     return report
 

@@ -155,3 +155,36 @@ def output_folder(folder: PathLike) -> Iterator[Path]:
         if not existed and p.is_dir() and not any(p.iterdir()):
             p.rmdir()
         raise
+
+
+def json_text(doc, *, indent: int = 1) -> str:
+    """``doc`` as strict JSON text (with a final newline): NaN and infinities become null, numpy numbers plain
+    ones.  Python writes ``NaN`` by default, which ``JSON.parse``, jq and strict parsers refuse.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> json_text({"mean": float("nan"), "n": np.int64(3), "x": [np.float32(0.5)]}, indent=None).strip()
+    '{"mean": null, "n": 3, "x": [0.5]}'
+    """
+    import json
+    import math
+
+    import numpy as np
+
+    def plain(o):
+        if isinstance(o, dict):
+            return {k: plain(v) for k, v in o.items()}
+        if isinstance(o, (list, tuple)):
+            return [plain(v) for v in o]
+        if isinstance(o, (bool, np.bool_)):
+            return bool(o)
+        if isinstance(o, np.integer):
+            return int(o)
+        if isinstance(o, (float, np.floating)):
+            return float(o) if math.isfinite(o) else None
+        if isinstance(o, np.ndarray):
+            return plain(o.tolist())
+        return o
+
+    return json.dumps(plain(doc), indent=indent, allow_nan=False) + "\n"

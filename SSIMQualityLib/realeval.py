@@ -27,7 +27,6 @@ severities on 8 of 24 curves of the package-shipped real scans.
 from __future__ import annotations
 
 import csv
-import json
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Dict, List, Optional, Sequence, Union
@@ -37,6 +36,7 @@ import torch
 
 from .evaluation import stratified_std, truth_bins
 from .labels import CLINICAL_GOOD, CLINICAL_SUFFICIENT, clinical_class
+from .outputs import json_text
 from .vocabulary import MOTION_MODELS
 
 #: Severity grid of the corruption (0 is the clean slice); chosen so that the
@@ -291,7 +291,7 @@ def evaluate_real(model, paths: Sequence[Union[str, Path]], *, seed: int = 20240
     report["model"] = model_info
     _write_csv(out / "samples.csv", samples, volumes_meta)
     report["figures"] = [p.name for p in _figures(samples, volumes_meta, report, examples, methods, levels, out)]
-    (out / "report.json").write_text(json.dumps(report, indent=2, default=float) + "\n", encoding="utf-8")
+    (out / "report.json").write_text(json_text(report, indent=2), encoding="utf-8")
     return report
 
 

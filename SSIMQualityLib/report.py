@@ -69,7 +69,7 @@ def _number(value) -> float:
 def write_index(entries: List[dict], report_dir: Union[str, Path]) -> Path:
     """index.html listing volumes worst first, each with its PNG (an entry whose ``png`` is None has none), and
     :data:`INDEX_DATA` with the same entries."""
-    from .outputs import write_text
+    from .outputs import json_text, write_text
 
     entries = sorted(entries, key=lambda e: np.nan_to_num(_number(e["mean_predicted_ssim"]), nan=2.0))
     rows = []
@@ -86,7 +86,7 @@ def write_index(entries: List[dict], report_dir: Union[str, Path]) -> Path:
            f"<h1>SSIMQuality report</h1><p>{len(entries)} volumes, worst first (mean predicted SSIM).</p>"
            "<table><tr><th>file</th><th>mean</th><th>min</th><th>verdict</th><th>slices</th></tr>"
            + "".join(rows) + "</table></body></html>\n")
-    write_text(Path(report_dir) / INDEX_DATA, json.dumps(entries, indent=1, default=_number) + "\n", force=True)
+    write_text(Path(report_dir) / INDEX_DATA, json_text(entries), force=True)
     return write_text(Path(report_dir) / "index.html", doc, force=True)
 
 

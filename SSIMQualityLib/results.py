@@ -4,12 +4,9 @@ from __future__ import annotations
 
 import csv
 import io
-import json
 import os
 from pathlib import Path
 from typing import Dict, List, NamedTuple, Sequence, Union
-
-import numpy as np
 
 from .batch import VolumeResult
 from .errors import SSIMQualityError
@@ -45,40 +42,19 @@ def ensure_results_writable(output: Union[str, Path], force: bool = False) -> No
 def write_results(results: List[VolumeResult], output: Union[str, Path], force: bool = False,
                   slice_columns: Sequence[str] = SLICE_COLUMNS, summary_columns: Sequence[str] = SUMMARY_COLUMNS) -> List[Path]:
     """Write results by extension: ``.json`` (one document) or ``.csv`` (slices + ``.summary.csv``), atomically."""
-    from .outputs import write_text
+    from .outputs import json_text, write_text
 
     out = Path(output)
     done = [r for r in results if r.score is not None]
     if out.name.lower().endswith(".json"):
         doc = {"volumes": [{**r.summary(), "slice_scores": r.slice_rows()} for r in done],
                "errors": [{"file": r.file, "error": r.error.one_line()} for r in results if r.error is not None]}
-        text = json.dumps(_nan_to_none(doc), indent=1, default=_json_default, allow_nan=False)
+        text = json_text(doc)
         return [write_text(out, text + "\n", force)]
     slices = [row for r in done for row in r.slice_rows()]
     a = write_text(out, rows_to_csv(slices, slice_columns), force)
     b = write_text(summary_path(out), rows_to_csv([r.summary() for r in done], summary_columns), force)
     return [a, b]
-
-
-def _nan_to_none(o):
-    """JSON has no NaN: unscored values become null."""
-    if isinstance(o, dict):
-        return {k: _nan_to_none(v) for k, v in o.items()}
-    if isinstance(o, list):
-        return [_nan_to_none(v) for v in o]
-    if isinstance(o, (float, np.floating)) and o != o:
-        return None
-    return o
-
-
-def _json_default(o):
-    if isinstance(o, (np.integer,)):
-        return int(o)
-    if isinstance(o, (np.floating,)):
-        return float(o)
-    if isinstance(o, np.bool_):
-        return bool(o)
-    raise TypeError(type(o))
 
 
 def write_table(rows: List[dict], columns: Sequence[str], path: Union[str, Path], force: bool = False) -> Path:

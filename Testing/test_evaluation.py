@@ -1,5 +1,8 @@
 """The paper's report figures, on predictions whose answers are known."""
+import json
+
 import numpy as np
+import pytest
 
 from SSIMQualityLib.evaluation import metrics
 
@@ -31,16 +34,21 @@ def test_metrics_count_misclassified_and_empty_classes():
     assert m["confusion_matrices"]["clinical"][0] == [2, 1, 0]
     assert m["residual_by_true_class"]["rescan"]["n"] == 0
     assert np.isnan(m["residual_by_true_class"]["rescan"]["std"])
+    # As written to report.json: strict JSON, the empty class's figures null (Python's NaN breaks JSON.parse).
+    from SSIMQualityLib.outputs import json_text
+
+    written = json.loads(json_text(m), parse_constant=lambda c: pytest.fail(f"report.json would hold {c}"))
+    assert written["residual_by_true_class"]["rescan"]["std"] is None and written["n"] == m["n"]
 
 
 def test_evaluate_command_writes_report_and_figures_and_keeps_them(tmp_path, capsys):
-    import json
-
     from SSIMQualityLib.cli import main
 
     out = tmp_path / "ev"
     assert main(["evaluate", "-n", "24", "--out", str(out), "--workers", "1"]) == 0
-    report = json.loads((out / "report.json").read_text(encoding="utf-8"))
+    # Strict JSON (JSON.parse and jq refuse NaN): an empty class's figures are null.
+    report = json.loads((out / "report.json").read_text(encoding="utf-8"),
+                        parse_constant=lambda c: pytest.fail(f"report.json holds {c}"))
     assert report["n"] == 24
     for key in ("residual_mean", "residual_std", "accuracy_3", "accuracy_5", "accuracy_10", "accuracy_clinical"):
         assert 0 <= abs(report[key]) <= 1, key

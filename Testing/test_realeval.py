@@ -262,7 +262,7 @@ def test_evaluate_real_end_to_end_on_a_small_real_scan(anatomical, tmp_path, cap
     # nibabel's crop is cut inside the head: no background, so its noise cannot be read ("noise —").
     assert "ρ " in line and "curves falling " in line and line.rstrip().endswith("σ without it —  noise —")
     assert rep_noise(out) == {"sigma_share": None, "correlation_px": None, "slices_with_background": 0, "slices": 3}
-    rep = json.loads((out / "report.json").read_text())
+    rep = json.loads((out / "report.json").read_text(), parse_constant=lambda c: pytest.fail(f"report.json holds {c}"))
     # The report names what made it: the model's file and SHA-256, and the split's rule.
     from SSIMQualityLib.models import sha256_of
     from SSIMQualityLib.noise import SPLIT_VERSION
