@@ -60,6 +60,17 @@ def _seed(text: str) -> int:
                                          f"draw), got {text!r}") from None
 
 
+def _count(text: str) -> int:
+    """A whole number of 0 or more."""
+    try:
+        value = int(text)
+    except ValueError:
+        value = -1
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be a whole number of 0 or more, got {text!r}")
+    return value
+
+
 def _axis(text: str):
     if text == "auto":
         return None
@@ -706,7 +717,7 @@ def _add_evaluate(sub) -> None:
     p.add_argument("--real", nargs="+", default=None, metavar="PATH",
                    help="real-scan evaluation instead: corrupt every foreground slice of these real scans (files or "
                         "folders) by both algorithms over a severity grid and report how the score follows it")
-    p.add_argument("--max-slices", type=int, default=24,
+    p.add_argument("--max-slices", type=_count, default=24,
                    help="with --real: foreground slices per volume, evenly spaced (default 24; 0 = all)")
     p.add_argument("--out", default="evaluation", help="output folder (default evaluation)")
     p.add_argument("--device", default="auto", help="auto (CUDA when present), cpu or cuda")
@@ -833,11 +844,13 @@ def _run_compare(args) -> int:
 def _add_merge(sub) -> None:
     p = sub.add_parser("merge", help="join the outputs of sharded `score --shard K/N` runs into one",
                        description="Join the result files that `ssimquality score --shard K/N -o part-K.csv` wrote "
-                                   "(CSV with their .summary.csv, or JSON) into one output, in shard order. Each part's "
-                                   ".shard.json tells which shard it is: a missing, doubled or unfinished shard is "
-                                   "refused, naming it.")
-    p.add_argument("parts", nargs="+", help="the parts' result files, in any order (parts without a .shard.json: "
-                                            "in shard order)")
+                                   "(CSV with their .summary.csv, or JSON) into one output, in shard order; or "
+                                   "separate whole runs (one a site) whose settings agree, in the order given. Each "
+                                   "part's record (part-K.csv.record.json) tells which shard it is: a missing, doubled "
+                                   "or unfinished shard is refused, naming it. Exit status 1 when volumes in the parts "
+                                   "could not be scored, as score's.")
+    p.add_argument("parts", nargs="+", help="the parts' result files, in any order (parts without a record: "
+                                            "in the order given)")
     p.add_argument("-o", "--output", required=True, help="merged results (.csv or .json, as the parts)")
     p.add_argument("--force", action="store_true", help="overwrite an existing output")
     p.add_argument("--partial", action="store_true",
@@ -869,7 +882,7 @@ def _run_merge(args) -> int:
     shown = "; ".join(failed[:3]) + (f"; and {len(failed) - 3} more" if len(failed) > 3 else "")
     print(f"{merged.volumes} volume{'s' if merged.volumes != 1 else ''} merged"
           + (f"; {len(failed)} could not be scored in the parts: {shown}" if failed else ""))
-    return 0
+    return EXIT_ERROR if failed else 0  # as score's: a pipeline that reads only the status must not miss them
 
 
 class _Parser(argparse.ArgumentParser):

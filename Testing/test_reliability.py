@@ -180,6 +180,7 @@ BAD_ARGS = [
     ("score-report-dir-is-a-file", lambda d, m, o: ["score", str(d / "good_00.nii.gz"), "--model", m, "--report-dir", str(o)], "is a file, not a folder"),
     ("evaluate-out-is-a-file", lambda d, m, o: ["evaluate", "-n", "4", "--out", str(o)], "is a file, not a folder"),
     ("evaluate-no-samples", lambda d, m, o: ["evaluate", "-n", "0"], "at least 1"),
+    ("evaluate-negative-max-slices", lambda d, m, o: ["evaluate", "--max-slices", "-1"], "--max-slices: must be a whole number of 0 or more"),
     # Command lines argparse refuses: one line too (not the usage block), naming the --help to read.
     ("score-shard-zero", lambda d, m, o: ["score", str(d / "good_00.nii.gz"), "--shard", "0/3"], "K must be between 1 and N. See ssimquality score --help"),
     ("score-no-paths", lambda d, m, o: ["score"], "required: paths. See ssimquality score --help"),

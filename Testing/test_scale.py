@@ -111,7 +111,8 @@ def test_bad_file_in_one_shard_keeps_the_other(archive, one_process, tmp_path):
             assert "a_bad.nii.gz" in r.stderr and r.stderr.count("\n") == 1, r.stderr
     assert codes == [1, 0]
     merged = tmp_path / "merged.csv"
-    assert main(["merge", *map(str, parts), "-o", str(merged)]) == 0
+    # Written, and exit status 1 as score's: the bad file could not be scored in its part.
+    assert main(["merge", *map(str, parts), "-o", str(merged)]) == 1 and merged.is_file()
     assert {Path(r["file"]).name for r in _rows(merged)} == {Path(r["file"]).name for r in _rows(one_process)}
 
 
@@ -203,7 +204,7 @@ def test_a_shard_of_only_bad_files_still_leaves_its_part(archive, tmp_path):
     assert codes == [0, 0, 1] and all(p.is_file() for p in parts)
     assert json.loads(parts[2].read_text())["volumes"] == []
     merged = tmp_path / "all.json"
-    assert main(["merge", *map(str, parts), "-o", str(merged)]) == 0
+    assert main(["merge", *map(str, parts), "-o", str(merged)]) == 1  # written; a volume failed, as score says
     doc = json.loads(merged.read_text())
     assert len(doc["volumes"]) == 4 and [Path(e["file"]).name for e in doc["errors"]] == ["z_bad.nii.gz"]
 
