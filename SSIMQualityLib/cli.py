@@ -294,7 +294,12 @@ def _run_score(args) -> int:
         if (Path(args.report_dir) / "index.html").exists() and not (args.force or previous):
             ensure_writable(Path(args.report_dir) / "index.html", False)
         report = ReportFolder(ensure_folder(args.report_dir), carried=[r.summary() for r in previous])
-    paths = list_volume_paths(args.paths, args.recursive)
+    repeats: list = []
+    paths = list_volume_paths(args.paths, args.recursive, repeats=repeats)
+    if repeats:
+        names = ", ".join(map(str, repeats[:3])) + (f" and {len(repeats) - 3} more" if len(repeats) > 3 else "")
+        print(f"note: {len(repeats)} repeated path{'s' if len(repeats) > 1 else ''} to volumes already listed left "
+              f"out, each volume is scored once ({names})", file=sys.stderr)
     _tell_folders_left_out(args)
     everything = list(paths)
     if args.shard:

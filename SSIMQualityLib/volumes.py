@@ -402,12 +402,16 @@ def _looks_like_dicom_folder(folder: Path) -> bool:
     return any(f.suffix.lower() in (".dcm", ".ima") or f.suffix == "" for f in files)
 
 
-def list_volume_paths(paths: List[PathLike], recursive: bool = False) -> List[Path]:
+def list_volume_paths(paths: List[PathLike], recursive: bool = False, *,
+                      repeats: Optional[List[Path]] = None) -> List[Path]:
     """Expand files and folders into volumes: image files, and folders holding a DICOM series.
 
     A folder given directly that holds no image file is taken as a DICOM series itself.
     Its sub-folders are looked into one level (all levels with ``recursive``).  Hidden
-    sub-folders (``.git``, ``.cache`` …) and hidden files are skipped.
+    sub-folders (``.git``, ``.cache`` …) and hidden files are skipped.  A volume reached twice (given twice,
+    as ``a.nii`` and ``./a.nii``, or as a file and inside a folder given too) is listed once, under its first
+    name; the later names are appended to ``repeats`` when a list is given (scored twice, it counted twice in
+    the tallies, and its shards could not be merged).
     """
     out: List[Path] = []
     for raw in paths:
@@ -430,7 +434,16 @@ def list_volume_paths(paths: List[PathLike], recursive: bool = False) -> List[Pa
         if not found and _looks_like_dicom_folder(p):
             found.append(p)
         out.extend(found if found else [p])
-    return out
+    seen, unique = set(), []
+    for p in out:
+        key = os.path.realpath(p)
+        if key in seen:
+            if repeats is not None:
+                repeats.append(p)
+            continue
+        seen.add(key)
+        unique.append(p)
+    return unique
 
 
 def folders_left_out(paths: List[PathLike]) -> List[Path]:

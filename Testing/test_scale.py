@@ -79,6 +79,18 @@ def test_shards_and_merge_equal_one_process(archive, one_process, tmp_path):
     assert _rows(merged.with_name("merged.summary.csv")) == _rows(one_process.with_name("all.summary.csv"))
     # The parts overlap with themselves: refused, in one line.
     assert main(["merge", str(parts[0]), str(parts[0]), "-o", str(tmp_path / "twice.csv")]) == 1
+    # A volume given twice (again inside its folder, and as ./name) is scored once, on one shard, with one note;
+    # before, it was scored twice and the shards of that run could not be merged.
+    repeated = [str(archive), str(sorted(archive.glob("*.nii.gz"))[0]), "./" + os.path.relpath(archive, ROOT)]
+    again = []
+    for k in (1, 2):
+        part = tmp_path / f"again-{k}.csv"
+        r = _run([sys.executable, "-m", "SSIMQualityLib.cli", "score", *repeated, "--shard", f"{k}/2", "-o", str(part),
+                  "--quiet", "--device", "cpu"])
+        assert r.returncode == 0 and "note: 6 repeated paths to volumes already listed left out" in r.stderr, r.stderr
+        again.append(part)
+    assert main(["merge", *map(str, again), "-o", str(tmp_path / "again.csv")]) == 0
+    _same_tables(tmp_path / "again.csv", one_process)
 
 
 def test_torchrun_scoring_equals_one_process(archive, one_process, tmp_path):
