@@ -135,6 +135,49 @@ def atomic_write(path: PathLike, force: bool = False, suffixes: Optional[Sequenc
             os.remove(tmp)
 
 
+@contextmanager
+def atomic_write_with_companions(path: PathLike, force: bool = False,
+                                 suffixes: Optional[Sequence[str]] = None) -> Iterator[str]:
+    """:func:`atomic_write` for writers that may put more than one file beside ``path``: a header and its data
+    file (``.nhdr`` + ``.raw.gz``, ``.mhd`` + ``.zraw``), which the header names by its own name.
+
+    The name given is ``path``'s own, inside a new hidden folder beside it; on success every file written
+    there is moved beside ``path`` (the companions first, the named file last), and the folder goes.  With
+    :func:`atomic_write` the data file kept the temporary name, hidden, and was left behind on every rewrite.
+    A companion that would replace an existing file is refused without ``force``.
+
+    Examples
+    --------
+    >>> import tempfile, os
+    >>> d = tempfile.mkdtemp()
+    >>> with atomic_write_with_companions(os.path.join(d, "v.nhdr")) as tmp:
+    ...     _ = open(tmp, "w").write("data file: v.raw")
+    ...     _ = open(os.path.join(os.path.dirname(tmp), "v.raw"), "w").write("voxels")
+    >>> sorted(os.listdir(d))
+    ['v.nhdr', 'v.raw']
+    """
+    import shutil
+
+    p = ensure_writable(path, force, suffixes, probe=False)
+    try:
+        folder = tempfile.mkdtemp(prefix=f".{p.name}.", suffix=".tmp", dir=str(p.parent.resolve()))
+    except OSError as exc:
+        reason = exc.strerror or type(exc).__name__
+        raise UnreadableFileError(f"output folder cannot be written to ({reason})", str(p.parent),
+                                  "choose another folder or fix its permissions") from None
+    try:
+        yield os.path.join(folder, p.name)
+        made = sorted(os.listdir(folder), key=lambda name: name == p.name)  # the named file last
+        for name in made:
+            if name != p.name and (p.parent / name).exists() and not force:
+                raise OutputExistsError("output file exists already (written with the volume's header)",
+                                        str(p.parent / name), "choose another name or pass --force to overwrite")
+        for name in made:
+            os.replace(os.path.join(folder, name), p.parent / name)
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
+
+
 def write_text(path: PathLike, text: str, force: bool = False) -> Path:
     """Write ``text`` to ``path`` atomically (see :func:`atomic_write`)."""
     with atomic_write(path, force) as tmp:

@@ -15,7 +15,7 @@ from typing import List, Optional, Tuple, Union
 import numpy as np
 
 from .errors import UnreadableFileError, UnsupportedImageError
-from .outputs import atomic_write, ensure_writable, matching_suffix
+from .outputs import atomic_write_with_companions, ensure_writable, matching_suffix
 from .vocabulary import MIN_SIZE
 
 PathLike = Union[str, os.PathLike]
@@ -388,7 +388,7 @@ def write_volume(array: np.ndarray, like: Volume, path: PathLike, force: bool = 
     """Write ``array`` with the geometry of ``like``, atomically (never a half-written file)."""
     sitk = _sitk()
     img = like.to_sitk(array)
-    with atomic_write(path, force, WRITABLE_SUFFIXES) as tmp:
+    with atomic_write_with_companions(path, force, WRITABLE_SUFFIXES) as tmp:  # .nhdr / .mhd write two files
         sitk.WriteImage(img, tmp, True)
     return Path(path)
 

@@ -119,6 +119,35 @@ def test_existing_output_refused_before_work_nothing_overwritten(sample_path, tm
     assert code == 0 and _digest(out) != before[0]
 
 
+@pytest.mark.parametrize("header, data", [(".nhdr", ".raw.gz"), (".mhd", ".zraw")])
+def test_a_header_and_its_data_file_are_written_under_their_own_names(header, data, sample_path, tmp_path, capsys):
+    """.nhdr and .mhd outputs are two files: the data file is named after the header, beside it, and a rewrite
+    with --force replaces both (the data file kept a hidden temporary name before, one more left behind on every
+    rewrite, and a copy of the two visible files could not be read)."""
+    import shutil
+
+    small = tmp_path / "small.nii.gz"
+    vol = read_volume(sample_path)
+    sitk.WriteImage(sitk.GetImageFromArray(vol.array[30:36]), str(small))
+    out = tmp_path / "out" / f"moved{header}"
+    out.parent.mkdir()
+    for extra in ([], ["--force"]):
+        assert main(["corrupt", str(small), str(out), "--severity", "0.5", "--seed", "1", "--quiet", *extra]) == 0
+        assert sorted(p.name for p in out.parent.iterdir()) == sorted([f"moved{data}", f"moved{header}"])
+    elsewhere = tmp_path / "copy"
+    elsewhere.mkdir()
+    for name in (f"moved{header}", f"moved{data}"):
+        shutil.copy(out.parent / name, elsewhere / name)
+    np.testing.assert_array_equal(read_volume(elsewhere / f"moved{header}").array, read_volume(out).array)
+    # A data file of that name made by someone else is not replaced without --force; nothing is left behind.
+    other = tmp_path / "other"
+    other.mkdir()
+    (other / f"moved{data}").write_bytes(b"mine")
+    assert main(["corrupt", str(small), str(other / f"moved{header}"), "--quiet"]) == 1
+    assert "exists already" in capsys.readouterr().err
+    assert sorted(p.name for p in other.iterdir()) == [f"moved{data}"] and (other / f"moved{data}").read_bytes() == b"mine"
+
+
 def test_console_script_no_traceback_in_a_real_process(tmp_path):
     exe = Path(sys.executable).parent / "ssimquality"
     cmd = [str(exe)] if exe.exists() else [sys.executable, "-m", "SSIMQualityLib.cli"]
