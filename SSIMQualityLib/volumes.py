@@ -447,20 +447,26 @@ def list_volume_paths(paths: List[PathLike], recursive: bool = False, *,
 
 
 def folders_left_out(paths: List[PathLike]) -> List[Path]:
-    """Sub-folders of the folders in ``paths`` (one level) that hold image files, which
-    :func:`list_volume_paths` without ``recursive`` does not look into: what a user is told about.
+    """Sub-folders of the folders in ``paths`` that hold image files at any depth (a BIDS root's
+    ``sub-01/anat/``), which :func:`list_volume_paths` without ``recursive`` does not look into: what a user
+    is told about.
 
     Examples
     --------
     >>> import tempfile
-    >>> d = Path(tempfile.mkdtemp()); (d / "site1").mkdir(); _ = (d / "site1" / "a.nii.gz").write_bytes(b"")
+    >>> d = Path(tempfile.mkdtemp()); (d / "site1" / "anat").mkdir(parents=True)
+    >>> _ = (d / "site1" / "anat" / "a.nii.gz").write_bytes(b"")
     >>> [f.name for f in folders_left_out([d])], list_volume_paths([d]) == [d]
     (['site1'], True)
     """
+    def holds_images(folder: Path) -> bool:  # stops at the first image file
+        return any(f.is_file() and matching_suffix(f, WRITABLE_SUFFIXES) and
+                   not any(part.startswith(".") for part in f.relative_to(folder).parts)
+                   for f in folder.rglob("*"))
+
     left = []
     for raw in paths:
         p = Path(raw)
         if p.is_dir():
-            left += [d for d in sorted(p.iterdir()) if d.is_dir() and not d.name.startswith(".") and
-                     any(f.is_file() and matching_suffix(f, WRITABLE_SUFFIXES) for f in d.iterdir())]
+            left += [d for d in sorted(p.iterdir()) if d.is_dir() and not d.name.startswith(".") and holds_images(d)]
     return left

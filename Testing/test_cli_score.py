@@ -395,3 +395,13 @@ def test_subfolders_left_out_are_named(sample_path, tmp_path, capsys):
         f"note: 1 sub-folder with image files not searched ({d / 'site1'}); add --recursive to include them"]
     code, out, err = _run(["iqm", d, "--recursive", "--quiet"], capsys)
     assert code == 0 and "deep.nii.gz" in out and not err.strip()
+    # A BIDS root (images two levels down, none at the top) is told the same, not only the DICOM sentence.
+    bids = tmp_path / "bids"
+    for sub in ("sub-01", "sub-02"):
+        (bids / sub / "anat").mkdir(parents=True)
+        (bids / sub / "anat" / f"{sub}_T1w.nii.gz").write_bytes(sample_path.read_bytes())
+    (bids / "dataset_description.json").write_text("{}", encoding="utf-8")
+    code, out, err = _run(["score", bids, "--quiet"], capsys)
+    assert code == 1
+    assert (f"note: 2 sub-folders with image files not searched ({bids / 'sub-01'}, {bids / 'sub-02'}); add "
+            "--recursive to include them") in err
