@@ -21,7 +21,12 @@ from .seeds import Seed, as_rng
 
 
 def _unit(image: np.ndarray) -> np.ndarray:
+    """The slice as float64 in [0, 1]; a slice that is not normalised is refused (clipped, a raw slice came back
+    as a mask: every voxel above 1 set to 1)."""
     a = np.asarray(image, dtype=np.float64)
+    if a.size and not (a.min() >= -1e-3 and a.max() <= 1 + 1e-3):  # float round-off of a normalised slice passes
+        raise ValueError(f"contrast changes take a slice normalised to [0, 1] (slices.normalize); this one spans "
+                         f"{a.min():.4g} to {a.max():.4g}")
     return np.clip(a, 0.0, 1.0)
 
 

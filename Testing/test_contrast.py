@@ -48,3 +48,14 @@ def test_probability_zero_is_identity_and_bad_parameters_refused():
     with pytest.raises(ValueError):
         make_contrast("posterize")
     assert make_contrast("gamma", 0.7).gamma == 0.7
+
+
+@pytest.mark.parametrize("t", DETERMINISTIC + [Identity()], ids=repr)
+def test_a_slice_that_is_not_normalised_is_refused(t, sample_slices):
+    """Clipped to [0, 1], a raw slice came back as a mask (every voxel above 1 at 1); round-off passes."""
+    raw = np.asarray(sample_slices[1], dtype=np.float32)
+    assert raw.max() > 10
+    with pytest.raises(ValueError, match="normalised to"):
+        t(raw)
+    img = normalize(raw)
+    np.testing.assert_array_equal(t(img * (1 + 1e-5)), t(np.minimum(img * (1 + 1e-5), 1.0)))
