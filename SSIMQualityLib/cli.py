@@ -71,6 +71,14 @@ def _count(text: str) -> int:
     return value
 
 
+def _positive(text: str) -> int:
+    """A whole number of 1 or more."""
+    value = _count(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {text!r}")
+    return value
+
+
 def _axis(text: str):
     if text == "auto":
         return None
@@ -190,10 +198,10 @@ def _add_score(sub) -> None:
     p.add_argument("--recursive", action="store_true", help="look into sub-folders")
     p.add_argument("--model", default=None, help="model checkpoint (default: the bundled model)")
     p.add_argument("--device", default="auto", help="auto (CUDA when present), cpu or cuda")
-    p.add_argument("--batch-size", type=int, default=None,
+    p.add_argument("--batch-size", type=_positive, default=None,
                    help="slices per network call, filled across volumes (default: 256 on a GPU, 32 on a CPU)")
     p.add_argument("--axis", type=_axis, default=None, help=AXIS_HELP)
-    p.add_argument("--workers", type=int, default=2,
+    p.add_argument("--workers", type=_count, default=2,
                    help="volumes read ahead (default 2): worker processes when scoring on a GPU, threads on a CPU")
     p.add_argument("--frame", type=int, default=None,
                    help="frame to score in 4-D files (0 first; 3-D files are read as they are)")
@@ -255,8 +263,6 @@ def _run_score(args) -> int:
     from .vocabulary import SUMMARY_COLUMNS
     from .volumes import list_volume_paths
 
-    if args.batch_size is not None and args.batch_size < 1:
-        raise SSIMQualityError(f"--batch-size must be at least 1, got {args.batch_size}")
     rank, world, _ = distributed.world()
     if world > 1:
         if not args.output:
@@ -327,7 +333,8 @@ def _run_score(args) -> int:
         else:  # results without a record (an earlier version's): names resolved from here
             done = {os.path.realpath(r.file) for r in previous}  # ./a.nii and a.nii are one volume
             paths = [p for p in paths if os.path.realpath(str(p)) not in done]
-        print(f"resuming: {len(previous)} volumes already in {args.output}, {len(paths)} to score")
+        print(f"resuming: {len(previous)} volume{'s' if len(previous) != 1 else ''} already in {args.output}, "
+              f"{len(paths)} to score")
     columns = SUMMARY_COLUMNS + (list(IQM_COLUMNS) if args.iqm else [])
     saver = _ResultsSaver(args.output, columns, record) if args.output else None
     vol_bar = progress.bar(len(paths), desc="volumes", unit="vol", show=_show(args), position=0)
@@ -515,8 +522,10 @@ def _score_loop(args, paths, model, device, results, report, slice_bar, vol_bar,
             if report is not None:
                 report.add(res.file, res.array, res.score, s)
             if not args.output:
-                tqdm.write(f"{res.file}: {s['slices_scored']} slices scored, mean {s['mean_predicted_ssim']:.3f}, "
-                           f"min {s['min_predicted_ssim']:.3f} -> {s['verdict']}")
+                n = s["slices_scored"]
+                tqdm.write(f"{res.file}: {n} slice{'s' if n != 1 else ''} scored, mean {s['mean_predicted_ssim']:.3f}, "
+                           f"min {s['min_predicted_ssim']:.3f} -> {s['verdict']}" if n else
+                           f"{res.file}: no slice holds enough head to be scored -> {s['verdict']}")
         res.array = None  # drawn; free the voxels
         results.append(res)
         if saver is not None and res.error is None and time.monotonic() - saver.last >= save_every:

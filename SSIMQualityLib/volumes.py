@@ -88,7 +88,8 @@ def _read_dicom_folder(folder: Path, series_uid: Optional[str]):
         raise UnsupportedImageError(
             f"folder holds {len(uids)} DICOM series ({', '.join(uids)})",
             folder,
-            "choose one by its SeriesInstanceUID or put each series in its own folder",
+            "choose one by its SeriesInstanceUID (--series UID; series_uid= in Python) or put each series in its own "
+            "folder",
         )
     uid = series_uid or uids[0]
     if uid not in uids:

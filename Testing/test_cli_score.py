@@ -309,7 +309,7 @@ def test_a_slab_is_scored_across_its_thin_axis_and_arrays_are_checked_as_files(s
         write_nifti(tmp_path / f"slab{width}.nii.gz", slab.T, sample.spacing)
         code, out, err = _run(["score", tmp_path / f"slab{width}.nii.gz"], capsys)
         assert code == 0, err
-        assert f"slab{width}.nii.gz: {width} slices scored" in out and "-> good" in out  # a clean slice reads good
+        assert f"slab{width}.nii.gz: {width} slice{'s' if width > 1 else ''} scored" in out and "-> good" in out
         code, out, err = _run(["score", tmp_path / f"slab{width}.nii.gz", "--axis", "0"], capsys)
         lines = err.strip().splitlines()
         assert code == 1 and len(lines) == 1 and "Traceback" not in err

@@ -180,6 +180,8 @@ BAD_ARGS = [
     ("score-report-dir-is-a-file", lambda d, m, o: ["score", str(d / "good_00.nii.gz"), "--model", m, "--report-dir", str(o)], "is a file, not a folder"),
     ("evaluate-out-is-a-file", lambda d, m, o: ["evaluate", "-n", "4", "--out", str(o)], "is a file, not a folder"),
     ("evaluate-no-samples", lambda d, m, o: ["evaluate", "-n", "0"], "at least 1"),
+    ("score-batch-size-zero", lambda d, m, o: ["score", "--batch-size", "0", "x.nii"], "--batch-size: must be at least 1"),
+    ("score-workers-negative", lambda d, m, o: ["score", "--workers", "-1", "x.nii"], "--workers: must be a whole number of 0 or more"),
     ("evaluate-negative-max-slices", lambda d, m, o: ["evaluate", "--max-slices", "-1"], "--max-slices: must be a whole number of 0 or more"),
     # Command lines argparse refuses: one line too (not the usage block), naming the --help to read.
     ("score-shard-zero", lambda d, m, o: ["score", str(d / "good_00.nii.gz"), "--shard", "0/3"], "K must be between 1 and N. See ssimquality score --help"),

@@ -396,7 +396,7 @@ def test_a_killed_shard_says_so_and_resume_keeps_its_place(three_shards, tmp_pat
     monkeypatch.chdir(tmp_path / "elsewhere")
     capsys.readouterr()
     assert main(["score", "../scans", "-o", "../whole.csv", "--resume", "--quiet", "--device", "cpu"]) == 0
-    assert "1 volumes already in ../whole.csv, 2 to score" in capsys.readouterr().out
+    assert "1 volume already in ../whole.csv, 2 to score" in capsys.readouterr().out
     names = [r["file"] for r in _rows(tmp_path / "whole.summary.csv")]
     assert names == ["scans/a.nii", "scans/b.nii", "scans/c.nii"], "the results keep the names they started with"
     whole = read_record(tmp_path / "whole.csv")
