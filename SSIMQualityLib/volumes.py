@@ -230,9 +230,12 @@ def check_memory(path: PathLike, frame: Optional[int] = None) -> None:
     need = memory_estimate(path, frame)
     have = available_memory()
     if need is not None and have is not None and need > have:
+        limited = bool(os.environ.get(MEMORY_LIMIT_ENV))  # the ceiling is the user's own, not the machine's
         raise UnsupportedImageError(
-            f"volume needs about {need / 2 ** 30:.1f} GB of memory to score, {have / 2 ** 30:.1f} GB is available",
-            _path_name(path), "free memory, use a larger machine, or crop / downsample the volume first")
+            f"volume needs about {need / 2 ** 30:.1f} GB of memory to score, {have / 2 ** 30:.1f} GB is "
+            + (f"allowed by {MEMORY_LIMIT_ENV}" if limited else "available"), _path_name(path),
+            f"raise {MEMORY_LIMIT_ENV} if the machine has the memory, or crop / downsample the volume first" if limited
+            else "free memory, use a larger machine, or crop / downsample the volume first")
 
 
 def read_nifti_voxels(path: PathLike) -> Tuple[np.ndarray, Tuple[float, float, float]]:

@@ -264,11 +264,13 @@ SMALL_MEMORY = {"SSIMQUALITY_MEMORY_LIMIT_GB": "0.2"}
 BAD_ARGS_MORE = [
     # (id, argv builder (folder, model, existing output), expected words, environment)
     ("score-dicom-mixed", lambda x, m, o: ["score", str(x / "mixed"), "--model", m], "holds 2 DICOM series", None),
+    ("score-dicom-mixed-names-the-option", lambda x, m, o: ["score", str(x / "mixed"), "--model", m], "(--series UID", None),
     ("score-dicom-unknown-uid", lambda x, m, o: ["score", str(x / "mixed"), "--model", m, "--series", "1.2.3"],
      "no DICOM series with UID 1.2.3", None),
     ("corrupt-dicom-mixed", lambda x, m, o: ["corrupt", str(x / "mixed"), str(o.with_name("n.nii"))], "holds 2 DICOM series", None),
     ("iqm-dicom-mixed", lambda x, m, o: ["iqm", str(x / "mixed")], "holds 2 DICOM series", None),
-    ("score-over-memory", lambda x, m, o: ["score", str(x / "sample.nii.gz"), "--model", m], "GB of memory", SMALL_MEMORY),
+    ("score-over-memory", lambda x, m, o: ["score", str(x / "sample.nii.gz"), "--model", m],
+     "GB is allowed by SSIMQUALITY_MEMORY_LIMIT_GB. Raise SSIMQUALITY_MEMORY_LIMIT_GB", SMALL_MEMORY),
     ("corrupt-over-memory", lambda x, m, o: ["corrupt", str(x / "sample.nii.gz"), str(o.with_name("n.nii"))], "GB of memory",
      SMALL_MEMORY),
     ("iqm-over-memory", lambda x, m, o: ["iqm", str(x / "sample.nii.gz")], "GB of memory", SMALL_MEMORY),
