@@ -76,9 +76,12 @@ def ensure_folder_writable(folder: PathLike) -> None:
     os.remove(_temp_file(folder, ".ssimquality-write-test.", ""))
 
 
-def _temp_file(folder: PathLike, prefix: str, suffix: str) -> str:
-    """A new empty file in ``folder`` (its path); a folder that cannot be written into is one clear error."""
+def _temp_file(folder: PathLike, prefix: str, suffix: str, *, directory: bool = False) -> str:
+    """A new empty file (or, with ``directory``, folder) in ``folder`` (its path); a folder that cannot be
+    written into is one clear error."""
     try:
+        if directory:
+            return tempfile.mkdtemp(prefix=prefix, suffix=suffix, dir=str(folder))
         fd, path = tempfile.mkstemp(prefix=prefix, suffix=suffix, dir=str(folder))
     except OSError as exc:
         reason = exc.strerror or type(exc).__name__
@@ -159,12 +162,7 @@ def atomic_write_with_companions(path: PathLike, force: bool = False,
     import shutil
 
     p = ensure_writable(path, force, suffixes, probe=False)
-    try:
-        folder = tempfile.mkdtemp(prefix=f".{p.name}.", suffix=".tmp", dir=str(p.parent.resolve()))
-    except OSError as exc:
-        reason = exc.strerror or type(exc).__name__
-        raise UnreadableFileError(f"output folder cannot be written to ({reason})", str(p.parent),
-                                  "choose another folder or fix its permissions") from None
+    folder = _temp_file(p.parent.resolve(), f".{p.name}.", ".tmp", directory=True)
     try:
         yield os.path.join(folder, p.name)
         made = sorted(os.listdir(folder), key=lambda name: name == p.name)  # the named file last
