@@ -147,7 +147,7 @@ def _run_corrupt(args) -> int:
     from .corruption import corrupt_volume, signed_warning
     from .outputs import ensure_writable, write_text
     from .slices import slicing_axis
-    from .volumes import WRITABLE_SUFFIXES, read_volume, write_volume
+    from .volumes import check_output_path, read_volume, write_volume
 
     # Refuse before any work is done; the input itself is never overwritten, --force or not.
     for name, path, other_name, other in (("output", args.output, "input", args.input),
@@ -156,7 +156,7 @@ def _run_corrupt(args) -> int:
         if _same_file(path, other):
             raise OutputExistsError(f"the {name} is the {other_name}", path, f"give the {name} another name" + (
                 ": an input is never overwritten, --force or not" if other_name == "input" else ""))
-    ensure_writable(args.output, args.force, WRITABLE_SUFFIXES)
+    check_output_path(args.output, args.force)  # and a detached header's data file
     if args.report:
         ensure_writable(args.report, args.force, (".csv",))
     vol = read_volume(args.input, frame=args.frame, series_uid=args.series)
@@ -350,6 +350,8 @@ def _run_score(args) -> int:
         except KeyboardInterrupt:
             if saver is not None and any(r.error is None for r in results):  # keep every finished volume, then stop
                 saver.save(results)
+                if report is not None:
+                    report.write()
             raise
         vol_bar.close()
         slice_bar.close()
@@ -530,6 +532,8 @@ def _score_loop(args, paths, model, device, results, report, slice_bar, vol_bar,
         results.append(res)
         if saver is not None and res.error is None and time.monotonic() - saver.last >= save_every:
             saver.save(results)  # rewritten atomically as volumes finish: an interrupted run keeps what was done
+            if report is not None:  # and its index lists them, figures included, for a --resume to carry
+                report.write()
         check_interrupt()
 
 

@@ -77,8 +77,13 @@ class Job:
         self._readers: List[threading.Thread] = []
 
     def start(self) -> "Job":
-        self._process = subprocess.Popen(self.args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                                         env=self.env, cwd=self.cwd, bufsize=1, encoding="utf-8", errors="replace")
+        try:
+            self._process = subprocess.Popen(self.args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                                             env=self.env, cwd=self.cwd, bufsize=1, encoding="utf-8",
+                                             errors="replace")
+        except OSError:  # no such program: the job never ran, and its temporary files go now
+            self._clean()
+            raise
         for stream, name in ((self._process.stdout, "out"), (self._process.stderr, "err")):
             t = threading.Thread(target=self._read, args=(stream, name), daemon=True)
             t.start()

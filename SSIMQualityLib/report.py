@@ -127,9 +127,16 @@ class ReportFolder:
         self.folder = Path(folder)
         numbers = [int(m.group(1)) for m in map(_FIGURE.match, (p.name for p in self.folder.glob("*.png"))) if m]
         self._next = max(numbers, default=-1) + 1
-        kept = {e["file"]: e for e in read_index(self.folder)} if carried else {}
-        # An entry kept by the earlier run as it was (its numbers, its figure); else the results' summary, no figure.
-        self.entries = [kept.get(summary["file"]) or {**summary, "png": None} for summary in carried]
+        if carried:
+            kept = {e["file"]: e.get("png") for e in read_index(self.folder)}
+            # The results' own summary (an index may be older than the results: a run stopped before it wrote its
+            # index, then a --force run), and the figure the index names for that volume if it is still there.
+            self.entries = [{**summary, "png": kept.get(summary["file"]) if kept.get(summary["file"]) and
+                             (self.folder / kept[summary["file"]]).is_file() else None} for summary in carried]
+        else:  # a new run: an earlier run's entries must not reach a later resume of this one
+            self.entries = []
+            if (self.folder / INDEX_DATA).exists():
+                (self.folder / INDEX_DATA).unlink()
 
     def figure_path(self, file: str) -> Path:
         """The next figure's path for the volume ``file`` (numbered, then the file's name without extensions)."""

@@ -49,8 +49,7 @@ def write_results(results: List[VolumeResult], output: Union[str, Path], force: 
     if out.name.lower().endswith(".json"):
         doc = {"volumes": [{**r.summary(), "slice_scores": r.slice_rows()} for r in done],
                "errors": [{"file": r.file, "error": r.error.one_line()} for r in results if r.error is not None]}
-        text = json_text(doc)
-        return [write_text(out, text + "\n", force)]
+        return [write_text(out, json_text(doc), force)]
     slices = [row for r in done for row in r.slice_rows()]
     a = write_text(out, rows_to_csv(slices, slice_columns), force)
     b = write_text(summary_path(out), rows_to_csv([r.summary() for r in done], summary_columns), force)

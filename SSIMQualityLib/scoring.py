@@ -246,7 +246,8 @@ def score_volumes(items: Iterable[Tuple[object, Optional[np.ndarray], Sequence[f
         pending.append(vol)
         if volume is not None:
             try:
-                vol.axis = slicing_axis(spacing, axis, shape=np.shape(volume))  # the caller names the volume
+                # The caller names the volume; slices it chose itself (every_slice) are scored at any size.
+                vol.axis = slicing_axis(spacing, axis, shape=None if every_slice else np.shape(volume))
                 moved = np.moveaxis(np.asarray(volume), vol.axis, 0)  # a view
                 n = moved.shape[0]
                 vol.predicted = np.full(n, np.nan, dtype=np.float64)
@@ -291,12 +292,15 @@ def score_array(model, volume: np.ndarray, spacing=(1.0, 1.0, 1.0), axis: Option
     batch at a time, so a large integer volume is never copied whole (memory
     stays near the size of the file's voxels).  The volume is checked as a file's is
     (:func:`~SSIMQualityLib.volumes.check_volume`: 3-D, intensities, finite, not constant, slices of at least
-    16 x 16 voxels); what fails raises :class:`~SSIMQualityLib.errors.UnsupportedImageError`.
+    16 x 16 voxels); what fails raises :class:`~SSIMQualityLib.errors.UnsupportedImageError`.  With
+    ``every_slice`` the caller has chosen the slices (:func:`predict_slices`: crops of real scans into the head,
+    some smaller than 16 voxels) and they are scored as given.
     """
     from .volumes import Volume, check_volume
 
     volume = volume.detach().cpu().numpy() if isinstance(volume, torch.Tensor) else np.asarray(volume)
-    check_volume(Volume(array=volume, spacing=tuple(float(s) for s in spacing)))
+    if not every_slice:
+        check_volume(Volume(array=volume, spacing=tuple(float(s) for s in spacing)))
     (_, result), = score_volumes([(None, volume, spacing, axis)], model, device=device, batch_size=batch_size,
                                  bf16=bf16, progress=progress, every_slice=every_slice)
     if isinstance(result, BaseException):

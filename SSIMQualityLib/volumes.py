@@ -374,9 +374,18 @@ def check_volume(vol: Volume) -> None:
                                     "check that the right file was exported")
 
 
+#: Data files SimpleITK writes beside a detached header (compressed, as write_volume writes), by the header's suffix.
+_DATA_FILES = {".nhdr": ".raw.gz", ".mhd": ".zraw"}
+
+
 def check_output_path(path: PathLike, force: bool = False) -> Path:
-    """Validate a volume output path before any work: known suffix, folder exists, no overwrite without ``force``."""
-    return ensure_writable(path, force, WRITABLE_SUFFIXES)
+    """Validate a volume output path before any work: known suffix, folder exists, no overwrite without ``force``
+    (of the header's data file either, for ``.nhdr`` and ``.mhd``)."""
+    p = ensure_writable(path, force, WRITABLE_SUFFIXES)
+    suffix = matching_suffix(p, tuple(_DATA_FILES))
+    if suffix is not None:
+        ensure_writable(p.with_name(p.name[:-len(suffix)] + _DATA_FILES[suffix]), force)
+    return p
 
 
 def cast_like(array: np.ndarray, dtype: np.dtype) -> np.ndarray:
@@ -440,7 +449,9 @@ def list_volume_paths(paths: List[PathLike], recursive: bool = False, *,
         out.extend(found if found else [p])
     seen, unique = set(), []
     for p in out:
-        key = os.path.realpath(p)
+        # Folders resolved, not the file itself: in a DataLad / git-annex dataset two scans of equal content are
+        # links to one object, and they are two volumes.
+        key = os.path.join(os.path.realpath(p.parent), p.name)
         if key in seen:
             if repeats is not None:
                 repeats.append(p)
@@ -463,10 +474,17 @@ def folders_left_out(paths: List[PathLike]) -> List[Path]:
     >>> [f.name for f in folders_left_out([d])], list_volume_paths([d]) == [d]
     (['site1'], True)
     """
-    def holds_images(folder: Path) -> bool:  # stops at the first image file
-        return any(f.is_file() and matching_suffix(f, WRITABLE_SUFFIXES) and
-                   not any(part.startswith(".") for part in f.relative_to(folder).parts)
-                   for f in folder.rglob("*"))
+    def holds_images(folder: Path, depth: int = 3) -> bool:
+        """An image file within ``depth`` levels (a BIDS root's sub-*/ses-*/anat/), hidden folders not entered;
+        stops at the first one (a DICOM archive is not walked to its end for a note)."""
+        try:
+            entries = sorted(folder.iterdir())
+        except OSError:
+            return False
+        if any(f.is_file() and matching_suffix(f, WRITABLE_SUFFIXES) for f in entries):
+            return True
+        return depth > 1 and any(holds_images(d, depth - 1) for d in entries
+                                 if d.is_dir() and not d.is_symlink() and not d.name.startswith("."))
 
     left = []
     for raw in paths:

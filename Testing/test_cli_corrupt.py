@@ -144,7 +144,10 @@ def test_a_header_and_its_data_file_are_written_under_their_own_names(header, da
     other.mkdir()
     (other / f"moved{data}").write_bytes(b"mine")
     assert main(["corrupt", str(small), str(other / f"moved{header}"), "--quiet"]) == 1
-    assert "exists already" in capsys.readouterr().err
+    assert f"moved{data}: output file exists already" in capsys.readouterr().err
+    # before any work: the input is not even read (a missing one is not what the line is about)
+    assert main(["corrupt", str(tmp_path / "missing.nii.gz"), str(other / f"moved{header}"), "--quiet"]) == 1
+    assert f"moved{data}: output file exists already" in capsys.readouterr().err
     assert sorted(p.name for p in other.iterdir()) == [f"moved{data}"] and (other / f"moved{data}").read_bytes() == b"mine"
 
 

@@ -120,6 +120,28 @@ def test_a_resumed_run_continues_its_report(archive, tmp_path, capsys, sample):
     assert not (rep / "0003_t3.png").exists()
 
 
+def test_a_report_lists_the_results_own_scores_and_only_figures_that_are_there(tmp_path):
+    """An index older than the results (a run stopped before writing it, then a --force run) must not lend its
+    scores to them: a carried line is the results' summary, with the index's figure only if the file is there;
+    a new run drops an earlier run's index."""
+    from SSIMQualityLib.report import INDEX_DATA, ReportFolder
+
+    old = [{"file": "a.nii", "mean_predicted_ssim": 0.95, "min_predicted_ssim": 0.9, "verdict": "good", "png": "0000_a.png"},
+           {"file": "b.nii", "mean_predicted_ssim": 0.97, "min_predicted_ssim": 0.9, "verdict": "good", "png": "0001_b.png"}]
+    (tmp_path / INDEX_DATA).write_text(json.dumps(old), encoding="utf-8")
+    (tmp_path / "0000_a.png").write_bytes(b"png")
+    now = [{"file": "a.nii", "mean_predicted_ssim": "0.41", "min_predicted_ssim": "0.30", "verdict": "rescan"},
+           {"file": "b.nii", "mean_predicted_ssim": "0.90", "min_predicted_ssim": "0.80", "verdict": "good"}]
+    report = ReportFolder(tmp_path, carried=now)
+    assert [(e["verdict"], e["mean_predicted_ssim"], e["png"]) for e in report.entries] == [
+        ("rescan", "0.41", "0000_a.png"), ("good", "0.90", None)]
+    assert report.figure_path("c.nii").name == "0001_c.png"
+    index = report.write().read_text(encoding="utf-8")
+    assert "0.410" in index and "0.950" not in index and index.count("no figure here") == 1
+    ReportFolder(tmp_path)  # a new run (not resumed)
+    assert not (tmp_path / INDEX_DATA).exists()
+
+
 def test_bad_files_are_reported_and_skipped(archive, tmp_path, capsys, sample_path):
     d = tmp_path / "mixed"
     d.mkdir()
@@ -321,6 +343,11 @@ def test_a_slab_is_scored_across_its_thin_axis_and_arrays_are_checked_as_files(s
         with pytest.raises(UnsupportedImageError, match=words):
             score_array(model, bad, sample.spacing)
     assert score_array(model, sample.array[:, :, i // 2:i // 2 + 1], sample.spacing).axis == 2
+    # Slices a caller chose (evaluate --real's crops into the head, some under 16 voxels) are scored as given.
+    from SSIMQualityLib.scoring import predict_slices
+
+    crops = np.ascontiguousarray(sample.array[40:42, 60:73, 50:67])
+    assert np.isfinite(predict_slices(model, crops)).sum() == 2
     # A device that is not there: the project's one line from every function that takes a device, not torch's
     # error from deep inside the first copy to it.
     import torch
