@@ -116,19 +116,22 @@ def test_compare_reports_directions_and_agreement(tmp_path, capsys):
     out = tmp_path / "cmp"
     assert main(["compare", "--data", str(scans), "--out", str(out), "--device", "cpu"]) == 0
     printed = capsys.readouterr().out
-    rep = json.loads((out / "comparison.json").read_text())
+    # Strict JSON: a rho that cannot be computed is null, not NaN (which JSON.parse and jq refuse).
+    rep = json.loads((out / "comparison.json").read_text(), parse_constant=lambda c: pytest.fail(f"holds {c}"))
     assert rep["n_volumes"] == 2 * 11 and (out / "comparison.png").is_file()
     assert list(rep["metrics"]) == list(COMPARED)
     lower = {"cjv", "efc", "qi1", "qi1_robust"}
     for key, info in rep["metrics"].items():
         assert info["direction"] == ("lower is better" if key in lower else "higher is better")
         sign = -1 if key in lower else 1
-        if np.isfinite(info["spearman_rho"]):
+        if info["spearman_rho"] is not None:
             assert info["agreement_rho"] == pytest.approx(sign * info["spearman_rho"])
+        else:
+            assert info["agreement_rho"] is None
         assert key in printed
     # On this scan the model and EFC both follow the truth (EFC rises as SSIM falls: agreement > 0).
     assert rep["metrics"]["model_mean_ssim"]["agreement_rho"] > 0.5
     assert rep["metrics"]["efc"]["agreement_rho"] > 0
     # QI1 finds no ghost on this small scan at any severity: said, not a meaningless rho.
-    assert "note" in rep["metrics"]["qi1"] and np.isnan(rep["metrics"]["qi1"]["agreement_rho"])
+    assert "note" in rep["metrics"]["qi1"] and rep["metrics"]["qi1"]["agreement_rho"] is None
     assert all(r["qi1_air"] in ("hat", "all background", "") for r in rep["rows"])
