@@ -361,3 +361,24 @@ def test_evaluate_real_missing_path_one_line(tmp_path, capsys):
     assert main(["evaluate", "--real", str(tmp_path / "nothing.nii"), "--out", str(tmp_path / "o")]) != 0
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "nothing.nii" in err[0]
+
+
+def test_evaluate_real_slices_a_thin_slab_across_its_thin_axis(anatomical, tmp_path):
+    """Two sagittal slices stored in an axial file: evaluated as two 25 x 41 slices, as score slices them, not as
+    strips two voxels wide."""
+    import nibabel
+    import torch as _torch
+
+    from SSIMQualityLib.realeval import evaluate_real
+
+    img = nibabel.load(str(anatomical))
+    slab = tmp_path / "slab.nii.gz"
+    nibabel.save(nibabel.Nifti1Image(np.asarray(img.dataobj)[15:17], img.affine), str(slab))
+
+    class Mean(_torch.nn.Module):
+        def forward(self, x):
+            return x.mean(dim=(1, 2, 3))
+
+    rep = evaluate_real(Mean(), [slab], severities=(0.0, 0.3), max_slices=2, out_dir=tmp_path / "r")
+    vol = rep["volumes"][0]
+    assert vol["shape"] == [25, 41, 2] and vol["axis"] == 2 and vol["slices_evaluated"] == 2
