@@ -72,12 +72,11 @@ def _score_volume(args, model, device) -> int:
     from SSIMQualityLib.batch import VolumeResult
     from SSIMQualityLib.results import write_slice_table
     from SSIMQualityLib.scoring import score_array
-    from SSIMQualityLib.slices import slicing_axis
     from SSIMQualityLib.volumes import read_volume
 
     _say("filter-progress-text", "reading the volume")
     vol = read_volume(args.inputVolume)
-    total = vol.shape[slicing_axis(vol.spacing, None, args.inputVolume, shape=vol.shape)]  # as score_array slices it
+    total = vol.shape[vol.slicing_axis()]  # as score_array slices it
     _say("filter-progress", "0.1")
     _say("filter-progress-text", f"scoring {total} slices")
     done = [0]

@@ -146,7 +146,6 @@ def _same_file(a: Optional[str], b: Optional[str]) -> bool:
 def _run_corrupt(args) -> int:
     from .corruption import corrupt_volume, signed_warning
     from .outputs import ensure_writable, write_text
-    from .slices import slicing_axis
     from .volumes import check_output_path, read_volume, write_volume
 
     # Refuse before any work is done; the input itself is never overwritten, --force or not.
@@ -160,7 +159,7 @@ def _run_corrupt(args) -> int:
     if args.report:
         ensure_writable(args.report, args.force, (".csv",))
     vol = read_volume(args.input, frame=args.frame, series_uid=args.series)
-    axis = slicing_axis(vol.spacing, args.axis, str(args.input), shape=vol.shape)
+    axis = vol.slicing_axis(args.axis)
     warning = signed_warning(vol.array, str(args.input))  # the motion models take magnitudes (slices.magnitude)
     if warning:
         print(warning, file=sys.stderr)

@@ -116,12 +116,11 @@ def corrupt_volume(volume: np.ndarray, axis: int, method: str = "kspace",
     from .errors import SSIMQualityError
     from .models import resolve_device
     from .slices import slicing_axis
-    from .volumes import Volume, cast_like, check_volume
+    from .volumes import cast_like, checked_array
 
     # Checked as a file's voxels are (read_volume), and before any work: NaN spread to hundreds of voxels and
     # labels, a list or tensor failed in numpy, axis 3 in np.moveaxis, slices under 16 x 16 in the SSIM.
-    volume = volume.detach().cpu().numpy() if isinstance(volume, torch.Tensor) else np.asarray(volume)
-    check_volume(Volume(array=volume, spacing=(1.0, 1.0, 1.0)))
+    volume = checked_array(volume)
     axis = slicing_axis((1.0, 1.0, 1.0), axis, shape=volume.shape)
     if int(batch_size) < 1:
         raise SSIMQualityError(f"batch_size must be at least 1, got {batch_size}")

@@ -9,7 +9,7 @@ import numpy as np
 from .corruption import corrupt_volume
 from .figures import corruption_panel
 from .resources import sample_volume_path
-from .slices import normalize, slicing_axis, take_slice
+from .slices import normalize, take_slice
 from .volumes import read_volume
 
 SEVERITIES = (0.25, 0.5, 0.75, 1.0)
@@ -29,7 +29,7 @@ def run_demo(out_dir: Union[str, Path] = "demo-output", seed: int = 0, methods=M
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     vol = read_volume(sample_volume_path())
-    axis = slicing_axis(vol.spacing, None, str(sample_volume_path()), shape=vol.shape)
+    axis = vol.slicing_axis()
     mid = vol.shape[axis] // 2 + 5
     clean = normalize(take_slice(vol.array, axis, mid).astype(np.float32))
     print(f"sample: {vol.path}  shape {vol.shape}  spacing {vol.spacing}  acquisition axis {axis}")

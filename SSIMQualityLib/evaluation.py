@@ -273,7 +273,6 @@ def compare_with_iqms(model, scans=None, severities=(0.0, 0.1, 0.2, 0.3, 0.4, 0.
     from .corruption import corrupt_volume
     from .iqm import IQM_NAMES, compute_iqms, segment
     from .scoring import score_array
-    from .slices import slicing_axis
     from .volumes import read_volume
 
     out = Path(out_dir)
@@ -282,7 +281,7 @@ def compare_with_iqms(model, scans=None, severities=(0.0, 0.1, 0.2, 0.3, 0.4, 0.
     rows = []
     for path, frame, desc in scans:
         vol = read_volume(path, frame=frame)
-        axis = slicing_axis(vol.spacing, None, str(path), shape=vol.shape)  # as score slices it
+        axis = vol.slicing_axis()  # as score slices it
         for method in methods:
             for sev in severities:
                 res = corrupt_volume(vol.array, axis, method=method, severity=float(sev), seed=seed,

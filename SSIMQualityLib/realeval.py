@@ -216,7 +216,7 @@ def evaluate_real(model, paths: Sequence[Union[str, Path]], *, seed: int = 20240
     from .motion import apply_motion_batch
     from .noise import SPLIT_VERSION, describe_noise, move_anatomy_batch, split_noise
     from .scoring import predict_slices
-    from .slices import magnitude, slicing_axis
+    from .slices import magnitude
     from .volumes import list_volume_paths
 
     out = Path(out_dir)
@@ -229,7 +229,7 @@ def evaluate_real(model, paths: Sequence[Union[str, Path]], *, seed: int = 20240
     vols = []
     for f in files:
         vol, frame = _read(f)
-        axis = slicing_axis(vol.spacing, None, str(f), shape=vol.shape)  # as score slices it
+        axis = vol.slicing_axis()  # as score slices it
         vols.append((f, vol, frame, axis, _foreground_slices(vol, axis, max_slices)))
     if total:
         total(sum(len(v[4]) for v in vols))

@@ -128,11 +128,11 @@ class ReportFolder:
         numbers = [int(m.group(1)) for m in map(_FIGURE.match, (p.name for p in self.folder.glob("*.png"))) if m]
         self._next = max(numbers, default=-1) + 1
         if carried:
-            kept = {e["file"]: e.get("png") for e in read_index(self.folder)}
             # The results' own summary (an index may be older than the results: a run stopped before it wrote its
             # index, then a --force run), and the figure the index names for that volume if it is still there.
-            self.entries = [{**summary, "png": kept.get(summary["file"]) if kept.get(summary["file"]) and
-                             (self.folder / kept[summary["file"]]).is_file() else None} for summary in carried]
+            kept = {e["file"]: e["png"] for e in read_index(self.folder)
+                    if e["png"] and (self.folder / e["png"]).is_file()}
+            self.entries = [{**summary, "png": kept.get(summary["file"])} for summary in carried]
         else:  # a new run: an earlier run's entries must not reach a later resume of this one
             self.entries = []
             if (self.folder / INDEX_DATA).exists():

@@ -296,11 +296,9 @@ def score_array(model, volume: np.ndarray, spacing=(1.0, 1.0, 1.0), axis: Option
     ``every_slice`` the caller has chosen the slices (:func:`predict_slices`: crops of real scans into the head,
     some smaller than 16 voxels) and they are scored as given.
     """
-    from .volumes import Volume, check_volume
+    from .volumes import checked_array
 
-    volume = volume.detach().cpu().numpy() if isinstance(volume, torch.Tensor) else np.asarray(volume)
-    if not every_slice:
-        check_volume(Volume(array=volume, spacing=tuple(float(s) for s in spacing)))
+    volume = checked_array(volume, spacing, check=not every_slice)
     (_, result), = score_volumes([(None, volume, spacing, axis)], model, device=device, batch_size=batch_size,
                                  bf16=bf16, progress=progress, every_slice=every_slice)
     if isinstance(result, BaseException):

@@ -60,6 +60,13 @@ class Volume:
     def shape(self) -> Tuple[int, int, int]:
         return tuple(self.array.shape)
 
+    def slicing_axis(self, axis: Optional[int] = None) -> int:
+        """The axis this volume is sliced along, as every command slices it
+        (:func:`~SSIMQualityLib.slices.slicing_axis` with its spacing, shape and name)."""
+        from .slices import slicing_axis
+
+        return slicing_axis(self.spacing, axis, self.path or None, shape=self.shape)
+
     def to_sitk(self, array: Optional[np.ndarray] = None):
         """A SimpleITK image of ``array`` (default: this volume's) with this geometry."""
         sitk = _sitk()
@@ -376,6 +383,15 @@ def check_volume(vol: Volume) -> None:
 
 #: Data files SimpleITK writes beside a detached header (compressed, as write_volume writes), by the header's suffix.
 _DATA_FILES = {".nhdr": ".raw.gz", ".mhd": ".zraw"}
+
+
+def checked_array(volume, spacing=(1.0, 1.0, 1.0), *, check: bool = True) -> np.ndarray:
+    """A volume given to the library (a numpy array, a tensor on any device, nested lists) as a numpy array,
+    checked as a file's voxels are (:func:`check_volume`) unless ``check`` is false."""
+    array = np.asarray(volume.detach().cpu()) if hasattr(volume, "detach") else np.asarray(volume)
+    if check:
+        check_volume(Volume(array=array, spacing=tuple(float(s) for s in spacing)))
+    return array
 
 
 def check_output_path(path: PathLike, force: bool = False) -> Path:
