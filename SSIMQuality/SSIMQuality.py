@@ -620,7 +620,7 @@ class SSIMQualityLogic(ScriptedLoadableModuleLogic):
         foreground = np.array([r["foreground"] == "True" for r in rows])
         axis = int(rows[0]["axis"]) if rows else 0
         score = VolumeScore(axis=axis, predicted=predicted, foreground=foreground,
-                            classes=all_classes(np.nan_to_num(predicted, nan=0.0)))
+                            classes=all_classes(predicted))
         return self._fillScoreTable(score, volumeName, tableNode)
 
     def _corruptionResult(self, inputNode, outputNode, volumePath, reportPath, method, severity):

@@ -17,9 +17,9 @@ import numpy as np
 ArrayLike = Union[float, np.ndarray, list]
 
 # The thresholds and class names are defined in vocabulary.py and re-exported here, beside the functions.
-from .vocabulary import CLINICAL_GOOD, CLINICAL_NAMES, CLINICAL_SUFFICIENT
+from .vocabulary import CLINICAL_GOOD, CLINICAL_NAMES, CLINICAL_SUFFICIENT, NOT_SCORED
 
-__all__ = ["CLINICAL_GOOD", "CLINICAL_NAMES", "CLINICAL_SUFFICIENT", "equal_bin_class", "clinical_class", "all_classes"]
+__all__ = ["CLINICAL_GOOD", "CLINICAL_NAMES", "CLINICAL_SUFFICIENT", "NOT_SCORED", "equal_bin_class", "clinical_class", "all_classes"]
 
 # Products like 0.3 * 10 land a hair away from the integer edge in floating
 # point, and a float32 prediction of 0.7 is 0.69999999: rounding s * n to six
@@ -34,7 +34,8 @@ def equal_bin_class(ssim: ArrayLike, n_bins: int) -> np.ndarray:
     Parameters
     ----------
     ssim : float or array_like
-        SSIM values; values outside [0, 1] are clipped into it.
+        SSIM values; values outside [0, 1] are clipped into it.  NaN (a slice that was not scored) gets class
+        -1, as the results tables write it.
     n_bins : int
         Number of bins, at least 2 (the paper uses 3, 5 and 10).
 
@@ -45,26 +46,27 @@ def equal_bin_class(ssim: ArrayLike, n_bins: int) -> np.ndarray:
 
     Examples
     --------
-    >>> equal_bin_class([0.0, 0.5, 0.6, 1.0], 5).tolist()
-    [0, 2, 3, 4]
+    >>> equal_bin_class([0.0, 0.5, 0.6, 1.0, float("nan")], 5).tolist()
+    [0, 2, 3, 4, -1]
     """
     if int(n_bins) != n_bins or n_bins < 2:
         raise ValueError(f"n_bins must be an integer >= 2, got {n_bins!r}")
-    s = np.clip(np.asarray(ssim, dtype=np.float64), 0.0, 1.0)
-    k = np.floor(np.round(s * n_bins, _EDGE_DECIMALS)).astype(np.int64)
-    return np.minimum(k, int(n_bins) - 1)
+    s = np.asarray(ssim, dtype=np.float64)
+    k = np.floor(np.round(np.clip(np.nan_to_num(s), 0.0, 1.0) * n_bins, _EDGE_DECIMALS)).astype(np.int64)
+    return np.where(np.isnan(s), NOT_SCORED, np.minimum(k, int(n_bins) - 1))
 
 
 def clinical_class(ssim: ArrayLike) -> np.ndarray:
-    """Clinical class of each SSIM value: 1 good, 2 sufficient, 3 rescan.
+    """Clinical class of each SSIM value: 1 good, 2 sufficient, 3 rescan; -1 for NaN (a slice not scored).
 
     Examples
     --------
-    >>> clinical_class([0.9, 0.85, 0.7, 0.6, 0.59]).tolist()
-    [1, 1, 2, 2, 3]
+    >>> clinical_class([0.9, 0.85, 0.7, 0.6, 0.59, float("nan")]).tolist()
+    [1, 1, 2, 2, 3, -1]
     """
     s = np.asarray(ssim, dtype=np.float64)
-    return np.where(s >= CLINICAL_GOOD, 1, np.where(s >= CLINICAL_SUFFICIENT, 2, 3)).astype(np.int64)
+    cls = np.where(s >= CLINICAL_GOOD, 1, np.where(s >= CLINICAL_SUFFICIENT, 2, 3))
+    return np.where(np.isnan(s), NOT_SCORED, cls).astype(np.int64)
 
 
 def all_classes(ssim: ArrayLike) -> dict:

@@ -351,7 +351,7 @@ class RandomKSpaceMotion:
         seed at another severity gets the same motion, larger (the real-scan evaluation's common random
         numbers), and the draws cost a few calls of the generator per batch, not per slice.
         """
-        h, w = int(shape[0]), int(shape[1])
+        h, w = _check_shape(shape)
         big, m = max(h, w), self.max_moves
         sev, pe, lines = _draw_slices(self, (h, w), rng, n)
         valid = np.arange(big)[None, :] < lines[:, None]
@@ -407,6 +407,20 @@ def _check_severity(severity) -> Tuple[float, float]:
     if not (0.0 <= lo <= hi <= 1.0):
         raise ValueError(f"severity must be in [0, 1] (or a range within it), got {severity!r}")
     return lo, hi
+
+
+def _check_shape(shape) -> Tuple[int, int]:
+    """(H, W) as two ints of at least one pixel; otherwise one line (an empty slice failed later inside torch's
+    FFT with "Invalid number of data points")."""
+    try:
+        h, w = (int(v) for v in shape)
+        if h != shape[0] or w != shape[1]:
+            raise ValueError
+    except (TypeError, ValueError):
+        h = w = 0
+    if h < 1 or w < 1:
+        raise ValueError(f"shape must be a slice's two sizes (H, W), each at least 1 pixel; got {shape!r}")
+    return h, w
 
 
 def _draw_slices(sampler, shape: Tuple[int, int], rng: np.random.Generator, n: int):
@@ -647,7 +661,7 @@ class RandomTorchioMotion:
         """Parameters for ``n`` slices of ``shape`` (H, W), each field drawn for all of them at once (the same
         number of draws for every slice, as :meth:`RandomKSpaceMotion.draw`), with TorchIO's rule for which
         lines each move holds."""
-        h, w = int(shape[0]), int(shape[1])
+        h, w = _check_shape(shape)
         big, m = max(h, w), self.max_moves
         sev, pe, lines = _draw_slices(self, (h, w), rng, n)
         moving = sev > 0

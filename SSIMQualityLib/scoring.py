@@ -7,7 +7,7 @@ from typing import Callable, Dict, Iterable, Iterator, List, Optional, Sequence,
 import numpy as np
 import torch
 
-from .labels import CLINICAL_NAMES, all_classes
+from .labels import CLINICAL_NAMES, NOT_SCORED, all_classes
 from .slices import (SIGNED_LIMIT, foreground_fractions, prepare_input, signed_message, signed_share, slicing_axis,
                      volume_range)
 
@@ -36,7 +36,7 @@ class VolumeScore:
         for i, (p, fg) in enumerate(zip(self.predicted, self.foreground)):
             row = {"axis": self.axis, "slice": i, "predicted_ssim": float(p), "foreground": bool(fg)}
             for k, v in self.classes.items():
-                row[k] = int(v[i]) if fg else -1
+                row[k] = int(v[i]) if fg else NOT_SCORED
             out.append(row)
         return out
 
@@ -237,7 +237,7 @@ def score_volumes(items: Iterable[Tuple[object, Optional[np.ndarray], Sequence[f
             if vol.error is not None or vol.predicted is None:
                 yield vol.key, vol.error
             else:
-                classes = all_classes(np.nan_to_num(vol.predicted, nan=0.0))
+                classes = all_classes(vol.predicted)
                 yield vol.key, VolumeScore(axis=vol.axis, predicted=vol.predicted, foreground=vol.foreground,
                                            classes=classes, signed_share=vol.signed)
 

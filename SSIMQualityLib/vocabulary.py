@@ -20,6 +20,8 @@ MIN_SIZE = 16
 CLINICAL_GOOD = 0.85
 CLINICAL_SUFFICIENT = 0.60
 CLINICAL_NAMES = {1: "good", 2: "sufficient", 3: "rescan"}
+#: The class of a slice that was not scored (too little head, or no prediction), in every scheme.
+NOT_SCORED = -1
 
 #: One row per slice (``score`` output, the CLI module's table; the Slicer table drops ``file``).
 SLICE_COLUMNS = ["file", "axis", "slice", "predicted_ssim", "clinical_class", "class3", "class5", "class10",

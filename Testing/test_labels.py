@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
 
-from SSIMQualityLib.labels import all_classes, clinical_class, equal_bin_class
+from SSIMQualityLib.labels import NOT_SCORED, all_classes, clinical_class, equal_bin_class
 
 EPS = 1e-6
 
@@ -55,3 +55,12 @@ def test_bad_bin_count():
         equal_bin_class(0.5, 1)
     with pytest.raises(ValueError):
         equal_bin_class(0.5, 2.5)
+
+
+def test_a_slice_not_scored_has_no_class():
+    # NaN is a slice that was not scored: it used to read as "rescan" (clinical 3) and as a random bin.
+    cols = all_classes([float("nan"), 0.9, np.nan])
+    for name, values in cols.items():
+        assert values.tolist()[0] == NOT_SCORED == values.tolist()[2], name
+    assert cols["clinical_class"].tolist()[1] == 1 and cols["class10"].tolist()[1] == 9
+    assert clinical_class(float("nan")) == -1 and equal_bin_class(np.nan, 3) == -1

@@ -331,3 +331,15 @@ def test_one_seed_at_two_severities_is_the_same_motion_larger():
         assert (low.pe_axis == high.pe_axis).all() and (low.moves == high.moves).all()
         assert np.allclose(high.degrees, 3 * low.degrees) and np.allclose(high.shifts, 3 * low.shifts)
         assert (high.sources >= 0).sum() > 1.5 * (low.sources >= 0).sum()
+
+
+@pytest.mark.parametrize("cls", [RandomKSpaceMotion, RandomTorchioMotion, RandomMotion])
+def test_a_shape_that_is_not_a_slice_is_one_line(cls):
+    # (0, 0) was drawn and then failed inside torch's FFT ("Invalid number of data points").
+    for shape in [(0, 0), (8, 0), (2.5, 8), (8,), "ab"]:
+        with pytest.raises(ValueError, match="shape must be a slice's two sizes"):
+            cls(severity=0.5).sample(shape, seed=0)
+    assert cls(severity=0.5).sample(torch.Size([8, 12]), seed=0) == cls(severity=0.5).sample((8, 12), seed=0)
+    if cls is not RandomMotion:  # the two algorithms' samplers also move images
+        with pytest.raises(ValueError, match="each at least 1 pixel"):
+            cls(severity=0.5)(np.zeros((0, 0), np.float32), seed=0)
