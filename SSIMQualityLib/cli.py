@@ -256,12 +256,15 @@ def _run_score(args) -> int:
     from .models import model_identity, resolve_device
     from .outputs import ensure_folder, ensure_writable
     from .report import ReportFolder
-    from .results import ensure_results_writable
+    from .results import check_results_name, ensure_results_writable
     from .resume import load_results
     from .records import record_path
     from .vocabulary import SUMMARY_COLUMNS
     from .volumes import list_volume_paths
 
+    if args.resume and args.force:  # --force was ignored: the earlier results were kept, not replaced
+        raise SSIMQualityError("--resume keeps the volumes already in -o and --force replaces them: give one of the "
+                               "two")
     rank, world, _ = distributed.world()
     if world > 1:
         if not args.output:
@@ -282,8 +285,7 @@ def _run_score(args) -> int:
     if args.resume and not args.output:
         raise SSIMQualityError("--resume needs the results file to continue (-o)")
     if args.output:
-        if not args.output.lower().endswith((".csv", ".json")):
-            raise SSIMQualityError("unknown results format", args.output, "end the name with .csv or .json")
+        check_results_name(args.output)
         if args.resume and Path(args.output).exists():
             previous = load_results(args.output)
         else:
@@ -558,14 +560,13 @@ def _add_iqm(sub) -> None:
 
 def _run_iqm(args) -> int:
     from .batch import read_or_error
-    from .results import rows_to_csv
+    from .results import check_results_name, rows_to_csv
     from .iqm import IQM_COLUMNS, compute_iqms
     from .outputs import ensure_writable, write_text
     from .volumes import list_volume_paths
 
     if args.output:
-        if not args.output.lower().endswith((".csv", ".json")):
-            raise SSIMQualityError("unknown results format", args.output, "end the name with .csv or .json")
+        check_results_name(args.output)
         ensure_writable(args.output, args.force)
     paths = list_volume_paths(args.paths, args.recursive)
     _tell_folders_left_out(args)
@@ -931,12 +932,16 @@ def build_parser() -> argparse.ArgumentParser:
     for command in sub.choices.values():  # also after the command (`ssimquality iqm x.nii --debug`)
         command.add_argument("--debug", action="store_true", default=argparse.SUPPRESS,
                              help="show full tracebacks on errors")
+    parser.commands = sub.choices
     return parser
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
     parser = build_parser()
-    args = parser.parse_args(argv)
+    args, unknown = parser.parse_known_args(argv)
+    if unknown:  # refused by the command's own parser, so that the line names that command's --help
+        parser.commands.get(getattr(args, "command", None), parser).error(
+            f"unrecognized arguments: {' '.join(unknown)}")
     try:
         return int(args.func(args) or 0)
     except SSIMQualityError as exc:

@@ -13,6 +13,20 @@ from .errors import SSIMQualityError
 from .vocabulary import SLICE_COLUMNS, SUMMARY_COLUMNS
 
 
+#: The formats of a results file, by its name's ending.
+RESULTS_SUFFIXES = (".csv", ".json")
+
+
+def check_results_name(output: Union[str, Path]) -> None:
+    """Refuse, in one line, a results name that is a folder or has no results format (before any work)."""
+    p = Path(output)
+    if p.is_dir():  # "unknown results format" said nothing of the real mistake
+        raise SSIMQualityError("is a folder, not a results file", str(output),
+                               f"give a file in it, e.g. {p / 'results.csv'}")
+    if not p.name.lower().endswith(RESULTS_SUFFIXES):
+        raise SSIMQualityError("unknown results format", str(output), "end the name with .csv or .json")
+
+
 def rows_to_csv(rows: List[dict], columns: Sequence[str], delimiter: str = ",") -> str:
     buf = io.StringIO()
     w = csv.DictWriter(buf, fieldnames=list(columns), extrasaction="ignore", lineterminator="\n", delimiter=delimiter)

@@ -7,7 +7,7 @@ from pathlib import Path
 from typing import List, Union
 
 from .batch import VolumeResult
-from .results import summary_path
+from .results import RESULTS_SUFFIXES, summary_path
 from .vocabulary import SLICE_COLUMNS, SUMMARY_COLUMNS
 
 #: The columns of the slice rows and of the summary that make a CSV a results file (the vocabulary's names; an
@@ -46,7 +46,7 @@ def load_results(output: Union[str, Path], *, with_errors: bool = False) -> List
         raise UnreadableFileError("is the summary half of a CSV output", str(out),
                                   f"give its results file, {out.name[:-len('.summary.csv')]}.csv (the summary is read "
                                   "from beside it)")
-    if not name.endswith((".csv", ".json")):
+    if not name.endswith(RESULTS_SUFFIXES):
         raise UnreadableFileError("is not a results file (.csv or .json)", str(out), hint)
     try:
         if name.endswith(".json"):

@@ -155,6 +155,9 @@ BAD_ARGS = [
     ("score-model-not-ckpt", lambda d, m, o: ["score", str(d / "good_00.nii.gz"), "--model", str(d / "bad_02_text.nii")], "cannot be loaded"),
     ("score-output-exists", lambda d, m, o: ["score", str(d / "good_00.nii.gz"), "--model", m, "-o", str(o)], "exists already"),
     ("score-bad-format", lambda d, m, o: ["score", str(d / "good_00.nii.gz"), "--model", m, "-o", str(o.with_suffix(".xls"))], "unknown results format"),
+    ("score-output-is-a-folder", lambda d, m, o: ["score", str(d / "good_00.nii.gz"), "--model", m, "-o", str(o.parent)], "is a folder, not a results file. Give a file in it, e.g."),
+    ("iqm-output-is-a-folder", lambda d, m, o: ["iqm", str(d / "good_00.nii.gz"), "-o", str(o.parent)], "is a folder, not a results file"),
+    ("score-resume-force", lambda d, m, o: ["score", str(d / "good_00.nii.gz"), "--model", m, "-o", str(o), "--resume", "--force"], "give one of the two"),
     ("score-resume-no-output", lambda d, m, o: ["score", str(d / "good_00.nii.gz"), "--model", m, "--resume"], "--resume needs"),
     ("score-cuda-missing", lambda d, m, o: ["score", str(d / "good_00.nii.gz"), "--model", m, "--device", "cuda"], "CUDA"),
     ("score-frame-out-of-range", lambda d, m, o: ["score", str(d / "bad_04_fourd.nii.gz"), "--model", m, "--frame", "9"], "frame 9 does not exist"),
@@ -186,6 +189,7 @@ BAD_ARGS = [
     # Command lines argparse refuses: one line too (not the usage block), naming the --help to read.
     ("score-shard-zero", lambda d, m, o: ["score", str(d / "good_00.nii.gz"), "--shard", "0/3"], "K must be between 1 and N. See ssimquality score --help"),
     ("score-no-paths", lambda d, m, o: ["score"], "required: paths. See ssimquality score --help"),
+    ("score-unknown-option", lambda d, m, o: ["score", str(d / "good_00.nii.gz"), "--bogus"], "unrecognized arguments: --bogus. See ssimquality score --help"),
     ("command-misspelt", lambda d, m, o: ["scor"], "invalid choice: 'scor'"),
     ("demo-figure-exists", lambda d, m, o: ["demo", "--out", str(o.parent)], "corruption_kspace.png: output file exists"),
     # Files that are not results of `score`, given where results are read back.

@@ -445,6 +445,8 @@ def test_every_results_file_has_a_record_and_resume_checks_it(tmp_path, capsys):
             "these results were started with other settings (model_sha256: ")
     refused(["score", str(site_a), "-o", str(out), "--resume", "--shard", "1/2", *cpu],
             "holds the results of a whole run, not shard 1/2. Resume it without --shard")
+    refused(["score", str(site_a), "-o", str(out), "--resume", "--force", *cpu],  # --force was silently ignored
+            "--resume keeps the volumes already in -o and --force replaces them: give one of the two")
 
     _copies(site_a, "d.nii")  # the archive grew: only the new volume is scored
     assert main(["score", str(site_a), "-o", str(out), "--resume", *cpu]) == 0
