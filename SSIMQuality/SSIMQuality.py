@@ -632,8 +632,10 @@ class SSIMQualityLogic(ScriptedLoadableModuleLogic):
         array = read_volume(volumePath).array
         out = self._outputVolume(inputNode, outputNode, array, f" {method} {severity_text(severity)}")
         with open(reportPath, encoding="utf-8") as fh:
-            ssim = np.array([float(r["ssim"]) for r in csv.DictReader(fh)])
-        return out, self._trueSsimTable(out, ssim, method, severity)
+            rows = list(csv.DictReader(fh))
+        ssim = np.array([float(r["ssim"]) for r in rows])
+        foreground = np.array([r["foreground"] == "True" for r in rows])
+        return out, self._trueSsimTable(out, ssim, foreground, [r["method"] for r in rows], method, severity)
 
     # -- dependencies -------------------------------------------------------
 
@@ -861,18 +863,24 @@ class SSIMQualityLogic(ScriptedLoadableModuleLogic):
             logging.warning(warning)
         res = corrupt_volume(array, ax, method=method, severity=severity, seed=seed, out_dtype=array.dtype)
         out = self._outputVolume(inputNode, outputNode, res.array, f" {method} {severity_text(severity)}")
-        table = self._trueSsimTable(out, res.ssim, method, severity)
+        table = self._trueSsimTable(out, res.ssim, res.foreground, res.methods, method, severity)
         table.SetAttribute("SSIMQuality.axis", str(ax))
         return out, table
 
     @staticmethod
-    def _trueSsimTable(volumeNode, ssim, method, severity):
-        from SSIMQualityLib.corruption import severity_text
+    def _trueSsimTable(volumeNode, ssim, foreground, methods, method, severity):
+        """The true SSIM per slice (with the slices that hold enough head to score, and each slice's algorithm);
+        its summary is over those slices, as a score's is."""
+        from SSIMQualityLib.corruption import severity_text, true_ssim_summary
+        from SSIMQualityLib.vocabulary import CORRUPTION_COLUMNS
 
         table = slicer.mrmlScene.AddNewNodeByClass("vtkMRMLTableNode", volumeNode.GetName() + " true SSIM")
-        _fillTable(table, {"slice": list(range(len(ssim))), "ssim": [float(s) for s in ssim]})
-        table.SetAttribute("SSIMQuality.Summary", f"true SSIM per slice: mean {ssim.mean():.3f}, "
-                                                  f"min {ssim.min():.3f} ({method}, severity {severity_text(severity)})")
+        _fillTable(table, dict(zip(CORRUPTION_COLUMNS, (list(range(len(ssim))), [float(s) for s in ssim],
+                                                        [bool(f) for f in foreground], list(methods)))))
+        s = true_ssim_summary(ssim, foreground)
+        table.SetAttribute("SSIMQuality.Summary", f"true SSIM over {s['slices_with_head']} of {s['slices']} slices "
+                                                  f"(those with enough head): mean {s['mean']:.3f}, min {s['min']:.3f}"
+                                                  f" ({method}, severity {severity_text(severity)})")
         volumeNode.SetAttribute("SSIMQuality.TrueSSIMTableID", table.GetID())
         return table
 
@@ -977,15 +985,16 @@ def _deserialize(text, default):
 
 
 def _fillTable(tableNode, columns):
-    """Replace the table's columns with ``columns`` (name → list of int or float)."""
+    """Replace the table's columns with ``columns`` (name → list of int, bool (as 0 / 1), float or str)."""
     table = tableNode.GetTable()
     table.Initialize()
     for name, values in columns.items():
         is_int = all(isinstance(v, (int, np.integer)) for v in values)
-        arr = vtk.vtkIntArray() if is_int else vtk.vtkDoubleArray()
+        is_str = not is_int and any(isinstance(v, str) for v in values)
+        arr = vtk.vtkIntArray() if is_int else vtk.vtkStringArray() if is_str else vtk.vtkDoubleArray()
         arr.SetName(name)
         for v in values:
-            arr.InsertNextValue(int(v) if is_int else float(v))
+            arr.InsertNextValue(int(v) if is_int else str(v) if is_str else float(v))
         table.AddColumn(arr)
     tableNode.Modified()
 

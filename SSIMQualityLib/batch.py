@@ -28,6 +28,7 @@ class VolumeResult:
     error: Optional[SSIMQualityError] = None
     extra: dict = field(default_factory=dict)
     array: Optional[np.ndarray] = None  # the voxels, kept only until the caller has drawn them
+    direction: Optional[tuple] = None  # the volume's orientation, to draw its slices the way a viewer shows them
 
     def slice_rows(self) -> List[dict]:
         if self.score is None:
@@ -135,7 +136,7 @@ def score_files(paths: Sequence[Union[str, Path]], model, device="cpu", batch_si
                 outcome.path = path
             result = VolumeResult(path, error=outcome)
         else:
-            result = VolumeResult(path, score=outcome, array=vol.array)
+            result = VolumeResult(path, score=outcome, array=vol.array, direction=vol.direction)
             if iqm:
                 from .iqm import compute_iqms
 

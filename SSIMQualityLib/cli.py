@@ -19,7 +19,7 @@ from typing import Optional, Sequence
 from . import progress
 from .errors import OutputExistsError, SSIMQualityError
 from .interrupts import Terminated, deferred_interrupt
-from .vocabulary import CLINICAL_GOOD, CLINICAL_NAMES, CORRUPTION_METHODS
+from .vocabulary import CLINICAL_GOOD, CLINICAL_NAMES, CORRUPTION_COLUMNS, CORRUPTION_METHODS
 
 EXIT_USAGE = 2
 EXIT_ERROR = 1
@@ -31,6 +31,11 @@ AXIS_HELP = ("auto (the acquisition axis, from the voxel spacing; default) or 0,
 #: How often (seconds) `score` saves the results so far while it runs (env SSIMQUALITY_SAVE_EVERY_S).
 SAVE_EVERY_S = 5.0
 
+
+
+def _counted(n: int, noun: str) -> str:
+    """'1 slice', '3 slices' (the tool's lines said '1 slices')."""
+    return f"{n} {noun}{'' if n == 1 else 's'}"
 
 def _severity(text: str):
     """'0.5' → 0.5; '0.2,0.8' → (0.2, 0.8)."""
@@ -121,7 +126,9 @@ def _add_corrupt(sub) -> None:
                         "torchio: TorchIO's motion model; random: kspace or torchio per slice (default kspace)")
     p.add_argument("--severity", type=_severity, default=0.5,
                    help="0 (none) to 1 (severe), or a range LO,HI drawn per slice (default 0.5)")
-    p.add_argument("--seed", type=_seed, default=None, help="random seed; the same seed gives the same output")
+    p.add_argument("--seed", type=_seed, default=None,
+                   help="random seed; the same seed gives the same output (default: a new one each run, printed so "
+                        "that the run can be repeated)")
     p.add_argument("--axis", type=_axis, default=None, help=AXIS_HELP)
     p.add_argument("--frame", type=int, default=None,
                    help="frame to use from a 4-D file (0 first; a 3-D file is read as it is)")
@@ -144,6 +151,8 @@ def _same_file(a: Optional[str], b: Optional[str]) -> bool:
 
 
 def _run_corrupt(args) -> int:
+    import numpy as np
+
     from .corruption import corrupt_volume, signed_warning
     from .outputs import ensure_writable, write_text
     from .volumes import check_output_path, read_volume, write_volume
@@ -165,7 +174,9 @@ def _run_corrupt(args) -> int:
         print(warning, file=sys.stderr)
     bar = progress.bar(vol.shape[axis], desc=f"corrupting {Path(args.input).name}", unit="slice", show=_show(args),
                        leave=False)
-    res = corrupt_volume(vol.array, axis, method=args.method, severity=args.severity, seed=args.seed,
+    # Without --seed a new seed each run, said, so that a corruption one liked can be made again.
+    seed = args.seed if args.seed is not None else int(np.random.SeedSequence().entropy % 2 ** 32)
+    res = corrupt_volume(vol.array, axis, method=args.method, severity=args.severity, seed=seed,
                          out_dtype=vol.array.dtype, progress=lambda done, total: bar.update(done - bar.n),
                          noise_fixed=not args.whole_slice)
     bar.close()
@@ -173,14 +184,16 @@ def _run_corrupt(args) -> int:
     if args.report:
         buf = io.StringIO()
         w = csv.writer(buf, lineterminator="\n")
-        w.writerow(["slice", "ssim"])
-        for i, s in enumerate(res.ssim):
-            w.writerow([i, f"{s:.6f}"])
+        w.writerow(CORRUPTION_COLUMNS)
+        for i, (s, fg, m) in enumerate(zip(res.ssim, res.foreground, res.methods)):
+            w.writerow([i, f"{s:.6f}", bool(fg), m])
         write_text(args.report, buf.getvalue(), force=args.force)
-    import numpy as np
-
-    print(f"{args.output}: {len(res.ssim)} slices along axis {axis}, method {args.method}; true SSIM "
-          f"mean {np.mean(res.ssim):.3f}, min {np.min(res.ssim):.3f}, max {np.max(res.ssim):.3f}")
+    s = res.summary()
+    over = (f"over the {s['slices_with_head']} with enough head to score" if s["slices_with_head"] < s["slices"]
+            else "over all slices")
+    print(f"{args.output}: {_counted(s['slices'], 'slice')} along axis {axis}, method {args.method}, seed {seed}; "
+          f"true SSIM {over}: mean {s['mean']:.3f}, min {s['min']:.3f}, max {s['max']:.3f}"
+          + ("" if args.seed is not None else f" (--seed {seed} repeats this run)"))
     return 0
 
 
@@ -228,7 +241,7 @@ def _tell_folders_left_out(args) -> None:
         left = folders_left_out(args.paths)
         if left:
             names = ", ".join(str(d) for d in left[:3]) + (f" and {len(left) - 3} more" if len(left) > 3 else "")
-            print(f"note: {len(left)} sub-folder{'s' if len(left) > 1 else ''} with image files not searched "
+            print(f"note: {_counted(len(left), 'sub-folder')} with image files not searched "
                   f"({names}); add --recursive to include them", file=sys.stderr)
 
 
@@ -305,7 +318,7 @@ def _run_score(args) -> int:
     paths = list_volume_paths(args.paths, args.recursive, repeats=repeats)
     if repeats:
         names = ", ".join(map(str, repeats[:3])) + (f" and {len(repeats) - 3} more" if len(repeats) > 3 else "")
-        print(f"note: {len(repeats)} repeated path{'s' if len(repeats) > 1 else ''} to volumes already listed left "
+        print(f"note: {_counted(len(repeats), 'repeated path')} to volumes already listed left "
               f"out, each volume is scored once ({names})", file=sys.stderr)
     _tell_folders_left_out(args)
     everything = list(paths)
@@ -334,7 +347,7 @@ def _run_score(args) -> int:
         else:  # results without a record (an earlier version's): names resolved from here
             done = {os.path.realpath(r.file) for r in previous}  # ./a.nii and a.nii are one volume
             paths = [p for p in paths if os.path.realpath(str(p)) not in done]
-        print(f"resuming: {len(previous)} volume{'s' if len(previous) != 1 else ''} already in {args.output}, "
+        print(f"resuming: {_counted(len(previous), 'volume')} already in {args.output}, "
               f"{len(paths)} to score")
     columns = SUMMARY_COLUMNS + (list(IQM_COLUMNS) if args.iqm else [])
     saver = _ResultsSaver(args.output, columns, record) if args.output else None
@@ -523,10 +536,10 @@ def _score_loop(args, paths, model, device, results, report, slice_bar, vol_bar,
                 progress.say(warning)
             s = res.summary()
             if report is not None:
-                report.add(res.file, res.array, res.score, s)
+                report.add(res.file, res.array, res.score, s, direction=res.direction)
             if not args.output:
                 n = s["slices_scored"]
-                tqdm.write(f"{res.file}: {n} slice{'s' if n != 1 else ''} scored, mean {s['mean_predicted_ssim']:.3f}, "
+                tqdm.write(f"{res.file}: {_counted(n, 'slice')} scored, mean {s['mean_predicted_ssim']:.3f}, "
                            f"min {s['min_predicted_ssim']:.3f} -> {s['verdict']}" if n else
                            f"{res.file}: no slice holds enough head to be scored -> {s['verdict']}")
         res.array = None  # drawn; free the voxels
@@ -600,10 +613,14 @@ def _run_iqm(args) -> int:
 # ----------------------------------------------------------------------------
 
 def _add_demo(sub) -> None:
-    p = sub.add_parser("demo", help="corrupt the bundled sample and draw what motion does",
-                       description="Corrupt the bundled sample with both algorithms, print the SSIM spread and "
-                                   "write figures to the output folder.")
+    p = sub.add_parser("demo", help="corrupt the bundled sample (or a volume of yours) and draw what motion does",
+                       description="Corrupt the bundled sample (or --input) with both algorithms, print the SSIM "
+                                   "spread, write figures to the output folder (a slice, its k-space, its "
+                                   "difference from the clean slice, the true SSIM and the model's prediction) and "
+                                   "score the volume with the bundled model.")
     p.add_argument("--out", default="demo-output", help="folder for the figures (default demo-output)")
+    p.add_argument("--input", default=None, metavar="VOLUME",
+                   help="a volume of yours instead of the bundled sample (its middle slice with head is drawn)")
     p.add_argument("--seed", type=_seed, default=0, help="seed of the motion drawn (default 0; the same seed, the same "
                                                        "figures)")
     p.add_argument("--force", action="store_true", help="replace the figures of an earlier demo in the folder")
@@ -618,7 +635,7 @@ def _run_demo(args) -> int:
         for method in METHODS:
             ensure_writable(figure_path(args.out, method), args.force)
     with output_folder(args.out):
-        run_demo(args.out, seed=args.seed)
+        run_demo(args.out, seed=args.seed, volume=args.input)
     return 0
 
 
@@ -898,7 +915,7 @@ def _run_merge(args) -> int:
         print(f"wrote {p}")
     failed = [line for _, line in sorted(merged.failed.items())]
     shown = "; ".join(failed[:3]) + (f"; and {len(failed) - 3} more" if len(failed) > 3 else "")
-    print(f"{merged.volumes} volume{'s' if merged.volumes != 1 else ''} merged"
+    print(f"{_counted(merged.volumes, 'volume')} merged"
           + (f"; {len(failed)} could not be scored in the parts: {shown}" if failed else ""))
     return EXIT_ERROR if failed else 0  # as score's: a pipeline that reads only the status must not miss them
 

@@ -9,12 +9,14 @@ actually written out.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Callable, Optional, Tuple, Union
+from typing import Callable, List, Optional, Tuple, Union
 
 import numpy as np
 import torch
 
-from .motion import RandomKSpaceMotion, RandomMotion, RandomTorchioMotion, _check_severity, apply_motion_batch
+from .motion import (RandomKSpaceMotion, RandomMotion, RandomTorchioMotion, TorchioMotion, _check_severity,
+                     apply_motion_batch)
+from .errors import BadParameterError
 from .seeds import Seed, check_seed
 from .slices import magnitude, normalize, signed_message, signed_share
 from .ssim import ssim
@@ -30,6 +32,29 @@ class CorruptionResult:
     array: np.ndarray
     ssim: np.ndarray
     axis: int
+    #: Per slice: enough head to be scored (the test ``score`` applies to the clean slice); summaries of the true
+    #: SSIM are over these, as the scores' are (an air slice's SSIM says nothing of the motion).
+    foreground: Optional[np.ndarray] = None
+    #: Per slice, the algorithm that moved it ("kspace", "paper" or "torchio"; "random" picks one a slice).
+    methods: Optional[List[str]] = None
+
+    def summary(self) -> dict:
+        """:func:`true_ssim_summary` of this corruption."""
+        return true_ssim_summary(self.ssim, self.foreground)
+
+
+def true_ssim_summary(ssim: np.ndarray, foreground: Optional[np.ndarray] = None) -> dict:
+    """The true SSIM of a corrupted volume over its slices with enough head (all slices where none has, or
+    ``foreground`` is None): slices, slices_with_head, mean, min, max.
+
+    >>> true_ssim_summary(np.array([1.0, 0.5, 0.7]), np.array([False, True, True]))["mean"]
+    0.6
+    """
+    ssim = np.asarray(ssim, dtype=float)
+    fg = np.ones(len(ssim), bool) if foreground is None or not np.any(foreground) else np.asarray(foreground, bool)
+    s = ssim[fg]
+    return {"slices": int(len(ssim)), "slices_with_head": int(fg.sum()), "mean": float(s.mean()),
+            "min": float(s.min()), "max": float(s.max())}
 
 
 def severity_text(severity: Union[float, Tuple[float, float]]) -> str:
@@ -54,7 +79,7 @@ def make_corruptor(method: str = "kspace", severity: Union[float, Tuple[float, f
         return RandomTorchioMotion(severity)
     if method == "random":
         return RandomMotion("random", severity)
-    raise ValueError(f"unknown method {method!r}; choose {', '.join(CORRUPTION_METHODS)}")
+    raise BadParameterError(f"unknown method {method!r}; choose {', '.join(CORRUPTION_METHODS)}")
 
 
 def signed_warning(volume: np.ndarray, name: str) -> Optional[str]:
@@ -115,7 +140,8 @@ def corrupt_volume(volume: np.ndarray, axis: int, method: str = "kspace",
     """
     from .errors import SSIMQualityError
     from .models import resolve_device
-    from .slices import slicing_axis
+    from .scoring import stack_foreground
+    from .slices import slicing_axis, volume_range
     from .volumes import cast_like, checked_array
 
     # Checked as a file's voxels are (read_volume), and before any work: NaN spread to hundreds of voxels and
@@ -131,11 +157,16 @@ def corrupt_volume(volume: np.ndarray, axis: int, method: str = "kspace",
     streams = [np.random.default_rng(s) for s in np.random.SeedSequence(check_seed(seed)).spawn(n)]
     out = np.empty(moved.shape, dtype=np.float32)
     labels = np.empty(n, dtype=np.float64)
+    foreground, methods = np.zeros(n, dtype=bool), []
+    reference = volume_range(moved)
     dtype = np.dtype(out_dtype) if out_dtype is not None else np.dtype(np.float32)
     for start in range(0, n, batch_size):
         stop = min(n, start + batch_size)
         clean = torch.as_tensor(np.ascontiguousarray(moved[start:stop], dtype=np.float32)).to(device)
         transforms = [corruptor.sample(tuple(clean.shape[-2:]), streams[i]) for i in range(start, stop)]
+        methods += ["torchio" if isinstance(t, TorchioMotion) else method if method == "paper" else "kspace"
+                    for t in transforms]
+        foreground[start:stop] = stack_foreground(clean.cpu().float(), reference).numpy()
         if noise_fixed:
             from .noise import move_anatomy_batch
 
@@ -150,4 +181,4 @@ def corrupt_volume(volume: np.ndarray, axis: int, method: str = "kspace",
         if progress is not None:
             progress(stop, n)
     result = np.moveaxis(out, 0, axis).astype(dtype, copy=False)
-    return CorruptionResult(array=result, ssim=labels, axis=axis)
+    return CorruptionResult(array=result, ssim=labels, axis=axis, foreground=foreground, methods=methods)

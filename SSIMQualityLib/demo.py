@@ -2,14 +2,16 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Union
+from typing import Optional, Union
 
 import numpy as np
+import torch
 
 from .corruption import corrupt_volume
-from .figures import corruption_panel
+from .figures import corruption_panel, display_slice
 from .resources import sample_volume_path
-from .slices import normalize, take_slice
+from .scoring import stack_foreground
+from .slices import normalize, take_slice, volume_range
 from .volumes import read_volume
 
 SEVERITIES = (0.25, 0.5, 0.75, 1.0)
@@ -21,49 +23,83 @@ def figure_path(out_dir: Union[str, Path], method: str) -> Path:
     return Path(out_dir) / f"corruption_{method}.png"
 
 
-def run_demo(out_dir: Union[str, Path] = "demo-output", seed: int = 0, methods=METHODS) -> dict:
-    """Corrupt the sample with each method at several severities; print the SSIM spread; draw PNGs.
+def run_demo(out_dir: Union[str, Path] = "demo-output", seed: int = 0, methods=METHODS, *,
+             volume: Optional[Union[str, Path]] = None) -> dict:
+    """Corrupt the sample (or the file ``volume``) with each method at several severities; print the SSIM spread;
+    draw PNGs (the shown slice with its k-space and its difference from the clean slice, its true SSIM and, where
+    the bundled model loads, the model's prediction); score the volume with the bundled model.
 
     Returns a dict ``{method: {severity: per-slice SSIM array}}``.
     """
+    from .errors import SSIMQualityError
+    from .models import load_bundled_model
+    from .scoring import predict_slices
+
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    vol = read_volume(sample_volume_path())
+    vol = read_volume(sample_volume_path() if volume is None else volume)
     axis = vol.slicing_axis()
-    mid = vol.shape[axis] // 2 + 5
-    clean = normalize(take_slice(vol.array, axis, mid).astype(np.float32))
-    print(f"sample: {vol.path}  shape {vol.shape}  spacing {vol.spacing}  acquisition axis {axis}")
+    if volume is None:
+        mid = vol.shape[axis] // 2 + 5  # the figures the README shows
+    else:  # the middle one of the slices with enough head to score
+        moved = torch.as_tensor(np.moveaxis(vol.array, axis, 0).astype(np.float32))
+        head = np.flatnonzero(stack_foreground(moved, volume_range(moved.numpy())).numpy())
+        mid = int(head[len(head) // 2]) if head.size else vol.shape[axis] // 2
+    print(f"{'sample' if volume is None else 'volume'}: {vol.path}  shape {vol.shape}  spacing {vol.spacing}  "
+          f"acquisition axis {axis}")
+    try:
+        model = load_bundled_model()
+    except SSIMQualityError as exc:
+        model = None
+        print(f"scoring skipped: {exc.one_line()}")
+
+    def shown(array):  # the demo's slice, as a viewer shows it
+        return display_slice(take_slice(array, axis, mid), direction=vol.direction, axis=axis)
+
+    clean = shown(vol.array)
     results = {}
     for method in methods:
         results[method] = {}
-        shown, labels = [], []
+        slices, labels = [], []
         for sev in SEVERITIES:
             res = corrupt_volume(vol.array, axis, method=method, severity=sev, seed=seed, out_dtype=vol.array.dtype)
-            s = res.ssim
-            results[method][sev] = s
-            p10, p50, p90 = np.percentile(s, [10, 50, 90])
-            print(f"  {method:8s} severity {sev:.2f}: SSIM mean {s.mean():.3f}  p10 {p10:.3f}  median {p50:.3f}  "
-                  f"p90 {p90:.3f}  min {s.min():.3f}")
-            shown.append(normalize(take_slice(res.array, axis, mid).astype(np.float32)))
-            labels.append(f"{method}, severity {sev:.2f}: SSIM {s[mid]:.3f}")
-        png = corruption_panel(clean, shown, labels, figure_path(out, method),
-                               title=f"{method} motion, slice {mid} of the sample")
+            results[method][sev] = res.ssim
+            s = res.summary()
+            spread = res.ssim[res.foreground] if res.foreground.any() else res.ssim
+            p10, p50, p90 = np.percentile(spread, [10, 50, 90])
+            print(f"  {method:8s} severity {sev:.2f}: true SSIM over the {s['slices_with_head']} slices with head: "
+                  f"mean {s['mean']:.3f}  p10 {p10:.3f}  median {p50:.3f}  p90 {p90:.3f}  min {s['min']:.3f}")
+            slices.append(shown(res.array))
+            labels.append(f"{method}, severity {sev:.2f}\ntrue SSIM {res.ssim[mid]:.3f}")
+        if model is not None:  # the model's reading of the same slices, beside the truth
+            predicted = predict_slices(model, np.stack([clean] + slices).astype(np.float32))
+            labels = [f"{lab}, predicted {p:.3f}" for lab, p in zip(labels, predicted[1:])]
+            clean_label = f"clean\npredicted {predicted[0]:.3f}"
+        else:
+            clean_label = "clean"
+        png = corruption_panel(normalize(clean.astype(np.float32)), [normalize(x.astype(np.float32)) for x in slices],
+                               labels, figure_path(out, method), clean_label=clean_label,
+                               title=f"{method} motion, slice {mid} of "
+                                     f"{'the sample' if volume is None else Path(vol.path).name}")
         print(f"  wrote {png}")
-    score_demo(vol, axis, seed)
+    if model is not None:
+        score_demo(vol, axis, seed, model=model)
     return results
 
 
-def score_demo(vol, axis: int, seed: int = 0) -> None:
-    """Score the sample, clean and corrupted, with the bundled model; print per-volume summaries."""
+def score_demo(vol, axis: int, seed: int = 0, *, model=None) -> None:
+    """Score the sample, clean and corrupted, with ``model`` (the bundled model when None); print per-volume
+    summaries."""
     from .errors import SSIMQualityError
     from .models import load_bundled_model
     from .scoring import score_array
 
-    try:
-        model = load_bundled_model()
-    except SSIMQualityError as exc:
-        print(f"scoring skipped: {exc.one_line()}")
-        return
+    if model is None:
+        try:
+            model = load_bundled_model()
+        except SSIMQualityError as exc:
+            print(f"scoring skipped: {exc.one_line()}")
+            return
     print("scoring with the bundled model (foreground slices; true SSIM by the project's noise-fixed definition):")
     versions = [("clean", vol.array, None)]
     for sev in (0.3, 0.7):

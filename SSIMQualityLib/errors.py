@@ -43,6 +43,12 @@ class SSIMQualityError(Exception):
         return " ".join(text.split())
 
 
+class BadParameterError(SSIMQualityError, ValueError):
+    """A parameter outside its range or not one of its choices (a method, a severity, a seed, a slice's shape):
+    an :class:`SSIMQualityError`, one line at the entry points, and a ``ValueError``, as numpy and scikit-image
+    raise for a bad parameter, so that either ``except`` catches it."""
+
+
 class UnreadableFileError(SSIMQualityError):
     """A file or folder that cannot be read as an image volume."""
 

@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Sequence, Union
+from typing import Optional, Sequence, Union
 
 import numpy as np
 
@@ -18,6 +18,55 @@ def _pyplot():
     return plt
 
 
+#: Where each view puts the patient, as 3D Slicer's default views do (radiological): for the physical axis
+#: nearest the slice's normal (0 x, 1 y, 2 z in SimpleITK's LPS), the physical axis and direction that run down
+#: the screen's rows and right along its columns.  Axial: anterior at the top, the patient's left on the right;
+#: coronal: superior at the top, left on the right; sagittal: superior at the top, anterior on the left.
+_VIEWS = {2: ((1, 1), (0, 1)), 1: ((2, -1), (0, 1)), 0: ((2, -1), (1, 1))}
+
+
+def display_slice(image: np.ndarray, *, direction: Optional[Sequence[float]] = None, axis: int = 0) -> np.ndarray:
+    """A slice turned the way a viewer shows it, to draw with row 0 at the top (matplotlib's default).
+
+    A slice taken along array ``axis`` of a volume (array order (k, j, i), as
+    :class:`~SSIMQualityLib.volumes.Volume` holds it) is stored in whatever order its file was written:
+    drawn as stored, one file shows the face at the top and another at the bottom.  Here it is transposed
+    and flipped by the volume's ``direction`` (SimpleITK's LPS 3 × 3, row-major; identity when None) into
+    3D Slicer's default views (radiological: the patient's left on the screen's right).  Slices of strongly
+    oblique volumes, whose two in-plane axes lie nearest the same physical axis, are returned as stored.
+
+    Examples
+    --------
+    >>> ras = (-1, 0, 0, 0, -1, 0, 0, 0, 1)  # a NIfTI stored RAS: rows run anterior, columns to the right
+    >>> display_slice(np.arange(4).reshape(2, 2), direction=ras, axis=0).tolist()
+    [[3, 2], [1, 0]]
+    """
+    img = np.asarray(image)
+    d = np.eye(3) if direction is None else np.asarray(direction, dtype=float).reshape(3, 3)
+    column = {0: 2, 1: 1, 2: 0}  # array axis (k, j, i) -> the direction matrix's column (index i, j, k)
+    rows_axis, cols_axis = [a for a in range(3) if a != axis]
+
+    def nearest(a):  # (physical axis, its sign) nearest array axis a
+        v = d[:, column[a]]
+        p = int(np.argmax(np.abs(v)))
+        return p, 1 if v[p] >= 0 else -1
+
+    (want_rows, row_sign), (want_cols, col_sign) = _VIEWS[nearest(axis)[0]]
+    (p_rows, s_rows), (p_cols, s_cols) = nearest(rows_axis), nearest(cols_axis)
+    if (p_rows, p_cols) == (want_cols, want_rows):
+        img, (p_rows, s_rows), (p_cols, s_cols) = img.T, (p_cols, s_cols), (p_rows, s_rows)
+    if (p_rows, p_cols) != (want_rows, want_cols):
+        return img
+    return img[::s_rows * row_sign, ::s_cols * col_sign]
+
+
+def integer_ticks():
+    """A tick locator for slice numbers (matplotlib's default put ticks at slice 2.5 on short volumes)."""
+    from matplotlib.ticker import MaxNLocator
+
+    return MaxNLocator(integer=True)
+
+
 def log_kspace(image: np.ndarray) -> np.ndarray:
     """Log-magnitude of the centred 2-D Fourier transform, for display (teaching)."""
     k = np.fft.fftshift(np.fft.fft2(np.asarray(image, dtype=np.float64)))
@@ -25,24 +74,42 @@ def log_kspace(image: np.ndarray) -> np.ndarray:
 
 
 def corruption_panel(clean: np.ndarray, corrupted: Sequence[np.ndarray], labels: Sequence[str],
-                     path: PathLike, title: str = "") -> Path:
-    """One row per corrupted version: clean | corrupted | log k-space | difference.
+                     path: PathLike, title: str = "", *, clean_label: str = "clean") -> Path:
+    """What motion does to a slice, for teaching: the clean slice and its k-space on the first row, then one
+    row per corrupted version: the image | its log k-space | corrupted − clean, with a colour bar.
 
-    Images are shown as given (normalised slices in [0, 1] expected).
+    Images are drawn as given, row 0 at the top (turn slices of a volume with :func:`display_slice` first),
+    normalised slices in [0, 1] expected (what the SSIM label compares).  Every k-space panel shares the clean
+    one's colour scale, so that rows compare; each difference has its own symmetric scale, so that mild
+    motion is still visible.
     """
     plt = _pyplot()
     n = len(corrupted)
-    fig, axes = plt.subplots(n, 4, figsize=(11, 2.8 * n + 0.4), squeeze=False)
-    for r, (img, lab) in enumerate(zip(corrupted, labels)):
-        panels = [(clean, "clean", "gray", (0, 1)), (img, lab, "gray", (0, 1)),
-                  (log_kspace(img), "log |k-space|", "magma", None),
-                  (img - clean, "corrupted − clean", "coolwarm", (-0.5, 0.5))]
-        for c, (data, name, cmap, lim) in enumerate(panels):
-            ax = axes[r, c]
-            kw = {} if lim is None else {"vmin": lim[0], "vmax": lim[1]}
-            ax.imshow(data, cmap=cmap, origin="lower", **kw)
-            ax.set_title(name, fontsize=9)
-            ax.axis("off")
+    clean = np.asarray(clean, dtype=float)
+    k_clean = log_kspace(clean)
+    k_lim = (float(k_clean.min()), float(k_clean.max()))
+    fig, axes = plt.subplots(n + 1, 3, figsize=(9.6, 2.9 * (n + 1) + 0.4), squeeze=False)
+    rows = [(clean, clean_label, None)] + [(np.asarray(img, dtype=float), lab, np.asarray(img, dtype=float) - clean)
+                                           for img, lab in zip(corrupted, labels)]
+    for r, (img, lab, diff) in enumerate(rows):
+        ax = axes[r]
+        ax[0].imshow(img, cmap="gray", vmin=0, vmax=1)
+        ax[0].set_title(lab, fontsize=9)
+        ax[1].imshow(log_kspace(img), cmap="magma", vmin=k_lim[0], vmax=k_lim[1])
+        ax[1].set_title("log |k-space|", fontsize=9)
+        if diff is None:
+            ax[2].text(0.5, 0.5, "rows below: the corrupted slice,\nits k-space (the clean one's scale)\n"
+                                 "and corrupted − clean\n(each slice scaled to its own\n99.5th percentile, "
+                                 "as the SSIM\nlabel compares them)", ha="center", va="center", fontsize=8,
+                       transform=ax[2].transAxes)
+        else:
+            # The 99.5th percentile of |difference|, not ±0.5: at mild motion 99 % of pixels move by < 0.04.
+            lim = max(float(np.percentile(np.abs(diff), 99.5)), 1e-3)
+            im = ax[2].imshow(diff, cmap="coolwarm", vmin=-lim, vmax=lim)
+            ax[2].set_title("corrupted − clean", fontsize=9)
+            fig.colorbar(im, ax=ax[2], fraction=0.046, pad=0.04).ax.tick_params(labelsize=7)
+        for a in ax:
+            a.axis("off")
     if title:
         fig.suptitle(title)
     fig.tight_layout()
@@ -53,11 +120,13 @@ def corruption_panel(clean: np.ndarray, corrupted: Sequence[np.ndarray], labels:
 
 
 def scored_volume_screenshot(array: np.ndarray, predicted: np.ndarray, axis: int, path: PathLike,
-                             title: str = "", slice_index: int = -1) -> Path:
+                             title: str = "", slice_index: int = -1, *,
+                             direction: Optional[Sequence[float]] = None) -> Path:
     """A 1280 × 720 picture of a scored volume: a slice with its per-slice curve overlaid.
 
     The curve of predicted SSIM (with the clinical bands) runs along the
-    bottom of the image; the shown slice is marked on it.
+    bottom of the image; the shown slice is marked on it.  ``direction`` (the volume's) turns the slice as a
+    viewer shows it (:func:`display_slice`).
     """
     from .labels import CLINICAL_GOOD, CLINICAL_SUFFICIENT
     from .slices import normalize
@@ -70,7 +139,8 @@ def scored_volume_screenshot(array: np.ndarray, predicted: np.ndarray, axis: int
         slice_index = int(finite[np.argmin(p[finite])]) if finite.size else len(p) // 2
     fig = plt.figure(figsize=(12.8, 7.2), dpi=100, facecolor="black")
     ax = fig.add_axes([0, 0, 1, 1])
-    ax.imshow(normalize(moved[slice_index].astype(np.float32)), cmap="gray", origin="lower", aspect="equal")
+    ax.imshow(display_slice(normalize(moved[slice_index].astype(np.float32)), direction=direction, axis=axis),
+              cmap="gray", aspect="equal")
     ax.axis("off")
     curve = fig.add_axes([0.06, 0.06, 0.88, 0.26], facecolor=(0, 0, 0, 0.55))
     xs = np.arange(len(p))
@@ -81,6 +151,7 @@ def scored_volume_screenshot(array: np.ndarray, predicted: np.ndarray, axis: int
     curve.axvline(slice_index, color="#4fc3f7", lw=2)
     curve.set_ylim(0, 1.02)
     curve.set_xlim(-0.5, len(p) - 0.5)
+    curve.xaxis.set_major_locator(integer_ticks())
     curve.tick_params(colors="white", labelsize=9)
     for s in curve.spines.values():
         s.set_color("white")

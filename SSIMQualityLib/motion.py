@@ -32,6 +32,7 @@ import torch.nn.functional as F
 ArrayOrTensor = Union[np.ndarray, torch.Tensor]
 
 from .dft import dft
+from .errors import BadParameterError
 from .seeds import Seed, as_rng
 from .vocabulary import MOTION_MODELS
 
@@ -405,7 +406,7 @@ def _check_severity(severity) -> Tuple[float, float]:
     except (TypeError, ValueError):
         lo = hi = float("nan")
     if not (0.0 <= lo <= hi <= 1.0):
-        raise ValueError(f"severity must be in [0, 1] (or a range within it), got {severity!r}")
+        raise BadParameterError(f"severity must be in [0, 1] (or a range within it), got {severity!r}")
     return lo, hi
 
 
@@ -419,7 +420,7 @@ def _check_shape(shape) -> Tuple[int, int]:
     except (TypeError, ValueError):
         h = w = 0
     if h < 1 or w < 1:
-        raise ValueError(f"shape must be a slice's two sizes (H, W), each at least 1 pixel; got {shape!r}")
+        raise BadParameterError(f"shape must be a slice's two sizes (H, W), each at least 1 pixel; got {shape!r}")
     return h, w
 
 
@@ -796,7 +797,7 @@ class RandomMotion:
     def __init__(self, method: str = "random", severity: Union[float, Tuple[float, float]] = (0.0, 1.0),
                  p_kspace: float = 0.5, **kwargs):
         if method not in METHODS + ("random",):
-            raise ValueError(f"method must be one of kspace, torchio, random; got {method!r}")
+            raise BadParameterError(f"method must be one of {', '.join(MOTION_MODELS + ('random',))}; got {method!r}")
         self.method = method
         self.p_kspace = float(p_kspace)
         self.kspace = RandomKSpaceMotion(severity, **kwargs.get("kspace", {}))

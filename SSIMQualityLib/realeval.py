@@ -35,6 +35,7 @@ import numpy as np
 import torch
 
 from .evaluation import stratified_std, truth_bins
+from .figures import display_slice
 from .labels import CLINICAL_GOOD, CLINICAL_SUFFICIENT, clinical_class
 from .outputs import json_text
 from .vocabulary import MOTION_MODELS
@@ -259,7 +260,11 @@ def evaluate_real(model, paths: Sequence[Union[str, Path]], *, seed: int = 20240
             batch["paper"] += clean_copy + list(paper)
             keys += [(si, "clean", 0.0)] * len(clean_copy) + [(si, methods[mi], levels[li]) for mi, li in grid]
             if si == example:
-                examples.append((vi, si, s, {(methods[mi], levels[li]): img for (mi, li), img in zip(grid, project)}))
+                def view(img, direction=vol.direction, axis=axis):  # as a viewer shows the slice
+                    return display_slice(img, direction=direction, axis=axis)
+
+                examples.append((vi, si, view(s), {(methods[mi], levels[li]): view(img)
+                                                   for (mi, li), img in zip(grid, project)}))
             if progress:
                 progress(1)
         if fg:
@@ -528,22 +533,23 @@ def _figures(samples, volumes, report, examples, methods, levels, out: Path) -> 
     show = [lv for lv in levels if lv > 0]
     show = [show[0], show[len(show) // 2], show[-1]] if len(show) >= 3 else show
     method = "kspace" if "kspace" in methods else methods[0]
-    fig, axes = plt.subplots(max(1, len(examples)), 1 + len(show), figsize=(2.4 * (1 + len(show)), 2.5 * max(1, len(examples))),
+    fig, axes = plt.subplots(max(1, len(examples)), 1 + len(show), figsize=(2.8 * (1 + len(show)), 2.9 * max(1, len(examples))),
                              squeeze=False)
     by_key = {(s.volume, s.slice, s.method, s.severity): s for s in samples if s.definition == "project"}
+    headings = ["clean"] + [f"{method} motion, severity {lv:.2f}" for lv in show]
     for row, (vi, si, clean, corrupted) in zip(axes, examples):
         imgs = [(clean, by_key.get((vi, si, "clean", 0.0)))]
         imgs += [(corrupted[(method, lv)], by_key.get((vi, si, method, lv))) for lv in show]
-        for ax, (img, smp) in zip(row, imgs):
+        for ax, heading, (img, smp) in zip(row, headings, imgs):
             ax.imshow(img, cmap="gray", vmin=0, vmax=float(np.percentile(clean, 99.5)) or 1.0)
             ax.set_xticks([])
             ax.set_yticks([])
-            if smp is not None:
-                ax.set_title(f"true {smp.true:.2f} / pred {smp.predicted:.2f}", fontsize=8)
-        row[0].set_ylabel(Path(volumes[vi]["path"]).name[:22], fontsize=7)
+            scores = "" if smp is None else f"\ntrue SSIM {smp.true:.2f}, predicted {smp.predicted:.2f}"
+            ax.set_title(heading + scores, fontsize=8)
+        row[0].set_ylabel(f"{Path(volumes[vi]['path']).name[:34]}\nslice {si}", fontsize=7)
     fig.tight_layout()
     p = out / "real_examples.png"
-    fig.savefig(p, dpi=70)
+    fig.savefig(p, dpi=90)
     plt.close(fig)
     paths.append(p)
     return paths

@@ -5,7 +5,7 @@ import html
 import json
 import re
 from pathlib import Path
-from typing import List, Sequence, Union
+from typing import List, Optional, Sequence, Union
 
 import numpy as np
 
@@ -13,9 +13,11 @@ from .scoring import VolumeScore
 
 
 def volume_figure(path: Union[str, Path], array: np.ndarray, score: VolumeScore, out_png: Union[str, Path],
-                  n_worst: int = 6) -> Path:
-    """One PNG per volume: the worst slices with their scores, and the per-slice curve with thresholds."""
-    from .figures import _pyplot
+                  n_worst: int = 6, *, direction: Optional[Sequence[float]] = None) -> Path:
+    """One PNG per volume: the worst slices with their scores, and the per-slice curve with thresholds.
+    ``direction`` (the volume's) turns the slices as a viewer shows them
+    (:func:`~SSIMQualityLib.figures.display_slice`)."""
+    from .figures import _pyplot, display_slice, integer_ticks
     from .labels import CLINICAL_GOOD, CLINICAL_SUFFICIENT
     from .slices import normalize
 
@@ -28,7 +30,8 @@ def volume_figure(path: Union[str, Path], array: np.ndarray, score: VolumeScore,
     moved = np.moveaxis(array, score.axis, 0)
     for c, i in enumerate(order):
         ax = fig.add_subplot(gs[0, c])
-        ax.imshow(normalize(moved[i].astype(np.float32)), cmap="gray", origin="lower")
+        ax.imshow(display_slice(normalize(moved[i].astype(np.float32)), direction=direction, axis=score.axis),
+                  cmap="gray")
         colour = "#2e7d32" if p[i] >= CLINICAL_GOOD else ("#f9a825" if p[i] >= CLINICAL_SUFFICIENT else "#c62828")
         ax.set_title(f"slice {i}: {p[i]:.2f}", fontsize=9, color=colour)
         ax.axis("off")
@@ -41,6 +44,7 @@ def volume_figure(path: Union[str, Path], array: np.ndarray, score: VolumeScore,
     ax.axhline(CLINICAL_GOOD, color="#2e7d32", ls="--", lw=0.8, label=f"good ≥ {CLINICAL_GOOD:.2f}")
     ax.axhline(CLINICAL_SUFFICIENT, color="#c62828", ls="--", lw=0.8, label=f"rescan < {CLINICAL_SUFFICIENT:.2f}")
     ax.set_ylim(0, 1.02)
+    ax.xaxis.set_major_locator(integer_ticks())
     ax.set_xlabel(f"slice (axis {score.axis})")
     ax.set_ylabel("predicted SSIM")
     s = score.summary()
@@ -144,9 +148,10 @@ class ReportFolder:
         self._next += 1
         return path
 
-    def add(self, file: str, array: np.ndarray, score: VolumeScore, summary: dict) -> Path:
-        """Draw the volume's figure and list it."""
-        png = volume_figure(file, array, score, self.figure_path(file))
+    def add(self, file: str, array: np.ndarray, score: VolumeScore, summary: dict,
+            direction: Optional[Sequence[float]] = None) -> Path:
+        """Draw the volume's figure (its slices turned by ``direction``, the volume's) and list it."""
+        png = volume_figure(file, array, score, self.figure_path(file), direction=direction)
         self.entries.append({**summary, "png": png.name})
         return png
 

@@ -6,7 +6,7 @@ from typing import Optional, Union
 
 import numpy as np
 
-from .errors import SSIMQualityError
+from .errors import BadParameterError
 
 #: A seed: None (fresh entropy), a whole number >= 0, or a generator to draw from.
 Seed = Union[None, int, np.random.Generator]
@@ -14,7 +14,7 @@ Seed = Union[None, int, np.random.Generator]
 
 def check_seed(seed: Seed) -> Optional[int]:
     """``seed`` as an int >= 0 or None; a generator gives one draw of it.  Anything else raises
-    :class:`~SSIMQualityLib.errors.SSIMQualityError` (numpy's own message names a C function).
+    :class:`~SSIMQualityLib.errors.BadParameterError` (numpy's own message names a C function).
 
     Examples
     --------
@@ -23,7 +23,7 @@ def check_seed(seed: Seed) -> Optional[int]:
     >>> check_seed(-1)
     Traceback (most recent call last):
     ...
-    SSIMQualityLib.errors.SSIMQualityError: seed must be a whole number of 0 or more, or None for a fresh draw; got -1.
+    SSIMQualityLib.errors.BadParameterError: seed must be a whole number of 0 or more, or None for a fresh draw; got -1.
     """
     if seed is None:
         return None
@@ -31,7 +31,7 @@ def check_seed(seed: Seed) -> Optional[int]:
         return int(seed.integers(2 ** 63))
     if isinstance(seed, numbers.Integral) and not isinstance(seed, bool) and int(seed) >= 0:
         return int(seed)
-    raise SSIMQualityError(f"seed must be a whole number of 0 or more, or None for a fresh draw; got {seed!r}")
+    raise BadParameterError(f"seed must be a whole number of 0 or more, or None for a fresh draw; got {seed!r}")
 
 
 def as_rng(seed: Seed) -> np.random.Generator:

@@ -26,6 +26,8 @@ NOT_SCORED = -1
 #: One row per slice (``score`` output, the CLI module's table; the Slicer table drops ``file``).
 SLICE_COLUMNS = ["file", "axis", "slice", "predicted_ssim", "clinical_class", "class3", "class5", "class10",
                  "foreground"]
+#: One row per slice of ``ssimquality corrupt --report`` (and the Slicer module's corruption table).
+CORRUPTION_COLUMNS = ["slice", "ssim", "foreground", "method"]
 #: One row per volume.
 SUMMARY_COLUMNS = ["file", "slices", "slices_scored", "mean_predicted_ssim", "min_predicted_ssim", "fraction_good",
                    "fraction_sufficient", "fraction_rescan", "verdict"]

@@ -49,6 +49,15 @@ def test_corrupt_writes_same_geometry_and_true_labels(sample, sample_path, tmp_p
         assert labels[k] == pytest.approx(structural_similarity(a, b, data_range=1.0), abs=2e-6)
     assert labels.min() < 0.9
     assert "slices along axis 0" in stdout
+    # Each slice says whether it holds head (as score decides) and which algorithm moved it; the printed summary
+    # is over the slices with head (air slices' SSIM says nothing of the motion), as the demo's and score's are.
+    from SSIMQualityLib.vocabulary import CORRUPTION_COLUMNS
+
+    assert list(rows[0]) == CORRUPTION_COLUMNS and {r["method"] for r in rows} == {"kspace"}
+    head = np.array([r["foreground"] == "True" for r in rows])
+    assert 50 < head.sum() < len(rows)
+    assert f"true SSIM over the {head.sum()} with enough head to score: mean {labels[head].mean():.3f}" in stdout
+    assert "seed 1;" in stdout and "repeats this run" not in stdout
 
 
 def test_corrupt_is_reproducible_and_severity_zero_is_identity(sample_path, tmp_path, capsys):
@@ -56,6 +65,14 @@ def test_corrupt_is_reproducible_and_severity_zero_is_identity(sample_path, tmp_
     for p in (a, b):
         assert _run(["corrupt", sample_path, p, "--seed", 5, "--method", "torchio", "--quiet"], capsys)[0] == 0
     np.testing.assert_array_equal(read_volume(a).array, read_volume(b).array)
+    # Without --seed each run draws a new one, and says it: that seed repeats the run.
+    code, out, _ = _run(["corrupt", sample_path, tmp_path / "c.nrrd", "--method", "random", "--report",
+                         tmp_path / "c.csv", "--quiet"], capsys)
+    seed = out.split("(--seed ")[1].split(" repeats this run")[0]
+    assert code == 0 and _run(["corrupt", sample_path, tmp_path / "d.nrrd", "--method", "random", "--seed", seed,
+                               "--quiet"], capsys)[0] == 0
+    np.testing.assert_array_equal(read_volume(tmp_path / "c.nrrd").array, read_volume(tmp_path / "d.nrrd").array)
+    assert {r["method"] for r in csv.DictReader((tmp_path / "c.csv").open(encoding="utf-8"))} == {"kspace", "torchio"}
     rep = tmp_path / "z.csv"
     assert _run(["corrupt", sample_path, z, "--severity", 0, "--report", rep, "--quiet"], capsys)[0] == 0
     assert all(float(r["ssim"]) == 1.0 for r in csv.DictReader(rep.open(encoding="utf-8")))

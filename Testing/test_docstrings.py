@@ -23,3 +23,19 @@ def test_the_examples_are_found():
     found = sum(len([e for t in doctest.DocTestFinder().find(importlib.import_module(f"SSIMQualityLib.{n}"))
                      for e in t.examples]) for n in MODULES)
     assert found >= 40
+
+
+def test_the_readme_python_example_runs(sample_path, tmp_path, monkeypatch, capsys):
+    """The README's Python section, as a user copies it, on the bundled sample (it was never run by a test)."""
+    import re
+    from pathlib import Path
+
+    readme = (Path(__file__).resolve().parent.parent / "README.md").read_text(encoding="utf-8")
+    section = readme[readme.index("\n## Python\n"):]
+    code = re.search(r"```python\n(.*?)```", section, re.S).group(1)
+    assert "scan.nii.gz" in code
+    monkeypatch.chdir(tmp_path)
+    exec(compile(code.replace("scan.nii.gz", str(sample_path)), "README.md", "exec"), {})
+    printed = capsys.readouterr().out
+    assert "'verdict'" in printed and "'slices_with_head'" in printed
+    assert (tmp_path / "motion.png").stat().st_size > 10_000
