@@ -9,7 +9,7 @@ actually written out.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Callable, List, Optional, Tuple, Union
+from typing import Callable, List, Optional, Sequence, Tuple, Union
 
 import numpy as np
 import torch
@@ -101,19 +101,20 @@ def slice_labels(clean: torch.Tensor, corrupted: torch.Tensor) -> torch.Tensor:
     return ssim(normalize(clean.double()), normalize(corrupted.double()), data_range=1.0)
 
 
-def corrupt_volume(volume: np.ndarray, axis: int, method: str = "kspace",
+def corrupt_volume(volume: np.ndarray, axis: Optional[int], method: str = "kspace",
                    severity: Union[float, Tuple[float, float]] = 0.5, seed: Seed = None,
                    batch_size: int = 32, device: Union[str, torch.device] = "cpu",
                    out_dtype: Optional[np.dtype] = None, progress: Progress = None,
-                   noise_fixed: bool = True) -> CorruptionResult:
+                   noise_fixed: bool = True, *, spacing: Optional[Sequence[float]] = None) -> CorruptionResult:
     """Corrupt every slice of ``volume`` along ``axis``.
 
     Parameters
     ----------
     volume : ndarray, 3-D
         Raw intensities, any real dtype.
-    axis : int
-        Array axis to slice along (the acquisition axis in the CLI).
+    axis : int or None
+        Array axis to slice along; None: the acquisition axis, as ``score`` picks it from ``spacing`` (the
+        thickest voxels; with no ``spacing``, axis 0 unless its slices are too thin).
     method : str
         "kspace" (ours), "paper" (the paper's k-space variant), "torchio" or "random".
     severity : float in [0, 1] or (low, high)
@@ -126,6 +127,8 @@ def corrupt_volume(volume: np.ndarray, axis: int, method: str = "kspace",
         dtype the result is cast to (rounded and clipped for integers) before
         the labels are computed, so labels describe the written file.
     progress : callable(done, total), optional
+    spacing : sequence of 3 floats, optional
+        Voxel size per array axis (``Volume.spacing``), for ``axis=None``.
     noise_fixed : bool
         The project's label definition (default): each slice is split into an
         estimate of the noise-free head and its complex noise, only the
@@ -146,8 +149,9 @@ def corrupt_volume(volume: np.ndarray, axis: int, method: str = "kspace",
 
     # Checked as a file's voxels are (read_volume), and before any work: NaN spread to hundreds of voxels and
     # labels, a list or tensor failed in numpy, axis 3 in np.moveaxis, slices under 16 x 16 in the SSIM.
-    volume = checked_array(volume)
-    axis = slicing_axis((1.0, 1.0, 1.0), axis, shape=volume.shape)
+    spacing = (1.0, 1.0, 1.0) if spacing is None else spacing
+    volume = checked_array(volume, spacing)
+    axis = slicing_axis(spacing, axis, shape=volume.shape)
     if int(batch_size) < 1:
         raise SSIMQualityError(f"batch_size must be at least 1, got {batch_size}")
     corruptor = make_corruptor(method, severity)

@@ -390,7 +390,14 @@ def checked_array(volume, spacing=(1.0, 1.0, 1.0), *, check: bool = True) -> np.
     checked as a file's voxels are (:func:`check_volume`) unless ``check`` is false."""
     array = np.asarray(volume.detach().cpu()) if hasattr(volume, "detach") else np.asarray(volume)
     if check:
-        check_volume(Volume(array=array, spacing=tuple(float(s) for s in spacing)))
+        try:  # a file's header always has three; an argument may have two, or text ("could not convert 'a'")
+            sizes = tuple(float(s) for s in spacing)
+        except (TypeError, ValueError):
+            sizes = ()
+        if len(sizes) != 3 or not all(np.isfinite(sizes)) or min(sizes) <= 0:
+            raise UnsupportedImageError(f"spacing must be three positive voxel sizes (mm), one per array axis; got "
+                                        f"{spacing!r}")
+        check_volume(Volume(array=array, spacing=sizes))
     return array
 
 

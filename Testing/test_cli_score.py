@@ -367,12 +367,19 @@ def test_a_slab_is_scored_across_its_thin_axis_and_arrays_are_checked_as_files(s
     calls += [lambda: score_array(model, sample.array, sample.spacing, batch_size=-1),
               lambda: score_array("resnet18-synthetic-v12", sample.array, sample.spacing),
               lambda: corrupt_volume(nan[:4], 0), lambda: corrupt_volume(sample.array[30:34], 3),
-              lambda: corrupt_volume(sample.array[30:34], 1), lambda: corrupt_volume(sample.array[30:34], 0, batch_size=0)]
+              lambda: corrupt_volume(sample.array[30:34], 1), lambda: corrupt_volume(sample.array[30:34], 0, batch_size=0),
+              lambda: score_array(model, sample.array, (1.0, 1.0)),  # were accepted, or numpy's "convert 'a'"
+              lambda: corrupt_volume(sample.array[30:34], None, spacing="abc"),
+              lambda: corrupt_volume(sample.array[30:34], 0, method="k-space"),  # a ValueError before
+              lambda: corrupt_volume(sample.array[30:34], 0, severity=2)]
     words += ["batch_size must be at least 1", "must be a loaded network", "NaN", "axis must be 0, 1, 2",
               "slices along axis 1 are 4 x", "batch_size must be at least 1"]
+    words += ["spacing must be three positive voxel sizes"] * 2 + ["unknown method 'k-space'", "severity must be in"]
     for call, word in zip(calls, words):
         with pytest.raises(SSIMQualityError, match=word):
             call()
+    # axis None: the acquisition axis from the spacing, as score picks it (unit spacing was assumed before).
+    assert corrupt_volume(sample.array[30:34].T, None, spacing=sample.spacing[::-1], seed=1).axis == 2
     listed = corrupt_volume(sample.array[30:34].tolist(), 0, seed=1)  # a nested list is an array too
     np.testing.assert_array_equal(listed.ssim, corrupt_volume(sample.array[30:34], 0, seed=1).ssim)
 
