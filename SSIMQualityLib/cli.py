@@ -8,6 +8,7 @@ never a traceback (``--debug`` shows it).
 from __future__ import annotations
 
 import argparse
+import contextlib
 import csv
 import io
 import os
@@ -31,6 +32,30 @@ AXIS_HELP = ("auto (the acquisition axis, from the voxel spacing; default) or 0,
 #: How often (seconds) `score` saves the results so far while it runs (env SSIMQUALITY_SAVE_EVERY_S).
 SAVE_EVERY_S = 5.0
 
+
+
+def _save_every() -> float:
+    """``$SSIMQUALITY_SAVE_EVERY_S`` (default :data:`SAVE_EVERY_S`); one line for a value that is not a number of
+    seconds of 0 or more (it was an "unexpected ValueError" after the model had loaded)."""
+    text = os.environ.get("SSIMQUALITY_SAVE_EVERY_S")
+    if text is None:
+        return SAVE_EVERY_S
+    try:
+        seconds = float(text)
+    except ValueError:
+        seconds = float("nan")
+    if not seconds >= 0 or seconds == float("inf"):
+        raise SSIMQualityError(f"SSIMQUALITY_SAVE_EVERY_S={text!r} is not a number of seconds of 0 or more",
+                               hint="give e.g. SSIMQUALITY_SAVE_EVERY_S=30, or unset it (every 5 s)")
+    return seconds
+
+
+def _check_environment() -> None:
+    """The settings read from the environment, checked before any work (each has its own home)."""
+    from .volumes import memory_limit_setting
+
+    memory_limit_setting()
+    _save_every()
 
 
 def _counted(n: int, noun: str) -> str:
@@ -263,6 +288,18 @@ def part_output(output: str, rank: int, world: int) -> str:
 
 
 def _run_score(args) -> int:
+    """``score``, holding the locks of its results file and report folder (:mod:`~SSIMQualityLib.locks`): a second
+    run given the same ones is refused instead of saving over this one's."""
+    from . import distributed
+    from .locks import writer_lock
+
+    rank, world, _ = distributed.world()
+    mine = part_output(args.output, rank, world) if world > 1 and args.output else args.output  # a rank's own part
+    with writer_lock(mine), writer_lock(args.report_dir, "this report"):
+        return _score(args)
+
+
+def _score(args) -> int:
     from . import distributed
     from .batch import shard
     from .iqm import IQM_COLUMNS
@@ -354,7 +391,7 @@ def _run_score(args) -> int:
     vol_bar = progress.bar(len(paths), desc="volumes", unit="vol", show=_show(args), position=0)
     slice_bar = progress.bar(desc="slices", unit="slice", show=_show(args), position=1, leave=False)
     results = list(previous)
-    save_every = float(os.environ.get("SSIMQUALITY_SAVE_EVERY_S", SAVE_EVERY_S))
+    save_every = _save_every()
     # Ctrl-C (or a scheduler's SIGTERM) stops between batches and volumes, not wherever it lands (a reader pool's
     # lock taken and never released hung the process on its way out); during the final save it waits for it.
     with deferred_interrupt() as stop:
@@ -960,7 +997,12 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         parser.commands.get(getattr(args, "command", None), parser).error(
             f"unrecognized arguments: {' '.join(unknown)}")
     try:
+        _check_environment()
         return int(args.func(args) or 0)
+    except BrokenPipeError:  # `ssimquality score ... | head`: the reader has all it wanted
+        with contextlib.suppress(OSError):  # no second error when Python flushes stdout at exit
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 141  # as a shell reports a program ended by SIGPIPE
     except SSIMQualityError as exc:
         if args.debug:
             raise

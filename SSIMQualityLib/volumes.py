@@ -182,25 +182,86 @@ MEMORY_LIMIT_ENV = "SSIMQUALITY_MEMORY_LIMIT_GB"
 _OVERHEAD_BYTES = 600 * 2 ** 20
 
 
-def available_memory() -> Optional[int]:
-    """Bytes this process may still use: ``$SSIMQUALITY_MEMORY_LIMIT_GB`` or the system's free memory (None: unknown)."""
+def memory_limit_setting() -> Optional[int]:
+    """``$SSIMQUALITY_MEMORY_LIMIT_GB`` in bytes (None when unset); one line for a value that is not a positive
+    number of gigabytes (the commands check it before any work: a value like ``4G`` refused every volume, one line
+    each, and ``0`` or ``-1`` were taken)."""
+    from .errors import SSIMQualityError
+
     limit = os.environ.get(MEMORY_LIMIT_ENV)
-    if limit:
+    if not limit:
+        return None
+    try:
+        gb = float(limit)
+    except ValueError:
+        gb = float("nan")
+    if not (np.isfinite(gb) and gb > 0):
+        raise SSIMQualityError(f"{MEMORY_LIMIT_ENV}={limit!r} is not a positive number of gigabytes",
+                               hint=f"give e.g. {MEMORY_LIMIT_ENV}=4, or unset it to use the free memory")
+    return int(gb * 2 ** 30)
+
+
+def cgroup_room(proc_cgroup: PathLike = "/proc/self/cgroup", root: PathLike = "/sys/fs/cgroup") -> Optional[int]:
+    """Bytes this process may still take under its control group's memory limits (a SLURM job's ``--mem``, a
+    container's limit), the tightest over the group and its parents; None where no limit is set or readable.
+
+    The free memory of the machine says nothing of such a limit: a job over it is killed, not refused.
+    cgroup v2 (``memory.max`` / ``memory.current``) and v1 (``memory.limit_in_bytes`` / ``memory.usage_in_bytes``).
+    """
+    try:
+        lines = Path(proc_cgroup).read_text(encoding="ascii").splitlines()
+    except OSError:
+        return None
+
+    def number(path: Path) -> Optional[int]:
         try:
-            return int(float(limit) * 2 ** 30)
-        except ValueError:
-            raise UnsupportedImageError(f"{MEMORY_LIMIT_ENV}={limit!r} is not a number of gigabytes") from None
+            text = path.read_text(encoding="ascii").strip()
+        except OSError:
+            return None
+        return int(text) if text.isdigit() else None  # "max": no limit
+
+    rooms = []
+    for line in lines:
+        number_, controllers, group = (line.split(":", 2) + ["", ""])[:3]
+        if controllers == "":
+            bases, files = [Path(root), Path(root) / "unified"], ("memory.max", "memory.current")
+        elif "memory" in controllers.split(","):
+            bases, files = [Path(root) / "memory"], ("memory.limit_in_bytes", "memory.usage_in_bytes")
+        else:
+            continue
+        for base in bases:
+            here = base / group.strip().lstrip("/")
+            while True:
+                limit, used = number(here / files[0]), number(here / files[1])
+                if limit is not None and used is not None and limit < 2 ** 62:  # v1 writes "no limit" as ~2^63
+                    rooms.append(limit - used)
+                if here == base or base not in here.parents:
+                    break
+                here = here.parent
+    return max(0, min(rooms)) if rooms else None
+
+
+def available_memory() -> Optional[int]:
+    """Bytes this process may still use: ``$SSIMQUALITY_MEMORY_LIMIT_GB``, or the system's free memory and the
+    room under the process's control-group limit, whichever is less (None: unknown)."""
+    limit = memory_limit_setting()
+    if limit is not None:
+        return limit
+    free = None
     try:
         with open("/proc/meminfo", encoding="ascii") as fh:
             for line in fh:
                 if line.startswith("MemAvailable:"):
-                    return int(line.split()[1]) * 1024
+                    free = int(line.split()[1]) * 1024
     except OSError:
         pass
-    try:
-        return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
-    except (ValueError, OSError, AttributeError):
-        return None
+    if free is None:
+        try:
+            free = os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+        except (ValueError, OSError, AttributeError):
+            free = None
+    room = cgroup_room()
+    return free if room is None else room if free is None else min(free, room)
 
 
 def memory_estimate(path: PathLike, frame: Optional[int] = None) -> Optional[int]:

@@ -210,9 +210,10 @@ def _assert_refused(argv, words, watched, env=None):
     assert len(lines) == 1, r.stderr
     assert words in lines[0], lines[0]
     # The line names the file (or the folder) at fault; option-only problems (--resume without -o, a missing
-    # GPU, a negative seed) have none to name.
+    # GPU, a negative seed) and a bad setting in the environment (which the line names) have none to name.
     named = [n for a in argv if os.sep in a for n in (Path(a).name, str(Path(a).parent))]
-    if named and not {"--resume", "--device", "--seed"} & set(argv):
+    setting = any(lines[0].startswith(f"ssimquality: error: {name}=") for name in (env or {}))
+    if named and not {"--resume", "--device", "--seed"} & set(argv) and not setting:
         assert any(n in lines[0] for n in named), f"the line names the file: {lines[0]}"
     assert "Traceback" not in r.stderr
     assert {p: _sha(p) for p in before} == before, "no pre-existing file changed"
@@ -278,6 +279,16 @@ BAD_ARGS_MORE = [
     ("corrupt-over-memory", lambda x, m, o: ["corrupt", str(x / "sample.nii.gz"), str(o.with_name("n.nii"))], "GB of memory",
      SMALL_MEMORY),
     ("iqm-over-memory", lambda x, m, o: ["iqm", str(x / "sample.nii.gz")], "GB of memory", SMALL_MEMORY),
+    # Settings from the environment: checked before any work (a bad one refused every volume, one line each, or
+    # was an "unexpected ValueError" once the model had loaded).
+    ("score-memory-setting-not-a-number", lambda x, m, o: ["score", str(x / "sample.nii.gz"), "--model", m, "-o",
+                                                           str(o.with_name("r.csv"))],
+     "SSIMQUALITY_MEMORY_LIMIT_GB='4G' is not a positive number of gigabytes", {"SSIMQUALITY_MEMORY_LIMIT_GB": "4G"}),
+    ("iqm-memory-setting-negative", lambda x, m, o: ["iqm", str(x / "sample.nii.gz")],
+     "SSIMQUALITY_MEMORY_LIMIT_GB='-1' is not a positive", {"SSIMQUALITY_MEMORY_LIMIT_GB": "-1"}),
+    ("score-save-every-not-a-number", lambda x, m, o: ["score", str(x / "sample.nii.gz"), "--model", m, "-o",
+                                                       str(o.with_name("r.csv"))],
+     "SSIMQUALITY_SAVE_EVERY_S='abc' is not a number of seconds", {"SSIMQUALITY_SAVE_EVERY_S": "abc"}),
     ("score-sheared", lambda x, m, o: ["score", str(x / "sheared.nii.gz"), "--model", m], "sheared or singular", None),
     ("corrupt-singular", lambda x, m, o: ["corrupt", str(x / "singular.nii.gz"), str(o.with_name("n.nii"))],
      "sheared or singular", None),
@@ -293,7 +304,7 @@ def test_bad_input_table_dicom_memory(case, mixed_dicom, tiny_model_file, tmp_pa
     line = _assert_refused(build(mixed_dicom, str(tiny_model_file), existing), words, watched, env)
     if "DICOM" in words:
         assert UID_A in line and UID_B in line, "the message lists the series to choose from"
-    assert not (tmp_path / "n.nii").exists(), "refused before writing"
+    assert not (tmp_path / "n.nii").exists() and not (tmp_path / "r.csv").exists(), "refused before writing"
 
 
 def test_series_flag_picks_one_series(mixed_dicom, tiny_model_file, tmp_path):

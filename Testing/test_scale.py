@@ -8,6 +8,7 @@ import os
 import shutil
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -586,3 +587,47 @@ def test_records_hold_through_what_users_do_to_their_files(tmp_path, monkeypatch
         shutil.copy(tmp_path / f"site2-rel{suffix}", tmp_path / f"norecord{suffix}")
     assert main(["merge", "norecord.csv", "-o", "single.csv", "--force"]) == 0
     assert not record_path(tmp_path / "single.csv").exists()
+
+
+def test_two_runs_given_the_same_output_do_not_save_over_each_other(archive, tmp_path, capsys):
+    """Two array tasks with the same -o both passed the start-up check and saved over each other, each saying
+    'wrote'. Now the second is refused while the first runs, and the lock goes with its process however it ends
+    (a killed task's results resume at once)."""
+    from SSIMQualityLib.locks import lock_path
+
+    out, report = tmp_path / "same.csv", tmp_path / "rep"
+    held = [out, report]
+    ready = tmp_path / "ready"
+    holder = subprocess.Popen([sys.executable, "-c", (
+        "import sys, time, contextlib\n"
+        "from pathlib import Path\n"
+        "from SSIMQualityLib.locks import writer_lock\n"
+        "with contextlib.ExitStack() as s:\n"
+        "    for p in sys.argv[2:]: s.enter_context(writer_lock(p))\n"
+        "    Path(sys.argv[1]).touch(); time.sleep(120)\n"), str(ready), *map(str, held)],
+        env={**os.environ, "PYTHONPATH": str(ROOT)})
+    try:
+        for _ in range(300):
+            if ready.exists():
+                break
+            holder.poll()
+            assert holder.returncode is None, "the lock holder died"
+            time.sleep(0.1)
+        cpu = ["--quiet", "--device", "cpu"]
+        for argv, what in ((["-o", str(out)], "same.csv: another ssimquality run is writing these results now"),
+                           (["-o", str(tmp_path / "own.csv"), "--report-dir", str(report)],
+                            "rep: another ssimquality run is writing this report now")):
+            for extra in ([], ["--force"], ["--resume"]):
+                if extra == ["--resume"] and "--report-dir" in argv:
+                    continue
+                assert main(["score", str(archive / "a_t1.nii"), *argv, *extra, *cpu]) == 1
+                err = capsys.readouterr().err.strip()
+                assert len(err.splitlines()) == 1 and what in err and "its own -o and --report-dir" in err, err
+        assert not out.exists() and not (tmp_path / "own.csv").exists() and not report.exists()
+    finally:
+        holder.kill()
+        holder.wait()
+    # Killed: its locks are gone with it, and the next run writes (and leaves no lock file behind).
+    assert main(["score", str(archive / "a_t1.nii"), "-o", str(out), "--report-dir", str(report), *cpu]) == 0
+    assert out.exists() and (report / "index.html").exists()
+    assert not lock_path(out).exists() and not lock_path(report).exists()

@@ -131,3 +131,36 @@ def test_nibabel_only_reader_matches_read_volume():
     vol = read_volume(SAMPLE_VOLUME)
     assert arr.dtype == np.float32 and arr.shape == vol.array.shape and spacing == vol.spacing
     assert np.array_equal(arr, vol.array.astype(np.float32))
+
+
+def test_the_memory_room_counts_a_control_groups_limit(tmp_path, monkeypatch):
+    """A SLURM job's --mem (a cgroup limit) is not the machine's free memory: over it a job is killed, not
+    refused. The tightest limit over the group and its parents counts, in cgroup v2 and v1 layouts."""
+    from SSIMQualityLib import volumes
+
+    v2 = tmp_path / "v2"
+    job = v2 / "slurm" / "job_7" / "step_0"
+    job.mkdir(parents=True)
+    (v2 / "slurm" / "job_7" / "memory.max").write_text("4294967296\n")  # 4 GiB on the job
+    (v2 / "slurm" / "job_7" / "memory.current").write_text("1073741824\n")
+    (job / "memory.max").write_text("max\n")  # no limit of its own
+    (job / "memory.current").write_text("1000\n")
+    proc = tmp_path / "cgroup_v2"
+    proc.write_text("0::/slurm/job_7/step_0\n")
+    assert volumes.cgroup_room(proc, v2) == 3 * 2 ** 30
+    v1 = tmp_path / "v1"
+    (v1 / "memory" / "docker" / "abc").mkdir(parents=True)
+    (v1 / "memory" / "docker" / "abc" / "memory.limit_in_bytes").write_text("2147483648\n")
+    (v1 / "memory" / "docker" / "abc" / "memory.usage_in_bytes").write_text("147483648\n")
+    (v1 / "memory" / "memory.limit_in_bytes").write_text("9223372036854771712\n")  # v1's "no limit"
+    (v1 / "memory" / "memory.usage_in_bytes").write_text("5\n")
+    proc.write_text("4:memory:/docker/abc\n1:cpu:/\n")
+    assert volumes.cgroup_room(proc, v1) == 2 * 10 ** 9
+    proc.write_text("4:memory:/\n")
+    assert volumes.cgroup_room(proc, v1) is None and volumes.cgroup_room(tmp_path / "missing", v1) is None
+    # available_memory takes the tighter of the free memory and that room; the user's own setting overrides both.
+    monkeypatch.setattr(volumes, "cgroup_room", lambda: 12345)
+    monkeypatch.delenv(volumes.MEMORY_LIMIT_ENV, raising=False)
+    assert volumes.available_memory() == 12345
+    monkeypatch.setenv(volumes.MEMORY_LIMIT_ENV, "0.5")
+    assert volumes.available_memory() == 2 ** 29
