@@ -878,9 +878,9 @@ class SSIMQualityLogic(ScriptedLoadableModuleLogic):
         _fillTable(table, dict(zip(CORRUPTION_COLUMNS, (list(range(len(ssim))), [float(s) for s in ssim],
                                                         [bool(f) for f in foreground], list(methods)))))
         s = true_ssim_summary(ssim, foreground)
-        table.SetAttribute("SSIMQuality.Summary", f"true SSIM over {s['slices_with_head']} of {s['slices']} slices "
-                                                  f"(those with enough head): mean {s['mean']:.3f}, min {s['min']:.3f}"
-                                                  f" ({method}, severity {severity_text(severity)})")
+        table.SetAttribute("SSIMQuality.Summary", f"true SSIM over {s['over']} ({s['slices']} in all): mean "
+                                                  f"{s['mean']:.3f}, min {s['min']:.3f} ({method}, severity "
+                                                  f"{severity_text(severity)})")
         volumeNode.SetAttribute("SSIMQuality.TrueSSIMTableID", table.GetID())
         return table
 

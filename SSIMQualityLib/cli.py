@@ -58,6 +58,30 @@ def _check_environment() -> None:
     _save_every()
 
 
+def _stdout_gone() -> bool:
+    """Whether standard output is a pipe whose reader has closed it (``| head`` after its lines)."""
+    try:
+        import select
+
+        poll = select.poll()
+        poll.register(sys.stdout.fileno(), select.POLLOUT)
+        return any(events & (select.POLLERR | select.POLLHUP) for _, events in poll.poll(0))
+    except (AttributeError, OSError, ValueError):  # no poll (Windows), or stdout is no file
+        return False
+
+
+def _what_was_kept(args) -> str:
+    """The end of the line a stopped command prints: where its finished work is, if anywhere ("finished results
+    were kept ... --resume" was printed also when a run stopped before its first save had written nothing)."""
+    out = getattr(args, "output", None) if args.command == "score" else None
+    if out and Path(out).exists():
+        return (f"the finished volumes are in {out}, nothing half-written remains (run the same command with --resume "
+                "to continue)")
+    if out:
+        return f"stopped before the first save: {out} was not written"
+    return "finished results were kept, nothing half-written remains"
+
+
 def _counted(n: int, noun: str) -> str:
     """'1 slice', '3 slices' (the tool's lines said '1 slices')."""
     return f"{n} {noun}{'' if n == 1 else 's'}"
@@ -214,10 +238,8 @@ def _run_corrupt(args) -> int:
             w.writerow([i, f"{s:.6f}", bool(fg), m])
         write_text(args.report, buf.getvalue(), force=args.force)
     s = res.summary()
-    over = (f"over the {s['slices_with_head']} with enough head to score" if s["slices_with_head"] < s["slices"]
-            else "over all slices")
     print(f"{args.output}: {_counted(s['slices'], 'slice')} along axis {axis}, method {args.method}, seed {seed}; "
-          f"true SSIM {over}: mean {s['mean']:.3f}, min {s['min']:.3f}, max {s['max']:.3f}"
+          f"true SSIM over {s['over']}: mean {s['mean']:.3f}, min {s['min']:.3f}, max {s['max']:.3f}"
           + ("" if args.seed is not None else f" (--seed {seed} repeats this run)"))
     return 0
 
@@ -294,8 +316,10 @@ def _run_score(args) -> int:
     from .locks import writer_lock
 
     rank, world, _ = distributed.world()
-    mine = part_output(args.output, rank, world) if world > 1 and args.output else args.output  # a rank's own part
-    with writer_lock(mine), writer_lock(args.report_dir, "this report"):
+    if world > 1:  # each rank its own part (rank 0's merge into -o at the end is not guarded; no report there)
+        with writer_lock(part_output(args.output, rank, world) if args.output else None):
+            return _score(args)
+    with writer_lock(args.output), writer_lock(args.report_dir, "this report"):
         return _score(args)
 
 
@@ -418,7 +442,8 @@ def _score(args) -> int:
     bad = [r for r in results if r.error is not None]
     good = len(results) - len(bad)
     part = f" (part {args.shard[0]} of {args.shard[1]})" if args.shard else ""
-    print(f"{good} of {len(results)} volumes scored{part}" + (f"; {len(bad)} could not be scored (see above)" if bad else ""))
+    print(f"{good} of {_counted(len(results), 'volume')} scored{part}"
+          + (f"; {len(bad)} could not be scored (see above)" if bad else ""))
     if args.output and good:  # the per-volume lines went to the file: the tally, and which volumes to look at first
         print(verdict_tally([r.summary() for r in results if r.error is None]))
     if world > 1:
@@ -658,6 +683,7 @@ def _add_demo(sub) -> None:
     p.add_argument("--out", default="demo-output", help="folder for the figures (default demo-output)")
     p.add_argument("--input", default=None, metavar="VOLUME",
                    help="a volume of yours instead of the bundled sample (its middle slice with head is drawn)")
+    p.add_argument("--frame", type=int, default=None, help="frame to use from a 4-D --input (0 first)")
     p.add_argument("--seed", type=_seed, default=0, help="seed of the motion drawn (default 0; the same seed, the same "
                                                        "figures)")
     p.add_argument("--force", action="store_true", help="replace the figures of an earlier demo in the folder")
@@ -672,7 +698,7 @@ def _run_demo(args) -> int:
         for method in METHODS:
             ensure_writable(figure_path(args.out, method), args.force)
     with output_folder(args.out):
-        run_demo(args.out, seed=args.seed, volume=args.input)
+        run_demo(args.out, seed=args.seed, volume=args.input, frame=args.frame)
     return 0
 
 
@@ -998,8 +1024,17 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
             f"unrecognized arguments: {' '.join(unknown)}")
     try:
         _check_environment()
-        return int(args.func(args) or 0)
-    except BrokenPipeError:  # `ssimquality score ... | head`: the reader has all it wanted
+        code = int(args.func(args) or 0)
+        sys.stdout.flush()  # here, where a reader that has gone away is caught, not at the interpreter's exit
+        return code
+    except BrokenPipeError:
+        if not _stdout_gone():  # a pipe of the command's own: a real error
+            if args.debug:
+                raise
+            print("ssimquality: error: unexpected BrokenPipeError (run again with --debug for the traceback and "
+                  "report it)", file=sys.stderr)
+            return EXIT_ERROR
+        # `ssimquality score ... | head`: the reader has all it wanted.
         with contextlib.suppress(OSError):  # no second error when Python flushes stdout at exit
             os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 141  # as a shell reports a program ended by SIGPIPE
@@ -1009,10 +1044,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         print(f"ssimquality: error: {exc.one_line()}", file=sys.stderr)
         return EXIT_ERROR
     except KeyboardInterrupt as exc:
-        hint = " (ssimquality score: run the same command with --resume to continue)" if args.command == "score" else ""
         how = "terminated (SIGTERM)" if isinstance(exc, Terminated) else "interrupted"
-        print(f"ssimquality: {how}; finished results were kept, nothing half-written remains" + hint,
-              file=sys.stderr)
+        print(f"ssimquality: {how}; {_what_was_kept(args)}", file=sys.stderr)
         return 143 if isinstance(exc, Terminated) else 130
     except Exception as exc:  # a bug, not a user error: still one line unless --debug
         if args.debug:

@@ -20,7 +20,7 @@ from .errors import BadParameterError
 from .seeds import Seed, check_seed
 from .slices import magnitude, normalize, signed_message, signed_share
 from .ssim import ssim
-from .vocabulary import CORRUPTION_METHODS
+from .vocabulary import CORRUPTION_METHODS, KSPACE, TORCHIO
 
 Progress = Optional[Callable[[int, int], None]]
 
@@ -44,16 +44,26 @@ class CorruptionResult:
 
 
 def true_ssim_summary(ssim: np.ndarray, foreground: Optional[np.ndarray] = None) -> dict:
-    """The true SSIM of a corrupted volume over its slices with enough head (all slices where none has, or
-    ``foreground`` is None): slices, slices_with_head, mean, min, max.
+    """The true SSIM of a corrupted volume over its slices with enough head: slices, slices_with_head, over
+    (the text for "over ..."), mean, min, max; over all slices where none has head or ``foreground`` is None.
 
-    >>> true_ssim_summary(np.array([1.0, 0.5, 0.7]), np.array([False, True, True]))["mean"]
-    0.6
+    >>> s = true_ssim_summary(np.array([1.0, 0.5, 0.7]), np.array([False, True, True]))
+    >>> s["mean"], s["over"]
+    (0.6, 'the 2 slices with enough head to score')
+    >>> true_ssim_summary(np.array([1.0, 0.5]), np.array([False, False]))["over"]
+    'all slices (none has enough head to score)'
     """
     ssim = np.asarray(ssim, dtype=float)
-    fg = np.ones(len(ssim), bool) if foreground is None or not np.any(foreground) else np.asarray(foreground, bool)
+    fg = np.ones(len(ssim), bool) if foreground is None else np.asarray(foreground, bool)
+    with_head = int(fg.sum()) if foreground is not None else None
+    if foreground is None or fg.all():
+        over = "all slices"
+    elif not fg.any():
+        over, fg = "all slices (none has enough head to score)", np.ones(len(ssim), bool)
+    else:
+        over = f"the {with_head} slice{'' if with_head == 1 else 's'} with enough head to score"
     s = ssim[fg]
-    return {"slices": int(len(ssim)), "slices_with_head": int(fg.sum()), "mean": float(s.mean()),
+    return {"slices": int(len(ssim)), "slices_with_head": with_head, "over": over, "mean": float(s.mean()),
             "min": float(s.min()), "max": float(s.max())}
 
 
@@ -143,8 +153,8 @@ def corrupt_volume(volume: np.ndarray, axis: Optional[int], method: str = "kspac
     """
     from .errors import SSIMQualityError
     from .models import resolve_device
-    from .scoring import stack_foreground
-    from .slices import slicing_axis, volume_range
+    from .scoring import foreground_slices
+    from .slices import slicing_axis
     from .volumes import cast_like, checked_array
 
     # Checked as a file's voxels are (read_volume), and before any work: NaN spread to hundreds of voxels and
@@ -161,16 +171,14 @@ def corrupt_volume(volume: np.ndarray, axis: Optional[int], method: str = "kspac
     streams = [np.random.default_rng(s) for s in np.random.SeedSequence(check_seed(seed)).spawn(n)]
     out = np.empty(moved.shape, dtype=np.float32)
     labels = np.empty(n, dtype=np.float64)
-    foreground, methods = np.zeros(n, dtype=bool), []
-    reference = volume_range(moved)
+    foreground, methods = foreground_slices(moved), []
     dtype = np.dtype(out_dtype) if out_dtype is not None else np.dtype(np.float32)
     for start in range(0, n, batch_size):
         stop = min(n, start + batch_size)
         clean = torch.as_tensor(np.ascontiguousarray(moved[start:stop], dtype=np.float32)).to(device)
         transforms = [corruptor.sample(tuple(clean.shape[-2:]), streams[i]) for i in range(start, stop)]
-        methods += ["torchio" if isinstance(t, TorchioMotion) else method if method == "paper" else "kspace"
+        methods += [TORCHIO if isinstance(t, TorchioMotion) else method if method == "paper" else KSPACE
                     for t in transforms]
-        foreground[start:stop] = stack_foreground(clean.cpu().float(), reference).numpy()
         if noise_fixed:
             from .noise import move_anatomy_batch
 

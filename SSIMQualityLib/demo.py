@@ -5,13 +5,12 @@ from pathlib import Path
 from typing import Optional, Union
 
 import numpy as np
-import torch
 
 from .corruption import corrupt_volume
 from .figures import corruption_panel, display_slice
 from .resources import sample_volume_path
-from .scoring import stack_foreground
-from .slices import normalize, take_slice, volume_range
+from .scoring import foreground_slices
+from .slices import normalize, take_slice
 from .volumes import read_volume
 
 SEVERITIES = (0.25, 0.5, 0.75, 1.0)
@@ -24,10 +23,11 @@ def figure_path(out_dir: Union[str, Path], method: str) -> Path:
 
 
 def run_demo(out_dir: Union[str, Path] = "demo-output", seed: int = 0, methods=METHODS, *,
-             volume: Optional[Union[str, Path]] = None) -> dict:
-    """Corrupt the sample (or the file ``volume``) with each method at several severities; print the SSIM spread;
-    draw PNGs (the shown slice with its k-space and its difference from the clean slice, its true SSIM and, where
-    the bundled model loads, the model's prediction); score the volume with the bundled model.
+             volume: Optional[Union[str, Path]] = None, frame: Optional[int] = None) -> dict:
+    """Corrupt the sample (or the file ``volume``; ``frame``: the frame of a 4-D one) with each method at several
+    severities; print the SSIM spread; draw PNGs (the shown slice with its k-space and its difference from the
+    clean slice, its true SSIM and, where the bundled model loads, the model's prediction); score the volume with
+    the bundled model.
 
     Returns a dict ``{method: {severity: per-slice SSIM array}}``.
     """
@@ -37,13 +37,12 @@ def run_demo(out_dir: Union[str, Path] = "demo-output", seed: int = 0, methods=M
 
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    vol = read_volume(sample_volume_path() if volume is None else volume)
+    vol = read_volume(sample_volume_path() if volume is None else volume, frame=frame)
     axis = vol.slicing_axis()
     if volume is None:
         mid = vol.shape[axis] // 2 + 5  # the figures the README shows
     else:  # the middle one of the slices with enough head to score
-        moved = torch.as_tensor(np.moveaxis(vol.array, axis, 0).astype(np.float32))
-        head = np.flatnonzero(stack_foreground(moved, volume_range(moved.numpy())).numpy())
+        head = np.flatnonzero(foreground_slices(np.moveaxis(vol.array, axis, 0)))
         mid = int(head[len(head) // 2]) if head.size else vol.shape[axis] // 2
     print(f"{'sample' if volume is None else 'volume'}: {vol.path}  shape {vol.shape}  spacing {vol.spacing}  "
           f"acquisition axis {axis}")
@@ -65,10 +64,10 @@ def run_demo(out_dir: Union[str, Path] = "demo-output", seed: int = 0, methods=M
             res = corrupt_volume(vol.array, axis, method=method, severity=sev, seed=seed, out_dtype=vol.array.dtype)
             results[method][sev] = res.ssim
             s = res.summary()
-            spread = res.ssim[res.foreground] if res.foreground.any() else res.ssim
+            spread = res.ssim[res.foreground] if 0 < s["slices_with_head"] else res.ssim
             p10, p50, p90 = np.percentile(spread, [10, 50, 90])
-            print(f"  {method:8s} severity {sev:.2f}: true SSIM over the {s['slices_with_head']} slices with head: "
-                  f"mean {s['mean']:.3f}  p10 {p10:.3f}  median {p50:.3f}  p90 {p90:.3f}  min {s['min']:.3f}")
+            print(f"  {method:8s} severity {sev:.2f}: true SSIM over {s['over']}: mean {s['mean']:.3f}  p10 {p10:.3f}"
+                  f"  median {p50:.3f}  p90 {p90:.3f}  min {s['min']:.3f}")
             slices.append(shown(res.array))
             labels.append(f"{method}, severity {sev:.2f}\ntrue SSIM {res.ssim[mid]:.3f}")
         if model is not None:  # the model's reading of the same slices, beside the truth

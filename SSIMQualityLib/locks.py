@@ -6,11 +6,14 @@ up-front "exists already" check and then saved over each other, each reporting s
 task's volumes.  The guard is an advisory POSIX lock (``fcntl.lockf``) on a hidden file beside the output: the
 system drops it when its process ends, however it ends (a killed task's results can be resumed at once), and a
 shared file system that passes POSIX locks between machines (NFS does) holds it across a cluster's nodes.  Where
-``fcntl`` does not exist (Windows), runs are not guarded.
+``fcntl`` does not exist (Windows), or the file system takes no locks (NFS mounted ``nolock``, Lustre without
+``flock``), or the lock file cannot be made (the caller's own checks then say why the output cannot be written),
+runs are not guarded.
 """
 from __future__ import annotations
 
 import contextlib
+import errno
 import os
 from pathlib import Path
 from typing import Iterator, Optional, Union
@@ -37,16 +40,26 @@ def writer_lock(target: Optional[Union[str, Path]], what: str = "these results")
         import fcntl
     except ImportError:  # pragma: no cover - Windows
         fcntl = None
-    if target is None or fcntl is None or not Path(target).parent.is_dir():
+    resolved = Path(target).resolve() if target is not None else None  # "-o ." and "--report-dir ." too
+    if resolved is None or fcntl is None or not resolved.name or not resolved.parent.is_dir():
         yield
         return
-    path = lock_path(target)
+    path = lock_path(resolved)
     for _ in range(3):
-        handle = open(path, "a+")
+        try:
+            handle = open(path, "a+")
+        except OSError:  # not writable (/proc, a read-only folder): the caller's checks refuse it in one line
+            yield
+            return
         try:
             fcntl.lockf(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except OSError:
+        except OSError as exc:
             handle.close()
+            if exc.errno not in (errno.EAGAIN, errno.EACCES):  # no locks on this file system: not guarded
+                with contextlib.suppress(OSError):
+                    path.unlink()
+                yield
+                return
             raise SSIMQualityError(f"another ssimquality run is writing {what} now", str(target),
                                    "give each run (each --shard) its own -o and --report-dir, or wait for that run "
                                    "to end") from None

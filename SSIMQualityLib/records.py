@@ -330,8 +330,11 @@ def order_parts(parts: Sequence[PathLike], records: Dict[str, Optional[RunRecord
         held = {os.path.realpath(f) for f in scored.get(str(p), set()) | set(r.errors)}
         left = [f for f in r.files if os.path.realpath(f) not in held]
         if not r.finished or left:
-            what = (f"{'the run' if whole else f'shard {r.part} of {r.parts}'} did not finish "
-                    f"({len(r.files) - len(left)} of {len(r.files)} volumes)")
+            if left or not (r.made or {}).get("merged_from"):
+                count = f"{len(r.files) - len(left)} of {len(r.files)} volumes"
+            else:  # every volume it lists is there: it is a --partial merge ("8 of 8 volumes" read as a riddle)
+                count = "a --partial merge: it leaves out volumes"
+            what = f"{'the run' if whole else f'shard {r.part} of {r.parts}'} did not finish ({count})"
             if not partial:
                 raise SSIMQualityError(what, str(p), "run its score command again with --resume, then merge, "
                                                      "or pass --partial to merge what is there")

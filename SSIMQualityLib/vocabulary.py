@@ -7,9 +7,10 @@ Slicer module can read it before torch is installed.
 from __future__ import annotations
 
 #: The two motion algorithms (training, evaluation, ``compare``).
-MOTION_MODELS = ("kspace", "torchio")
+KSPACE, TORCHIO = "kspace", "torchio"
+MOTION_MODELS = (KSPACE, TORCHIO)
 #: What ``corrupt`` and the Slicer module offer: the two algorithms, the paper's k-space variant, or either at random.
-CORRUPTION_METHODS = ("kspace", "paper", "torchio", "random")
+CORRUPTION_METHODS = (KSPACE, "paper", TORCHIO, "random")
 #: Contrast changes (training's augmentation and the teaching panel).
 CONTRAST_KINDS = ("gamma", "log", "sigmoid", "ahe")
 

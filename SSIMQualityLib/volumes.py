@@ -206,7 +206,9 @@ def cgroup_room(proc_cgroup: PathLike = "/proc/self/cgroup", root: PathLike = "/
     container's limit), the tightest over the group and its parents; None where no limit is set or readable.
 
     The free memory of the machine says nothing of such a limit: a job over it is killed, not refused.
-    cgroup v2 (``memory.max`` / ``memory.current``) and v1 (``memory.limit_in_bytes`` / ``memory.usage_in_bytes``).
+    cgroup v2 (``memory.max`` / ``memory.current``) and v1 (``memory.limit_in_bytes`` / ``memory.usage_in_bytes``);
+    the group's inactive file cache (``memory.stat``) counts as room, since the kernel reclaims it before it kills
+    (a job that has read many volumes has its usage filled with cache).
     """
     try:
         lines = Path(proc_cgroup).read_text(encoding="ascii").splitlines()
@@ -220,13 +222,24 @@ def cgroup_room(proc_cgroup: PathLike = "/proc/self/cgroup", root: PathLike = "/
             return None
         return int(text) if text.isdigit() else None  # "max": no limit
 
+    def cache(folder: Path, key: str) -> int:
+        try:
+            for line in (folder / "memory.stat").read_text(encoding="ascii").splitlines():
+                name, _, value = line.partition(" ")
+                if name == key and value.strip().isdigit():
+                    return int(value)
+        except OSError:
+            pass
+        return 0
+
     rooms = []
     for line in lines:
         number_, controllers, group = (line.split(":", 2) + ["", ""])[:3]
         if controllers == "":
-            bases, files = [Path(root), Path(root) / "unified"], ("memory.max", "memory.current")
+            bases, files = [Path(root), Path(root) / "unified"], ("memory.max", "memory.current", "inactive_file")
         elif "memory" in controllers.split(","):
-            bases, files = [Path(root) / "memory"], ("memory.limit_in_bytes", "memory.usage_in_bytes")
+            bases, files = [Path(root) / "memory"], ("memory.limit_in_bytes", "memory.usage_in_bytes",
+                                                     "total_inactive_file")
         else:
             continue
         for base in bases:
@@ -234,7 +247,7 @@ def cgroup_room(proc_cgroup: PathLike = "/proc/self/cgroup", root: PathLike = "/
             while True:
                 limit, used = number(here / files[0]), number(here / files[1])
                 if limit is not None and used is not None and limit < 2 ** 62:  # v1 writes "no limit" as ~2^63
-                    rooms.append(limit - used)
+                    rooms.append(limit - used + cache(here, files[2]))
                 if here == base or base not in here.parents:
                     break
                 here = here.parent

@@ -56,7 +56,7 @@ def test_corrupt_writes_same_geometry_and_true_labels(sample, sample_path, tmp_p
     assert list(rows[0]) == CORRUPTION_COLUMNS and {r["method"] for r in rows} == {"kspace"}
     head = np.array([r["foreground"] == "True" for r in rows])
     assert 50 < head.sum() < len(rows)
-    assert f"true SSIM over the {head.sum()} with enough head to score: mean {labels[head].mean():.3f}" in stdout
+    assert f"true SSIM over the {head.sum()} slices with enough head to score: mean {labels[head].mean():.3f}" in stdout
     assert "seed 1;" in stdout and "repeats this run" not in stdout
 
 

@@ -45,7 +45,7 @@ def test_wheel_ships_the_model_and_scores_from_elsewhere(tmp_path):
     r = subprocess.run([sys.executable, "-m", "SSIMQualityLib.cli", "score", str(sample), "-o", str(out),
                         "--device", "cpu"], capture_output=True, text=True, cwd=elsewhere, env=env)
     assert r.returncode == 0, r.stderr[-2000:]
-    assert out.is_file() and "1 of 1 volumes scored" in r.stdout
+    assert out.is_file() and "1 of 1 volume scored" in r.stdout
 
 
 def _install_destinations():

@@ -320,3 +320,17 @@ def test_series_flag_picks_one_series(mixed_dicom, tiny_model_file, tmp_path):
     import nibabel as nib
 
     assert nib.load(str(vol)).shape[2] == 12, "the 12-slice series A was corrupted"
+
+
+@pytest.mark.parametrize("unbuffered", ["", "1"])
+def test_a_reader_that_goes_away_ends_the_run_quietly(sample_path, unbuffered):
+    """`ssimquality score ... | head`: an 'unexpected BrokenPipeError ... report it' before; now the exit code
+    of a program stopped by SIGPIPE, and nothing on stderr (with Python's output buffered or not)."""
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONUNBUFFERED"}
+    if unbuffered:
+        env["PYTHONUNBUFFERED"] = unbuffered
+    proc = subprocess.Popen(_cmd() + ["score", str(sample_path), "--quiet", "--device", "cpu"], cwd=ROOT, env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    proc.stdout.close()  # the reader has gone before the first line
+    err = proc.communicate(timeout=600)[1].decode()
+    assert proc.returncode == 141 and err.strip() == "", (proc.returncode, err)

@@ -276,6 +276,8 @@ def test_merge_checks_every_shard_is_there_once_and_finished(three_shards, tmp_p
     assert main(["merge", str(p1), str(p3), "-o", str(tmp_path / "partial.csv"), "--partial"]) == 0
     assert "shard 2 of 3 is missing" in capsys.readouterr().err
     assert _files(tmp_path / "partial.csv") == ["a.nii", "c.nii"]
+    # Merged again, that partial table says what it is ("did not finish (2 of 2 volumes)" read as a riddle).
+    assert "the run did not finish (a --partial merge: it leaves out volumes)" in refused(tmp_path / "partial.csv")
 
     twin = tmp_path / "twin.csv"  # the same shard given twice, under another name
     for a, b in ((p1, twin), (p1.with_name("part-1.summary.csv"), twin.with_name("twin.summary.csv")),
@@ -342,6 +344,8 @@ def test_a_killed_shard_says_so_and_resume_keeps_its_place(three_shards, tmp_pat
     killed = tmp_path / "killed.csv"
     assert main(["score", str(folder), "--shard", "2/3", "-o", str(killed), "--quiet", "--device", "cpu"]) == 130
     assert not killed.exists() and read_record(killed) is None
+    # It says so, not "finished results were kept ... --resume" (nothing was).
+    assert f"interrupted; stopped before the first save: {killed} was not written" in capsys.readouterr().err
     before = {f: f.read_bytes() for f in (p2, p2.with_name("part-2.summary.csv"), record_path(p2))}
     assert main(["score", str(folder), "--shard", "2/3", "-o", str(p2), "--axis", "1", "--force", "--quiet",
                  "--device", "cpu"]) == 130
@@ -392,6 +396,7 @@ def test_a_killed_shard_says_so_and_resume_keeps_its_place(three_shards, tmp_pat
     monkeypatch.setattr(batch, "score_files", first_then_stop)
     assert main(["score", "scans", "-o", "whole.csv", "--quiet", "--device", "cpu"]) == 130
     assert not read_record(tmp_path / "whole.csv").finished and _files(tmp_path / "whole.csv") == ["a.nii"]
+    assert "the finished volumes are in whole.csv" in capsys.readouterr().err
     monkeypatch.setattr(batch, "score_files", real)
     (tmp_path / "elsewhere").mkdir()
     monkeypatch.chdir(tmp_path / "elsewhere")
@@ -631,3 +636,27 @@ def test_two_runs_given_the_same_output_do_not_save_over_each_other(archive, tmp
     assert main(["score", str(archive / "a_t1.nii"), "-o", str(out), "--report-dir", str(report), *cpu]) == 0
     assert out.exists() and (report / "index.html").exists()
     assert not lock_path(out).exists() and not lock_path(report).exists()
+
+
+def test_the_lock_stays_out_of_the_way_where_it_cannot_work(tmp_path, monkeypatch):
+    """A file system that takes no locks (NFS mounted nolock: ENOLCK) made every score -o look taken; '.' as a
+    folder crashed in the lock's name. Both run unguarded now, and refusals stay the output checks' own."""
+    import errno
+    import fcntl
+
+    from SSIMQualityLib.locks import lock_path, writer_lock
+
+    monkeypatch.chdir(tmp_path)
+    with writer_lock("."), writer_lock("results.csv"):  # '.' resolved: the lock sits beside the folder
+        assert lock_path(tmp_path).exists() and lock_path(tmp_path / "results.csv").exists()
+    assert not lock_path(tmp_path).exists()
+
+    def no_locks(*args):
+        raise OSError(errno.ENOLCK, "No locks available")
+
+    monkeypatch.setattr(fcntl, "lockf", no_locks)
+    with writer_lock(tmp_path / "r.csv"):
+        pass
+    assert not lock_path(tmp_path / "r.csv").exists()
+    with writer_lock("/proc/r.csv"), writer_lock("/"):  # cannot be made there: the output checks say why
+        pass

@@ -148,6 +148,9 @@ def test_the_memory_room_counts_a_control_groups_limit(tmp_path, monkeypatch):
     proc = tmp_path / "cgroup_v2"
     proc.write_text("0::/slurm/job_7/step_0\n")
     assert volumes.cgroup_room(proc, v2) == 3 * 2 ** 30
+    # Inactive file cache is room: the kernel reclaims it before it kills.
+    (v2 / "slurm" / "job_7" / "memory.stat").write_text("anon 5\ninactive_file 536870912\nactive_file 9\n")
+    assert volumes.cgroup_room(proc, v2) == 3.5 * 2 ** 30
     v1 = tmp_path / "v1"
     (v1 / "memory" / "docker" / "abc").mkdir(parents=True)
     (v1 / "memory" / "docker" / "abc" / "memory.limit_in_bytes").write_text("2147483648\n")
@@ -156,6 +159,8 @@ def test_the_memory_room_counts_a_control_groups_limit(tmp_path, monkeypatch):
     (v1 / "memory" / "memory.usage_in_bytes").write_text("5\n")
     proc.write_text("4:memory:/docker/abc\n1:cpu:/\n")
     assert volumes.cgroup_room(proc, v1) == 2 * 10 ** 9
+    (v1 / "memory" / "docker" / "abc" / "memory.stat").write_text("cache 7\ntotal_inactive_file 1000\n")
+    assert volumes.cgroup_room(proc, v1) == 2 * 10 ** 9 + 1000
     proc.write_text("4:memory:/\n")
     assert volumes.cgroup_room(proc, v1) is None and volumes.cgroup_room(tmp_path / "missing", v1) is None
     # available_memory takes the tighter of the free memory and that room; the user's own setting overrides both.

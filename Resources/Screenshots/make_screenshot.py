@@ -21,7 +21,7 @@ def main() -> Path:
     score = score_array(load_bundled_model(), moved.array, vol.spacing, axis=axis)
     return scored_volume_screenshot(moved.array, score.predicted, axis, HERE / "scored_volume.png",
                                     title="SSIM Quality: sample with simulated motion",
-                                    slice_index=moved.array.shape[axis] // 2 + 5)
+                                    slice_index=moved.array.shape[axis] // 2 + 5, direction=vol.direction)
 
 
 if __name__ == "__main__":
