@@ -37,17 +37,11 @@ SAVE_EVERY_S = 5.0
 def _save_every() -> float:
     """``$SSIMQUALITY_SAVE_EVERY_S`` (default :data:`SAVE_EVERY_S`); one line for a value that is not a number of
     seconds of 0 or more (it was an "unexpected ValueError" after the model had loaded)."""
-    text = os.environ.get("SSIMQUALITY_SAVE_EVERY_S")
-    if text is None:
-        return SAVE_EVERY_S
-    try:
-        seconds = float(text)
-    except ValueError:
-        seconds = float("nan")
-    if not seconds >= 0 or seconds == float("inf"):
-        raise SSIMQualityError(f"SSIMQUALITY_SAVE_EVERY_S={text!r} is not a number of seconds of 0 or more",
-                               hint="give e.g. SSIMQUALITY_SAVE_EVERY_S=30, or unset it (every 5 s)")
-    return seconds
+    from .settings import SAVE_EVERY_ENV, env_number
+
+    seconds = env_number(SAVE_EVERY_ENV, unit="seconds", example="30", unset=f"(every {SAVE_EVERY_S:g} s)",
+                         zero_ok=True)
+    return SAVE_EVERY_S if seconds is None else seconds
 
 
 def _check_environment() -> None:

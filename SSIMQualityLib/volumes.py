@@ -15,6 +15,7 @@ from typing import List, Optional, Tuple, Union
 import numpy as np
 
 from .errors import UnreadableFileError, UnsupportedImageError
+from .settings import MEMORY_LIMIT_ENV, env_number
 from .outputs import atomic_write_with_companions, ensure_writable, matching_suffix
 from .vocabulary import MIN_SIZE
 
@@ -176,8 +177,6 @@ def check_file(path: PathLike) -> None:
     _check_complete(p, name)
 
 
-#: Environment variable capping the memory a volume may need (GB); default: what the system has free.
-MEMORY_LIMIT_ENV = "SSIMQUALITY_MEMORY_LIMIT_GB"
 #: Room for the model, torch and one batch of slices on top of the volume itself.
 _OVERHEAD_BYTES = 600 * 2 ** 20
 
@@ -186,19 +185,8 @@ def memory_limit_setting() -> Optional[int]:
     """``$SSIMQUALITY_MEMORY_LIMIT_GB`` in bytes (None when unset); one line for a value that is not a positive
     number of gigabytes (the commands check it before any work: a value like ``4G`` refused every volume, one line
     each, and ``0`` or ``-1`` were taken)."""
-    from .errors import SSIMQualityError
-
-    limit = os.environ.get(MEMORY_LIMIT_ENV)
-    if not limit:
-        return None
-    try:
-        gb = float(limit)
-    except ValueError:
-        gb = float("nan")
-    if not (np.isfinite(gb) and gb > 0):
-        raise SSIMQualityError(f"{MEMORY_LIMIT_ENV}={limit!r} is not a positive number of gigabytes",
-                               hint=f"give e.g. {MEMORY_LIMIT_ENV}=4, or unset it to use the free memory")
-    return int(gb * 2 ** 30)
+    gb = env_number(MEMORY_LIMIT_ENV, unit="gigabytes", example="4", unset="to use the free memory")
+    return None if gb is None else int(gb * 2 ** 30)
 
 
 def cgroup_room(proc_cgroup: PathLike = "/proc/self/cgroup", root: PathLike = "/sys/fs/cgroup") -> Optional[int]:
