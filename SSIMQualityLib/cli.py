@@ -876,10 +876,15 @@ def _run_evaluate_real(args, model, device, out: Path) -> int:
                            out_dir=out, progress=bar.update, total=lambda n: setattr(bar, "total", n),
                            model_info=model_identity(args.model))
     bar.close()
+    for skipped in report["skipped"]:  # left out; the others were evaluated (it used to stop at the first)
+        print(f"ssimquality: error: {skipped['error']}", file=sys.stderr)
     for line in headline(report):
         print(line)
     print(f"report: {out / 'report.json'} (per-slice samples: {out / 'samples.csv'})")
-    return 0
+    if report["skipped"]:
+        n = len(report["skipped"])
+        print(f"{_counted(n, 'volume')} could not be read and {'was' if n == 1 else 'were'} left out (see above)")
+    return EXIT_ERROR if report["skipped"] else 0  # as score's: a pipeline reading only the status sees them
 
 
 # ----------------------------------------------------------------------------

@@ -211,7 +211,8 @@ def evaluate_real(model, paths: Sequence[Union[str, Path]], *, seed: int = 20240
 
     Returns
     -------
-    dict : the report (also written as ``report.json``).
+    dict : the report (also written as ``report.json``); its ``skipped`` lists the files that could not be read
+    (file, error), which the evaluation leaves out.
     """
     from .corruption import make_corruptor, slice_labels
     from .motion import apply_motion_batch
@@ -227,11 +228,21 @@ def evaluate_real(model, paths: Sequence[Union[str, Path]], *, seed: int = 20240
         from .errors import UnreadableFileError
 
         raise UnreadableFileError("no volumes found", ", ".join(map(str, paths)), "give NIfTI / NRRD files or DICOM folders")
-    vols = []
-    for f in files:
-        vol, frame = _read(f)
-        axis = vol.slicing_axis()  # as score slices it
+    from .errors import SSIMQualityError
+
+    vols, skipped = [], []
+    for f in files:  # a file that cannot be read is left out, said in the report; the others are evaluated
+        try:
+            vol, frame = _read(f)
+            axis = vol.slicing_axis()  # as score slices it
+        except SSIMQualityError as exc:
+            if exc.path is None:
+                exc.path = str(f)
+            skipped.append({"file": str(f), "error": exc.one_line()})
+            continue
         vols.append((f, vol, frame, axis, _foreground_slices(vol, axis, max_slices)))
+    if not vols:
+        raise SSIMQualityError(f"no volume could be read ({len(files)} tried; the first: {skipped[0]['error']})")
     if total:
         total(sum(len(v[4]) for v in vols))
     levels = [float(s) for s in severities]
@@ -289,6 +300,7 @@ def evaluate_real(model, paths: Sequence[Union[str, Path]], *, seed: int = 20240
                              # What the scan's noise is like (its texture is what the model most often misreads).
                              "noise": describe_noise([moved_axis[si] for si in fg])})
     report = _report(samples, volumes_meta, levels, methods)
+    report["skipped"] = skipped
     report["protocol"] = {"seed": seed, "severities": levels, "methods": list(methods), "max_slices": max_slices,
                           "definitions": {"project": "anatomy moved, the slice's own noise kept (DESIGN §1)",
                                           "paper": "whole slice moved, noise included"},

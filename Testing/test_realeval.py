@@ -382,3 +382,32 @@ def test_evaluate_real_slices_a_thin_slab_across_its_thin_axis(anatomical, tmp_p
     rep = evaluate_real(Mean(), [slab], severities=(0.0, 0.3), max_slices=2, out_dir=tmp_path / "r")
     vol = rep["volumes"][0]
     assert vol["shape"] == [25, 41, 2] and vol["axis"] == 2 and vol["slices_evaluated"] == 2
+
+
+def test_evaluate_real_leaves_out_a_file_it_cannot_read_and_says_so(anatomical, tmp_path, capsys):
+    """One bad file in a folder of scans stopped the whole evaluation; now it is left out, named in one line and
+    in the report, and the exit code is 1 (as score's), while the other scans are evaluated."""
+    import torch as _torch
+
+    from SSIMQualityLib.models import build_model, save_checkpoint
+
+    _torch.manual_seed(0)
+    model = tmp_path / "tiny.pt"
+    save_checkpoint(model, build_model("resnet18", 32).eval())
+    scans = tmp_path / "scans"
+    scans.mkdir()
+    (scans / "t1_anatomical.nii").write_bytes(anatomical.read_bytes())
+    (scans / "broken.nii").write_text("not an image\n" * 20)
+    out = tmp_path / "real"
+    assert main(["evaluate", "--real", str(scans), "--model", str(model), "--max-slices", "2", "--out", str(out),
+                 "--quiet"]) == 1
+    captured = capsys.readouterr()
+    err = captured.err.strip().splitlines()
+    assert len(err) == 1 and "broken.nii" in err[0] and "not a readable image" in err[0], err
+    assert "1 volume could not be read and was left out" in captured.out
+    report = json.loads((out / "report.json").read_text())
+    assert [Path(v["path"]).name for v in report["volumes"]] == ["t1_anatomical.nii"]
+    assert [Path(s["file"]).name for s in report["skipped"]] == ["broken.nii"]
+    (scans / "t1_anatomical.nii").unlink()  # nothing left to evaluate: one line, no report
+    assert main(["evaluate", "--real", str(scans), "--model", str(model), "--out", str(tmp_path / "r2")]) == 1
+    assert "no volume could be read (1 tried; the first: " in capsys.readouterr().err
