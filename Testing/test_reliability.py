@@ -189,7 +189,7 @@ BAD_ARGS = [
     # Command lines argparse refuses: one line too (not the usage block), naming the --help to read.
     ("score-shard-zero", lambda d, m, o: ["score", str(d / "good_00.nii.gz"), "--shard", "0/3"], "K must be between 1 and N. See ssimquality score --help"),
     ("score-no-paths", lambda d, m, o: ["score"], "required: paths. See ssimquality score --help"),
-    ("score-unknown-option", lambda d, m, o: ["score", str(d / "good_00.nii.gz"), "--bogus"], "unrecognized arguments: --bogus. See ssimquality score --help"),
+    ("score-unknown-option", lambda d, m, o: ["score", "x.nii", "--bogus"], "unrecognized arguments: --bogus. See ssimquality score --help"),
     ("command-misspelt", lambda d, m, o: ["scor"], "invalid choice: 'scor'"),
     ("demo-figure-exists", lambda d, m, o: ["demo", "--out", str(o.parent)], "corruption_kspace.png: output file exists"),
     # Files that are not results of `score`, given where results are read back.
