@@ -67,6 +67,10 @@ def _stdout_gone() -> bool:
 def _what_was_kept(args) -> str:
     """The end of the line a stopped command prints: where its finished work is, if anywhere ("finished results
     were kept ... --resume" was printed also when a run stopped before its first save had written nothing)."""
+    if args.command == "train":
+        ckpt = Path(args.out) / "last.ckpt"
+        return (f"the run so far is in {ckpt}: run the same command to resume" if ckpt.is_file() else
+                "stopped before the first step: nothing to resume from (samples already cached are kept)")
     out = getattr(args, "output", None) if args.command == "score" else None
     if out and Path(out).exists():
         return (f"the finished volumes are in {out}, nothing half-written remains (run the same command with --resume "
@@ -79,6 +83,7 @@ def _what_was_kept(args) -> str:
 def _counted(n: int, noun: str) -> str:
     """'1 slice', '3 slices' (the tool's lines said '1 slices')."""
     return f"{n} {noun}{'' if n == 1 else 's'}"
+
 
 def _severity(text: str):
     """'0.5' → 0.5; '0.2,0.8' → (0.2, 0.8)."""
@@ -125,6 +130,31 @@ def _positive(text: str) -> int:
     if value < 1:
         raise argparse.ArgumentTypeError(f"must be at least 1, got {text!r}")
     return value
+
+
+def _at_least(low: int):
+    """An argparse type: a whole number of ``low`` or more."""
+    def parse(text: str) -> int:
+        value = _count(text)
+        if value < low:
+            raise argparse.ArgumentTypeError(f"must be at least {low}, got {text!r}")
+        return value
+    return parse
+
+
+def _number(low: float, high: float = float("inf"), *, low_open: bool = False):
+    """An argparse type: a number in [low, high] (or (low, high] with ``low_open``)."""
+    def parse(text: str) -> float:
+        try:
+            value = float(text)
+        except ValueError:
+            value = float("nan")
+        if not ((value > low if low_open else value >= low) and value <= high):
+            where = (f"above {low:g}" if low_open else f"at least {low:g}") + (
+                f" and at most {high:g}" if high != float("inf") else "")
+            raise argparse.ArgumentTypeError(f"must be a number {where}, got {text!r}")
+        return value
+    return parse
 
 
 def _axis(text: str):
@@ -709,35 +739,41 @@ def _add_train(sub) -> None:
                                    "(domain-randomised), with validation, checkpoints and resume.")
     p.add_argument("--out", default=d.out_dir, help=f"run folder: caches, checkpoints, log.csv, loss.png (default {d.out_dir})")
     p.add_argument("--arch", choices=["resnet18", "resnet101"], default=d.arch)
-    p.add_argument("--input-size", type=int, default=d.input_size, help=f"network resolution (default {d.input_size}; the paper: 256)")
-    p.add_argument("--batch-size", type=int, default=d.batch_size, help=f"default {d.batch_size} (the paper: 100)")
+    p.add_argument("--input-size", type=_at_least(32), default=d.input_size,
+                   help=f"network resolution (default {d.input_size}; the paper: 256; at least 32)")
+    p.add_argument("--batch-size", type=_positive, default=d.batch_size, help=f"default {d.batch_size} (the paper: 100)")
     p.add_argument("--optimizer", choices=["adamw", "adam"], default=d.optimizer, help="default adamw (the paper: adam)")
-    p.add_argument("--lr", type=float, default=d.lr, help=f"peak learning rate (default {d.lr})")
+    p.add_argument("--lr", type=_number(0.0, low_open=True), default=d.lr,
+                   help=f"peak learning rate (default {d.lr}; fine-tuning from --init: 1e-4 or less, README)")
     p.add_argument("--loss", choices=["mse", "l1", "huber"], default=d.loss)
     p.add_argument("--balance", type=float, default=d.balance, metavar="POWER",
                    help="weigh each sample's loss by its label's density to the power -POWER (0.5: half way to "
                         "every label range counting alike; default 0, unweighted; the labels crowd near 1). Tried at "
                         "0.5 on v12: it lowered every reading and did not help (README, 'Label balance')")
-    p.add_argument("--steps", type=int, default=None,
+    p.add_argument("--steps", type=_positive, default=None,
                    help=f"training steps (default {d.steps}; with --schedule-minutes only a cap, none by default)")
-    p.add_argument("--schedule-minutes", type=float, default=0.0, metavar="M",
+    p.add_argument("--schedule-minutes", type=_number(0.0), default=0.0, metavar="M",
                    help="train for M minutes of training time, with the learning-rate schedule spread over them "
                         "instead of over --steps: a fixed window (a lent GPU, a job's wall time) is used whole and "
                         "ends annealed, whatever the machine's speed. The clock starts with the first batch")
-    p.add_argument("--train-samples", type=int, default=d.train_samples)
-    p.add_argument("--val-samples", type=int, default=d.val_samples)
-    p.add_argument("--val-every", type=int, default=d.val_every)
+    p.add_argument("--train-samples", type=_positive, default=d.train_samples,
+                   help=f"samples made once and cached (default {d.train_samples}; at least --batch-size)")
+    p.add_argument("--val-samples", type=_positive, default=d.val_samples,
+                   help=f"held-out samples for validation (default {d.val_samples})")
+    p.add_argument("--val-every", type=_positive, default=d.val_every,
+                   help=f"steps between validations and checkpoints (default {d.val_every}; a stop keeps every step)")
     p.add_argument("--seed", type=_seed, default=d.train_seed)
     p.add_argument("--device", default=d.device, help="auto (CUDA when present), cpu or cuda")
-    p.add_argument("--workers", type=int, default=d.workers,
+    p.add_argument("--workers", type=_count, default=d.workers,
                    help="processes making samples (with --stream on a GPU: processes that each make whole batches "
                         "on the GPU; 0 = in the training process)")
-    p.add_argument("--max-minutes", type=float, default=0.0, help="stop cleanly after this long (resume later)")
+    p.add_argument("--max-minutes", type=_number(0.0), default=0.0,
+                   help="stop cleanly after this long of training steps (resume later; 0, the default: no limit)")
     p.add_argument("--no-resume", action="store_true", help="start afresh even if a checkpoint exists")
     p.add_argument("--source", nargs="+", default=(), metavar="PATH",
                    help="your own real volumes (files or folders: IXI, clinical) mixed into training; they are "
                         "corrupted by the noise-fixed rule (README). Never pass the scans you evaluate on")
-    p.add_argument("--source-share", type=float, default=d.source_share,
+    p.add_argument("--source-share", type=_number(0.0, 1.0), default=d.source_share,
                    help=f"share of samples drawn from --source (default {d.source_share})")
     p.add_argument("--init", default="", metavar="MODEL",
                    help="start from this model file's weights (fine-tune; e.g. the bundled model) instead of from scratch")
@@ -754,10 +790,10 @@ def _add_train(sub) -> None:
     p.add_argument("--factory", choices=["batched", "reference"], default=d.factory,
                    help="how samples are made: batched (default; every step batched, on the GPU with --stream; "
                         "README, 'Sample factory') or reference (one sample at a time; always used with --source)")
-    p.add_argument("--group-size", type=int, default=0, metavar="N",
+    p.add_argument("--group-size", type=_count, default=0, metavar="N",
                    help="with --stream: samples that share one acquired matrix (default: the device's group size, "
                         "smaller where a batch would hold fewer than 8 matrices)")
-    p.add_argument("--round", type=int, default=0, metavar="N", dest="round_batches",
+    p.add_argument("--round", type=_count, default=0, metavar="N", dest="round_batches",
                    help="with --stream: training batches made together and dealt, so that each holds a share of "
                         "every group (default: 8 on a GPU, fewer where sample processes hand over rounds of more "
                         "than 128 MiB; 1 on a CPU)")
@@ -783,8 +819,17 @@ def _run_train(args) -> int:
                       source=tuple(str(p) for p in args.source), source_share=args.source_share,
                       precision=args.precision, stream=args.stream, factory=args.factory,
                       group_size=args.group_size, round_batches=args.round_batches)
-    final = train(cfg, resume=not args.no_resume)
+    if not args.stream and args.train_samples < args.batch_size:  # refused by argparse's rule, before any work
+        raise SSIMQualityError(f"--train-samples {args.train_samples} is fewer than one batch (--batch-size "
+                               f"{args.batch_size})", hint="give at least as many samples as a batch holds")
     from .distributed import world
+    from .locks import writer_lock
+    from .outputs import output_folder
+
+    # One run in a folder at a time (two interleaved their log rows); a folder made for a run that fails before
+    # writing anything is removed again, as every command does.
+    with writer_lock(args.out if world().main else None, "this training run"), output_folder(args.out):
+        final = train(cfg, resume=not args.no_resume)  # under torchrun rank 0 holds the lock for all
 
     if world().main:
         print(f"model written to {final}")

@@ -11,6 +11,7 @@ from __future__ import annotations
 import csv
 import json
 import math
+import os
 import shutil
 import time
 from dataclasses import asdict, dataclass
@@ -23,6 +24,7 @@ import torch.nn.functional as F
 
 from . import progress
 from .data import DATA_VERSION, MotionSliceDataset, build_cache, worker_init
+from .interrupts import deferred_interrupt
 from .models import build_model, resolve_device, save_checkpoint
 
 
@@ -211,12 +213,28 @@ def uses_factory(factory: str, source: Sequence[str] = ()) -> bool:
     return factory == "batched" and not source
 
 
+def source_identity(source: Sequence[str]) -> str:
+    """What the samples made from ``source`` depend on: each volume file's resolved path, size and modification
+    time (the folder's names alone kept samples of scans replaced since, and ``site`` and ``site/`` apart)."""
+    from .volumes import list_volume_paths
+
+    try:
+        files = list_volume_paths(list(source), True)
+    except Exception:  # noqa: BLE001 - the sampler says what is wrong with the folder; here only the name counts
+        return "\n".join(sorted(os.path.realpath(str(p)) for p in source))
+    lines = []
+    for f in files:
+        st = os.stat(f)
+        lines.append(f"{os.path.realpath(str(f))}\t{st.st_size}\t{st.st_mtime_ns}")
+    return "\n".join(sorted(lines))
+
+
 def _cache_stem(kind: str, seed: int, source: Sequence[str] = (), factory: str = "batched") -> str:
     tag = ""
-    if source:  # another set of volumes makes other samples
+    if source:  # another set of volumes, or the same files changed since, makes other samples
         import hashlib
 
-        tag = "_src" + hashlib.sha256("\n".join(sorted(map(str, source))).encode()).hexdigest()[:8]
+        tag = "_src" + hashlib.sha256(source_identity(source).encode()).hexdigest()[:8]
     if uses_factory(factory, source):
         from .factory import FACTORY_VERSION
 
@@ -332,6 +350,19 @@ def train(cfg: TrainConfig, resume: bool = True, log: Callable[[str], None] = pr
         raise SSIMQualityError("--freeze-norm keeps the batch-norm statistics of --init, and no --init was given",
                                hint="pass --init MODEL (e.g. the bundled model), or leave out --freeze-norm")
     out = Path(cfg.out_dir)
+    if out.exists() and not out.is_dir():
+        from .errors import SSIMQualityError
+
+        raise SSIMQualityError("is a file, not a folder", str(out), "give --out a folder for the run")
+    start_from = None
+    if cfg.init:  # checked before any samples are made (they take minutes; a typo in the name took them first)
+        from .errors import BadModelFileError
+        from .models import load_model
+
+        start_from = load_model(cfg.init)  # checks the file; float16 release weights become float32
+        if start_from.arch != cfg.arch:
+            raise BadModelFileError(f"--init holds a {start_from.arch} model but this run trains {cfg.arch}",
+                                    cfg.init, f"pass --arch {start_from.arch}, or another --init file")
     out.mkdir(parents=True, exist_ok=True)
     # Under torchrun: one process per GPU (NCCL) or per CPU share (gloo), gradients averaged by DDP.
     # Each rank makes its own samples (its own seed); rank 0 validates and writes logs and checkpoints.
@@ -356,14 +387,7 @@ def train(cfg: TrainConfig, resume: bool = True, log: Callable[[str], None] = pr
 
     torch.manual_seed(cfg.train_seed)  # here, so that making samples (or not) does not change the start
     model = build_model(cfg.arch, cfg.input_size)
-    if cfg.init:
-        from .errors import BadModelFileError
-        from .models import load_model
-
-        start_from = load_model(cfg.init)  # checks the file; float16 release weights become float32
-        if start_from.arch != cfg.arch:
-            raise BadModelFileError(f"--init holds a {start_from.arch} model but this run trains {cfg.arch}",
-                                    cfg.init, f"pass --arch {start_from.arch}, or another --init file")
+    if start_from is not None:
         model.load_state_dict(start_from.state_dict())  # input size is pooling only: no weights depend on it
         log(f"starting from the weights of {cfg.init}")
     model = model.to(device).to(memory_format=torch.channels_last)
@@ -392,8 +416,10 @@ def train(cfg: TrainConfig, resume: bool = True, log: Callable[[str], None] = pr
         state = torch.load(str(last), map_location="cpu", weights_only=True)
         saved = json.loads(state.get("train_config", "{}"))
         current = json.loads(json.dumps(asdict(cfg)))  # tuples as lists, as saved
+        same_place = {"source": lambda v: sorted(os.path.realpath(str(p)) for p in v)}  # site and site/ alike
         changed = {k: (saved[k], v) for k, v in current.items()
-                   if k in saved and saved[k] != v and k not in ("max_minutes", "workers", "device", "out_dir", "precision")}
+                   if k in saved and same_place.get(k, lambda x: x)(saved[k]) != same_place.get(k, lambda x: x)(v)
+                   and k not in ("max_minutes", "workers", "device", "out_dir", "precision")}
         if changed:
             from .errors import SSIMQualityError
 
@@ -405,6 +431,10 @@ def train(cfg: TrainConfig, resume: bool = True, log: Callable[[str], None] = pr
         sched.load_state_dict(state["scheduler"])
         step = int(state["step"])
         log(f"resumed from {last} at step {step}")
+        if step >= cfg.steps and (out / "model.pt").is_file() and w.size == 1:
+            # A finished run given again: its model stays as it was (it was written again, its record with it).
+            log(f"this run had finished at step {step}: {out / 'model.pt'} is as it was (--no-resume starts afresh)")
+            return out / "model.pt"
     elif log_path.exists() and w.main:
         log_path.unlink()
     net = model  # the module itself: what is saved, validated and returned
@@ -452,64 +482,76 @@ def train(cfg: TrainConfig, resume: bool = True, log: Callable[[str], None] = pr
     bar = progress.bar(None if timed else cfg.steps, initial=step, desc="training", unit="step",
                        show=None if w.main else False)
     tick = None  # a timed schedule's clock starts with the first batch (not while sample processes start)
-    while step < cfg.steps and not (timed and sched.done):
-        model.train()
-        if cfg.freeze_norm:
-            freeze_batch_norm(model)
-        if cfg.stream:
-            xb, yb = next(batches)
-        else:
-            idx = batch_indices(step)
-            xb, yb = x_tr[idx], y_tr[idx]
-        tick = tick or time.time()
-        xb = xb.to(device, non_blocking=True).float().contiguous(memory_format=torch.channels_last)
-        yb = yb.to(device, non_blocking=True)
-        with _autocast(device, cfg):
-            pred = model(xb)
-        losses = loss_fn(pred.float(), yb)
-        loss = (losses * weigh(yb, balance)).mean() if balance is not None else losses.mean()
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
-        pending.append(loss.detach())
-        if timed:
-            now = time.time()
-            # On a GPU a step's time here is its launch, the device's work counted at the next loss read: the
-            # schedule's sum is the run's wall time, behind it by at most LOSS_READS_EVERY steps.
-            # Under DDP every rank counts the slowest rank's step, so all of them end at the same step.
-            sched.advance(distributed.max_over_ranks(now - tick, device))
-            tick = now
-        else:
-            sched.step()
-        step += 1
-        timed_out = cfg.max_minutes > 0 and (time.time() - start) > cfg.max_minutes * 60
-        if w.size > 1:
-            timed_out = distributed.any_rank(timed_out, device)  # all ranks stop at the same step
-        last_step = step == cfg.steps or timed_out or (timed and sched.done)
-        logs = w.main and (step % cfg.val_every == 0 or last_step)
-        if len(pending) >= read_every or last_step or logs:
-            for value in torch.stack(pending).tolist():  # one read for them all
-                running = value if running is None else 0.98 * running + 0.02 * value
-            pending.clear()
-            bar.set_postfix(loss=f"{running:.5f}", lr=f"{sched.get_last_lr()[0]:.2e}")
-        bar.update(1)
-        if logs:
-            p = predict(net, x_va, device, cfg)
-            r = (p - y_va).numpy()
-            row = {"step": step, "lr": sched.get_last_lr()[0], "train_loss": running,
-                   "val_mse": float(np.mean(r ** 2)), "val_residual_mean": float(r.mean()),
-                   "val_residual_std": float(r.std()), "elapsed_s": time.time() - start}
-            write_log(row)
-            bar.write(f"step {step}: val residual mean {row['val_residual_mean']:+.4f} std {row['val_residual_std']:.4f}")
-            plot_log(log_path, out / "loss.png")
-        if w.main and (step % cfg.checkpoint_every == 0 or last_step):
-            checkpoint(last)
-        if timed_out:
+    # Ctrl-C or SIGTERM (a scheduler's time limit) stop at the end of a step, and the run so far is kept: up to
+    # --val-every steps were lost before (the checkpoint was written only there).
+    with deferred_interrupt() as stop:
+        try:
+            while step < cfg.steps and not (timed and sched.done):
+                model.train()
+                if cfg.freeze_norm:
+                    freeze_batch_norm(model)
+                if cfg.stream:
+                    xb, yb = next(batches)
+                else:
+                    idx = batch_indices(step)
+                    xb, yb = x_tr[idx], y_tr[idx]
+                tick = tick or time.time()
+                xb = xb.to(device, non_blocking=True).float().contiguous(memory_format=torch.channels_last)
+                yb = yb.to(device, non_blocking=True)
+                with _autocast(device, cfg):
+                    pred = model(xb)
+                losses = loss_fn(pred.float(), yb)
+                loss = (losses * weigh(yb, balance)).mean() if balance is not None else losses.mean()
+                opt.zero_grad(set_to_none=True)
+                loss.backward()
+                opt.step()
+                pending.append(loss.detach())
+                if timed:
+                    now = time.time()
+                    # On a GPU a step's time here is its launch, the device's work counted at the next loss read: the
+                    # schedule's sum is the run's wall time, behind it by at most LOSS_READS_EVERY steps.
+                    # Under DDP every rank counts the slowest rank's step, so all of them end at the same step.
+                    sched.advance(distributed.max_over_ranks(now - tick, device))
+                    tick = now
+                else:
+                    sched.step()
+                step += 1
+                timed_out = cfg.max_minutes > 0 and (time.time() - start) > cfg.max_minutes * 60
+                if w.size > 1:
+                    timed_out = distributed.any_rank(timed_out, device)  # all ranks stop at the same step
+                last_step = step == cfg.steps or timed_out or (timed and sched.done)
+                logs = w.main and (step % cfg.val_every == 0 or last_step)
+                if len(pending) >= read_every or last_step or logs:
+                    for value in torch.stack(pending).tolist():  # one read for them all
+                        running = value if running is None else 0.98 * running + 0.02 * value
+                    pending.clear()
+                    bar.set_postfix(loss=f"{running:.5f}", lr=f"{sched.get_last_lr()[0]:.2e}")
+                bar.update(1)
+                if logs:
+                    p = predict(net, x_va, device, cfg)
+                    r = (p - y_va).numpy()
+                    row = {"step": step, "lr": sched.get_last_lr()[0], "train_loss": running,
+                           "val_mse": float(np.mean(r ** 2)), "val_residual_mean": float(r.mean()),
+                           "val_residual_std": float(r.std()), "elapsed_s": time.time() - start}
+                    write_log(row)
+                    bar.write(f"step {step}: val residual mean {row['val_residual_mean']:+.4f} "
+                              f"std {row['val_residual_std']:.4f}")
+                    plot_log(log_path, out / "loss.png")
+                if w.main and (step % cfg.checkpoint_every == 0 or last_step):
+                    checkpoint(last)
+                if timed_out:
+                    bar.close()
+                    log(f"time limit reached at step {step}; resume with the same command")
+                    break
+                if timed and sched.done:
+                    log(f"schedule complete at step {step} ({sched.elapsed / 60:.2f} min of training)")
+                stop.check()
+        except KeyboardInterrupt:
             bar.close()
-            log(f"time limit reached at step {step}; resume with the same command")
-            break
-        if timed and sched.done:
-            log(f"schedule complete at step {step} ({sched.elapsed / 60:.2f} min of training)")
+            if w.main and w.size == 1:
+                checkpoint(last)
+                log(f"stopped at step {step}: the run so far is in {last}; run the same command to resume")
+            raise
     bar.close()
     final = out / "model.pt"
     if w.main:  # before the sample processes stop: one that dies on its way out must not cost the model

@@ -444,3 +444,55 @@ def test_reading_the_loss_every_few_steps_logs_the_same_running_loss(tmp_path, m
     every_step, every_five = run(tmp_path / "a", 1), run(tmp_path / "b", 5)
     assert [r[0] for r in every_step] == ["3", "6", "7"]
     assert every_five == every_step
+
+
+def test_a_stopped_run_keeps_every_step_and_a_finished_one_keeps_its_model(tmp_path, monkeypatch):
+    """Ctrl-C or SIGTERM between validations lost up to --val-every steps (the checkpoint was written only
+    there) while the line said results were kept; a finished run given again rewrote its model."""
+    from SSIMQualityLib import training
+
+    straight = train(_cfg(tmp_path / "a", 6), log=lambda *_: None)
+    cfg = _cfg(tmp_path / "b", 6)
+    cfg.val_every = cfg.checkpoint_every = 100  # no checkpoint of its own before the end
+    _copy_caches(cfg, tmp_path / "a", "cache_*.pt")
+    import contextlib
+
+    class CtrlCAfterThreeSteps:  # as interrupts.deferred_interrupt raises a Ctrl-C: at the end of a step
+        checks = 0
+
+        def check(self, *_):
+            self.checks += 1
+            if self.checks == 3:
+                raise KeyboardInterrupt
+
+    monkeypatch.setattr(training, "deferred_interrupt", lambda: contextlib.nullcontext(CtrlCAfterThreeSteps()))
+    said = []
+    with pytest.raises(KeyboardInterrupt):
+        train(cfg, log=said.append)
+    assert "stopped at step 3: the run so far is in" in said[-1]
+    assert torch.load(Path(cfg.out_dir) / "last.ckpt", weights_only=True)["step"] == 3
+    monkeypatch.undo()
+    finished = train(cfg, log=lambda *_: None)  # resumes at step 3: the same weights as the run never stopped
+    _same_weights(straight, finished)
+    before = sha256_of(finished)
+    said.clear()
+    assert train(cfg, log=said.append) == finished and sha256_of(finished) == before
+    assert any("this run had finished at step 6" in line for line in said)
+
+
+def test_samples_from_your_folder_are_made_again_when_its_files_change(tmp_path, sample_path):
+    """The cache of --source samples was named by the folder's name only: scans replaced in it kept the old
+    samples, and 'site' and 'site/' made two caches."""
+    import os
+    import shutil
+
+    from SSIMQualityLib.training import cache_file
+
+    site = tmp_path / "site"
+    site.mkdir()
+    shutil.copy(sample_path, site / "a.nii.gz")
+    name = cache_file(tmp_path, "train", 64, 1, 128, source=(str(site),))
+    assert cache_file(tmp_path, "train", 64, 1, 128, source=(str(site) + "/",)) == name
+    st = os.stat(site / "a.nii.gz")
+    os.utime(site / "a.nii.gz", ns=(st.st_atime_ns, st.st_mtime_ns + 10 ** 9))  # the scan replaced
+    assert cache_file(tmp_path, "train", 64, 1, 128, source=(str(site),)) != name

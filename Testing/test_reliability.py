@@ -190,6 +190,13 @@ BAD_ARGS = [
     ("score-shard-zero", lambda d, m, o: ["score", str(d / "good_00.nii.gz"), "--shard", "0/3"], "K must be between 1 and N. See ssimquality score --help"),
     ("score-no-paths", lambda d, m, o: ["score"], "required: paths. See ssimquality score --help"),
     ("score-unknown-option", lambda d, m, o: ["score", "x.nii", "--bogus"], "unrecognized arguments: --bogus. See ssimquality score --help"),
+    # train's options, refused before the minutes of making samples (a negative rate or 0 steps failed after them,
+    # as an "unexpected ZeroDivisionError"; --steps 0 ran 3000 steps).
+    ("train-lr-negative", lambda d, m, o: ["train", "--out", "norun", "--lr", "-1"], "--lr: must be a number above 0"),
+    ("train-steps-zero", lambda d, m, o: ["train", "--out", "norun", "--steps", "0"], "--steps: must be at least 1"),
+    ("train-fewer-samples-than-a-batch", lambda d, m, o: ["train", "--out", "norun", "--train-samples", "32"],
+     "--train-samples 32 is fewer than one batch (--batch-size 64)"),
+    ("train-init-missing", lambda d, m, o: ["train", "--out", "norun", "--init", "nope.pt"], "model file does not exist"),
     ("command-misspelt", lambda d, m, o: ["scor"], "invalid choice: 'scor'"),
     ("demo-figure-exists", lambda d, m, o: ["demo", "--out", str(o.parent)], "corruption_kspace.png: output file exists"),
     # Files that are not results of `score`, given where results are read back.
