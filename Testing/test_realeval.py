@@ -238,7 +238,8 @@ def rep_noise(out):
     return json.loads((out / "report.json").read_text())["project"]["by_volume"][0]["noise"]
 
 
-def test_evaluate_real_end_to_end_on_a_small_real_scan(anatomical, tmp_path, capsys):
+def _tiny_model_and_scans(anatomical, tmp_path):
+    """An untrained 32-px model file and a folder holding nibabel's small T1."""
     import torch as _torch
 
     from SSIMQualityLib.models import build_model, save_checkpoint
@@ -249,6 +250,11 @@ def test_evaluate_real_end_to_end_on_a_small_real_scan(anatomical, tmp_path, cap
     scans = tmp_path / "scans"
     scans.mkdir()
     (scans / "t1_anatomical.nii").write_bytes(anatomical.read_bytes())
+    return model, scans
+
+
+def test_evaluate_real_end_to_end_on_a_small_real_scan(anatomical, tmp_path, capsys):
+    model, scans = _tiny_model_and_scans(anatomical, tmp_path)
     out = tmp_path / "real"
     argv = ["evaluate", "--real", str(scans), "--model", str(model), "--max-slices", "3", "--out", str(out)]
     assert main(argv) == 0
@@ -387,16 +393,7 @@ def test_evaluate_real_slices_a_thin_slab_across_its_thin_axis(anatomical, tmp_p
 def test_evaluate_real_leaves_out_a_file_it_cannot_read_and_says_so(anatomical, tmp_path, capsys):
     """One bad file in a folder of scans stopped the whole evaluation; now it is left out, named in one line and
     in the report, and the exit code is 1 (as score's), while the other scans are evaluated."""
-    import torch as _torch
-
-    from SSIMQualityLib.models import build_model, save_checkpoint
-
-    _torch.manual_seed(0)
-    model = tmp_path / "tiny.pt"
-    save_checkpoint(model, build_model("resnet18", 32).eval())
-    scans = tmp_path / "scans"
-    scans.mkdir()
-    (scans / "t1_anatomical.nii").write_bytes(anatomical.read_bytes())
+    model, scans = _tiny_model_and_scans(anatomical, tmp_path)
     (scans / "broken.nii").write_text("not an image\n" * 20)
     out = tmp_path / "real"
     assert main(["evaluate", "--real", str(scans), "--model", str(model), "--max-slices", "2", "--out", str(out),
