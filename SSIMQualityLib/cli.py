@@ -33,7 +33,6 @@ AXIS_HELP = ("auto (the acquisition axis, from the voxel spacing; default) or 0,
 SAVE_EVERY_S = 5.0
 
 
-
 def _save_every() -> float:
     """``$SSIMQUALITY_SAVE_EVERY_S`` (default :data:`SAVE_EVERY_S`); one line for a value that is not a number of
     seconds of 0 or more (it was an "unexpected ValueError" after the model had loaded)."""
@@ -124,14 +123,6 @@ def _count(text: str) -> int:
     return value
 
 
-def _positive(text: str) -> int:
-    """A whole number of 1 or more."""
-    value = _count(text)
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be at least 1, got {text!r}")
-    return value
-
-
 def _at_least(low: int):
     """An argparse type: a whole number of ``low`` or more."""
     def parse(text: str) -> int:
@@ -140,6 +131,10 @@ def _at_least(low: int):
             raise argparse.ArgumentTypeError(f"must be at least {low}, got {text!r}")
         return value
     return parse
+
+
+#: A whole number of 1 or more.
+_positive = _at_least(1)
 
 
 def _number(low: float, high: float = float("inf"), *, low_open: bool = False):
@@ -819,7 +814,7 @@ def _run_train(args) -> int:
                       source=tuple(str(p) for p in args.source), source_share=args.source_share,
                       precision=args.precision, stream=args.stream, factory=args.factory,
                       group_size=args.group_size, round_batches=args.round_batches)
-    if not args.stream and args.train_samples < args.batch_size:  # refused by argparse's rule, before any work
+    if not args.stream and args.train_samples < args.batch_size:  # two options together: before any work
         raise SSIMQualityError(f"--train-samples {args.train_samples} is fewer than one batch (--batch-size "
                                f"{args.batch_size})", hint="give at least as many samples as a batch holds")
     from .distributed import world
@@ -1071,13 +1066,11 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         code = int(args.func(args) or 0)
         sys.stdout.flush()  # here, where a reader that has gone away is caught, not at the interpreter's exit
         return code
-    except BrokenPipeError:
+    except BrokenPipeError as exc:
         if not _stdout_gone():  # a pipe of the command's own: a real error
             if args.debug:
                 raise
-            print("ssimquality: error: unexpected BrokenPipeError (run again with --debug for the traceback and "
-                  "report it)", file=sys.stderr)
-            return EXIT_ERROR
+            return _unexpected(exc)
         # `ssimquality score ... | head`: the reader has all it wanted.
         with contextlib.suppress(OSError):  # no second error when Python flushes stdout at exit
             os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
@@ -1094,9 +1087,14 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     except Exception as exc:  # a bug, not a user error: still one line unless --debug
         if args.debug:
             raise
-        print(f"ssimquality: error: unexpected {type(exc).__name__}: {' '.join(str(exc).split())[:300]} "
-              f"(run again with --debug for the traceback and report it)", file=sys.stderr)
-        return EXIT_ERROR
+        return _unexpected(exc)
+
+
+def _unexpected(exc: BaseException) -> int:
+    """The one line for an error that is a bug, not the user's; the exit code."""
+    print(f"ssimquality: error: unexpected {type(exc).__name__}: {' '.join(str(exc).split())[:300]} "
+          f"(run again with --debug for the traceback and report it)", file=sys.stderr)
+    return EXIT_ERROR
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -45,7 +45,8 @@ class CorruptionResult:
 
 def true_ssim_summary(ssim: np.ndarray, foreground: Optional[np.ndarray] = None) -> dict:
     """The true SSIM of a corrupted volume over its slices with enough head: slices, slices_with_head, over
-    (the text for "over ..."), mean, min, max; over all slices where none has head or ``foreground`` is None.
+    (the text for "over ..."), mean, min, max and the 10th, 50th and 90th percentiles (p10, p50, p90); over all
+    slices where none has head or ``foreground`` is None.
 
     >>> s = true_ssim_summary(np.array([1.0, 0.5, 0.7]), np.array([False, True, True]))
     >>> s["mean"], s["over"]
@@ -63,8 +64,9 @@ def true_ssim_summary(ssim: np.ndarray, foreground: Optional[np.ndarray] = None)
     else:
         over = f"the {with_head} slice{'' if with_head == 1 else 's'} with enough head to score"
     s = ssim[fg]
+    p10, p50, p90 = np.percentile(s, [10, 50, 90])
     return {"slices": int(len(ssim)), "slices_with_head": with_head, "over": over, "mean": float(s.mean()),
-            "min": float(s.min()), "max": float(s.max())}
+            "min": float(s.min()), "max": float(s.max()), "p10": float(p10), "p50": float(p50), "p90": float(p90)}
 
 
 def severity_text(severity: Union[float, Tuple[float, float]]) -> str:

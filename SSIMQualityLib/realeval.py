@@ -27,6 +27,7 @@ severities on 8 of 24 curves of the package-shipped real scans.
 from __future__ import annotations
 
 import csv
+import functools
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Dict, List, Optional, Sequence, Union
@@ -271,9 +272,7 @@ def evaluate_real(model, paths: Sequence[Union[str, Path]], *, seed: int = 20240
             batch["paper"] += clean_copy + list(paper)
             keys += [(si, "clean", 0.0)] * len(clean_copy) + [(si, methods[mi], levels[li]) for mi, li in grid]
             if si == example:
-                def view(img, direction=vol.direction, axis=axis):  # as a viewer shows the slice
-                    return display_slice(img, direction=direction, axis=axis)
-
+                view = functools.partial(display_slice, direction=vol.direction, axis=axis)  # as a viewer shows it
                 examples.append((vi, si, view(s), {(methods[mi], levels[li]): view(img)
                                                    for (mi, li), img in zip(grid, project)}))
             if progress:

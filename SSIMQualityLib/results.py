@@ -24,7 +24,8 @@ def check_results_name(output: Union[str, Path]) -> None:
         raise SSIMQualityError("is a folder, not a results file", str(output),
                                f"give a file in it, e.g. {p / 'results.csv'}")
     if not p.name.lower().endswith(RESULTS_SUFFIXES):
-        raise SSIMQualityError("unknown results format", str(output), "end the name with .csv or .json")
+        raise SSIMQualityError("unknown results format", str(output),
+                               f"end the name with {' or '.join(RESULTS_SUFFIXES)}")
 
 
 def rows_to_csv(rows: List[dict], columns: Sequence[str], delimiter: str = ",") -> str:

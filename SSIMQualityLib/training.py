@@ -416,9 +416,11 @@ def train(cfg: TrainConfig, resume: bool = True, log: Callable[[str], None] = pr
         state = torch.load(str(last), map_location="cpu", weights_only=True)
         saved = json.loads(state.get("train_config", "{}"))
         current = json.loads(json.dumps(asdict(cfg)))  # tuples as lists, as saved
-        same_place = {"source": lambda v: sorted(os.path.realpath(str(p)) for p in v)}  # site and site/ alike
+        def compared(key, value):  # the source folders as places: site and site/ alike
+            return sorted(os.path.realpath(str(p)) for p in value) if key == "source" else value
+
         changed = {k: (saved[k], v) for k, v in current.items()
-                   if k in saved and same_place.get(k, lambda x: x)(saved[k]) != same_place.get(k, lambda x: x)(v)
+                   if k in saved and compared(k, saved[k]) != compared(k, v)
                    and k not in ("max_minutes", "workers", "device", "out_dir", "precision")}
         if changed:
             from .errors import SSIMQualityError

@@ -222,7 +222,7 @@ def cgroup_room(proc_cgroup: PathLike = "/proc/self/cgroup", root: PathLike = "/
 
     rooms = []
     for line in lines:
-        number_, controllers, group = (line.split(":", 2) + ["", ""])[:3]
+        _, controllers, group = (line.split(":", 2) + ["", ""])[:3]
         if controllers == "":
             bases, files = [Path(root), Path(root) / "unified"], ("memory.max", "memory.current", "inactive_file")
         elif "memory" in controllers.split(","):
