@@ -6,6 +6,7 @@ and Test (Slicer's self-test), in the layout of Slicer's scripted-module
 template.  Qt is imported only inside the Widget so that the Logic and the
 Test run wherever MRML does.
 """
+import hashlib
 import logging
 import os
 import sys
@@ -459,14 +460,9 @@ class SSIMQualityLogic(ScriptedLoadableModuleLogic):
 
     def modelPath(self, model=""):
         """A file for ``model``: "" is the bundled model, a catalogue name its file, anything else a path."""
-        from SSIMQualityLib.models import bundled_model_entry, catalog_path, model_entries
+        from SSIMQualityLib.models import find_model
 
-        if not model:
-            return str(catalog_path().parent / bundled_model_entry()["file"])
-        for entry in model_entries():
-            if entry["name"] == model:
-                return entry["path"]
-        return str(model)
+        return find_model(model)["path"]
 
     @staticmethod
     def cliModuleScript():
@@ -544,7 +540,8 @@ class SSIMQualityLogic(ScriptedLoadableModuleLogic):
         folder = tempfile.mkdtemp(prefix="SSIMQuality-")
         inputPath = self._writeTemporary(volumeNode, folder)
         outputPath = os.path.join(folder, "slices.tsv")
-        args = [python_executable(), self.cliModuleScript(), "--device", device, "--model", self.modelPath(model),
+        # The model's name, not its file: the CLI checks a catalogued model against its SHA-256 (a file is not).
+        args = [python_executable(), self.cliModuleScript(), "--device", device, *(["--model", str(model)] if model else []),
                 inputPath, outputPath]
         name = volumeNode.GetName()
         return self._startJob(args, lambda: self._tableFromSliceFile(outputPath, name, tableNode), onDone, folder,
@@ -588,16 +585,20 @@ class SSIMQualityLogic(ScriptedLoadableModuleLogic):
         """
         from SSIMQualityLib.errors import SSIMQualityError
         from SSIMQualityLib.jobs import library_command
-        from SSIMQualityLib.models import read_checkpoint, register_user_model, user_models_dir
+        from SSIMQualityLib.models import (check_new_model_name, find_model, model_file_stem, read_checkpoint,
+                                           register_user_model, user_models_dir)
 
-        if not name:
-            raise SSIMQualityError("give the fine-tuned model a name", hint="type a name for the new model")
+        check_new_model_name(name)  # before minutes of training, not when the model is to be catalogued
         if not folder or not os.path.isdir(folder):
             raise SSIMQualityError("no folder of scans to fine-tune on", str(folder or ""),
                                    "choose a folder of your site's motion-free scans")
-        init = self.modelPath(model)
-        inputSize = int(read_checkpoint(init)["config"].get("input_size", 128))
-        runDir = os.path.join(str(user_models_dir().parent), "runs", name)
+        found = find_model(model)
+        init = found["name"] or found["path"]  # a name: train checks the catalogued file against its SHA-256
+        inputSize = int(read_checkpoint(found["path"], found["sha256"])["config"].get("input_size", 128))
+        # One folder per name ("../x" stays inside; "site 1" and "site_1" do not share one), the same for the same
+        # name, so that a fine-tune cut off (Slicer closed) resumes.
+        tag = hashlib.sha256(name.encode("utf-8")).hexdigest()[:8]
+        runDir = os.path.join(str(user_models_dir().parent), "runs", f"{model_file_stem(name)}-{tag}")
         args = ["train", "--init", init, "--source", folder, "--out", runDir, "--steps", str(int(steps)),
                 "--train-samples", str(int(samples)), "--val-samples", str(max(16, int(samples) // 10)),
                 "--val-every", str(max(1, int(steps) // 4)), "--input-size", str(inputSize), "--workers", "1",
@@ -744,14 +745,14 @@ class SSIMQualityLogic(ScriptedLoadableModuleLogic):
     # -- model ----------------------------------------------------------------
 
     def loadModel(self, path=None, device="auto"):
-        """The scoring model: ``path`` or the bundled one (cached between calls)."""
+        """The scoring model: ``path`` (a file or a catalogued name) or the bundled one (cached between calls)."""
         self._requireLibrary()
-        from SSIMQualityLib.models import load_bundled_model, load_model, resolve_device
+        from SSIMQualityLib.models import open_model, resolve_device
 
         dev = resolve_device(device)
         key = (str(path), str(dev))
         if self._model is None or self._modelKey != key:
-            self._model = load_bundled_model(device=dev) if path is None else load_model(path, device=dev)
+            self._model = open_model(path, device=dev)
             self._modelKey = key
         return self._model
 
@@ -773,7 +774,7 @@ class SSIMQualityLogic(ScriptedLoadableModuleLogic):
         array, spacing = self.volumeArray(volumeNode)
         ax = slicing_axis(spacing, axis, volumeNode.GetName(), shape=array.shape)
         if model is None or isinstance(model, (str, os.PathLike)):
-            model = self.loadModel(self.modelPath(model) if model else None, device=device)
+            model = self.loadModel(model or None, device=device)  # a name is loaded checked against its SHA-256
         dev = next(model.parameters()).device
         state = {"done": 0, "cancelled": False}
 

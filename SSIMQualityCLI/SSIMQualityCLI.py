@@ -44,7 +44,7 @@ def main(argv=None):
         args.inputVolume, args.outputTable = args.files
 
     from SSIMQualityLib.errors import SSIMQualityError
-    from SSIMQualityLib.models import load_bundled_model, load_model, resolve_device
+    from SSIMQualityLib.models import open_model, resolve_device
 
     print("<filter-start><filter-name>SSIMQualityCLI</filter-name>"
           "<filter-comment>Scoring slices for motion artefacts</filter-comment></filter-start>", flush=True)
@@ -53,7 +53,7 @@ def main(argv=None):
             raise SSIMQualityError(f"batch size must be at least 1, got {args.batchSize}")
         _say("filter-progress-text", "loading the model")
         device = resolve_device(args.device)
-        model = load_model(args.model, device=device) if args.model else load_bundled_model(device=device)
+        model = open_model(args.model or None, device=device)
         failed = _score_folder(args, model, device) if args.inputFolder else _score_volume(args, model, device)
     except SSIMQualityError as exc:
         print(f"SSIMQualityCLI: error: {exc.one_line()}", file=sys.stderr, flush=True)

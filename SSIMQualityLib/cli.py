@@ -31,6 +31,8 @@ AXIS_HELP = ("auto (the acquisition axis, from the voxel spacing; default) or 0,
              "its first")
 #: How often (seconds) `score` saves the results so far while it runs (env SSIMQUALITY_SAVE_EVERY_S).
 SAVE_EVERY_S = 5.0
+MODEL_HELP = ("a checkpoint file or a catalogued model's name (`ssimquality models` lists them; default: the "
+              "bundled model)")
 
 
 def _save_every() -> float:
@@ -274,7 +276,7 @@ def _add_score(sub) -> None:
     p.add_argument("paths", nargs="+", help="volumes (NIfTI, NRRD, MetaImage) or folders (also DICOM series folders)")
     p.add_argument("-o", "--output", default=None, help="results.csv (plus results.summary.csv) or results.json")
     p.add_argument("--recursive", action="store_true", help="look into sub-folders")
-    p.add_argument("--model", default=None, help="model checkpoint (default: the bundled model)")
+    p.add_argument("--model", default=None, help=MODEL_HELP)
     p.add_argument("--device", default="auto", help="auto (CUDA when present), cpu or cuda")
     p.add_argument("--batch-size", type=_positive, default=None,
                    help="slices per network call, filled across volumes (default: 256 on a GPU, 32 on a CPU)")
@@ -346,7 +348,7 @@ def _score(args) -> int:
     from . import distributed
     from .batch import shard
     from .iqm import IQM_COLUMNS
-    from .models import model_identity, resolve_device
+    from .models import model_identity, open_model, resolve_device
     from .outputs import ensure_folder, ensure_writable
     from .report import ReportFolder
     from .results import check_results_name, ensure_results_writable
@@ -412,7 +414,7 @@ def _score(args) -> int:
         if fast_precision(device) != BFLOAT16:
             print(f"--fast: keeping {describe(device)}", file=sys.stderr)
             args.fast = False
-    model = _load_model_arg(args.model, device)
+    model = open_model(args.model, device=device)
     record, earlier, spelling = None, None, {}
     if args.output:
         record, earlier, spelling = _results_record(args, everything, paths, model_identity(args.model), device,
@@ -771,7 +773,8 @@ def _add_train(sub) -> None:
     p.add_argument("--source-share", type=_number(0.0, 1.0), default=d.source_share,
                    help=f"share of samples drawn from --source (default {d.source_share})")
     p.add_argument("--init", default="", metavar="MODEL",
-                   help="start from this model file's weights (fine-tune; e.g. the bundled model) instead of from scratch")
+                   help="start from this model's weights (fine-tune) instead of from scratch: a checkpoint file or a "
+                        "catalogued name (`ssimquality models`; e.g. the bundled model's)")
     p.add_argument("--freeze-norm", action="store_true",
                    help="keep the batch-norm statistics that --init brings (fine-tuning on small batches, e.g. 64 on "
                         "a CPU, a model trained on large ones); their scale and shift still learn")
@@ -842,7 +845,7 @@ def _add_evaluate(sub) -> None:
                        description="Draw N held-out slices (randomisation seeds never used in training; real volumes "
                                    "with --data), corrupt them as in training, compare predicted with true SSIM and "
                                    "write report.json and figures. Also scores clean real scans shipped in packages.")
-    p.add_argument("--model", default=None, help="model checkpoint (default: the bundled model)")
+    p.add_argument("--model", default=None, help=MODEL_HELP)
     p.add_argument("-n", "--samples", type=int, default=10000, help="number of slices (default 10000)")
     p.add_argument("--seed", type=_seed, default=EVAL_SEED, help=f"held-out randomisation seed (default {EVAL_SEED})")
     p.add_argument("--data", nargs="+", default=None, help="held-out volumes or folders (default: synthetic MNI152)")
@@ -860,14 +863,8 @@ def _add_evaluate(sub) -> None:
     p.set_defaults(func=_run_evaluate)
 
 
-def _load_model_arg(path, device):
-    from .models import load_bundled_model, load_model
-
-    return load_bundled_model(device=device) if path is None else load_model(path, device=device)
-
-
 def _run_evaluate(args) -> int:
-    from .models import resolve_device
+    from .models import open_model, resolve_device
     from .outputs import ensure_writable, output_folder
 
     out = Path(args.out)
@@ -876,7 +873,7 @@ def _run_evaluate(args) -> int:
     if args.samples < 1:
         raise SSIMQualityError(f"-n/--samples must be at least 1, got {args.samples}")
     device = resolve_device(args.device)
-    model = _load_model_arg(args.model, device)
+    model = open_model(args.model, device=device)
     with output_folder(out):
         if args.real:
             return _run_evaluate_real(args, model, device, out)
@@ -938,7 +935,7 @@ def _add_compare(sub) -> None:
                                    "and of CNR, CJV, EFC, QI1 with the true mean SSIM, and each one's agreement "
                                    "(rho with lower-is-better metrics negated, so higher always agrees with the "
                                    "truth); write JSON and a PNG. `make compare` runs it on the real-scan set.")
-    p.add_argument("--model", default=None, help="model checkpoint (default: the bundled model)")
+    p.add_argument("--model", default=None, help=MODEL_HELP)
     p.add_argument("--data", nargs="+", default=None,
                    help="held-out volumes or folders (default: the real scans nibabel ships; `make realscans` "
                         "collects more)")
@@ -950,9 +947,8 @@ def _add_compare(sub) -> None:
 
 
 def _run_compare(args) -> int:
-
     from .evaluation import compare_with_iqms
-    from .models import resolve_device
+    from .models import open_model, resolve_device
     from .outputs import ensure_writable, output_folder
     from .volumes import list_volume_paths
 
@@ -960,7 +956,7 @@ def _run_compare(args) -> int:
     if out.exists():
         ensure_writable(out / "comparison.json", args.force)
     device = resolve_device(args.device)
-    model = _load_model_arg(args.model, device)
+    model = open_model(args.model, device=device)
     scans = [(p, None, str(p)) for p in list_volume_paths(args.data)] if args.data else None
     with output_folder(out):
         bar = progress.bar(desc="corrupted volumes", unit="vol", show=_show(args))
@@ -1022,6 +1018,59 @@ def _run_merge(args) -> int:
     return EXIT_ERROR if failed else 0  # as score's: a pipeline that reads only the status must not miss them
 
 
+def _add_models(sub) -> None:
+    p = sub.add_parser("models", help="list the catalogued models, or add a trained one to your catalogue",
+                       description="Models are catalogued with their SHA-256 (checked on every load): the bundled "
+                                   "ones and your own (SSIMQUALITY_USER_DIR or ~/.ssimquality, models/). A "
+                                   "catalogued model's name works wherever a model is asked for (--model, --init, "
+                                   "the Slicer panel's list).")
+    actions = p.add_subparsers(dest="action", metavar="ACTION", parser_class=_Parser)
+    p.set_defaults(func=_run_models_list, json=False)
+    listing = actions.add_parser("list", help="every catalogued model (the default)")
+    listing.add_argument("--json", action="store_true", help="the entries as JSON, with their files and SHA-256")
+    listing.set_defaults(func=_run_models_list)
+    add = actions.add_parser("add", help="copy a trained checkpoint into your catalogue under a name",
+                             description="Copies CHECKPOINT (e.g. a run's model.pt) into your catalogue as a "
+                                         "float16 release copy with its SHA-256, under NAME; the Slicer panel "
+                                         "and --model NAME then find it.")
+    add.add_argument("checkpoint", help="a checkpoint written by ssimquality train")
+    add.add_argument("name", help="the name to find it by (not a bundled model's)")
+    add.add_argument("--description", default="", help="a line saying what it is (data, recipe)")
+    add.add_argument("--force", action="store_true", help="replace a model of yours with the same name")
+    add.set_defaults(func=_run_models_add)
+
+
+def _run_models_list(args) -> int:
+    import json
+
+    from .models import model_entries, user_models_dir
+
+    entries = model_entries()
+    if args.json:
+        print(json.dumps(entries, indent=2))
+        return 0
+    width = max(len(e["name"]) for e in entries) if entries else 4
+    for e in entries:
+        print(f"{e['name']:<{width}}  {e['where']:<7}  {e.get('input_size', '?')}²  "
+              f"sha256 {e['sha256'][:12]}  {e['path']}")
+        if e.get("description"):
+            print(f"{'':<{width}}  {e['description']}")
+    if not any(e["where"] == "user" for e in entries):
+        print(f"(none of your own yet: `ssimquality models add CHECKPOINT NAME` catalogues one in {user_models_dir()})")
+    return 0
+
+
+def _run_models_add(args) -> int:
+    import shlex
+
+    from .models import register_user_model, user_models_dir
+
+    entry = register_user_model(args.checkpoint, args.name, args.description, replace=args.force)
+    print(f"catalogued {entry['name']!r} as {user_models_dir() / entry['file']} (sha256 {entry['sha256'][:12]}); "
+          f"use it with --model {shlex.quote(entry['name'])}")
+    return 0
+
+
 class _Parser(argparse.ArgumentParser):
     """argparse with its errors in one line, like every other refusal of the tool (argparse's own print the
     whole usage block first); the exit code stays argparse's 2, a wrong command line."""
@@ -1048,6 +1097,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_train(sub)
     _add_evaluate(sub)
     _add_compare(sub)
+    _add_models(sub)
     for command in sub.choices.values():  # also after the command (`ssimquality iqm x.nii --debug`)
         command.add_argument("--debug", action="store_true", default=argparse.SUPPRESS,
                              help="show full tracebacks on errors")

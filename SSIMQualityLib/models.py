@@ -109,8 +109,12 @@ def read_checkpoint(path: Union[str, Path], sha256: Optional[str] = None) -> dic
         data = torch.load(str(p), map_location="cpu", weights_only=True)
     except Exception as exc:  # torch raises several types for bad pickles / zips
         text = " ".join(str(exc).split())
-        if "weights_only" in text or "Unsupported global" in text:
+        # A safe load says "Weights only load failed" for any file it cannot read (a text file too); only an
+        # unsupported global is a pickle of Python objects.
+        if "Unsupported global" in text:
             why = "it contains Python objects that a safe load refuses (not a plain weights file)"
+        elif "Weights only load failed" in text:  # torch's advice about weights_only would mislead here
+            why = "not a PyTorch checkpoint, or a damaged one"
         else:
             why = f"not a PyTorch checkpoint or truncated ({text[:100]})"
         raise BadModelFileError(f"model file cannot be loaded: {why}", name,
@@ -158,14 +162,48 @@ def bundled_model_entry(name: Optional[str] = None) -> dict:
                             f"choose one of {', '.join(e['name'] for e in entries)}")
 
 
-def model_identity(path: Optional[Union[str, Path]] = None) -> dict:
-    """What a report names its model by: the file and its SHA-256, and the catalogue name of a bundled one
-    (``path`` None: the recommended bundled model).  Two reports with the same identity scored with the same
-    weights."""
-    if path is None:
+def find_model(model: Optional[Union[str, Path]] = None) -> dict:
+    """The file a model argument means (``--model``, ``--init``, the Slicer panel's choice), as
+    ``{"name", "path", "sha256"}``: None or "" is the recommended bundled model, a name in the catalogues (bundled
+    or the user's, :func:`model_entries`) that model's file, with the SHA-256 to check it against; anything else
+    is a path, with no name and no checksum.  A catalogue name wins over a file of the same name in the working
+    folder (write ``./name`` for the file).
+
+    Examples
+    --------
+    >>> find_model()["name"] == bundled_model_entry()["name"]
+    True
+    >>> find_model("runs/model.pt")
+    {'name': None, 'path': 'runs/model.pt', 'sha256': None}
+    """
+    if model is None or str(model) == "":
         entry = bundled_model_entry()
-        return {"name": entry["name"], "file": str(catalog_path().parent / entry["file"]), "sha256": entry["sha256"]}
-    return {"name": None, "file": str(Path(path).resolve()), "sha256": sha256_of(path)}
+        return {"name": entry["name"], "path": str(catalog_path().parent / entry["file"]), "sha256": entry["sha256"]}
+    for e in model_entries():
+        if e["name"] == str(model):
+            return {"name": e["name"], "path": e["path"], "sha256": e["sha256"]}
+    return {"name": None, "path": str(model), "sha256": None}
+
+
+def open_model(model: Optional[Union[str, Path]] = None, device: Union[str, torch.device] = "cpu") -> SSIMRegressor:
+    """:func:`load_model` of what :func:`find_model` finds: a file, a catalogued name (checked against its
+    SHA-256) or, for None, the bundled model.  A name that is neither says which names there are."""
+    found = find_model(model)
+    if found["sha256"] is None and not Path(found["path"]).exists():
+        names = ", ".join(e["name"] for e in model_entries())
+        raise BadModelFileError("no such model file, and no catalogued model of that name", str(model),
+                                f"give a checkpoint file or one of: {names} (`ssimquality models` lists them)")
+    return load_model(found["path"], found["sha256"], device)
+
+
+def model_identity(model: Optional[Union[str, Path]] = None) -> dict:
+    """What a report names its model by: the file and its SHA-256, and its catalogue name when it has one
+    (``model`` as :func:`find_model` takes it; None: the recommended bundled model).  Two reports with the same
+    identity scored with the same weights."""
+    found = find_model(model)
+    if found["sha256"] is not None:
+        return {"name": found["name"], "file": found["path"], "sha256": found["sha256"]}
+    return {"name": None, "file": str(Path(found["path"]).resolve()), "sha256": sha256_of(found["path"])}
 
 
 def load_bundled_model(name: Optional[str] = None, device: Union[str, torch.device] = "cpu") -> SSIMRegressor:
@@ -198,25 +236,54 @@ def model_entries() -> List[dict]:
     return out
 
 
-def load_named_model(name: str, device: Union[str, torch.device] = "cpu") -> SSIMRegressor:
-    """A catalogued model (bundled or the user's) by name, checked against its SHA-256."""
-    for e in model_entries():
-        if e["name"] == name:
-            return load_model(e["path"], e["sha256"], device)
-    raise BadModelFileError(f"no model named {name!r} in the catalogues", str(user_models_dir()),
-                            "choose one of " + ", ".join(e["name"] for e in model_entries()))
+def register_user_model(checkpoint: Union[str, Path], name: str, description: str = "",
+                        replace: bool = False) -> dict:
+    """Copy a trained checkpoint into :func:`user_models_dir` and catalogue it there with its SHA-256, as
+    ``name``: a bundled model's name is refused, and a model of the user's own only replaced when ``replace``."""
+    check_new_model_name(name, replace=replace)
+    read_checkpoint(checkpoint)  # a file that is not one is refused before the user's folder is made
+    folder = user_models_dir()
+    owners = {e["file"]: e["name"] for e in model_entries() if e["where"] == "user"}
+    safe = model_file_stem(name)
+    stem, n = safe, 1
+    # Two names can make one file name ("site 1", "site_1"): a file that is another model's, or no model's, is
+    # left alone.
+    while (folder / f"{stem}.pt").exists() and owners.get(f"{stem}.pt") != name:
+        n += 1
+        stem = f"{safe}-{n}"
+    folder.mkdir(parents=True, exist_ok=True)
+    return export_model(checkpoint, folder / f"{stem}.pt", name, description, force=True)
 
 
-def register_user_model(checkpoint: Union[str, Path], name: str, description: str = "") -> dict:
-    """Copy a trained checkpoint into :func:`user_models_dir` and catalogue it there with its SHA-256."""
+def model_file_stem(name: str) -> str:
+    """A file or folder name made from a model's name: letters, digits, ``_ . -`` only, so that no name
+    reaches outside the user's folder ("../x" is ``x``).
+
+    Examples
+    --------
+    >>> model_file_stem("site 1"), model_file_stem("../../x"), model_file_stem("..")
+    ('site_1', 'x', 'model')
+    """
     import re
 
-    if any(e["name"] == name for e in model_entries() if e["where"] == "bundled"):
+    return re.sub(r"[^A-Za-z0-9_.-]+", "_", str(name)).strip("._") or "model"
+
+
+def check_new_model_name(name: str, *, replace: bool = False) -> None:
+    """Refuse ``name`` for a new user model: empty, a bundled model's, or (unless ``replace``) one the user
+    already has; checked before a fine-tune starts, not after its minutes of training."""
+    from .errors import OutputExistsError, SSIMQualityError
+
+    if not str(name).strip():
+        raise SSIMQualityError("give the new model a name", hint="e.g. site-t1-2026")
+    taken = {e["name"]: e for e in model_entries()}.get(name)
+    if taken is None:
+        return
+    if taken["where"] == "bundled":
         raise BadModelFileError(f"{name!r} is the name of a bundled model", name, "choose another name")
-    safe = re.sub(r"[^A-Za-z0-9_.-]+", "_", name).strip("._") or "model"
-    folder = user_models_dir()
-    folder.mkdir(parents=True, exist_ok=True)
-    return export_model(checkpoint, folder / f"{safe}.pt", name, description, force=True)
+    if not replace:
+        raise OutputExistsError(f"a model named {name!r} is already in your catalogue", taken["path"],
+                                "choose another name, or replace it (--force)")
 
 
 def resolve_device(device: Union[str, torch.device] = "auto") -> torch.device:

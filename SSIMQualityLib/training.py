@@ -357,9 +357,9 @@ def train(cfg: TrainConfig, resume: bool = True, log: Callable[[str], None] = pr
     start_from = None
     if cfg.init:  # checked before any samples are made (they take minutes; a typo in the name took them first)
         from .errors import BadModelFileError
-        from .models import load_model
+        from .models import open_model
 
-        start_from = load_model(cfg.init)  # checks the file; float16 release weights become float32
+        start_from = open_model(cfg.init)  # a file or a catalogued name, checked; float16 weights become float32
         if start_from.arch != cfg.arch:
             raise BadModelFileError(f"--init holds a {start_from.arch} model but this run trains {cfg.arch}",
                                     cfg.init, f"pass --arch {start_from.arch}, or another --init file")

@@ -150,8 +150,8 @@ def _sha(p):
 BAD_ARGS = [
     # (id, argv builder, expected words in the one stderr line)
     ("score-missing", lambda d, m, o: ["score", str(d / "nope.nii.gz"), "--model", m], "does not exist"),
-    ("score-bad-model-path", lambda d, m, o: ["score", str(d / "good_00.nii.gz"), "--model", str(d / "x.pt")], "model file does not exist"),
-    ("score-shard-bad-model", lambda d, m, o: ["score", str(d / "good_00.nii.gz"), "--shard", "1/2", "-o", str(o.with_name("p.csv")), "--model", str(d / "x.pt")], "model file does not exist"),
+    ("score-bad-model-path", lambda d, m, o: ["score", str(d / "good_00.nii.gz"), "--model", str(d / "x.pt")], "no such model file, and no catalogued model of that name"),
+    ("score-shard-bad-model", lambda d, m, o: ["score", str(d / "good_00.nii.gz"), "--shard", "1/2", "-o", str(o.with_name("p.csv")), "--model", str(d / "x.pt")], "no such model file, and no catalogued model of that name"),
     ("score-model-not-ckpt", lambda d, m, o: ["score", str(d / "good_00.nii.gz"), "--model", str(d / "bad_02_text.nii")], "cannot be loaded"),
     ("score-output-exists", lambda d, m, o: ["score", str(d / "good_00.nii.gz"), "--model", m, "-o", str(o)], "exists already"),
     ("score-bad-format", lambda d, m, o: ["score", str(d / "good_00.nii.gz"), "--model", m, "-o", str(o.with_suffix(".xls"))], "unknown results format"),
@@ -196,7 +196,9 @@ BAD_ARGS = [
     ("train-steps-zero", lambda d, m, o: ["train", "--out", "norun", "--steps", "0"], "--steps: must be at least 1"),
     ("train-fewer-samples-than-a-batch", lambda d, m, o: ["train", "--out", "norun", "--train-samples", "32"],
      "--train-samples 32 is fewer than one batch (--batch-size 64)"),
-    ("train-init-missing", lambda d, m, o: ["train", "--out", "norun", "--init", "nope.pt"], "model file does not exist"),
+    ("train-init-missing", lambda d, m, o: ["train", "--out", "norun", "--init", "nope.pt"], "no such model file, and no catalogued model of that name. Give a checkpoint file or one of: resnet18-synthetic-v12"),
+    ("models-add-bundled-name", lambda d, m, o: ["models", "add", "model.pt", "resnet18-synthetic-v12"], "is the name of a bundled model"),
+    ("models-add-not-a-checkpoint", lambda d, m, o: ["models", "add", str(d / "bad_02_text.nii"), "site"], "not a PyTorch checkpoint, or a damaged one"),
     ("command-misspelt", lambda d, m, o: ["scor"], "invalid choice: 'scor'"),
     ("demo-figure-exists", lambda d, m, o: ["demo", "--out", str(o.parent)], "corruption_kspace.png: output file exists"),
     # Files that are not results of `score`, given where results are read back.

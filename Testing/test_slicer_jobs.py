@@ -66,6 +66,28 @@ def test_scoring_job_fills_the_table_out_of_process(scene, module, sample_path):
     assert slicer.mrmlScene.GetNodeByID(table.GetAttribute("SSIMQuality.ChartNodeID")) is not None
 
 
+def test_a_catalogued_model_picked_by_name_is_checked_in_and_out_of_process(scene, module, sample_path, tmp_path,
+                                                                           monkeypatch):
+    """The panel names a catalogued model; a file replaced since it was catalogued is refused both ways (the
+    Logic used to turn the name into a bare path, and a path has no checksum to check)."""
+    from SSIMQualityLib.errors import BadModelFileError
+    from SSIMQualityLib.models import build_model, find_model, register_user_model, save_checkpoint
+
+    monkeypatch.setenv("SSIMQUALITY_USER_DIR", str(tmp_path / "user"))
+    save_checkpoint(tmp_path / "a.pt", build_model("resnet18", 32))
+    save_checkpoint(tmp_path / "b.pt", build_model("resnet18", 32))
+    register_user_model(tmp_path / "a.pt", "site-a")
+    shutil.copy(tmp_path / "b.pt", find_model("site-a")["path"])  # other weights under the catalogued name
+    logic = module.SSIMQualityLogic()
+    node = logic.loadVolumeFile(sample_path, "sample")
+    with pytest.raises(BadModelFileError, match="checksum mismatch"):
+        logic.scoreVolume(node, model="site-a", device="cpu")
+    job = logic.startScoring(node, model="site-a", device="cpu")
+    assert job.args[job.args.index("--model") + 1] == "site-a"
+    job.wait(timeout=600)
+    assert job.state == "failed" and "checksum mismatch" in job.error_message
+
+
 def test_job_warnings_reach_the_caller_and_are_not_errors():
     """What a command prints as ``warning:`` on stderr is the job's ``warnings`` (the panel shows them); the job
     still succeeds, and its error message is not a warning."""
@@ -115,7 +137,7 @@ def test_fine_tuning_job_catalogues_a_model_that_loads(scene, module, tmp_path, 
 
     import torch
 
-    from SSIMQualityLib.models import load_model, load_named_model, model_entries, read_checkpoint
+    from SSIMQualityLib.models import load_model, model_entries, open_model, read_checkpoint
 
     monkeypatch.setenv("SSIMQUALITY_USER_DIR", str(tmp_path / "user"))
     site = tmp_path / "site"
@@ -132,7 +154,7 @@ def test_fine_tuning_job_catalogues_a_model_that_loads(scene, module, tmp_path, 
     listed = {e["name"]: e for e in model_entries()}
     assert listed["site-v1"]["where"] == "user"
     assert Path(listed["site-v1"]["path"]).parent == tmp_path / "user" / "models"  # not the extension's folder
-    model = load_named_model("site-v1")  # checked against its SHA-256
+    model = open_model("site-v1")  # checked against its SHA-256
     assert model.input_size == 128
     assert logic.modelPath("site-v1") == listed["site-v1"]["path"]
     # --freeze-norm: the batch-norm statistics are the starting model's, the weights are not
@@ -140,10 +162,23 @@ def test_fine_tuning_job_catalogues_a_model_that_loads(scene, module, tmp_path, 
     assert torch.equal(start["net.layer2.0.bn1.running_var"], tuned["net.layer2.0.bn1.running_var"])
     assert not torch.equal(start["net.layer2.0.conv1.weight"], tuned["net.layer2.0.conv1.weight"])
     # at a fine-tuning rate, not train's from-scratch default
-    meta = json.loads(read_checkpoint(tmp_path / "user" / "runs" / "site-v1" / "model.pt")["meta"])
+    (run,) = (tmp_path / "user" / "runs").glob("site-v1-*")
+    meta = json.loads(read_checkpoint(run / "model.pt")["meta"])
     assert meta["train_config"]["lr"] == module.FINE_TUNE_LR < 1e-3
-    with pytest.raises(Exception):
-        logic.startFineTuning(str(site), "")  # a name is needed
+    from SSIMQualityLib.errors import OutputExistsError, SSIMQualityError
+
+    with pytest.raises(SSIMQualityError, match="give the new model a name"):
+        logic.startFineTuning(str(site), "")
+    # a name already taken is refused before minutes of training, not when the model is to be catalogued
+    with pytest.raises(OutputExistsError, match="already in your catalogue"):
+        logic.startFineTuning(str(site), "site-v1", steps=2, samples=16, device="cpu")
+    # a name is not a path: the run's folder stays in the user's runs/, one for each name
+    outs = []
+    for name in ("../../escape", "site v2", "site_v2"):
+        job = logic.startFineTuning(str(site), name, steps=2, samples=16, device="cpu")
+        outs.append(Path(job.args[job.args.index("--out") + 1]))
+        job.cancel()
+    assert all(o.parent == tmp_path / "user" / "runs" for o in outs) and len(set(outs)) == 3
 
 
 def test_scoring_job_warns_of_signed_intensities_by_the_node_name(scene, module, caplog):

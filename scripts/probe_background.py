@@ -32,7 +32,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from SSIMQualityLib.models import load_bundled_model, load_model  # noqa: E402
+from SSIMQualityLib.models import open_model  # noqa: E402
 from SSIMQualityLib.noise import describe_noise  # noqa: E402
 from SSIMQualityLib.realeval import _foreground_slices, _read  # noqa: E402
 from SSIMQualityLib.scoring import predict_slices  # noqa: E402
@@ -119,7 +119,7 @@ def main(argv=None) -> int:
     ap.add_argument("--max-slices", type=int, default=24)
     ap.add_argument("--json", help="write the rows here as JSON")
     args = ap.parse_args(argv)
-    model = load_model(args.model) if args.model else load_bundled_model()
+    model = open_model(args.model)
     rows = [probe(model, Path(p), max_slices=args.max_slices) for p in list_volume_paths(args.paths, recursive=True)]
     print(f"{'volume':36s} {'σ':>6s} " + " ".join(f"{k:>9s}" for k in CHANGES) + "  band rows / cols")
     for r in rows:

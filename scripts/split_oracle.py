@@ -29,7 +29,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from SSIMQualityLib.corruption import make_corruptor, slice_labels  # noqa: E402
 from SSIMQualityLib.data import colin27_files  # noqa: E402
-from SSIMQualityLib.models import load_bundled_model, load_model  # noqa: E402
+from SSIMQualityLib.models import open_model  # noqa: E402
 from SSIMQualityLib.motion import apply_motion_batch  # noqa: E402
 from SSIMQualityLib.noise import move_anatomy, noise_sigma  # noqa: E402
 from SSIMQualityLib.scoring import predict_slices  # noqa: E402
@@ -115,7 +115,7 @@ def main(argv=None) -> int:
     p.add_argument("--out", type=Path, help="write the results as JSON")
     args = p.parse_args(argv)
     torch.manual_seed(0)
-    model = load_model(args.model) if args.model else load_bundled_model()
+    model = open_model(args.model)
     results = []
     for level in args.noise:
         r = run(level, args.filter, model, with_signal=args.filter_signal)
