@@ -171,7 +171,7 @@ class SSIMQualityWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         node = self.logic.getParameterNode()
         self.logic.setDefaultParameters(node)
         if node.GetNodeReference("inputVolume") is None:
-            first = slicer.mrmlScene.GetFirstNodeByClass("vtkMRMLScalarVolumeNode")
+            first = self.logic.firstScorableVolume()
             if first is not None:
                 node.SetNodeReferenceID("inputVolume", first.GetID())
         self.setParameterNode(node)
@@ -301,6 +301,7 @@ class SSIMQualityWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self.ui.progressBar.setFormat("%p%")
         self.updateButtons()
         if job.state == "failed":
+            self.ui.summaryLabel.setText(f"failed: {job.error_message}")  # not "Scoring..." under the dialog
             slicer.util.errorDisplay(job.error_message)
 
     def onCancel(self):
@@ -316,7 +317,7 @@ class SSIMQualityWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
 
     def _scored(self, job, table):
         if table is not None:
-            self.showResults(table, job.warnings)
+            self.showResults(table)  # the job's warnings are in the table's summary
 
     def onCorrupt(self):
         p = self.logic.getParameters(self._parameterNode)
@@ -497,7 +498,7 @@ class SSIMQualityLogic(ScriptedLoadableModuleLogic):
 
     @staticmethod
     def _startJob(args, collect, onDone, folder=None, names=None):
-        """Start ``args`` as a :class:`Job`.  When it has ended: ``collect()`` turns a success into its result
+        """Start ``args`` as a :class:`Job`.  When it has ended: ``collect(job)`` turns a success into its result
         (an error there fails the job, with its one line in ``job.errors``), the temporary ``folder`` goes,
         and ``onDone(job, result)`` is called (result None on failure).  ``names`` maps the temporary files the
         job was given to what the user calls them (the node's name) in the job's lines.  A cancelled job calls no
@@ -513,7 +514,7 @@ class SSIMQualityLogic(ScriptedLoadableModuleLogic):
                 job.errors[:] = [line.replace(path, name) for line in job.errors]
             try:
                 if job.state == "done":
-                    result = collect()
+                    result = collect(job)
             except SSIMQualityError as exc:
                 job.errors.append(f"SSIMQuality: error: {exc.one_line()}")
                 job.state = "failed"
@@ -544,7 +545,8 @@ class SSIMQualityLogic(ScriptedLoadableModuleLogic):
         args = [python_executable(), self.cliModuleScript(), "--device", device, *(["--model", str(model)] if model else []),
                 inputPath, outputPath]
         name = volumeNode.GetName()
-        return self._startJob(args, lambda: self._tableFromSliceFile(outputPath, name, tableNode), onDone, folder,
+        return self._startJob(args, lambda job: self._tableFromSliceFile(outputPath, name, tableNode, job.warnings),
+                              onDone, folder,
                               names={inputPath: name})
 
     def startCorruption(self, inputNode, method="kspace", severity=0.5, seed=None, outputNode=None, onDone=None):
@@ -570,7 +572,7 @@ class SSIMQualityLogic(ScriptedLoadableModuleLogic):
             args += ["--seed", str(int(seed))]
         return self._startJob(
             library_command(*args),
-            lambda: self._corruptionResult(inputNode, outputNode, outputPath, reportPath, method, severity),
+            lambda job: self._corruptionResult(inputNode, outputNode, outputPath, reportPath, method, severity),
             onDone, folder, names={inputPath: name})
 
     def startFineTuning(self, folder, name, model="", steps=300, samples=FINE_TUNE_SAMPLES, device="auto",
@@ -606,10 +608,12 @@ class SSIMQualityLogic(ScriptedLoadableModuleLogic):
 
         description = f"fine-tuned from {model or 'the bundled model'} on {folder}"
         return self._startJob(library_command(*args),
-                              lambda: register_user_model(os.path.join(runDir, "model.pt"), name, description), onDone)
+                              lambda job: register_user_model(os.path.join(runDir, "model.pt"), name, description),
+                              onDone)
 
-    def _tableFromSliceFile(self, path, volumeName, tableNode=None):
-        """The CLI module's per-slice table read back into a table node, with summary and chart."""
+    def _tableFromSliceFile(self, path, volumeName, tableNode=None, warnings=()):
+        """The CLI module's per-slice table read back into a table node, with summary and chart (and the job's
+        warning lines kept with it)."""
         import csv
 
         from SSIMQualityLib.labels import all_classes
@@ -622,7 +626,7 @@ class SSIMQualityLogic(ScriptedLoadableModuleLogic):
         axis = int(rows[0]["axis"]) if rows else 0
         score = VolumeScore(axis=axis, predicted=predicted, foreground=foreground,
                             classes=all_classes(predicted))
-        return self._fillScoreTable(score, volumeName, tableNode)
+        return self._fillScoreTable(score, volumeName, tableNode, warnings)
 
     def _corruptionResult(self, inputNode, outputNode, volumePath, reportPath, method, severity):
         import csv
@@ -689,6 +693,25 @@ class SSIMQualityLogic(ScriptedLoadableModuleLogic):
         spacing = tuple(float(s) for s in volumeNode.GetSpacing()[::-1])  # (i, j, k) -> per array axis
         check_volume(Volume(array=array, spacing=spacing, path=name))
         return np.asarray(array), spacing
+
+    @staticmethod
+    def firstScorableVolume():
+        """The scene's first volume the module can score, for the panel's first choice: a plain scalar volume,
+        not a label map (a subclass, which the selector hides: the panel showed another volume and scoring
+        failed with "is a label map"), nor a frame of a sequence."""
+        for node in slicer.util.getNodesByClass("vtkMRMLScalarVolumeNode"):
+            if node.GetClassName() == "vtkMRMLScalarVolumeNode" and node.GetAttribute("SequenceBrowser.ProxyNode") is None:
+                return node
+        return None
+
+    @staticmethod
+    def volumeDirection(volumeNode):
+        """The node's orientation as the library takes it (a file's SimpleITK direction: LPS, row-major 3 x 3,
+        one column per index axis i, j, k), so that a volume scores alike loaded from a file or from the scene."""
+        m = vtk.vtkMatrix4x4()
+        volumeNode.GetIJKToRASDirectionMatrix(m)
+        ras_to_lps = (-1.0, -1.0, 1.0)
+        return tuple(ras_to_lps[r] * m.GetElement(r, c) for r in range(3) for c in range(3))
 
     @staticmethod
     def _checkOutput(inputNode, outputNode):
@@ -769,6 +792,7 @@ class SSIMQualityLogic(ScriptedLoadableModuleLogic):
         """
         self._requireLibrary()
         from SSIMQualityLib.scoring import score_array
+        from SSIMQualityLib.slices import own_signed_line
         from SSIMQualityLib.slices import slicing_axis
 
         array, spacing = self.volumeArray(volumeNode)
@@ -789,16 +813,22 @@ class SSIMQualityLogic(ScriptedLoadableModuleLogic):
 
         total = array.shape[ax]
         try:
-            result = score_array(model, array, spacing, axis=ax, device=dev, progress=_step)
+            with own_signed_line():  # logged below, naming the node
+                result = score_array(model, array, spacing, axis=ax, device=dev, progress=_step,
+                                     direction=self.volumeDirection(volumeNode))
         except _Cancelled:
             return None
         warning = result.warning(volumeNode.GetName())
         if warning:  # as `ssimquality score` prints it
             logging.warning(warning)
-        return self._fillScoreTable(result, volumeNode.GetName(), tableNode)
+        return self._fillScoreTable(result, volumeNode.GetName(), tableNode, [warning])
 
-    def _fillScoreTable(self, result, volumeName, tableNode=None):
-        """A table node (new unless given) of one volume's per-slice scores, with summary attributes and chart."""
+    def _fillScoreTable(self, result, volumeName, tableNode=None, warnings=()):
+        """A table node (new unless given) of one volume's per-slice scores, with summary attributes and chart.
+        ``warnings`` (lines, e.g. signed intensities) stay with the result: in ``SSIMQuality.warnings`` and below
+        the summary line, saved with the scene (the panel showed them only until its label changed)."""
+        from SSIMQualityLib.scoring import summary_line
+
         if tableNode is None:
             tableNode = slicer.mrmlScene.AddNewNodeByClass("vtkMRMLTableNode",
                                                            slicer.mrmlScene.GenerateUniqueName(volumeName + " quality"))
@@ -812,7 +842,9 @@ class SSIMQualityLogic(ScriptedLoadableModuleLogic):
         for key, value in summary.items():
             tableNode.SetAttribute(f"SSIMQuality.{key}", str(value))
         tableNode.SetAttribute("SSIMQuality.axis", str(ax))
-        tableNode.SetAttribute("SSIMQuality.Summary", _summaryText(summary))
+        warnings = [w for w in warnings if w]
+        tableNode.SetAttribute("SSIMQuality.warnings", "\n".join(warnings))
+        tableNode.SetAttribute("SSIMQuality.Summary", "\n".join([summary_line(summary), *warnings]))
         chart = self._plotSlices(tableNode, volumeName)
         tableNode.SetAttribute("SSIMQuality.ChartNodeID", chart.GetID())
         return tableNode
@@ -852,6 +884,7 @@ class SSIMQualityLogic(ScriptedLoadableModuleLogic):
         """Corrupt every slice along the acquisition axis; returns (output volume, table slice / true ssim)."""
         self._requireLibrary()
         from SSIMQualityLib.corruption import corrupt_volume, make_corruptor, severity_text, signed_warning
+        from SSIMQualityLib.slices import own_signed_line
         from SSIMQualityLib.slices import slicing_axis
 
         array, spacing = self.volumeArray(inputNode)
@@ -862,7 +895,8 @@ class SSIMQualityLogic(ScriptedLoadableModuleLogic):
         warning = signed_warning(array, name)
         if warning:  # as `ssimquality corrupt` prints it (a job's warnings reach the panel's summary)
             logging.warning(warning)
-        res = corrupt_volume(array, ax, method=method, severity=severity, seed=seed, out_dtype=array.dtype)
+        with own_signed_line():  # logged above, naming the node
+            res = corrupt_volume(array, ax, method=method, severity=severity, seed=seed, out_dtype=array.dtype)
         out = self._outputVolume(inputNode, outputNode, res.array, f" {method} {severity_text(severity)}")
         table = self._trueSsimTable(out, res.ssim, res.foreground, res.methods, method, severity)
         table.SetAttribute("SSIMQuality.axis", str(ax))
@@ -998,14 +1032,6 @@ def _fillTable(tableNode, columns):
             arr.InsertNextValue(int(v) if is_int else str(v) if is_str else float(v))
         table.AddColumn(arr)
     tableNode.Modified()
-
-
-def _summaryText(s):
-    if not s["slices_scored"]:
-        return "no slice had enough foreground to score"
-    return (f"{s['slices_scored']} of {s['slices']} slices scored: mean predicted SSIM {s['mean_predicted_ssim']:.3f}, "
-            f"min {s['min_predicted_ssim']:.3f}; good {s['fraction_good']:.0%}, sufficient "
-            f"{s['fraction_sufficient']:.0%}, rescan {s['fraction_rescan']:.0%} -> {s['verdict']}")
 
 
 #

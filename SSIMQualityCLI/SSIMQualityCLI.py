@@ -27,7 +27,7 @@ def main(argv=None):
     parser.add_argument("files", nargs="*", metavar="inputVolume outputTable",
                         help="the volume to score and its per-slice table; with --inputFolder, only the table")
     parser.add_argument("--inputFolder", default="", help="score every volume in this folder instead")
-    parser.add_argument("--summaryTable", default="", help="folder mode: one row per volume")
+    parser.add_argument("--summaryTable", default="", help="one row per volume")
     parser.add_argument("--model", default="")
     parser.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
     parser.add_argument("--batch-size", dest="batchSize", type=int, default=32)
@@ -72,6 +72,7 @@ def _score_volume(args, model, device) -> int:
     from SSIMQualityLib.batch import VolumeResult
     from SSIMQualityLib.results import write_slice_table
     from SSIMQualityLib.scoring import score_array
+    from SSIMQualityLib.slices import own_signed_line
     from SSIMQualityLib.volumes import read_volume
 
     _say("filter-progress-text", "reading the volume")
@@ -85,13 +86,19 @@ def _score_volume(args, model, device) -> int:
         done[0] += n
         _say("filter-progress", f"{0.1 + 0.85 * done[0] / max(1, total):.3f}")
 
-    score = score_array(model, vol.array, vol.spacing, device=device, batch_size=args.batchSize, bf16=args.fast,
-                        progress=progress)
+    with own_signed_line():  # said below, naming the file
+        score = score_array(model, vol.array, vol.spacing, device=device, batch_size=args.batchSize,
+                            bf16=args.fast, progress=progress, direction=vol.direction)
     result = VolumeResult(args.inputVolume, score=score)
     _warn(score.warning(str(args.inputVolume)))
     s = result.summary()
     _say("filter-progress-text", "writing the table")
     write_slice_table(result, args.outputTable, force=True)  # Slicer hands over a fresh temporary path
+    if args.summaryTable:  # the volume's one row here too (it was written in folder mode only)
+        from SSIMQualityLib.results import write_table
+        from SSIMQualityLib.vocabulary import SUMMARY_COLUMNS
+
+        write_table([result.summary()], SUMMARY_COLUMNS, args.summaryTable, force=True)
     _say("filter-comment", f"mean predicted SSIM {s['mean_predicted_ssim']:.3f}, min {s['min_predicted_ssim']:.3f}, "
                            f"verdict {s['verdict']}")
     _say("filter-progress", "1")
@@ -99,11 +106,15 @@ def _score_volume(args, model, device) -> int:
 
 
 def _score_folder(args, model, device) -> int:
-    """Every volume of the folder: per-slice rows (with the file) and one summary row per volume; the number
-    of files that could not be scored (each reported in one line on stderr, the others kept)."""
+    """Every volume of the folder: per-slice rows (with the file) and one summary row per volume (a file that
+    could not be scored: its row says "not scored", and one line on stderr says why).
+
+    Returns 1 only when no volume could be scored: Slicer reads a CLI module's outputs back only when it
+    exits with 0 (any other status is "completed with errors", and the tables of every good volume were lost
+    with the one bad file's)."""
     from SSIMQualityLib.batch import score_files
     from SSIMQualityLib.results import write_table
-    from SSIMQualityLib.vocabulary import SLICE_COLUMNS, SUMMARY_COLUMNS
+    from SSIMQualityLib.vocabulary import SLICE_COLUMNS, SUMMARY_COLUMNS, VERDICT_NOT_SCORED
     from SSIMQualityLib.volumes import list_volume_paths
 
     paths = list_volume_paths([args.inputFolder])
@@ -113,6 +124,7 @@ def _score_folder(args, model, device) -> int:
         if res.error is not None:
             print(f"SSIMQualityCLI: error: {res.error.one_line()}", file=sys.stderr, flush=True)
             failed += 1
+            summaries.append({"file": res.file, "verdict": VERDICT_NOT_SCORED})
         else:
             _warn(res.score.warning(res.file))
             slices += res.slice_rows()
@@ -123,9 +135,10 @@ def _score_folder(args, model, device) -> int:
     write_table(slices, SLICE_COLUMNS, args.outputTable, force=True)
     if args.summaryTable:
         write_table(summaries, SUMMARY_COLUMNS, args.summaryTable, force=True)
-    _say("filter-comment", f"{len(summaries)} of {len(paths)} volumes scored")
+    _say("filter-comment", f"{len(paths) - failed} of {len(paths)} volumes scored"
+                           + (f"; {failed} could not be (see the errors)" if failed else ""))
     _say("filter-progress", "1")
-    return failed
+    return 1 if failed and failed == len(paths) else 0
 
 
 if __name__ == "__main__":

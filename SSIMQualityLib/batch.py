@@ -123,7 +123,7 @@ def score_files(paths: Sequence[Union[str, Path]], model, device="cpu", batch_si
                 submit(i + ahead)
                 vol, err = pending.pop(i).result()
                 read[i] = (vol, err)
-                yield (i, None, None, None) if err is not None else (i, vol.array, vol.spacing, axis)
+                yield (i, None, None, None) if err is not None else (i, vol.array, vol.spacing, axis, vol.direction)
 
     for i, outcome in score_volumes(volumes(), model, device=device, batch_size=batch_size, bf16=bf16,
                                     progress=progress):

@@ -18,7 +18,7 @@ from .motion import (RandomKSpaceMotion, RandomMotion, RandomTorchioMotion, Torc
                      apply_motion_batch)
 from .errors import BadParameterError
 from .seeds import Seed, check_seed
-from .slices import magnitude, normalize, signed_message, signed_share
+from .slices import magnitude, normalize, signed_message, signed_share, warn_if_signed
 from .ssim import ssim
 from .vocabulary import CORRUPTION_METHODS, KSPACE, TORCHIO
 
@@ -94,6 +94,10 @@ def make_corruptor(method: str = "kspace", severity: Union[float, Tuple[float, f
     raise BadParameterError(f"unknown method {method!r}; choose {', '.join(CORRUPTION_METHODS)}")
 
 
+#: What corruption does with signed intensities, and what to do instead.
+SIGNED_CONSEQUENCE = "motion is simulated on magnitude images, so they become 0: corrupt the magnitude image instead"
+
+
 def signed_warning(volume: np.ndarray, name: str) -> Optional[str]:
     """The warning line for a volume of signed intensities (:func:`~SSIMQualityLib.slices.signed_message`),
     which corruption turns into a magnitude image first (negatives become 0); None for a magnitude image.
@@ -104,8 +108,7 @@ def signed_warning(volume: np.ndarray, name: str) -> Optional[str]:
     >>> signed_warning(np.linspace(-1, 1, 32).reshape(2, 4, 4), "z.nii")[:16]
     'warning: z.nii: '
     """
-    return signed_message(signed_share(volume), name, "motion is simulated on magnitude images, so they become "
-                                                      "0: corrupt the magnitude image instead")
+    return signed_message(signed_share(volume), name, SIGNED_CONSEQUENCE)
 
 
 def slice_labels(clean: torch.Tensor, corrupted: torch.Tensor) -> torch.Tensor:
@@ -168,7 +171,10 @@ def corrupt_volume(volume: np.ndarray, axis: Optional[int], method: str = "kspac
         raise SSIMQualityError(f"batch_size must be at least 1, got {batch_size}")
     corruptor = make_corruptor(method, severity)
     device = resolve_device(device)
-    moved = magnitude(np.moveaxis(volume, axis, 0))  # the motion models return magnitudes: compare like with like
+    moved = np.moveaxis(volume, axis, 0)
+    if moved.size and moved.min() < 0:  # one pass; most volumes have no negative voxel
+        warn_if_signed(signed_share(moved), SIGNED_CONSEQUENCE)
+    moved = magnitude(moved)  # the motion models return magnitudes: compare like with like
     n = moved.shape[0]
     streams = [np.random.default_rng(s) for s in np.random.SeedSequence(check_seed(seed)).spawn(n)]
     out = np.empty(moved.shape, dtype=np.float32)

@@ -7,7 +7,8 @@ from typing import Optional, Union
 import numpy as np
 
 from .corruption import corrupt_volume
-from .figures import corruption_panel, display_slice
+from .figures import corruption_panel
+from .orientation import display_slice, network_slice
 from .resources import sample_volume_path
 from .scoring import foreground_slices
 from .slices import normalize, take_slice
@@ -55,11 +56,14 @@ def run_demo(out_dir: Union[str, Path] = "demo-output", seed: int = 0, methods=M
     def shown(array):  # the demo's slice, as a viewer shows it
         return display_slice(take_slice(array, axis, mid), direction=vol.direction, axis=axis)
 
+    def scored(array):  # the same slice as the network is given it (as `score` gives it)
+        return network_slice(take_slice(array, axis, mid), direction=vol.direction, axis=axis)
+
     clean = shown(vol.array)
     results = {}
     for method in methods:
         results[method] = {}
-        slices, labels = [], []
+        slices, labels, given = [], [], [scored(vol.array)]
         for sev in SEVERITIES:
             res = corrupt_volume(vol.array, axis, method=method, severity=sev, seed=seed, out_dtype=vol.array.dtype)
             results[method][sev] = res.ssim
@@ -67,9 +71,10 @@ def run_demo(out_dir: Union[str, Path] = "demo-output", seed: int = 0, methods=M
             print(f"  {method:8s} severity {sev:.2f}: true SSIM over {s['over']}: mean {s['mean']:.3f}  p10 "
                   f"{s['p10']:.3f}  median {s['p50']:.3f}  p90 {s['p90']:.3f}  min {s['min']:.3f}")
             slices.append(shown(res.array))
+            given.append(scored(res.array))
             labels.append(f"{method}, severity {sev:.2f}\ntrue SSIM {res.ssim[mid]:.3f}")
         if model is not None:  # the model's reading of the same slices, beside the truth
-            predicted = predict_slices(model, np.stack([clean] + slices).astype(np.float32))
+            predicted = predict_slices(model, np.stack(given).astype(np.float32))
             labels = [f"{lab}, predicted {p:.3f}" for lab, p in zip(labels, predicted[1:])]
             clean_label = f"clean\npredicted {predicted[0]:.3f}"
         else:
@@ -103,7 +108,7 @@ def score_demo(vol, axis: int, seed: int = 0, *, model=None) -> None:
         res = corrupt_volume(vol.array, axis, method="kspace", severity=sev, seed=seed, out_dtype=vol.array.dtype)
         versions.append((f"k-space severity {sev}", res.array, res.ssim))
     for name, arr, truth in versions:
-        sc = score_array(model, arr, vol.spacing, axis=axis)
+        sc = score_array(model, arr, vol.spacing, axis=axis, direction=vol.direction)
         s = sc.summary()
         if truth is not None:
             name += f" (true mean {truth[sc.foreground].mean():.3f})"

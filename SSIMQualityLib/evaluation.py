@@ -11,7 +11,7 @@ histogram with normal fit, log-scale confusion matrices).
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Optional, Sequence, Union
+from typing import Optional, Sequence, Tuple, Union
 
 import numpy as np
 import torch
@@ -64,14 +64,36 @@ def stratified_std(pred: np.ndarray, true: np.ndarray, edges: np.ndarray = STRAT
     return float(np.sqrt(np.sum(weights * (r - mu) ** 2)))
 
 
+def paired(pred, true) -> Tuple[np.ndarray, np.ndarray, int]:
+    """Predictions and labels as float arrays of one length, without the pairs where either is NaN (a slice
+    that was not scored: no head), and how many those were.
+
+    >>> paired([0.9, float("nan"), 0.5], [1.0, 0.8, 0.4])
+    (array([0.9, 0.5]), array([1. , 0.4]), 1)
+    """
+    from .errors import BadParameterError
+
+    pred = np.asarray(pred, dtype=np.float64).ravel()
+    true = np.asarray(true, dtype=np.float64).ravel()
+    if pred.shape != true.shape:
+        raise BadParameterError(f"{pred.size} predictions against {true.size} labels: give one of each per slice")
+    keep = ~(np.isnan(pred) | np.isnan(true))
+    if not keep.any():
+        raise BadParameterError("no slice has both a prediction and a label (unscored slices are NaN)",
+                                hint="compare the slices that were scored")
+    return pred[keep], true[keep], int(keep.size - keep.sum())
+
+
 def metrics(pred: np.ndarray, true: np.ndarray) -> dict:
-    """Residual statistics, accuracies and classification reports of predictions against labels."""
+    """Residual statistics, accuracies and classification reports of predictions against labels.
+
+    Pairs where either is NaN (slices not scored) are left out of every figure, and counted in
+    ``"not_scored"`` (they used to count as misclassified while the residuals came out NaN)."""
     from sklearn.metrics import classification_report, confusion_matrix
 
-    pred = np.asarray(pred, dtype=np.float64)
-    true = np.asarray(true, dtype=np.float64)
+    pred, true, left_out = paired(pred, true)
     r = pred - true
-    out = {"n": int(len(r)), "residual_mean": float(r.mean()), "residual_std": float(r.std()),
+    out = {"n": int(len(r)), "not_scored": left_out, "residual_mean": float(r.mean()), "residual_std": float(r.std()),
            "mae": float(np.abs(r).mean()), "pearson_r": float(np.corrcoef(pred, true)[0, 1]) if len(r) > 1 else float("nan"),
            "residual_std_stratified": stratified_std(pred, true) if len(r) else float("nan")}
     # Most synthetic labels lie near 1, where residuals are small: the whole-set
@@ -103,6 +125,7 @@ def plot_report(pred: np.ndarray, true: np.ndarray, out_dir: Union[str, Path], m
     plt = _pyplot()
     out = Path(out_dir)
     m = m or metrics(pred, true)
+    pred, true, _ = paired(pred, true)
     paths = []
     # Scatter with linear fit and both marginals.
     fig = plt.figure(figsize=(6.5, 6.5))
@@ -231,7 +254,7 @@ def clean_real_check(model, scans=None, device: Union[str, torch.device] = "cpu"
     per_scan, all_pred = [], []
     for path, frame, desc in scans:
         vol = read_volume(path, frame=frame)
-        sc = score_array(model, vol.array, vol.spacing, device=device)
+        sc = score_array(model, vol.array, vol.spacing, device=device, direction=vol.direction)
         p = sc.predicted[sc.foreground]
         all_pred.append(p)
         per_scan.append({"scan": desc, "slices_scored": int(p.size), "mean_predicted_ssim": float(np.mean(p)) if p.size else None,
@@ -286,7 +309,7 @@ def compare_with_iqms(model, scans=None, severities=(0.0, 0.1, 0.2, 0.3, 0.4, 0.
             for sev in severities:
                 res = corrupt_volume(vol.array, axis, method=method, severity=float(sev), seed=seed,
                                      out_dtype=vol.array.dtype)
-                sc = score_array(model, res.array, vol.spacing, axis=axis, device=device)
+                sc = score_array(model, res.array, vol.spacing, axis=axis, device=device, direction=vol.direction)
                 fg = sc.foreground
                 masks = segment(res.array)
                 iq = compute_iqms(res.array, direction=vol.direction, masks=masks).as_dict()

@@ -6,6 +6,8 @@ from typing import Optional, Sequence, Union
 
 import numpy as np
 
+from .orientation import display_slice  # noqa: F401  (figures draw slices with it; its home is orientation)
+
 PathLike = Union[str, Path]
 
 
@@ -16,48 +18,6 @@ def _pyplot():
     import matplotlib.pyplot as plt
 
     return plt
-
-
-#: Where each view puts the patient, as 3D Slicer's default views do (radiological): for the physical axis
-#: nearest the slice's normal (0 x, 1 y, 2 z in SimpleITK's LPS), the physical axis and direction that run down
-#: the screen's rows and right along its columns.  Axial: anterior at the top, the patient's left on the right;
-#: coronal: superior at the top, left on the right; sagittal: superior at the top, anterior on the left.
-_VIEWS = {2: ((1, 1), (0, 1)), 1: ((2, -1), (0, 1)), 0: ((2, -1), (1, 1))}
-
-
-def display_slice(image: np.ndarray, *, direction: Optional[Sequence[float]] = None, axis: int = 0) -> np.ndarray:
-    """A slice turned the way a viewer shows it, to draw with row 0 at the top (matplotlib's default).
-
-    A slice taken along array ``axis`` of a volume (array order (k, j, i), as
-    :class:`~SSIMQualityLib.volumes.Volume` holds it) is stored in whatever order its file was written:
-    drawn as stored, one file shows the face at the top and another at the bottom.  Here it is transposed
-    and flipped by the volume's ``direction`` (SimpleITK's LPS 3 × 3, row-major; identity when None) into
-    3D Slicer's default views (radiological: the patient's left on the screen's right).  Slices of strongly
-    oblique volumes, whose two in-plane axes lie nearest the same physical axis, are returned as stored.
-
-    Examples
-    --------
-    >>> ras = (-1, 0, 0, 0, -1, 0, 0, 0, 1)  # a NIfTI stored RAS: rows run anterior, columns to the right
-    >>> display_slice(np.arange(4).reshape(2, 2), direction=ras, axis=0).tolist()
-    [[3, 2], [1, 0]]
-    """
-    img = np.asarray(image)
-    d = np.eye(3) if direction is None else np.asarray(direction, dtype=float).reshape(3, 3)
-    column = {0: 2, 1: 1, 2: 0}  # array axis (k, j, i) -> the direction matrix's column (index i, j, k)
-    rows_axis, cols_axis = [a for a in range(3) if a != axis]
-
-    def nearest(a):  # (physical axis, its sign) nearest array axis a
-        v = d[:, column[a]]
-        p = int(np.argmax(np.abs(v)))
-        return p, 1 if v[p] >= 0 else -1
-
-    (want_rows, row_sign), (want_cols, col_sign) = _VIEWS[nearest(axis)[0]]
-    (p_rows, s_rows), (p_cols, s_cols) = nearest(rows_axis), nearest(cols_axis)
-    if (p_rows, p_cols) == (want_cols, want_rows):
-        img, (p_rows, s_rows), (p_cols, s_cols) = img.T, (p_cols, s_cols), (p_rows, s_rows)
-    if (p_rows, p_cols) != (want_rows, want_cols):
-        return img
-    return img[::s_rows * row_sign, ::s_cols * col_sign]
 
 
 def integer_ticks():

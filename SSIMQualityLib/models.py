@@ -100,6 +100,13 @@ def read_checkpoint(path: Union[str, Path], sha256: Optional[str] = None) -> dic
     if not p.is_file():
         raise BadModelFileError("model file does not exist", name, "check the path or use the bundled model")
     if sha256 is not None:
+        import re
+
+        if not re.fullmatch(r"[0-9a-fA-F]{64}", str(sha256)):  # load_model(path, "cpu") read "cpu" as one
+            from .errors import BadParameterError
+
+            raise BadParameterError(f"sha256 must be 64 hexadecimal digits, got {str(sha256)[:20]!r}",
+                                    hint="give the checksum by name: sha256=...; the device: device=...")
         actual = sha256_of(p)
         if actual.lower() != sha256.lower():
             raise BadModelFileError(f"checksum mismatch: SHA-256 is {actual[:12]}…, the catalogue expects "
@@ -125,7 +132,8 @@ def read_checkpoint(path: Union[str, Path], sha256: Optional[str] = None) -> dic
     return data
 
 
-def load_model(path: Union[str, Path], sha256: Optional[str] = None, device: Union[str, torch.device] = "cpu") -> SSIMRegressor:
+def load_model(path: Union[str, Path], *, sha256: Optional[str] = None,
+               device: Union[str, torch.device] = "cpu") -> SSIMRegressor:
     """Load a model checkpoint (safe load, optional checksum), in eval mode on ``device``."""
     data = read_checkpoint(path, sha256)
     cfg = data["config"]
@@ -193,7 +201,7 @@ def open_model(model: Optional[Union[str, Path]] = None, device: Union[str, torc
         names = ", ".join(e["name"] for e in model_entries())
         raise BadModelFileError("no such model file, and no catalogued model of that name", str(model),
                                 f"give a checkpoint file or one of: {names} (`ssimquality models` lists them)")
-    return load_model(found["path"], found["sha256"], device)
+    return load_model(found["path"], sha256=found["sha256"], device=device)
 
 
 def model_identity(model: Optional[Union[str, Path]] = None) -> dict:
@@ -209,7 +217,7 @@ def model_identity(model: Optional[Union[str, Path]] = None) -> dict:
 def load_bundled_model(name: Optional[str] = None, device: Union[str, torch.device] = "cpu") -> SSIMRegressor:
     """The bundled model, checked against the SHA-256 in the catalogue."""
     entry = bundled_model_entry(name)
-    return load_model(catalog_path().parent / entry["file"], entry["sha256"], device)
+    return load_model(catalog_path().parent / entry["file"], sha256=entry["sha256"], device=device)
 
 
 def user_models_dir() -> Path:

@@ -36,7 +36,7 @@ import numpy as np
 import torch
 
 from .evaluation import stratified_std, truth_bins
-from .figures import display_slice
+from .orientation import display_slice, network_slice
 from .labels import CLINICAL_GOOD, CLINICAL_SUFFICIENT, clinical_class
 from .outputs import json_text
 from .vocabulary import MOTION_MODELS
@@ -254,6 +254,10 @@ def evaluate_real(model, paths: Sequence[Union[str, Path]], *, seed: int = 20240
     for vi, (f, vol, frame, axis, fg) in enumerate(vols):
         # Magnitudes, as the motion models return (``slices.magnitude``): the truth compares like with like.
         moved_axis = magnitude(np.moveaxis(vol.array, axis, 0))
+        # Slices are moved as stored (the truth does not depend on it), given to the network as `score` gives
+        # them (one orientation, whatever the file's), and drawn as a viewer shows them.
+        view = functools.partial(display_slice, direction=vol.direction, axis=axis)
+        network = functools.partial(network_slice, direction=vol.direction, axis=axis)
         batch: Dict[str, list] = {d: [] for d in DEFINITIONS}
         keys: list = []
         example = fg[len(fg) // 2] if fg else None
@@ -272,7 +276,6 @@ def evaluate_real(model, paths: Sequence[Union[str, Path]], *, seed: int = 20240
             batch["paper"] += clean_copy + list(paper)
             keys += [(si, "clean", 0.0)] * len(clean_copy) + [(si, methods[mi], levels[li]) for mi, li in grid]
             if si == example:
-                view = functools.partial(display_slice, direction=vol.direction, axis=axis)  # as a viewer shows it
                 examples.append((vi, si, view(s), {(methods[mi], levels[li]): view(img)
                                                    for (mi, li), img in zip(grid, project)}))
             if progress:
@@ -282,15 +285,15 @@ def evaluate_real(model, paths: Sequence[Union[str, Path]], *, seed: int = 20240
             for d in DEFINITIONS:
                 stack = torch.as_tensor(np.stack(batch[d]))
                 true = slice_labels(clean, stack).numpy()
-                pred = predict_slices(model, stack, device=device, batch_size=batch_size)
+                pred = predict_slices(model, network(stack), device=device, batch_size=batch_size)
                 for (si, method, sev), tv, pv in zip(keys, true, pred):
                     samples.append(RealSample(vi, si, method, sev, d, float(tv), float(pv)))
         # The field-of-view check: each clean slice once more, cut into the head (shapes differ: one at a time).
-        cut = [float(predict_slices(model, torch.as_tensor(cut_into_head(
-            np.ascontiguousarray(moved_axis[si], dtype=np.float32)))[None], device=device)[0]) for si in fg]
+        cut = [float(predict_slices(model, network(torch.as_tensor(cut_into_head(
+            np.ascontiguousarray(moved_axis[si], dtype=np.float32))))[None], device=device)[0]) for si in fg]
         # The tone check: the clean slices once more under each tone curve (one stack per curve).
-        tone = {str(g): [round(float(v), 6) for v in predict_slices(model, torch.as_tensor(
-            with_tone(moved_axis[fg], g)), device=device, batch_size=batch_size)] if fg else [] for g in TONE_GAMMAS}
+        tone = {str(g): [round(float(v), 6) for v in predict_slices(model, network(torch.as_tensor(
+            with_tone(moved_axis[fg], g))), device=device, batch_size=batch_size)] if fg else [] for g in TONE_GAMMAS}
         volumes_meta.append({"index": vi, "path": str(f), "frame": frame, "kind": scan_kind(str(f)),
                              "shape": list(map(int, vol.array.shape)), "spacing": [float(x) for x in vol.spacing],
                              "axis": int(axis), "slices_evaluated": len(fg),

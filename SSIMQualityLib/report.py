@@ -17,7 +17,8 @@ def volume_figure(path: Union[str, Path], array: np.ndarray, score: VolumeScore,
     """One PNG per volume: the worst slices with their scores, and the per-slice curve with thresholds.
     ``direction`` (the volume's) turns the slices as a viewer shows them
     (:func:`~SSIMQualityLib.figures.display_slice`)."""
-    from .figures import _pyplot, display_slice, integer_ticks
+    from .figures import _pyplot, integer_ticks
+    from .orientation import display_slice
     from .labels import CLINICAL_GOOD, CLINICAL_SUFFICIENT
     from .slices import normalize
 

@@ -8,9 +8,14 @@ import numpy as np
 import torch
 
 from .labels import CLINICAL_NAMES, NOT_SCORED, all_classes
+from .orientation import network_slice
+from .vocabulary import VERDICT_GOOD_SHARE, VERDICT_NO_FOREGROUND, VERDICT_RESCAN_SHARE
 from .slices import (SIGNED_LIMIT, foreground_fractions, prepare_input, signed_message, signed_share, slicing_axis,
-                     volume_range)
+                     volume_range, warn_if_signed)
 
+#: What scoring does with signed intensities, and what to do instead.
+SIGNED_CONSEQUENCE = ("the network was trained on magnitude images, so these scores are not reliable: score the "
+                      "magnitude image")
 #: Slices with less head than this share of pixels are flagged, not scored.
 MIN_FOREGROUND = 0.05
 
@@ -28,8 +33,7 @@ class VolumeScore:
     def warning(self, name: str) -> Optional[str]:
         """The warning line for a volume of signed intensities (None for a magnitude image): the network was
         trained on magnitude images, so its scores of such a volume are not to be trusted."""
-        return signed_message(self.signed_share, name, "the network was trained on magnitude images, so these "
-                                                       "scores are not reliable: score the magnitude image")
+        return signed_message(self.signed_share, name, SIGNED_CONSEQUENCE)
 
     def rows(self) -> List[dict]:
         out = []
@@ -45,7 +49,7 @@ class VolumeScore:
         if p.size == 0:
             return {"slices": int(len(self.predicted)), "slices_scored": 0, "mean_predicted_ssim": float("nan"),
                     "min_predicted_ssim": float("nan"), "fraction_good": float("nan"),
-                    "fraction_sufficient": float("nan"), "fraction_rescan": float("nan"), "verdict": "no foreground"}
+                    "fraction_sufficient": float("nan"), "fraction_rescan": float("nan"), "verdict": VERDICT_NO_FOREGROUND}
         cc = self.classes["clinical_class"][self.foreground]
         frac = {name: float(np.mean(cc == k)) for k, name in CLINICAL_NAMES.items()}
         verdict = verdict_for(frac)
@@ -55,13 +59,33 @@ class VolumeScore:
                 "fraction_rescan": frac["rescan"], "verdict": verdict}
 
 
-def verdict_for(fractions: Dict[str, float], rescan_share: float = 0.2, good_share: float = 0.8) -> str:
+def verdict_for(fractions: Dict[str, float], rescan_share: float = VERDICT_RESCAN_SHARE,
+                good_share: float = VERDICT_GOOD_SHARE) -> str:
     """Volume verdict from the clinical class shares: rescan if ≥ 20 % of slices say so, good if ≥ 80 % good."""
     if fractions[CLINICAL_NAMES[3]] >= rescan_share:
         return CLINICAL_NAMES[3]
     if fractions[CLINICAL_NAMES[1]] >= good_share:
         return CLINICAL_NAMES[1]
     return CLINICAL_NAMES[2]
+
+
+def summary_line(summary: dict) -> str:
+    """A volume's summary (:meth:`VolumeScore.summary`) in one line for a person: slice counts, not rounded
+    shares (19.6 % rescan printed as "20 %" beside the verdict "good" read as a contradiction), and the rule.
+
+    >>> summary_line({"slices": 60, "slices_scored": 51, "mean_predicted_ssim": 0.861, "min_predicted_ssim": 0.5,
+    ...               "fraction_good": 41 / 51, "fraction_sufficient": 0.0, "fraction_rescan": 10 / 51,
+    ...               "verdict": "good"})
+    '51 of 60 slices scored: mean predicted SSIM 0.861, min 0.500; 41 good, 0 sufficient, 10 rescan -> good (rescan from 20% rescan slices, good from 80% good)'
+    """
+    n = int(summary["slices_scored"])
+    if not n:
+        return f"no slice of {summary['slices']} had enough head to score"
+    count = {name: int(round(summary[f"fraction_{name}"] * n)) for name in CLINICAL_NAMES.values()}
+    return (f"{n} of {summary['slices']} slices scored: mean predicted SSIM {summary['mean_predicted_ssim']:.3f}, "
+            f"min {summary['min_predicted_ssim']:.3f}; " + ", ".join(f"{c} {name}" for name, c in count.items())
+            + f" -> {summary['verdict']} (rescan from {VERDICT_RESCAN_SHARE:.0%} rescan slices, good from "
+              f"{VERDICT_GOOD_SHARE:.0%} good)")
 
 
 def stack_foreground(stack: torch.Tensor, reference: Tuple[float, float], threshold: float = 0.1) -> torch.Tensor:
@@ -161,15 +185,18 @@ class _Pending:
 
 
 @torch.no_grad()
-def score_volumes(items: Iterable[Tuple[object, Optional[np.ndarray], Sequence[float], Optional[int]]], model, *,
+def score_volumes(items: Iterable[tuple], model, *,
                   device: Union[str, torch.device] = "cpu", batch_size: Optional[int] = None, bf16: bool = False,
                   progress: Optional[Callable[[int], None]] = None, every_slice: bool = False
                   ) -> Iterator[Tuple[object, Union[VolumeScore, BaseException, None]]]:
     """Score a stream of volumes, with network batches that span volumes; the one inference loop.
 
-    ``items`` yields ``(key, volume, spacing, axis)``: ``volume`` a (k, j, i)
-    array, or None to pass ``key`` through (a file that could not be read);
-    ``axis`` None for the acquisition axis.  Yields ``(key, result)`` in the
+    ``items`` yields ``(key, volume, spacing, axis)`` or ``(key, volume, spacing, axis, direction)``:
+    ``volume`` a (k, j, i) array, or None to pass ``key`` through (a file that could not be read);
+    ``axis`` None for the acquisition axis; ``direction`` the volume's (SimpleITK's LPS 3 × 3, row-major).
+    With a direction each slice is given to the network in one orientation, a RAS+ volume's
+    (:func:`~SSIMQualityLib.orientation.network_slice`), so that one image gets one score however its file
+    stores it; without one, as stored.  Yields ``(key, result)`` in the
     order of ``items``: a :class:`VolumeScore`, the
     :class:`~SSIMQualityLib.errors.SSIMQualityError` that stopped this volume,
     or None for a passed-through key.
@@ -191,6 +218,7 @@ def score_volumes(items: Iterable[Tuple[object, Optional[np.ndarray], Sequence[f
 
     from .errors import SSIMQualityError
     from .models import resolve_device
+    from .volumes import checked_array
 
     if not isinstance(model, torch.nn.Module):
         raise SSIMQualityError(f"the model must be a loaded network, got {type(model).__name__}",
@@ -241,14 +269,19 @@ def score_volumes(items: Iterable[Tuple[object, Optional[np.ndarray], Sequence[f
                 yield vol.key, VolumeScore(axis=vol.axis, predicted=vol.predicted, foreground=vol.foreground,
                                            classes=classes, signed_share=vol.signed)
 
-    for key, volume, spacing, axis in items:
+    for key, volume, spacing, axis, *more in items:
+        direction = more[0] if more else None
         vol = _Pending(key, -1)
         pending.append(vol)
         if volume is not None:
             try:
+                # Checked as a file's voxels are (the caller's own arrays too), in this volume's one line.
+                volume = checked_array(volume, spacing, check=not every_slice)
                 # The caller names the volume; slices it chose itself (every_slice) are scored at any size.
                 vol.axis = slicing_axis(spacing, axis, shape=None if every_slice else np.shape(volume))
                 moved = np.moveaxis(np.asarray(volume), vol.axis, 0)  # a view
+                if direction is not None:
+                    moved = network_slice(moved, direction=direction, axis=vol.axis)  # a view too
                 n = moved.shape[0]
                 vol.predicted = np.full(n, np.nan, dtype=np.float64)
                 vol.foreground = np.zeros(n, dtype=bool)
@@ -285,7 +318,8 @@ def score_volumes(items: Iterable[Tuple[object, Optional[np.ndarray], Sequence[f
 
 def score_array(model, volume: np.ndarray, spacing=(1.0, 1.0, 1.0), axis: Optional[int] = None,
                 device: Union[str, torch.device] = "cpu", batch_size: Optional[int] = None, bf16: bool = False,
-                progress: Optional[Callable[[int], None]] = None, every_slice: bool = False) -> VolumeScore:
+                progress: Optional[Callable[[int], None]] = None, every_slice: bool = False, *,
+                direction: Optional[Sequence[float]] = None) -> VolumeScore:
     """Score every slice of a (k, j, i) volume along ``axis`` (default: the acquisition axis).
 
     One volume through :func:`score_volumes`.  Slices are cast to float one
@@ -294,13 +328,13 @@ def score_array(model, volume: np.ndarray, spacing=(1.0, 1.0, 1.0), axis: Option
     (:func:`~SSIMQualityLib.volumes.check_volume`: 3-D, intensities, finite, not constant, slices of at least
     16 x 16 voxels); what fails raises :class:`~SSIMQualityLib.errors.UnsupportedImageError`.  With
     ``every_slice`` the caller has chosen the slices (:func:`predict_slices`: crops of real scans into the head,
-    some smaller than 16 voxels) and they are scored as given.
+    some smaller than 16 voxels) and they are scored as given.  ``direction`` (the volume's,
+    :attr:`~SSIMQualityLib.volumes.Volume.direction`): slices are scored in one orientation, the same whatever
+    order the file stores them in (:func:`score_volumes`).
     """
-    from .volumes import checked_array
-
-    volume = checked_array(volume, spacing, check=not every_slice)
-    (_, result), = score_volumes([(None, volume, spacing, axis)], model, device=device, batch_size=batch_size,
+    (_, result), = score_volumes([(None, volume, spacing, axis, direction)], model, device=device, batch_size=batch_size,
                                  bf16=bf16, progress=progress, every_slice=every_slice)
     if isinstance(result, BaseException):
         raise result
+    warn_if_signed(result.signed_share, SIGNED_CONSEQUENCE)
     return result

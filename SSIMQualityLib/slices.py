@@ -6,6 +6,8 @@ array axis.
 """
 from __future__ import annotations
 
+import contextlib
+
 import functools
 import math
 from dataclasses import dataclass
@@ -312,6 +314,32 @@ def signed_share(volume: np.ndarray, *, depth: float = 0.05) -> float:
     # The scale from the absolute values: an all-negative volume has no positive p99.5 to measure against.
     top = float(np.percentile(np.abs(v), UPPER_PERCENTILE))
     return float(np.mean(v < -depth * top)) if top > 0 else 0.0
+
+
+class SignedIntensityWarning(UserWarning):
+    """A volume of signed intensities given to the Python functions, which cannot treat it as the magnitude
+    image they expect (the commands and the Slicer module say it in their own line instead)."""
+
+
+def warn_if_signed(share: float, consequence: str) -> None:
+    """:class:`SignedIntensityWarning` (to the caller's caller) for a volume whose :func:`signed_share` is
+    ``share``, saying ``consequence``; nothing for a magnitude image."""
+    import warnings
+
+    line = signed_message(share, "the volume", consequence)
+    if line:
+        warnings.warn(line[len("warning: "):], SignedIntensityWarning, stacklevel=3)
+
+
+@contextlib.contextmanager
+def own_signed_line():
+    """A context in which :class:`SignedIntensityWarning` is not raised: for callers that say it in their own
+    line, naming the file or node (the commands, the Slicer module)."""
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", SignedIntensityWarning)
+        yield
 
 
 def signed_message(share: float, name: str, consequence: str) -> Optional[str]:

@@ -29,6 +29,14 @@ SLICE_COLUMNS = ["file", "axis", "slice", "predicted_ssim", "clinical_class", "c
                  "foreground"]
 #: One row per slice of ``ssimquality corrupt --report`` (and the Slicer module's corruption table).
 CORRUPTION_COLUMNS = ["slice", "ssim", "foreground", "method"]
+#: A volume's verdict when none of its slices holds enough head to score, and in a folder's summary row for a
+#: file that could not be scored at all (the reason is in the errors); otherwise a clinical class name.
+VERDICT_NO_FOREGROUND = "no foreground"
+#: A volume's verdict: rescan when at least this share of its scored slices is rescan, else good when at least
+#: ``VERDICT_GOOD_SHARE`` is good, else sufficient.
+VERDICT_RESCAN_SHARE = 0.2
+VERDICT_GOOD_SHARE = 0.8
+VERDICT_NOT_SCORED = "not scored"
 #: One row per volume.
 SUMMARY_COLUMNS = ["file", "slices", "slices_scored", "mean_predicted_ssim", "min_predicted_ssim", "fraction_good",
                    "fraction_sufficient", "fraction_rescan", "verdict"]

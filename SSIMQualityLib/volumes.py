@@ -425,6 +425,8 @@ def check_volume(vol: Volume) -> None:
     a = vol.array
     if a.ndim != 3:
         raise UnsupportedImageError(f"expected a 3-D volume, got {a.ndim}-D of shape {a.shape}", name)
+    if a.size == 0:
+        raise UnsupportedImageError(f"the volume has no voxels (shape {a.shape})", name)
     if a.dtype == bool or not (np.issubdtype(a.dtype, np.integer) or np.issubdtype(a.dtype, np.floating)):
         raise UnsupportedImageError(f"voxel type {a.dtype} is not a greyscale intensity", name,
                                     "convert it to an integer or float volume")
@@ -449,7 +451,20 @@ _DATA_FILES = {".nhdr": ".raw.gz", ".mhd": ".zraw"}
 
 def checked_array(volume, spacing=(1.0, 1.0, 1.0), *, check: bool = True) -> np.ndarray:
     """A volume given to the library (a numpy array, a tensor on any device, nested lists) as a numpy array,
-    checked as a file's voxels are (:func:`check_volume`) unless ``check`` is false."""
+    checked as a file's voxels are (:func:`check_volume`) unless ``check`` is false.  What is plainly not a
+    volume's voxels (a :class:`Volume` itself, a file name, a network) is refused in one line saying what to
+    pass (it read "expected a 3-D volume, got 0-D")."""
+    from .errors import BadParameterError
+
+    if isinstance(volume, Volume):
+        raise BadParameterError("a Volume was given where its voxels go",
+                                hint="pass vol.array and vol.spacing (and direction=vol.direction)")
+    if isinstance(volume, (str, os.PathLike)):
+        raise BadParameterError(f"a file name was given where a volume's voxels go: {str(volume)!r}",
+                                hint="read it first: vol = read_volume(path), then pass vol.array and vol.spacing")
+    if type(volume).__module__.startswith("torch.nn") or hasattr(volume, "state_dict"):
+        raise BadParameterError("a network was given where a volume's voxels go",
+                                hint="the model comes first: score_array(model, volume, spacing)")
     array = np.asarray(volume.detach().cpu()) if hasattr(volume, "detach") else np.asarray(volume)
     if check:
         try:  # a file's header always has three; an argument may have two, or text ("could not convert 'a'")

@@ -1,4 +1,5 @@
 """Test data makers shared by several suites, and the loader of ``scripts/`` for their tests."""
+import dataclasses
 import importlib.util
 from pathlib import Path
 
@@ -44,3 +45,20 @@ def load_script(name: str):
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
+
+
+def stored_otherwise(vol):
+    """The same image stored another way: columns reversed and rows and columns of each slice swapped (a
+    DICOM series against its NIfTI conversion), with the direction (and origin) that keep every voxel where it
+    was in the patient."""
+    d = np.asarray(vol.direction, dtype=float).reshape(3, 3)
+    sp = np.asarray(vol.spacing[::-1], dtype=float)  # (i, j, k)
+    n_i = vol.array.shape[2]
+    origin = np.asarray(vol.origin) + d[:, 0] * sp[0] * (n_i - 1)  # the old last column is the new first
+    d = d.copy()
+    d[:, 0] *= -1
+    array = np.swapaxes(vol.array[..., ::-1], 1, 2)  # (k, j, i) -> (k, i', j)
+    d = d[:, [1, 0, 2]]
+    spacing = (vol.spacing[0], vol.spacing[2], vol.spacing[1])
+    return dataclasses.replace(vol, array=np.ascontiguousarray(array), spacing=spacing, origin=tuple(origin),
+                               direction=tuple(d.ravel()))

@@ -246,7 +246,7 @@ def test_cli_bad_input_one_line(tmp_path):
 
 
 def test_cli_module_scores_a_folder(tmp_path, sample_path):
-    """Folder mode, as Slicer runs it: one summary row per volume; a bad file is reported, exit 1, the rest kept."""
+    """Folder mode, as Slicer runs it: one summary row per volume; a bad file is reported, the rest kept."""
     import csv
     import shutil
 
@@ -269,12 +269,32 @@ def test_cli_module_scores_a_folder(tmp_path, sample_path):
     progress = [float(l[len("<filter-progress>"):-len("</filter-progress>")]) for l in r.stdout.splitlines()
                 if l.startswith("<filter-progress>")]
     assert progress == sorted(progress) and progress[-1] == 1.0 and len(progress) >= 4  # over volumes
+    # A bad file among good ones: exit 0, or Slicer would not read the tables back at all (it loads a CLI
+    # module's outputs only after status 0; the good volumes were lost with the bad one). The bad file is one
+    # line on stderr and a "not scored" row.
     (folder / "c_bad.nii.gz").write_bytes(b"broken")
     r = subprocess.run(cmd, capture_output=True, text=True, env={**os.environ, "PYTHONPATH": ""})
-    assert r.returncode == 1
+    assert r.returncode == 0
     assert len(r.stderr.strip().splitlines()) == 1 and "c_bad.nii.gz" in r.stderr
     rows = list(csv.DictReader(summary.open(encoding="utf-8"), delimiter="\t"))
-    assert [Path(x["file"]).name for x in rows] == ["a.nii", "b.nii.gz"]
+    assert [(Path(x["file"]).name, x["verdict"] == "not scored") for x in rows] == [
+        ("a.nii", False), ("b.nii.gz", False), ("c_bad.nii.gz", True)]
+    assert "2 of 3 volumes scored; 1 could not be" in r.stdout
+    # Nothing scored: that is an error.
+    only_bad = tmp_path / "bad_only"
+    only_bad.mkdir()
+    (only_bad / "c_bad.nii.gz").write_bytes(b"broken")
+    r = subprocess.run([*cmd[:3], str(only_bad), *cmd[4:]], capture_output=True, text=True,
+                       env={**os.environ, "PYTHONPATH": ""})
+    assert r.returncode == 1 and "c_bad.nii.gz" in r.stderr
+    # One volume: its summary row too (--summaryTable was ignored outside folder mode).
+    one = tmp_path / "one.tsv"
+    r = subprocess.run([sys.executable, str(CLI_DIR / "SSIMQualityCLI.py"), "--summaryTable", str(one), "--device",
+                        "cpu", str(folder / "a.nii"), str(tmp_path / "a_slices.tsv")], capture_output=True, text=True,
+                       env={**os.environ, "PYTHONPATH": ""})
+    assert r.returncode == 0, r.stderr
+    (row,) = list(csv.DictReader(one.open(encoding="utf-8"), delimiter="\t"))
+    assert Path(row["file"]).name == "a.nii" and row["verdict"] == rows[0]["verdict"]
 
 
 def _masked_head_with_overshoot(sample):
@@ -315,6 +335,46 @@ def test_overshoot_scored_as_its_magnitude_signed_volume_warned(sample, tmp_path
     warnings = [line for line in err.splitlines() if line.startswith("warning:")]
     assert len(warnings) == 1 and "zscored.nii.gz" in warnings[0] and "magnitude" in warnings[0], err
     assert "overshoot.nii.gz: " in out and "Traceback" not in err
+    # From Python the same volume raises a warning the caller sees (it was said only by .warning(name)), as does
+    # corrupting it (negatives set to 0 without a word); a magnitude image with overshoot raises none.
+    import warnings as py_warnings
+
+    from SSIMQualityLib.corruption import corrupt_volume
+    from SSIMQualityLib.slices import SignedIntensityWarning
+
+    with pytest.warns(SignedIntensityWarning, match="not reliable: score the magnitude image"):
+        score_array(model, zscored[30:34], sample.spacing)
+    with pytest.warns(SignedIntensityWarning, match="corrupt the magnitude image instead"):
+        corrupt_volume(zscored[30:34], 0, severity=0.0, seed=0)
+    with py_warnings.catch_warnings():
+        py_warnings.simplefilter("error")
+        score_array(model, over[30:34], sample.spacing)
+        corrupt_volume(over[30:34], 0, severity=0.0, seed=0)
+
+
+def test_what_is_not_a_volume_is_refused_in_one_line_saying_what_to_pass(sample):
+    """A Volume, a file name or the model in the volume's place read "expected a 3-D volume, got 0-D"; an empty
+    axis was an IndexError from numpy; score_volumes passed NaN patches and infinities on unchecked."""
+    from SSIMQualityLib.errors import BadParameterError, UnsupportedImageError
+    from SSIMQualityLib.models import build_model
+    from SSIMQualityLib.scoring import score_array, score_volumes
+
+    model = build_model("resnet18", 32).eval()
+    for wrong, words in ((sample, "Pass vol.array and vol.spacing"), ("scan.nii.gz", "Read it first"),
+                         (model, "The model comes first")):
+        with pytest.raises(BadParameterError, match=words):
+            score_array(model, wrong, sample.spacing)
+    with pytest.raises(UnsupportedImageError, match="no voxels"):
+        score_array(model, np.zeros((0, 40, 40)), sample.spacing)
+    patched = sample.array[30:34].astype(np.float32)
+    patched[:, :10, :10] = np.nan
+    inf = sample.array[30:34].astype(np.float32)
+    inf[0, 0, 0] = np.inf
+    out = dict(score_volumes([("nan", patched, sample.spacing, None), ("inf", inf, sample.spacing, None),
+                              ("good", sample.array[30:34], sample.spacing, None)], model))
+    assert isinstance(out["nan"], UnsupportedImageError) and "NaN or infinite" in out["nan"].one_line()
+    assert isinstance(out["inf"], UnsupportedImageError)
+    assert np.isfinite(out["good"].predicted[out["good"].foreground]).all()  # the others go on
 
 
 def test_a_slab_is_scored_across_its_thin_axis_and_arrays_are_checked_as_files(sample, tmp_path, capsys):

@@ -41,6 +41,23 @@ def test_metrics_count_misclassified_and_empty_classes():
     assert written["residual_by_true_class"]["rescan"]["std"] is None and written["n"] == m["n"]
 
 
+def test_metrics_leave_unscored_slices_out_and_refuse_what_cannot_pair():
+    """A slice with no head has a NaN prediction: it counted as misclassified (accuracy 0.69 instead of 0.92 on
+    a real run) while every residual figure came out NaN. Now it is left out of every figure, and counted."""
+    from SSIMQualityLib.errors import BadParameterError
+
+    true = np.array([0.95, 0.90, 0.70, 0.40])
+    pred = np.array([0.96, np.nan, 0.72, 0.45])
+    m = metrics(pred, true)
+    assert m["n"] == 3 and m["not_scored"] == 1
+    assert m["accuracy_clinical"] == 1.0 and np.isclose(m["residual_mean"], np.mean([0.01, 0.02, 0.05]))
+    assert metrics(pred[[0, 2, 3]], true[[0, 2, 3]])["accuracy_3"] == m["accuracy_3"]
+    with pytest.raises(BadParameterError, match="3 predictions against 4 labels"):
+        metrics(pred[:3], true)
+    with pytest.raises(BadParameterError, match="no slice has both"):
+        metrics([np.nan], [0.5])
+
+
 def test_evaluate_command_writes_report_and_figures_and_keeps_them(tmp_path, capsys):
     from SSIMQualityLib.cli import main
 

@@ -39,6 +39,13 @@ def test_checkpoint_round_trip_and_checksum(tmp_path):
         assert torch.equal(m(x), back(x))
     with pytest.raises(BadModelFileError, match="checksum mismatch"):
         load_model(path, sha256="0" * 64)
+    # the device given where the checksum goes read "checksum mismatch ... restore it from the release"
+    with pytest.raises(TypeError):
+        load_model(path, "cpu")  # options are keyword-only
+    from SSIMQualityLib.errors import BadParameterError
+
+    with pytest.raises(BadParameterError, match="64 hexadecimal digits, got 'cpu'"):
+        load_model(path, sha256="cpu")
 
 
 def test_bad_model_files_give_clear_errors(tmp_path):

@@ -50,6 +50,29 @@ def test_load_and_score_sample(scene, module, sample_path, sample, tiny_model):
     assert logic.scoreVolume(node, model=tiny_model, progress=lambda done, total: False) is None
 
 
+@pytest.mark.parametrize("stored", ["as_ras", "as_dicom"])
+def test_a_loaded_volume_scores_as_its_file_does(scene, module, tiny_model, sample, tmp_path, stored):
+    """The node's orientation reaches the network as the file's does (slices turned as a viewer shows them), so
+    the panel and `ssimquality score` agree on a scan however it is stored, and on its twin stored otherwise."""
+    import dataclasses
+
+    from SSIMQualityLib.scoring import score_array
+    from SSIMQualityLib.volumes import read_volume, write_volume
+
+    from helpers import stored_otherwise
+
+    vol = dataclasses.replace(sample, direction=(-1.0, 0.0, 0.0, 0.0, -1.0, 0.0, 0.0, 0.0, 1.0))
+    vol = stored_otherwise(vol) if stored == "as_dicom" else vol
+    path = write_volume(vol.array, vol, tmp_path / f"{stored}.nii.gz")
+    from_file = read_volume(path)
+    logic = module.SSIMQualityLogic()
+    node = logic.loadVolumeFile(path)
+    np.testing.assert_allclose(logic.volumeDirection(node), from_file.direction, atol=1e-6)
+    table = logic.scoreVolume(node, model=tiny_model)
+    expected = score_array(tiny_model, from_file.array, from_file.spacing, direction=from_file.direction).predicted
+    np.testing.assert_allclose(table_column(table, "predicted_ssim"), expected, atol=1e-5, equal_nan=True)
+
+
 def test_score_volume_takes_a_model_by_name_or_file_as_jobs_do(scene, module, sample):
     """scoreVolume(model=...) takes what startScoring takes (a catalogue name or a file), not only a loaded model
     (a name gave AttributeError: 'str' object has no attribute 'parameters')."""
@@ -139,6 +162,48 @@ def test_signed_volume_is_corrupted_with_one_warning(scene, module, caplog):
     with caplog.at_level("WARNING"):
         logic.corruptVolume(plain, severity=0.5, seed=1)
     assert not [r for r in caplog.records if r.levelname == "WARNING"]
+
+
+def test_a_signed_volumes_warning_stays_with_its_scores(scene, module, tiny_model, caplog):
+    """The warning was logged and shown until the panel's label changed; the table said "-> good" with no
+    caveat. Now it is in the table's attributes and below its summary line (saved with the scene)."""
+    logic = module.SSIMQualityLogic()
+    rng = np.random.default_rng(0)
+    head = np.zeros((6, 48, 48), np.float32)
+    head[:, 8:40, 10:38] = 100 + 10 * rng.standard_normal((6, 32, 28))
+    signed = slicer.util.addVolumeFromArray((head - head.mean()) / head.std(), name="zscored")
+    plain = slicer.util.addVolumeFromArray(head, name="plain")
+    with caplog.at_level("WARNING"):
+        table = logic.scoreVolume(signed, model=tiny_model)
+    assert [r.getMessage() for r in caplog.records if r.levelname == "WARNING"] == [
+        table.GetAttribute("SSIMQuality.warnings")]
+    assert table.GetAttribute("SSIMQuality.warnings").startswith("warning: zscored: ")
+    assert table.GetAttribute("SSIMQuality.Summary").endswith(table.GetAttribute("SSIMQuality.warnings"))
+    quiet = logic.scoreVolume(plain, model=tiny_model)
+    assert quiet.GetAttribute("SSIMQuality.warnings") == "" and "\n" not in quiet.GetAttribute("SSIMQuality.Summary")
+
+
+def test_the_summary_line_counts_slices_and_cannot_contradict_its_verdict(scene, module):
+    """41 good and 10 rescan of 51 is 19.6 % rescan: "good", printed as "rescan 20% -> good"."""
+    from SSIMQualityLib.labels import all_classes
+    from SSIMQualityLib.scoring import VolumeScore
+
+    p = np.array([0.95] * 41 + [0.5] * 10)
+    table = module.SSIMQualityLogic()._fillScoreTable(
+        VolumeScore(0, p, np.ones(51, bool), all_classes(p)), "v")
+    line = table.GetAttribute("SSIMQuality.Summary")
+    assert "41 good, 0 sufficient, 10 rescan -> good" in line and "rescan from 20% rescan slices" in line
+    assert "%," not in line.split("->")[0]
+
+
+def test_the_panels_first_choice_is_a_volume_it_can_score(scene, module):
+    """A label map added first was picked (GetFirstNodeByClass returns subclasses) while the selector showed
+    another volume; scoring then failed with "is a label map"."""
+    logic = module.SSIMQualityLogic()
+    assert logic.firstScorableVolume() is None
+    scene.AddNewNodeByClass("vtkMRMLLabelMapVolumeNode", "brain labels")
+    image = scene.AddNewNodeByClass("vtkMRMLScalarVolumeNode", "T1")
+    assert logic.firstScorableVolume() is image
 
 
 def test_clear_errors_for_odd_nodes(scene, module, tiny_model):
@@ -254,7 +319,7 @@ BAD_LOGIC = [
     ("score-table", lambda lg, n, f, m: lg.scoreVolume(n["table"], model=m), "not a volume", "tablenode"),
     ("corrupt-label-map", lambda lg, n, f, m: lg.corruptVolume(n["labels"]), "label map", "labelvol"),
     ("start-corruption-none", lambda lg, n, f, m: lg.startCorruption(None), "no input volume", None),
-    ("score-model-name-unknown", lambda lg, n, f, m: lg.scoreVolume(n["head"], model=str(f["missing"])), "does not exist", "nope.nii.gz"),
+    ("score-model-name-unknown", lambda lg, n, f, m: lg.scoreVolume(n["head"], model=str(f["missing"])), "no such model file, and no catalogued model of that name", "nope.nii.gz"),
     ("corrupt-constant", lambda lg, n, f, m: lg.corruptVolume(n["const"]), "same value", "constvol"),
     ("corrupt-severity", lambda lg, n, f, m: lg.corruptVolume(n["head"], severity=1.5), "severity", "head"),
     ("corrupt-method", lambda lg, n, f, m: lg.corruptVolume(n["head"], method="shake"), "unknown method", "head"),
@@ -272,7 +337,7 @@ BAD_LOGIC = [
     ("load-empty", lambda lg, n, f, m: lg.loadVolumeFile(f["empty"]), "empty", "empty.nii.gz"),
     ("load-text", lambda lg, n, f, m: lg.loadVolumeFile(f["text"]), "not a readable image", "notes.nii"),
     ("load-truncated", lambda lg, n, f, m: lg.loadVolumeFile(f["trunc"]), "truncated", "cut.nii.gz"),
-    ("model-missing", lambda lg, n, f, m: lg.loadModel(f["missing"]), "does not exist", "nope.nii.gz"),
+    ("model-missing", lambda lg, n, f, m: lg.loadModel(f["missing"]), "no such model file, and no catalogued model of that name", "nope.nii.gz"),
     ("model-not-checkpoint", lambda lg, n, f, m: lg.loadModel(f["model_text"]), "cannot be loaded", "model.pt"),
 ]
 
