@@ -156,7 +156,7 @@ def corrupt_volume(volume: np.ndarray, axis: Optional[int], method: str = "kspac
     -------
     CorruptionResult
     """
-    from .errors import SSIMQualityError
+    from .errors import whole_number
     from .models import resolve_device
     from .scoring import foreground_slices
     from .slices import slicing_axis
@@ -167,8 +167,7 @@ def corrupt_volume(volume: np.ndarray, axis: Optional[int], method: str = "kspac
     spacing = (1.0, 1.0, 1.0) if spacing is None else spacing
     volume = checked_array(volume, spacing)
     axis = slicing_axis(spacing, axis, shape=volume.shape)
-    if int(batch_size) < 1:
-        raise SSIMQualityError(f"batch_size must be at least 1, got {batch_size}")
+    batch_size = whole_number(batch_size, "batch_size", low=1)
     corruptor = make_corruptor(method, severity)
     device = resolve_device(device)
     moved = np.moveaxis(volume, axis, 0)

@@ -67,3 +67,21 @@ class OutputExistsError(SSIMQualityError):
 
 class MissingDependencyError(SSIMQualityError):
     """A Python package the requested work needs is not installed."""
+
+
+def whole_number(value, what: str, *, low: int = 0, path: Optional[str] = None) -> int:
+    """``value`` as an int when it is a whole number of ``low`` or more (not a bool, not 2.5, not "1"), else a
+    :class:`BadParameterError` naming ``what`` (a size, a count, an index given to a library function).
+
+    >>> whole_number(3, "batch_size", low=1)
+    3
+    >>> whole_number(2.5, "batch_size", low=1)
+    Traceback (most recent call last):
+    ...
+    SSIMQualityLib.errors.BadParameterError: batch_size must be a whole number of 1 or more, got 2.5.
+    """
+    import numbers
+
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < low:
+        raise BadParameterError(f"{what} must be a whole number of {low} or more, got {value!r}", path)
+    return int(value)

@@ -43,6 +43,10 @@ def corruption_panel(clean: np.ndarray, corrupted: Sequence[np.ndarray], labels:
     one's colour scale, so that rows compare; each difference has its own symmetric scale, so that mild
     motion is still visible.
     """
+    if len(labels) != len(corrupted):  # fewer labels left rows unlabelled; more were dropped, both silently
+        from .errors import BadParameterError
+
+        raise BadParameterError(f"{len(corrupted)} corrupted images and {len(labels)} labels: give one label each")
     plt = _pyplot()
     n = len(corrupted)
     clean = np.asarray(clean, dtype=float)

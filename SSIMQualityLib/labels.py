@@ -63,9 +63,16 @@ def clinical_class(ssim: ArrayLike) -> np.ndarray:
     --------
     >>> clinical_class([0.9, 0.85, 0.7, 0.6, 0.59, float("nan")]).tolist()
     [1, 1, 2, 2, 3, -1]
+
+    A float32 prediction of 0.6 is 0.59999996: it is on the edge, as the equal bins count it (rounded to
+    :data:`_EDGE_DECIMALS` first; it was "rescan" here and 0.6 or above in ``class5`` and ``class10``).
+
+    >>> clinical_class(np.float32(0.6)).tolist(), equal_bin_class(np.float32(0.6), 5).tolist()
+    (2, 3)
     """
     s = np.asarray(ssim, dtype=np.float64)
-    cls = np.where(s >= CLINICAL_GOOD, 1, np.where(s >= CLINICAL_SUFFICIENT, 2, 3))
+    r = np.round(np.nan_to_num(s), _EDGE_DECIMALS)
+    cls = np.where(r >= CLINICAL_GOOD, 1, np.where(r >= CLINICAL_SUFFICIENT, 2, 3))
     return np.where(np.isnan(s), NOT_SCORED, cls).astype(np.int64)
 
 

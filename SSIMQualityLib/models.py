@@ -309,6 +309,8 @@ def resolve_device(device: Union[str, torch.device] = "auto") -> torch.device:
 
     if device == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if device.split(":")[0] not in ("cpu", "cuda"):  # "mps", "xpu", ...: not what the project runs or tests
+        raise SSIMQualityError(f"unknown device {device!r}", None, "use auto, cpu or cuda")
     if device.startswith("cuda") and not torch.cuda.is_available():
         raise SSIMQualityError("CUDA was requested but no GPU is available to torch", None,
                                "use --device cpu or --device auto")

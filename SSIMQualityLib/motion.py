@@ -654,8 +654,9 @@ class RandomTorchioMotion:
         self.max_fraction = float(max_fraction)
         self.pe_axis = pe_axis
 
-    def sample(self, shape: Tuple[int, int] = (256, 256), seed: Seed = None) -> TorchioMotion:
-        """Draw the parameters for one slice of ``shape`` (H, W): :meth:`draw` of one."""
+    def sample(self, shape: Tuple[int, int], seed: Seed = None) -> TorchioMotion:
+        """Draw the parameters for one slice of ``shape`` (H, W): :meth:`draw` of one.  The shape is asked for,
+        as :meth:`RandomKSpaceMotion.sample` asks: a default of 256² moved a 193 × 157 slice off its centre."""
         return self.draw(shape, as_rng(seed), 1).transform(0)
 
     def draw(self, shape: Tuple[int, int], rng: np.random.Generator, n: int) -> "MotionDraws":

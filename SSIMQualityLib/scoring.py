@@ -137,6 +137,11 @@ def predict_slices(model, slices: torch.Tensor, device: Union[str, torch.device]
     computes bfloat16 natively (emulated, it is 40–50× slower).
     """
     stack = slices.float().numpy() if isinstance(slices, torch.Tensor) else np.asarray(slices, np.float32)
+    if stack.ndim != 3:  # a single 2-D slice failed deep in torch ("required rank 4 tensor")
+        from .errors import BadParameterError
+
+        raise BadParameterError(f"slices must be a stack of shape (N, H, W), got shape {stack.shape}",
+                                hint="for one slice pass slice[None]")
     if len(stack) == 0:
         return np.zeros(0, np.float32)
     return score_array(model, stack, axis=0, device=device, batch_size=batch_size, bf16=bf16, progress=progress,
@@ -216,15 +221,15 @@ def score_volumes(items: Iterable[tuple], model, *,
     """
     from collections import deque
 
-    from .errors import SSIMQualityError
+    from .errors import SSIMQualityError, whole_number
     from .models import resolve_device
     from .volumes import checked_array
 
     if not isinstance(model, torch.nn.Module):
         raise SSIMQualityError(f"the model must be a loaded network, got {type(model).__name__}",
                                hint="load one with load_model(path) or load_bundled_model()")
-    if batch_size is not None and int(batch_size) < 1:
-        raise SSIMQualityError(f"batch_size must be at least 1, got {batch_size}")
+    if batch_size is not None:
+        batch_size = whole_number(batch_size, "batch_size", low=1)
     model.eval()
     dev = resolve_device(device)
     batch_size = batch_size or default_batch_size(dev)

@@ -14,7 +14,7 @@ from typing import List, Optional, Tuple, Union
 
 import numpy as np
 
-from .errors import UnreadableFileError, UnsupportedImageError
+from .errors import UnreadableFileError, UnsupportedImageError, whole_number
 from .settings import MEMORY_LIMIT_ENV, env_number
 from .outputs import atomic_write_with_companions, ensure_writable, matching_suffix
 from .vocabulary import MIN_SIZE
@@ -133,6 +133,8 @@ def read_volume(path: PathLike, frame: Optional[int] = None, series_uid: Optiona
     """
     p = Path(path)
     name = _path_name(path)
+    if frame is not None:  # "1" was a TypeError; 1.7 read frame 1 of one file and failed on another
+        frame = whole_number(frame, "frame", path=name)
     check_file(p)
     sitk = _sitk()
     if p.is_dir():

@@ -355,7 +355,7 @@ def test_overshoot_scored_as_its_magnitude_signed_volume_warned(sample, tmp_path
 def test_what_is_not_a_volume_is_refused_in_one_line_saying_what_to_pass(sample):
     """A Volume, a file name or the model in the volume's place read "expected a 3-D volume, got 0-D"; an empty
     axis was an IndexError from numpy; score_volumes passed NaN patches and infinities on unchecked."""
-    from SSIMQualityLib.errors import BadParameterError, UnsupportedImageError
+    from SSIMQualityLib.errors import BadParameterError, SSIMQualityError, UnsupportedImageError
     from SSIMQualityLib.models import build_model
     from SSIMQualityLib.scoring import score_array, score_volumes
 
@@ -375,6 +375,18 @@ def test_what_is_not_a_volume_is_refused_in_one_line_saying_what_to_pass(sample)
     assert isinstance(out["nan"], UnsupportedImageError) and "NaN or infinite" in out["nan"].one_line()
     assert isinstance(out["inf"], UnsupportedImageError)
     assert np.isfinite(out["good"].predicted[out["good"].foreground]).all()  # the others go on
+    # and what failed deep inside torch, numpy or range(): one line each
+    from SSIMQualityLib.scoring import predict_slices
+    from SSIMQualityLib.volumes import read_volume
+
+    for call, words in ((lambda: score_array(model, sample.array[30:34], sample.spacing, batch_size=2.5),
+                         "batch_size must be a whole number of 1 or more, got 2.5"),
+                        (lambda: score_array(model, sample.array[30:34], sample.spacing, device="mps"),
+                         "unknown device 'mps'"),
+                        (lambda: predict_slices(model, sample.array[30]), "For one slice pass slice"),
+                        (lambda: read_volume(sample.path, frame="1"), "frame must be a whole number")):
+        with pytest.raises(SSIMQualityError, match=words):
+            call()
 
 
 def test_a_slab_is_scored_across_its_thin_axis_and_arrays_are_checked_as_files(sample, tmp_path, capsys):
@@ -432,8 +444,8 @@ def test_a_slab_is_scored_across_its_thin_axis_and_arrays_are_checked_as_files(s
               lambda: corrupt_volume(sample.array[30:34], None, spacing="abc"),
               lambda: corrupt_volume(sample.array[30:34], 0, method="k-space"),  # a ValueError before
               lambda: corrupt_volume(sample.array[30:34], 0, severity=2)]
-    words += ["batch_size must be at least 1", "must be a loaded network", "NaN", "axis must be 0, 1, 2",
-              "slices along axis 1 are 4 x", "batch_size must be at least 1"]
+    words += ["batch_size must be a whole number of 1 or more", "must be a loaded network", "NaN", "axis must be 0, 1, 2",
+              "slices along axis 1 are 4 x", "batch_size must be a whole number of 1 or more"]
     words += ["spacing must be three positive voxel sizes"] * 2 + ["unknown method 'k-space'", "severity must be in"]
     for call, word in zip(calls, words):
         with pytest.raises(SSIMQualityError, match=word):

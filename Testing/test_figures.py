@@ -1,6 +1,7 @@
 """Figures show slices the way a viewer does, whatever order the file stores them in; the teaching figures
 carry what a lecture needs (k-space, differences with their scale, truth and prediction)."""
 import numpy as np
+import pytest
 import SimpleITK as sitk
 
 from SSIMQualityLib.cli import main
@@ -64,3 +65,14 @@ def test_the_demo_runs_on_a_volume_of_yours(tmp_path, capsys):
     assert f"volume: {path}" in out and "true SSIM over all slices: mean" in out and "predicted mean" in out
     for name in ("corruption_kspace.png", "corruption_torchio.png"):
         assert (tmp_path / "d" / name).stat().st_size > 20_000
+
+
+def test_corruption_panel_needs_one_label_per_image(tmp_path):
+    """Fewer labels than images left rows unlabelled, more were dropped, without a word."""
+    from SSIMQualityLib.errors import BadParameterError
+    from SSIMQualityLib.figures import corruption_panel
+
+    img = np.random.default_rng(0).random((32, 32))
+    with pytest.raises(BadParameterError, match="2 corrupted images and 1 labels"):
+        corruption_panel(img, [img, img], ["only one"], tmp_path / "p.png")
+    assert not (tmp_path / "p.png").exists()

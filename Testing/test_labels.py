@@ -64,3 +64,13 @@ def test_a_slice_not_scored_has_no_class():
         assert values.tolist()[0] == NOT_SCORED == values.tolist()[2], name
     assert cols["clinical_class"].tolist()[1] == 1 and cols["class10"].tolist()[1] == 9
     assert clinical_class(float("nan")) == -1 and equal_bin_class(np.nan, 3) == -1
+
+
+def test_schemes_agree_on_a_shared_edge_at_float32():
+    """0.6 is an edge of the clinical scheme and of 5 and 10 equal bins; a float32 prediction of 0.6 is
+    0.59999996, which the bins put at or above 0.6 and the clinical scheme put below it ("rescan")."""
+    near = np.nextafter(np.float32(0.6), np.float32([0.0, 1.0]))
+    p = np.concatenate([near, np.float32([0.6, 0.5999, 0.6001]), np.random.default_rng(0).random(1000).astype(np.float32)])
+    at_least = clinical_class(p) <= 2
+    assert np.array_equal(at_least, equal_bin_class(p, 5) >= 3)
+    assert np.array_equal(at_least, equal_bin_class(p, 10) >= 6)

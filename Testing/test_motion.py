@@ -340,6 +340,8 @@ def test_a_shape_that_is_not_a_slice_is_one_line(cls):
         with pytest.raises(ValueError, match="shape must be a slice's two sizes"):
             cls(severity=0.5).sample(shape, seed=0)
     assert cls(severity=0.5).sample(torch.Size([8, 12]), seed=0) == cls(severity=0.5).sample((8, 12), seed=0)
+    with pytest.raises(TypeError):  # asked for by every sampler (TorchIO's had a silent default of 256 x 256)
+        cls(severity=0.5).sample(seed=0)
     if cls is not RandomMotion:  # the two algorithms' samplers also move images
         with pytest.raises(ValueError, match="each at least 1 pixel"):
             cls(severity=0.5)(np.zeros((0, 0), np.float32), seed=0)
