@@ -299,8 +299,13 @@ def make_contrast(kind: str, parameter: Optional[float] = None) -> ContrastTrans
     return AdaptiveHistogramEqualization(value)
 
 
-def apply_contrast_batch(images: torch.Tensor, transforms: Sequence[ContrastTransform]) -> torch.Tensor:
+def apply_contrast_batch(images: torch.Tensor, transforms: Sequence[ContrastTransform], *,
+                         check: bool = True) -> torch.Tensor:
     """Apply one deterministic transform per image of (B, H, W) in [0, 1], batched on the images' device.
+
+    Images outside [0, 1] are refused, as a single transform refuses them (clipped, a raw slice came back as a
+    mask).  ``check=False`` skips the test, for a caller whose images are normalised by construction (the
+    sample factory: the test reads a value back, which waits for a GPU).
 
     Gamma, log and sigmoid are elementwise (the same formulas as scikit-image's
     ``adjust_*`` on float images, whose range is [0, 1]); AHE runs as the
@@ -309,6 +314,11 @@ def apply_contrast_batch(images: torch.Tensor, transforms: Sequence[ContrastTran
     """
     if len(transforms) != images.shape[0]:
         raise ValueError(f"need one transform per image: {len(transforms)} for {images.shape[0]}")
+    if check and images.numel():
+        lo, hi = float(images.min()), float(images.max())
+        if not (lo >= -1e-3 and hi <= 1 + 1e-3):  # the single transforms' rule (_unit)
+            raise ValueError(f"contrast changes take slices normalised to [0, 1] (slices.normalize); these span "
+                             f"{lo:.4g} to {hi:.4g}")
     out = images.clone()
     dev, dt = images.device, images.dtype
 

@@ -334,7 +334,7 @@ class SampleFactory:
         for first in range(0, b, self.group_size):
             members = list(range(first, min(b, first + self.group_size)))
             raw = self._canvases([picks[k] for k in members], [params[k] for k in members])
-            canvas = apply_contrast_batch(normalize(raw), [contrasts[k] for k in members])
+            canvas = apply_contrast_batch(normalize(raw), [contrasts[k] for k in members], check=False)
             canvas = canvas - canvas.amin(dim=(1, 2), keepdim=True)  # air at zero again (as the reference)
             rows, cols = head_boxes(canvas)
             yield self._group(canvas, rows, cols, sigmas[members], rng, noise_gen)

@@ -99,6 +99,12 @@ def test_batched_contrast_equals_the_scikit_image_transforms():
     out = apply_contrast_batch(x, transforms)
     for k, t in enumerate(transforms):
         assert np.abs(out[k].numpy() - t(x[k].numpy())).max() < 1e-6
+    # a slice that is not normalised is refused as a single transform refuses it (it came back as a mask)
+    raw = 1000 * x
+    with pytest.raises(ValueError, match="normalised to \\[0, 1\\]"):
+        apply_contrast_batch(raw, transforms)
+    with pytest.raises(ValueError, match="normalised to \\[0, 1\\]"):
+        transforms[0](raw[0].numpy())
 
 
 def test_batched_ghost_equals_one_phase_at_a_time():
