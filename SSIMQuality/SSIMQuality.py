@@ -459,6 +459,14 @@ class SSIMQualityLogic(ScriptedLoadableModuleLogic):
 
     # -- long work out of process -----------------------------------------
 
+    @staticmethod
+    def modelIdentity(model=""):
+        """What a result names its model by (the library's ``model_identity``: the catalogue name or the file,
+        and the SHA-256)."""
+        from SSIMQualityLib.models import model_identity
+
+        return model_identity(model or None)
+
     def modelPath(self, model=""):
         """A file for ``model``: "" is the bundled model, a catalogue name its file, anything else a path."""
         from SSIMQualityLib.models import find_model
@@ -545,7 +553,9 @@ class SSIMQualityLogic(ScriptedLoadableModuleLogic):
         args = [python_executable(), self.cliModuleScript(), "--device", device, *(["--model", str(model)] if model else []),
                 inputPath, outputPath]
         name = volumeNode.GetName()
-        return self._startJob(args, lambda job: self._tableFromSliceFile(outputPath, name, tableNode, job.warnings),
+        identity = self.modelIdentity(model)
+        return self._startJob(args, lambda job: self._tableFromSliceFile(outputPath, name, tableNode, job.warnings,
+                                                                         identity),
                               onDone, folder,
                               names={inputPath: name})
 
@@ -611,7 +621,7 @@ class SSIMQualityLogic(ScriptedLoadableModuleLogic):
                               lambda job: register_user_model(os.path.join(runDir, "model.pt"), name, description),
                               onDone)
 
-    def _tableFromSliceFile(self, path, volumeName, tableNode=None, warnings=()):
+    def _tableFromSliceFile(self, path, volumeName, tableNode=None, warnings=(), identity=None):
         """The CLI module's per-slice table read back into a table node, with summary and chart (and the job's
         warning lines kept with it)."""
         import csv
@@ -626,7 +636,7 @@ class SSIMQualityLogic(ScriptedLoadableModuleLogic):
         axis = int(rows[0]["axis"]) if rows else 0
         score = VolumeScore(axis=axis, predicted=predicted, foreground=foreground,
                             classes=all_classes(predicted))
-        return self._fillScoreTable(score, volumeName, tableNode, warnings)
+        return self._fillScoreTable(score, volumeName, tableNode, warnings, identity)
 
     def _corruptionResult(self, inputNode, outputNode, volumePath, reportPath, method, severity):
         import csv
@@ -792,12 +802,13 @@ class SSIMQualityLogic(ScriptedLoadableModuleLogic):
         """
         self._requireLibrary()
         from SSIMQualityLib.scoring import score_array
-        from SSIMQualityLib.slices import own_signed_line
-        from SSIMQualityLib.slices import slicing_axis
+        from SSIMQualityLib.slices import own_signed_line, slicing_axis
 
         array, spacing = self.volumeArray(volumeNode)
         ax = slicing_axis(spacing, axis, volumeNode.GetName(), shape=array.shape)
+        identity = None  # a network passed in has no name to record
         if model is None or isinstance(model, (str, os.PathLike)):
+            identity = self.modelIdentity(model)
             model = self.loadModel(model or None, device=device)  # a name is loaded checked against its SHA-256
         dev = next(model.parameters()).device
         state = {"done": 0, "cancelled": False}
@@ -821,12 +832,14 @@ class SSIMQualityLogic(ScriptedLoadableModuleLogic):
         warning = result.warning(volumeNode.GetName())
         if warning:  # as `ssimquality score` prints it
             logging.warning(warning)
-        return self._fillScoreTable(result, volumeNode.GetName(), tableNode, [warning])
+        return self._fillScoreTable(result, volumeNode.GetName(), tableNode, [warning], identity)
 
-    def _fillScoreTable(self, result, volumeName, tableNode=None, warnings=()):
+    def _fillScoreTable(self, result, volumeName, tableNode=None, warnings=(), identity=None):
         """A table node (new unless given) of one volume's per-slice scores, with summary attributes and chart.
         ``warnings`` (lines, e.g. signed intensities) stay with the result: in ``SSIMQuality.warnings`` and below
-        the summary line, saved with the scene (the panel showed them only until its label changed)."""
+        the summary line, saved with the scene (the panel showed them only until its label changed).  What was
+        scored and by which model (``identity``, :meth:`modelIdentity`) are attributes too: ``SSIMQuality.volume``,
+        ``SSIMQuality.model``, ``SSIMQuality.model_sha256``."""
         from SSIMQualityLib.scoring import summary_line
 
         if tableNode is None:
@@ -842,6 +855,10 @@ class SSIMQualityLogic(ScriptedLoadableModuleLogic):
         for key, value in summary.items():
             tableNode.SetAttribute(f"SSIMQuality.{key}", str(value))
         tableNode.SetAttribute("SSIMQuality.axis", str(ax))
+        tableNode.SetAttribute("SSIMQuality.volume", volumeName)
+        if identity is not None:
+            tableNode.SetAttribute("SSIMQuality.model", identity["name"] or identity["file"])
+            tableNode.SetAttribute("SSIMQuality.model_sha256", identity["sha256"])
         warnings = [w for w in warnings if w]
         tableNode.SetAttribute("SSIMQuality.warnings", "\n".join(warnings))
         tableNode.SetAttribute("SSIMQuality.Summary", "\n".join([summary_line(summary), *warnings]))

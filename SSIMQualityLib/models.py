@@ -196,19 +196,25 @@ def find_model(model: Optional[Union[str, Path]] = None) -> dict:
 def open_model(model: Optional[Union[str, Path]] = None, device: Union[str, torch.device] = "cpu") -> SSIMRegressor:
     """:func:`load_model` of what :func:`find_model` finds: a file, a catalogued name (checked against its
     SHA-256) or, for None, the bundled model.  A name that is neither says which names there are."""
+    found = _found(model)
+    return load_model(found["path"], sha256=found["sha256"], device=device)
+
+
+def _found(model: Optional[Union[str, Path]]) -> dict:
+    """:func:`find_model`, refusing a name that is neither a file nor catalogued (saying which names there are)."""
     found = find_model(model)
     if found["sha256"] is None and not Path(found["path"]).exists():
         names = ", ".join(e["name"] for e in model_entries())
         raise BadModelFileError("no such model file, and no catalogued model of that name", str(model),
                                 f"give a checkpoint file or one of: {names} (`ssimquality models` lists them)")
-    return load_model(found["path"], sha256=found["sha256"], device=device)
+    return found
 
 
 def model_identity(model: Optional[Union[str, Path]] = None) -> dict:
     """What a report names its model by: the file and its SHA-256, and its catalogue name when it has one
     (``model`` as :func:`find_model` takes it; None: the recommended bundled model).  Two reports with the same
     identity scored with the same weights."""
-    found = find_model(model)
+    found = _found(model)
     if found["sha256"] is not None:
         return {"name": found["name"], "file": found["path"], "sha256": found["sha256"]}
     return {"name": None, "file": str(Path(found["path"]).resolve()), "sha256": sha256_of(found["path"])}

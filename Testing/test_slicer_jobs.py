@@ -63,6 +63,15 @@ def test_scoring_job_fills_the_table_out_of_process(scene, module, sample_path):
     np.testing.assert_allclose(table_column(table, "predicted_ssim"), table_column(in_process, "predicted_ssim"),
                                atol=1e-5, equal_nan=True)
     assert table.GetAttribute("SSIMQuality.verdict") == in_process.GetAttribute("SSIMQuality.verdict")
+    # what was scored, by which model: with the result (a re-score was just "sample quality_1")
+    from SSIMQualityLib.models import bundled_model_entry
+
+    entry = bundled_model_entry()
+    assert table.GetAttribute("SSIMQuality.volume") == "sample"
+    assert (table.GetAttribute("SSIMQuality.model"), table.GetAttribute("SSIMQuality.model_sha256")) == (
+        entry["name"], entry["sha256"])
+    named = logic.scoreVolume(node, model=entry["name"], device="cpu")
+    assert named.GetAttribute("SSIMQuality.model_sha256") == entry["sha256"]
     assert slicer.mrmlScene.GetNodeByID(table.GetAttribute("SSIMQuality.ChartNodeID")) is not None
 
 
