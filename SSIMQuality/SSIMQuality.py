@@ -802,7 +802,7 @@ class SSIMQualityLogic(ScriptedLoadableModuleLogic):
         """
         self._requireLibrary()
         from SSIMQualityLib.scoring import score_array
-        from SSIMQualityLib.slices import own_signed_line, slicing_axis
+        from SSIMQualityLib.slices import own_warning_lines, slicing_axis
 
         array, spacing = self.volumeArray(volumeNode)
         ax = slicing_axis(spacing, axis, volumeNode.GetName(), shape=array.shape)
@@ -824,7 +824,7 @@ class SSIMQualityLogic(ScriptedLoadableModuleLogic):
 
         total = array.shape[ax]
         try:
-            with own_signed_line():  # logged below, naming the node
+            with own_warning_lines():  # logged below, naming the node
                 result = score_array(model, array, spacing, axis=ax, device=dev, progress=_step,
                                      direction=self.volumeDirection(volumeNode))
         except _Cancelled:
@@ -901,7 +901,7 @@ class SSIMQualityLogic(ScriptedLoadableModuleLogic):
         """Corrupt every slice along the acquisition axis; returns (output volume, table slice / true ssim)."""
         self._requireLibrary()
         from SSIMQualityLib.corruption import corrupt_volume, make_corruptor, severity_text, signed_warning
-        from SSIMQualityLib.slices import own_signed_line
+        from SSIMQualityLib.slices import own_warning_lines
         from SSIMQualityLib.slices import slicing_axis
 
         array, spacing = self.volumeArray(inputNode)
@@ -912,7 +912,7 @@ class SSIMQualityLogic(ScriptedLoadableModuleLogic):
         warning = signed_warning(array, name)
         if warning:  # as `ssimquality corrupt` prints it (a job's warnings reach the panel's summary)
             logging.warning(warning)
-        with own_signed_line():  # logged above, naming the node
+        with own_warning_lines():  # logged above, naming the node
             res = corrupt_volume(array, ax, method=method, severity=severity, seed=seed, out_dtype=array.dtype)
         out = self._outputVolume(inputNode, outputNode, res.array, f" {method} {severity_text(severity)}")
         table = self._trueSsimTable(out, res.ssim, res.foreground, res.methods, method, severity)

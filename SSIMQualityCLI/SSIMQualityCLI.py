@@ -72,7 +72,7 @@ def _score_volume(args, model, device) -> int:
     from SSIMQualityLib.batch import VolumeResult
     from SSIMQualityLib.results import write_slice_table
     from SSIMQualityLib.scoring import score_array
-    from SSIMQualityLib.slices import own_signed_line
+    from SSIMQualityLib.slices import own_warning_lines
     from SSIMQualityLib.volumes import read_volume
 
     _say("filter-progress-text", "reading the volume")
@@ -86,7 +86,7 @@ def _score_volume(args, model, device) -> int:
         done[0] += n
         _say("filter-progress", f"{0.1 + 0.85 * done[0] / max(1, total):.3f}")
 
-    with own_signed_line():  # said below, naming the file
+    with own_warning_lines():  # said below, naming the file
         score = score_array(model, vol.array, vol.spacing, device=device, batch_size=args.batchSize,
                             bf16=args.fast, progress=progress, direction=vol.direction)
     result = VolumeResult(args.inputVolume, score=score)

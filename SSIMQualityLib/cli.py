@@ -20,7 +20,7 @@ from typing import Optional, Sequence
 from . import progress
 from .errors import OutputExistsError, SSIMQualityError
 from .interrupts import Terminated, deferred_interrupt
-from .slices import own_signed_line
+from .slices import own_warning_lines
 from .vocabulary import CLINICAL_GOOD, CLINICAL_NAMES, CORRUPTION_COLUMNS, CORRUPTION_METHODS
 
 EXIT_USAGE = 2
@@ -1114,7 +1114,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
             f"unrecognized arguments: {' '.join(unknown)}")
     try:
         _check_environment()
-        with own_signed_line():  # each command says it in a line naming the file
+        with own_warning_lines():  # each command says it in a line naming the file
             code = int(args.func(args) or 0)
         sys.stdout.flush()  # here, where a reader that has gone away is caught, not at the interpreter's exit
         return code

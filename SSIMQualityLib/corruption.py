@@ -18,7 +18,7 @@ from .motion import (RandomKSpaceMotion, RandomMotion, RandomTorchioMotion, Torc
                      apply_motion_batch)
 from .errors import BadParameterError
 from .seeds import Seed, check_seed
-from .slices import magnitude, normalize, signed_message, signed_share, warn_if_signed
+from .slices import magnitude, normalize, signed_message, signed_share, warn_image
 from .ssim import ssim
 from .vocabulary import CORRUPTION_METHODS, KSPACE, TORCHIO
 
@@ -172,7 +172,7 @@ def corrupt_volume(volume: np.ndarray, axis: Optional[int], method: str = "kspac
     device = resolve_device(device)
     moved = np.moveaxis(volume, axis, 0)
     if moved.size and moved.min() < 0:  # one pass; most volumes have no negative voxel
-        warn_if_signed(signed_share(moved), SIGNED_CONSEQUENCE)
+        warn_image(signed_message(signed_share(moved), "the volume", SIGNED_CONSEQUENCE))
     moved = magnitude(moved)  # the motion models return magnitudes: compare like with like
     n = moved.shape[0]
     streams = [np.random.default_rng(s) for s in np.random.SeedSequence(check_seed(seed)).spawn(n)]

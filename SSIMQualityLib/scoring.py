@@ -10,8 +10,8 @@ import torch
 from .labels import CLINICAL_NAMES, NOT_SCORED, all_classes
 from .orientation import network_slice
 from .vocabulary import VERDICT_GOOD_SHARE, VERDICT_NO_FOREGROUND, VERDICT_RESCAN_SHARE
-from .slices import (SIGNED_LIMIT, foreground_fractions, prepare_input, signed_message, signed_share, slicing_axis,
-                     volume_range, warn_if_signed)
+from .slices import (SIGNED_LIMIT, FewValuesWarning, distinct_values, few_values_message, foreground_fractions,
+                     prepare_input, signed_message, signed_share, slicing_axis, volume_range, warn_image)
 
 #: What scoring does with signed intensities, and what to do instead.
 SIGNED_CONSEQUENCE = ("the network was trained on magnitude images, so these scores are not reliable: score the "
@@ -29,11 +29,14 @@ class VolumeScore:
     foreground: np.ndarray  # (n,) bool: enough head to score
     classes: Dict[str, np.ndarray] = field(default_factory=dict)
     signed_share: float = 0.0  # voxels well below zero (slices.signed_share): above SIGNED_LIMIT, not a magnitude image
+    distinct_values: int = 0  # slices.distinct_values: a handful (a label map or a mask), 0 for an image
 
     def warning(self, name: str) -> Optional[str]:
-        """The warning line for a volume of signed intensities (None for a magnitude image): the network was
-        trained on magnitude images, so its scores of such a volume are not to be trusted."""
-        return signed_message(self.signed_share, name, SIGNED_CONSEQUENCE)
+        """The warning line for a volume that is not a magnitude image (None for one): signed intensities, or a
+        handful of distinct values (a label map or a mask loaded as an image, which got a verdict).  The network
+        was trained on magnitude images, so its scores of such a volume are not to be trusted."""
+        return (signed_message(self.signed_share, name, SIGNED_CONSEQUENCE)
+                or few_values_message(self.distinct_values, name))
 
     def rows(self) -> List[dict]:
         out = []
@@ -187,6 +190,7 @@ class _Pending:
     queued_all: bool = False
     error: Optional[BaseException] = None
     signed: float = 0.0  # slices.signed_share of the volume
+    values: int = 0  # slices.distinct_values of the volume
 
 
 @torch.no_grad()
@@ -272,7 +276,7 @@ def score_volumes(items: Iterable[tuple], model, *,
             else:
                 classes = all_classes(vol.predicted)
                 yield vol.key, VolumeScore(axis=vol.axis, predicted=vol.predicted, foreground=vol.foreground,
-                                           classes=classes, signed_share=vol.signed)
+                                           classes=classes, signed_share=vol.signed, distinct_values=vol.values)
 
     for key, volume, spacing, axis, *more in items:
         direction = more[0] if more else None
@@ -292,6 +296,7 @@ def score_volumes(items: Iterable[tuple], model, *,
                 vol.foreground = np.zeros(n, dtype=bool)
                 negative = n > 0 and moved.min() < 0  # one pass; most volumes have no negative voxel
                 vol.signed = signed_share(moved) if negative else 0.0
+                vol.values = 0 if every_slice else distinct_values(volume)  # the caller's array: ravel is a view
                 overshoot = negative and vol.signed <= SIGNED_LIMIT  # clipped, chunk by chunk
                 ref = None if every_slice else volume_range(moved)
                 # Cast and move a chunk at a time: a large integer volume is never copied whole.
@@ -341,5 +346,6 @@ def score_array(model, volume: np.ndarray, spacing=(1.0, 1.0, 1.0), axis: Option
                                  bf16=bf16, progress=progress, every_slice=every_slice)
     if isinstance(result, BaseException):
         raise result
-    warn_if_signed(result.signed_share, SIGNED_CONSEQUENCE)
+    warn_image(signed_message(result.signed_share, "the volume", SIGNED_CONSEQUENCE))
+    warn_image(few_values_message(result.distinct_values, "the volume"), FewValuesWarning)
     return result

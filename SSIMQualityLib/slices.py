@@ -316,30 +316,69 @@ def signed_share(volume: np.ndarray, *, depth: float = 0.05) -> float:
     return float(np.mean(v < -depth * top)) if top > 0 else 0.0
 
 
-class SignedIntensityWarning(UserWarning):
-    """A volume of signed intensities given to the Python functions, which cannot treat it as the magnitude
-    image they expect (the commands and the Slicer module say it in their own line instead)."""
+class ImageWarning(UserWarning):
+    """A volume given to the Python functions that is not the magnitude image they expect (the commands and the
+    Slicer module say it in their own line, naming the file or node, instead)."""
 
 
-def warn_if_signed(share: float, consequence: str) -> None:
-    """:class:`SignedIntensityWarning` (to the caller's caller) for a volume whose :func:`signed_share` is
-    ``share``, saying ``consequence``; nothing for a magnitude image."""
+class SignedIntensityWarning(ImageWarning):
+    """Signed intensities (z-scored, phase): :func:`signed_share` above :data:`SIGNED_LIMIT`."""
+
+
+class FewValuesWarning(ImageWarning):
+    """A handful of distinct values (a label map or a mask loaded as an image): :func:`distinct_values`."""
+
+
+def warn_image(line: Optional[str], kind: type = SignedIntensityWarning) -> None:
+    """Raise the warning ``line`` (``warning: <name>: ...``; None: nothing to say) as ``kind``, to the caller's
+    caller."""
     import warnings
 
-    line = signed_message(share, "the volume", consequence)
     if line:
-        warnings.warn(line[len("warning: "):], SignedIntensityWarning, stacklevel=3)
+        warnings.warn(line[len("warning: "):], kind, stacklevel=3)
 
 
 @contextlib.contextmanager
-def own_signed_line():
-    """A context in which :class:`SignedIntensityWarning` is not raised: for callers that say it in their own
-    line, naming the file or node (the commands, the Slicer module)."""
+def own_warning_lines():
+    """A context in which no :class:`ImageWarning` is raised: for callers that say it in their own line,
+    naming the file or node (the commands, the Slicer module)."""
     import warnings
 
     with warnings.catch_warnings():
-        warnings.simplefilter("ignore", SignedIntensityWarning)
+        warnings.simplefilter("ignore", ImageWarning)
         yield
+
+
+#: At most this many distinct voxel values: a label map or a mask, not an image (an MR image has thousands).
+FEW_VALUES = 16
+
+
+def distinct_values(volume: np.ndarray, *, limit: int = FEW_VALUES) -> int:
+    """How many distinct values ``volume`` holds when they are ``limit`` or fewer (a label map or mask loaded as
+    an image, a thresholded scan); 0 for an image.  Cheap for images: a sample of the voxels tells first.
+
+    >>> distinct_values(np.arange(1000.0).reshape(10, 10, 10)), distinct_values(np.eye(8)[None] * 3)
+    (0, 2)
+    """
+    v = np.asarray(volume).ravel()
+    if v.size == 0:
+        return 0
+    if np.unique(v[::max(1, v.size // 200_000)]).size > limit:
+        return 0
+    n = int(np.unique(v).size)
+    return n if n <= limit else 0
+
+
+def few_values_message(count: int, name: str) -> Optional[str]:
+    """The warning line for a volume of ``count`` distinct values (:func:`distinct_values`; 0, an image: None).
+
+    >>> few_values_message(2, "mask.nii")[:60]
+    'warning: mask.nii: the voxels take only 2 distinct values (a'
+    """
+    if not count:
+        return None
+    return (f"warning: {name}: the voxels take only {count} distinct values (a label map or a mask?): its scores "
+            f"mean nothing; score the image itself")
 
 
 def signed_message(share: float, name: str, consequence: str) -> Optional[str]:

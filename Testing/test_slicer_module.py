@@ -183,6 +183,26 @@ def test_a_signed_volumes_warning_stays_with_its_scores(scene, module, tiny_mode
     assert quiet.GetAttribute("SSIMQuality.warnings") == "" and "\n" not in quiet.GetAttribute("SSIMQuality.Summary")
 
 
+def test_a_mask_loaded_as_an_image_is_scored_with_a_warning(scene, module, tiny_model, sample, caplog):
+    """A segmentation loaded without "LabelMap" ticked is a scalar volume: it got a verdict and no word."""
+    import warnings
+
+    from SSIMQualityLib.scoring import score_array
+    from SSIMQualityLib.slices import FewValuesWarning
+
+    labels = np.digitize(sample.array, np.percentile(sample.array, [50, 70, 90])).astype(np.uint8)
+    node = slicer.util.addVolumeFromArray(np.ascontiguousarray(labels[30:36]), name="seg")
+    with caplog.at_level("WARNING"):
+        table = module.SSIMQualityLogic().scoreVolume(node, model=tiny_model)
+    assert "4 distinct values (a label map or a mask?)" in table.GetAttribute("SSIMQuality.warnings")
+    assert table.GetAttribute("SSIMQuality.warnings").startswith("warning: seg: ")
+    with pytest.warns(FewValuesWarning):
+        score_array(tiny_model, labels[30:36], sample.spacing)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        score_array(tiny_model, sample.array[30:36], sample.spacing)  # the image itself: nothing to say
+
+
 def test_the_summary_line_counts_slices_and_cannot_contradict_its_verdict(scene, module):
     """41 good and 10 rescan of 51 is 19.6 % rescan: "good", printed as "rescan 20% -> good"."""
     from SSIMQualityLib.labels import all_classes
