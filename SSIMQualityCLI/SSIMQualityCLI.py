@@ -53,6 +53,11 @@ def main(argv=None):
             raise SSIMQualityError(f"batch size must be at least 1, got {args.batchSize}")
         _say("filter-progress-text", "loading the model")
         device = resolve_device(args.device)
+        if args.fast:  # said, as `ssimquality score --fast` says it: the option changed nothing here
+            from SSIMQualityLib.precision import BFLOAT16, describe, fast_precision
+
+            if fast_precision(device) != BFLOAT16:
+                _warn(f"warning: fast mode: keeping {describe(device)}")
         model = open_model(args.model or None, device=device)
         failed = _score_folder(args, model, device) if args.inputFolder else _score_volume(args, model, device)
     except SSIMQualityError as exc:

@@ -511,3 +511,20 @@ def test_subfolders_left_out_are_named(sample_path, tmp_path, capsys):
     assert code == 1
     assert (f"note: 2 sub-folders with image files not searched ({bids / 'sub-01'}, {bids / 'sub-02'}); add "
             "--recursive to include them") in err
+
+
+def test_cli_module_fast_mode_says_when_it_changes_nothing(tmp_path):
+    """The XML promises "faster"; on a CPU without native bfloat16 it ran float32 without a word."""
+    import nibabel
+
+    from SSIMQualityLib.precision import BFLOAT16, fast_precision
+
+    scan = Path(nibabel.__file__).parent / "tests" / "data" / "anatomical.nii"
+    r = subprocess.run([sys.executable, str(CLI_DIR / "SSIMQualityCLI.py"), "--fast", "--device", "cpu", str(scan),
+                        str(tmp_path / "s.tsv")], capture_output=True, text=True, env={**os.environ, "PYTHONPATH": ""})
+    assert r.returncode == 0, r.stderr
+    said = [line for line in r.stderr.splitlines() if "fast mode" in line]
+    if fast_precision("cpu") == BFLOAT16:
+        assert said == []
+    else:
+        assert len(said) == 1 and said[0].startswith("warning: fast mode: keeping float32")
