@@ -10,7 +10,7 @@ from typing import Dict, List, NamedTuple, Sequence, Union
 
 from .batch import VolumeResult
 from .errors import SSIMQualityError
-from .vocabulary import SLICE_COLUMNS, SUMMARY_COLUMNS
+from .vocabulary import COLUMN_TYPES, SLICE_COLUMNS, SUMMARY_COLUMNS
 
 
 #: The formats of a results file, by its name's ending.
@@ -72,11 +72,15 @@ def write_results(results: List[VolumeResult], output: Union[str, Path], force: 
 
 
 def write_table(rows: List[dict], columns: Sequence[str], path: Union[str, Path], force: bool = False) -> Path:
-    """A table of ``rows``: tab-separated for ``.tsv`` (what Slicer's table storage reads), else CSV."""
+    """A table of ``rows``: tab-separated for ``.tsv`` (what Slicer's table storage reads, with the column types
+    in a ``.schema.tsv`` beside it, :data:`~SSIMQualityLib.vocabulary.COLUMN_TYPES`), else CSV."""
     from .outputs import write_text
 
-    delimiter = "\t" if str(path).lower().endswith(".tsv") else ","
-    return write_text(path, rows_to_csv(rows, columns, delimiter), force)
+    if not str(path).lower().endswith(".tsv"):
+        return write_text(path, rows_to_csv(rows, columns, ","), force)
+    schema = [{"columnName": c, "type": COLUMN_TYPES[c]} for c in columns if c in COLUMN_TYPES]
+    write_text(str(path)[:-len(".tsv")] + ".schema.tsv", rows_to_csv(schema, ["columnName", "type"], "\t"), force)
+    return write_text(path, rows_to_csv(rows, columns, "\t"), force)
 
 
 def write_slice_table(result: VolumeResult, path: Union[str, Path], force: bool = False) -> Path:

@@ -37,6 +37,12 @@ VERDICT_NO_FOREGROUND = "no foreground"
 VERDICT_RESCAN_SHARE = 0.2
 VERDICT_GOOD_SHARE = 0.8
 VERDICT_NOT_SCORED = "not scored"
+#: The type of each numeric column, as 3D Slicer's tables name them (the other columns are text): written beside a
+#: ``.tsv`` table as its ``.schema.tsv``, without which Slicer reads every column as text (no plot, no numeric sort).
+COLUMN_TYPES = {"axis": "int", "slice": "int", "predicted_ssim": "double", "clinical_class": "int", "class3": "int",
+                "class5": "int", "class10": "int", "slices": "int", "slices_scored": "int",
+                "mean_predicted_ssim": "double", "min_predicted_ssim": "double", "fraction_good": "double",
+                "fraction_sufficient": "double", "fraction_rescan": "double", "ssim": "double"}
 #: One row per volume.
 SUMMARY_COLUMNS = ["file", "slices", "slices_scored", "mean_predicted_ssim", "min_predicted_ssim", "fraction_good",
                    "fraction_sufficient", "fraction_rescan", "verdict"]

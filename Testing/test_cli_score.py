@@ -234,6 +234,9 @@ def test_cli_runs_like_slicer_runs_it(tmp_path, sample_path, sample):
     assert storage.ReadData(node)
     assert node.GetNumberOfRows() == sample.shape[0]
     assert node.GetColumnName(2) == "predicted_ssim"
+    # typed by the schema beside it: without one every column was text (no plot, no numeric sort)
+    types = {name: node.GetTable().GetColumnByName(name).GetClassName() for name in ("slice", "predicted_ssim")}
+    assert types == {"slice": "vtkTypeInt32Array", "predicted_ssim": "vtkTypeFloat64Array"}, types
 
 
 def test_cli_bad_input_one_line(tmp_path):
