@@ -117,7 +117,7 @@ class SSIMQualityWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             self.ui.contrastKindComboBox.addItem(kind)
         for method in CORRUPTION_METHODS:
             self.ui.methodComboBox.addItem(method)
-        self.ui.deviceComboBox.addItems(["auto", "cpu", "cuda"])
+        self.ui.deviceComboBox.addItems(list(DEVICES))
         self.refreshModels()
         self._timer = qt.QTimer()
         self._timer.setInterval(200)
@@ -402,6 +402,12 @@ PARAMETER_DEFAULTS = {"model": "", "device": "auto", "method": "kspace", "severi
                       "fineTuneFolder": "", "fineTuneName": "", "fineTuneSteps": 300}
 #: Node references held by the parameter node.
 PARAMETER_NODE_ROLES = ("inputVolume",)
+#: The range of each numeric setting: what the panel's widget can show (the .ui's minimum and maximum, tested
+#: against it) and so what the parameter node keeps.
+SETTING_RANGES = {"severity": (0.0, 1.0), "seed": (-1, 999999), "contrastParameter": (0.005, 15.0),
+                  "fineTuneSteps": (10, 100000)}
+#: The devices the panel offers (and the scoring CLI module takes).
+DEVICES = ("auto", "cpu", "cuda")
 #: A small default budget for fine-tuning on a site's own scans (minutes on a CPU).
 FINE_TUNE_SAMPLES = 2000
 #: Peak learning rate of a site fine-tune: a tenth of ``train``'s from-scratch default. Every fine-tune of the
@@ -445,7 +451,7 @@ class SSIMQualityLogic(ScriptedLoadableModuleLogic):
         Every value is checked first (:func:`_checkedSetting`): one that does not fit raises one clear
         :class:`~SSIMQualityLib.errors.SSIMQualityError` and nothing of the call is stored."""
         node = parameterNode or self.getParameterNode()
-        checked = {name: value if name in PARAMETER_NODE_ROLES else _checkedSetting(name, value)
+        checked = {name: _checkedNode(name, value) if name in PARAMETER_NODE_ROLES else _checkedSetting(name, value)
                    for name, value in values.items()}
         wasModifying = node.StartModify()
         try:
@@ -971,11 +977,21 @@ class SSIMQualityLogic(ScriptedLoadableModuleLogic):
         return node
 
 
+def _checkedNode(name, value):
+    """``value`` for the node setting ``name``: a volume node or None (a node's name gave AttributeError: 'str'
+    object has no attribute 'GetID')."""
+    if value is None or (hasattr(value, "IsA") and value.IsA("vtkMRMLVolumeNode")):
+        return value
+    from SSIMQualityLib.errors import SSIMQualityError
+
+    raise SSIMQualityError(f"setting {name} must be a volume node (or None), got {value!r}",
+                           hint="pass the node itself, e.g. getNode('MRHead')")
+
+
 def _checkedSetting(name, value):
     """``value`` for the setting ``name``, as the type of its default, or one clear error: a scene must not keep
     what the panel cannot show or a job cannot run (``bool("false")`` is True; a severity of 1.5 fails later)."""
     import numbers
-    import re
 
     from SSIMQualityLib.errors import SSIMQualityError
     from SSIMQualityLib.vocabulary import CONTRAST_KINDS, CORRUPTION_METHODS
@@ -998,24 +1014,22 @@ def _checkedSetting(name, value):
         if not (isinstance(value, numbers.Integral) or (isinstance(value, float) and value.is_integer())):
             refuse("a whole number")
         typed = int(value)
-        if name == "seed" and typed < -1:
-            refuse("0 or more (or -1 for a new draw each time)")
-        if name == "fineTuneSteps" and typed < 1:
-            refuse("at least 1")
-        return typed
-    if isinstance(default, float):
+    elif isinstance(default, float):
         if not isinstance(value, numbers.Real) or not np.isfinite(value):
             refuse("a number")
-        if name == "severity" and not 0.0 <= float(value) <= 1.0:
-            refuse("between 0 and 1")
-        return float(value)
+        typed = float(value)
+    if isinstance(default, (int, float)):
+        low, high = SETTING_RANGES.get(name, (-np.inf, np.inf))
+        if not low <= typed <= high:  # the panel's widget could not show it: it would change when touched
+            refuse(f"between {low:g} and {high:g}" + (" (-1: a new draw each time)" if name == "seed" else ""))
+        return typed
     if not isinstance(value, str):
         refuse("text")
     allowed = {"method": CORRUPTION_METHODS, "contrastKind": CONTRAST_KINDS}.get(name)
     if allowed is not None and value not in allowed:
         refuse("one of " + ", ".join(allowed))
-    if name == "device" and not re.fullmatch(r"auto|cpu|cuda(:\d+)?", value):
-        refuse("auto, cpu, cuda or cuda:N")
+    if name == "device" and value not in DEVICES:  # "cuda:3" passed here and failed in the job's argparse
+        refuse(", ".join(DEVICES[:-1]) + " or " + DEVICES[-1])
     return value
 
 

@@ -38,14 +38,37 @@ def test_parameter_node_round_trip(scene, module, sample_path, tmp_path):
 
     for bad, words in (({"sevrity": 0.1}, "unknown SSIM Quality setting 'sevrity'"), ({"showKspace": "no"}, "True or False"),
                        ({"severity": 1.5}, "between 0 and 1"), ({"method": "bogus"}, "one of kspace"),
-                       ({"device": "gpu"}, "auto, cpu, cuda"), ({"fineTuneSteps": -5}, "at least 1"),
-                       ({"seed": 1.7}, "whole number"), ({"seed": -2}, "0 or more"), ({"contrastKind": "clahe"}, "one of")):
+                       ({"device": "gpu"}, "auto, cpu or cuda"), ({"fineTuneSteps": -5}, "between 10 and 100000"),
+                       ({"seed": 1.7}, "whole number"), ({"seed": -2}, "between -1 and 999999"),
+                       ({"contrastKind": "clahe"}, "one of"),
+                       # values the panel's widgets cannot show (they changed when another control was touched) or
+                       # a job cannot run ("cuda:3" failed in the CLI module's argparse)
+                       ({"seed": 10 ** 9}, "between -1 and 999999"), ({"contrastParameter": 0.0}, "between 0.005 and 15"),
+                       ({"contrastParameter": 500}, "between 0.005 and 15"), ({"fineTuneSteps": 1}, "between 10"),
+                       ({"device": "cuda:3"}, "auto, cpu or cuda"),
+                       ({"inputVolume": "MRHead"}, "must be a volume node")):
         with pytest.raises(SSIMQualityError, match=words):
-            logic.setParameters(contrastParameter=2.0, **bad)
+            logic.setParameters(**{"contrastParameter": 2.0, **bad})
         assert logic.getParameters()["contrastParameter"] == saved["contrastParameter"], bad  # the valid one not stored
     logic.setParameters(showKspace="false", seed=-1, fineTuneSteps=40.0)  # the node's own spellings
     got = logic.getParameters()
     assert got["showKspace"] is False and got["seed"] == -1 and got["fineTuneSteps"] == 40
+
+
+def test_setting_ranges_are_the_panels(module):
+    """What the parameter node accepts is what the panel's widgets can show (their .ui minimum and maximum)."""
+    import xml.etree.ElementTree as ET
+
+    root = ET.parse(Path(module.__file__).parent / "Resources" / "UI" / "SSIMQuality.ui").getroot()
+    widgets = {"severity": "severitySlider", "seed": "seedSpinBox", "contrastParameter": "contrastParameterSlider",
+               "fineTuneSteps": "fineTuneStepsSpinBox"}
+    assert set(widgets) == set(module.SETTING_RANGES)
+    for setting, name in widgets.items():
+        (w,) = [w for w in root.iter("widget") if w.get("name") == name]
+        prop = {p.get("name"): float(p[0].text) for p in w.findall("property") if p.get("name") in ("minimum", "maximum")}
+        assert (prop["minimum"], prop["maximum"]) == module.SETTING_RANGES[setting], setting
+        low, high = module.SETTING_RANGES[setting]
+        assert low <= module.PARAMETER_DEFAULTS[setting] <= high, setting
 
 
 def test_scoring_job_fills_the_table_out_of_process(scene, module, sample_path):
