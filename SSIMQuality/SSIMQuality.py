@@ -874,6 +874,15 @@ class SSIMQualityLogic(ScriptedLoadableModuleLogic):
 
     @staticmethod
     def _plotSlices(tableNode, title):
+        """The table's chart with the clinical thresholds; a table scored again gets a new one in place of its
+        old chart, series and thresholds table (five nodes were left behind at every re-score)."""
+        old = slicer.mrmlScene.GetNodeByID(tableNode.GetAttribute("SSIMQuality.ChartNodeID") or "")
+        if old is not None:
+            series = [old.GetNthPlotSeriesNode(i) for i in range(old.GetNumberOfPlotSeriesNodes())]
+            tables = {s.GetTableNode() for s in series if s is not None} - {tableNode, None}
+            for node in [*series, *tables, old]:
+                if node is not None:
+                    slicer.mrmlScene.RemoveNode(node)
         n = tableNode.GetNumberOfRows()
         thresholds = slicer.mrmlScene.AddNewNodeByClass("vtkMRMLTableNode", tableNode.GetName() + " thresholds")
         _fillTable(thresholds, {"slice": [0, max(n - 1, 1)], "good": [CLINICAL_GOOD] * 2,

@@ -48,6 +48,12 @@ def test_load_and_score_sample(scene, module, sample_path, sample, tiny_model):
     assert chart.IsA("vtkMRMLPlotChartNode") and chart.GetNumberOfPlotSeriesNodes() == 3
     # Cancel from the progress callback: nothing returned.
     assert logic.scoreVolume(node, model=tiny_model, progress=lambda done, total: False) is None
+    # Scored again into the same table: its chart is replaced, not left beside a new one (five nodes a time).
+    count = scene.GetNumberOfNodes()
+    again = logic.scoreVolume(node, model=tiny_model, tableNode=table)
+    assert again is table and scene.GetNumberOfNodes() == count
+    assert scene.GetNodeByID(chart.GetID()) is None
+    assert scene.GetNodeByID(table.GetAttribute("SSIMQuality.ChartNodeID")).GetNumberOfPlotSeriesNodes() == 3
 
 
 @pytest.mark.parametrize("stored", ["as_ras", "as_dicom"])
