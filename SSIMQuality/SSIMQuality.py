@@ -574,6 +574,7 @@ class SSIMQualityLogic(ScriptedLoadableModuleLogic):
 
         from SSIMQualityLib.corruption import make_corruptor, severity_text
         from SSIMQualityLib.jobs import library_command
+        from SSIMQualityLib.seeds import fresh_seed
 
         self.volumeArray(inputNode)  # odd nodes (None, a label map, a table) refused first, in one line
         name = inputNode.GetName()
@@ -582,13 +583,12 @@ class SSIMQualityLogic(ScriptedLoadableModuleLogic):
         folder = tempfile.mkdtemp(prefix="SSIMQuality-")
         inputPath = self._writeTemporary(inputNode, folder)
         outputPath, reportPath = os.path.join(folder, "corrupted.nrrd"), os.path.join(folder, "ssim.csv")
+        seed = fresh_seed() if seed is None else int(seed)  # drawn here, so that the table can say it
         args = ["corrupt", inputPath, outputPath, "--method", method, "--severity", severity_text(severity),
-                "--report", reportPath]
-        if seed is not None:
-            args += ["--seed", str(int(seed))]
+                "--report", reportPath, "--seed", str(seed)]
         return self._startJob(
             library_command(*args),
-            lambda job: self._corruptionResult(inputNode, outputNode, outputPath, reportPath, method, severity),
+            lambda job: self._corruptionResult(inputNode, outputNode, outputPath, reportPath, method, severity, seed),
             onDone, folder, names={inputPath: name})
 
     def startFineTuning(self, folder, name, model="", steps=300, samples=FINE_TUNE_SAMPLES, device="auto",
@@ -644,7 +644,7 @@ class SSIMQualityLogic(ScriptedLoadableModuleLogic):
                             classes=all_classes(predicted))
         return self._fillScoreTable(score, volumeName, tableNode, warnings, identity)
 
-    def _corruptionResult(self, inputNode, outputNode, volumePath, reportPath, method, severity):
+    def _corruptionResult(self, inputNode, outputNode, volumePath, reportPath, method, severity, seed):
         import csv
 
         from SSIMQualityLib.corruption import severity_text
@@ -656,7 +656,7 @@ class SSIMQualityLogic(ScriptedLoadableModuleLogic):
             rows = list(csv.DictReader(fh))
         ssim = np.array([float(r["ssim"]) for r in rows])
         foreground = np.array([r["foreground"] == "True" for r in rows])
-        return out, self._trueSsimTable(out, ssim, foreground, [r["method"] for r in rows], method, severity)
+        return out, self._trueSsimTable(out, ssim, foreground, [r["method"] for r in rows], method, severity, seed)
 
     # -- dependencies -------------------------------------------------------
 
@@ -916,13 +916,14 @@ class SSIMQualityLogic(ScriptedLoadableModuleLogic):
         """Corrupt every slice along the acquisition axis; returns (output volume, table slice / true ssim)."""
         self._requireLibrary()
         from SSIMQualityLib.corruption import corrupt_volume, make_corruptor, severity_text, signed_warning
-        from SSIMQualityLib.slices import own_warning_lines
-        from SSIMQualityLib.slices import slicing_axis
+        from SSIMQualityLib.seeds import check_seed, fresh_seed
+        from SSIMQualityLib.slices import own_warning_lines, slicing_axis
 
         array, spacing = self.volumeArray(inputNode)
         name = inputNode.GetName()
         self._checkOutput(inputNode, outputNode)
         self._parameters(name, make_corruptor, method, severity)
+        seed = fresh_seed() if seed is None else self._parameters(name, check_seed, seed)  # said in the table
         ax = slicing_axis(spacing, axis, name, shape=array.shape)
         warning = signed_warning(array, name)
         if warning:  # as `ssimquality corrupt` prints it (a job's warnings reach the panel's summary)
@@ -930,14 +931,15 @@ class SSIMQualityLogic(ScriptedLoadableModuleLogic):
         with own_warning_lines():  # logged above, naming the node
             res = corrupt_volume(array, ax, method=method, severity=severity, seed=seed, out_dtype=array.dtype)
         out = self._outputVolume(inputNode, outputNode, res.array, f" {method} {severity_text(severity)}")
-        table = self._trueSsimTable(out, res.ssim, res.foreground, res.methods, method, severity)
+        table = self._trueSsimTable(out, res.ssim, res.foreground, res.methods, method, severity, seed)
         table.SetAttribute("SSIMQuality.axis", str(ax))
         return out, table
 
     @staticmethod
-    def _trueSsimTable(volumeNode, ssim, foreground, methods, method, severity):
+    def _trueSsimTable(volumeNode, ssim, foreground, methods, method, severity, seed):
         """The true SSIM per slice (with the slices that hold enough head to score, and each slice's algorithm);
-        its summary is over those slices, as a score's is."""
+        its summary is over those slices, as a score's is, and says the seed (``SSIMQuality.seed`` too: the same
+        seed makes the same corruption again)."""
         from SSIMQualityLib.corruption import severity_text, true_ssim_summary
         from SSIMQualityLib.vocabulary import CORRUPTION_COLUMNS
 
@@ -947,7 +949,8 @@ class SSIMQualityLogic(ScriptedLoadableModuleLogic):
         s = true_ssim_summary(ssim, foreground)
         table.SetAttribute("SSIMQuality.Summary", f"true SSIM over {s['over']} ({s['slices']} in all): mean "
                                                   f"{s['mean']:.3f}, min {s['min']:.3f} ({method}, severity "
-                                                  f"{severity_text(severity)})")
+                                                  f"{severity_text(severity)}, seed {seed})")
+        table.SetAttribute("SSIMQuality.seed", str(seed))
         volumeNode.SetAttribute("SSIMQuality.TrueSSIMTableID", table.GetID())
         return table
 

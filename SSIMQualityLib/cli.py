@@ -222,9 +222,8 @@ def _same_file(a: Optional[str], b: Optional[str]) -> bool:
 
 
 def _run_corrupt(args) -> int:
-    import numpy as np
-
     from .corruption import corrupt_volume, signed_warning
+    from .seeds import fresh_seed
     from .outputs import ensure_writable, write_text
     from .volumes import check_output_path, read_volume, write_volume
 
@@ -246,7 +245,7 @@ def _run_corrupt(args) -> int:
     bar = progress.bar(vol.shape[axis], desc=f"corrupting {Path(args.input).name}", unit="slice", show=_show(args),
                        leave=False)
     # Without --seed a new seed each run, said, so that a corruption one liked can be made again.
-    seed = args.seed if args.seed is not None else int(np.random.SeedSequence().entropy % 2 ** 32)
+    seed = args.seed if args.seed is not None else fresh_seed()
     res = corrupt_volume(vol.array, axis, method=args.method, severity=args.severity, seed=seed,
                          out_dtype=vol.array.dtype, progress=lambda done, total: bar.update(done - bar.n),
                          noise_fixed=not args.whole_slice)

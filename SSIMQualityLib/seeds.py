@@ -34,6 +34,16 @@ def check_seed(seed: Seed) -> Optional[int]:
     raise BadParameterError(f"seed must be a whole number of 0 or more, or None for a fresh draw; got {seed!r}")
 
 
+def fresh_seed() -> int:
+    """A new seed from the system's entropy, to draw with and to say, so that a run one liked can be repeated
+    (``corrupt`` without ``--seed``, the Slicer module's seed -1).
+
+    >>> 0 <= fresh_seed() < 2 ** 32
+    True
+    """
+    return int(np.random.SeedSequence().entropy % 2 ** 32)
+
+
 def as_rng(seed: Seed) -> np.random.Generator:
     """A generator for ``seed``: the generator itself, or a new one seeded by :func:`check_seed`'s value."""
     return seed if isinstance(seed, np.random.Generator) else np.random.default_rng(check_seed(seed))

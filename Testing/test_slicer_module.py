@@ -150,6 +150,17 @@ def test_corrupt_kspace_contrast(scene, module, sample_path):
     np.testing.assert_array_equal(r1, r2)
 
 
+def test_a_corruption_without_a_seed_says_the_seed_that_repeats_it(scene, module, sample):
+    """Seed -1 in the panel (a new draw each time) left no way to make a liked teaching example again."""
+    logic = module.SSIMQualityLogic()
+    node = slicer.util.addVolumeFromArray(np.ascontiguousarray(sample.array[30:34]), name="few")
+    out, table = logic.corruptVolume(node, severity=0.6)
+    seed = int(table.GetAttribute("SSIMQuality.seed"))
+    assert f"seed {seed}" in table.GetAttribute("SSIMQuality.Summary")
+    again, _ = logic.corruptVolume(node, severity=0.6, seed=seed)
+    np.testing.assert_array_equal(slicer.util.arrayFromVolume(again), slicer.util.arrayFromVolume(out))
+
+
 def test_signed_volume_is_corrupted_with_one_warning(scene, module, caplog):
     """A z-scored volume is not a magnitude image: the Logic corrupts it and logs the CLI's warning line once;
     a magnitude volume gets none."""
