@@ -14,6 +14,7 @@ from typing import Optional, Sequence, Tuple
 import numpy as np
 import torch
 
+from .errors import BadParameterError
 from .vocabulary import CONTRAST_KINDS
 from .seeds import Seed, as_rng
 
@@ -25,7 +26,7 @@ def _unit(image: np.ndarray) -> np.ndarray:
     as a mask: every voxel above 1 set to 1)."""
     a = np.asarray(image, dtype=np.float64)
     if a.size and not (a.min() >= -1e-3 and a.max() <= 1 + 1e-3):  # float round-off of a normalised slice passes
-        raise ValueError(f"contrast changes take a slice normalised to [0, 1] (slices.normalize); this one spans "
+        raise BadParameterError(f"contrast changes take a slice normalised to [0, 1] (slices.normalize); this one spans "
                          f"{a.min():.4g} to {a.max():.4g}")
     return np.clip(a, 0.0, 1.0)
 
@@ -73,7 +74,7 @@ class Gamma(ContrastTransform):
 
     def __init__(self, gamma: float):
         if not gamma > 0:
-            raise ValueError(f"gamma must be > 0, got {gamma}")
+            raise BadParameterError(f"gamma must be > 0, got {gamma}")
         self.gamma = float(gamma)
 
     def apply(self, image):
@@ -102,7 +103,7 @@ class Logarithmic(ContrastTransform):
 
     def __init__(self, gain: float = 1.0, inverse: bool = False):
         if not gain > 0:
-            raise ValueError(f"gain must be > 0, got {gain}")
+            raise BadParameterError(f"gain must be > 0, got {gain}")
         self.gain = float(gain)
         self.inverse = bool(inverse)
 
@@ -132,9 +133,9 @@ class Sigmoid(ContrastTransform):
 
     def __init__(self, cutoff: float = 0.5, gain: float = 8.0):
         if not 0 < cutoff < 1:
-            raise ValueError(f"cutoff must be in (0, 1), got {cutoff}")
+            raise BadParameterError(f"cutoff must be in (0, 1), got {cutoff}")
         if not gain > 0:
-            raise ValueError(f"gain must be > 0, got {gain}")
+            raise BadParameterError(f"gain must be > 0, got {gain}")
         self.cutoff = float(cutoff)
         self.gain = float(gain)
 
@@ -165,9 +166,9 @@ class AdaptiveHistogramEqualization(ContrastTransform):
 
     def __init__(self, clip_limit: float = 0.01, kernel_fraction: float = 0.125):
         if not 0 < clip_limit <= 1:
-            raise ValueError(f"clip_limit must be in (0, 1], got {clip_limit}")
+            raise BadParameterError(f"clip_limit must be in (0, 1], got {clip_limit}")
         if not 0 < kernel_fraction <= 1:
-            raise ValueError(f"kernel_fraction must be in (0, 1], got {kernel_fraction}")
+            raise BadParameterError(f"kernel_fraction must be in (0, 1], got {kernel_fraction}")
         self.clip_limit = float(clip_limit)
         self.kernel_fraction = float(kernel_fraction)
 
@@ -194,11 +195,26 @@ class RandomContrastTransform:
         return self.sample(seed)(image)
 
 
+def _check_range(name: str, r, *, above: float = 0.0, below: float = float("inf")) -> None:
+    """One line for a draw range that is not (low, high) with ``above`` < low <= high < ``below`` (a reversed
+    or negative range failed inside numpy, or drew NaN and overflowed)."""
+    try:
+        lo, hi = (float(v) for v in r)
+    except (TypeError, ValueError):
+        lo = hi = float("nan")
+    if not (above < lo <= hi < below):
+        raise BadParameterError(f"{name} must be (low, high) with {above:g} < low <= high"
+                                + (f" < {below:g}" if below != float("inf") else "") + f"; got {r!r}")
+
+
 @dataclass
 class RandomGamma(RandomContrastTransform):
     """Gamma with ``gamma`` drawn log-uniformly from ``gamma_range``."""
 
     gamma_range: Tuple[float, float] = (0.4, 2.5)
+
+    def __post_init__(self):
+        _check_range("gamma_range", self.gamma_range)
 
     def sample(self, seed: Seed = None) -> Gamma:
         lo, hi = np.log(self.gamma_range)
@@ -210,6 +226,9 @@ class RandomLogarithmic(RandomContrastTransform):
     """Logarithmic (or inverse) with ``gain`` uniform in ``gain_range``."""
 
     gain_range: Tuple[float, float] = (0.8, 1.2)
+
+    def __post_init__(self):
+        _check_range("gain_range", self.gain_range)
 
     def sample(self, seed: Seed = None) -> Logarithmic:
         rng = as_rng(seed)
@@ -223,6 +242,10 @@ class RandomSigmoid(RandomContrastTransform):
     cutoff_range: Tuple[float, float] = (0.3, 0.7)
     gain_range: Tuple[float, float] = (4.0, 12.0)
 
+    def __post_init__(self):
+        _check_range("cutoff_range", self.cutoff_range, below=1.0)
+        _check_range("gain_range", self.gain_range)
+
     def sample(self, seed: Seed = None) -> Sigmoid:
         rng = as_rng(seed)
         return Sigmoid(float(rng.uniform(*self.cutoff_range)), float(rng.uniform(*self.gain_range)))
@@ -233,6 +256,9 @@ class RandomAdaptiveHistogramEqualization(RandomContrastTransform):
     """AHE with ``clip_limit`` drawn log-uniformly from ``clip_range``."""
 
     clip_range: Tuple[float, float] = (0.005, 0.03)
+
+    def __post_init__(self):
+        _check_range("clip_range", self.clip_range, below=1.0 + 1e-12)
 
     def sample(self, seed: Seed = None) -> AdaptiveHistogramEqualization:
         lo, hi = np.log(self.clip_range)
@@ -263,10 +289,11 @@ class RandomContrast(RandomContrastTransform):
 
     def __init__(self, p: float = 0.8, kinds: Sequence[str] = tuple(KINDS)):
         if not 0 <= p <= 1:
-            raise ValueError(f"p must be in [0, 1], got {p}")
+            raise BadParameterError(f"p must be in [0, 1], got {p}")
+        kinds = (kinds,) if isinstance(kinds, str) else kinds  # "gamma" read as the kinds 'a', 'g', 'm'
         unknown = set(kinds) - set(KINDS)
         if unknown or not kinds:
-            raise ValueError(f"unknown contrast kinds {sorted(unknown)}; choose from {sorted(KINDS)}")
+            raise BadParameterError(f"unknown contrast kinds {sorted(unknown)}; choose from {sorted(KINDS)}")
         self.p = float(p)
         self.kinds = tuple(kinds)
         self._random = {name: cls() for name, cls in RANDOM_KINDS.items()}
@@ -287,7 +314,7 @@ def make_contrast(kind: str, parameter: Optional[float] = None) -> ContrastTrans
     moderate default.
     """
     if kind not in KINDS:
-        raise ValueError(f"unknown contrast kind {kind!r}; choose from {', '.join(KINDS)}")
+        raise BadParameterError(f"unknown contrast kind {kind!r}; choose from {', '.join(KINDS)}")
     defaults = {"gamma": 1.8, "log": 1.0, "sigmoid": 8.0, "ahe": 0.02}
     value = defaults[kind] if parameter is None else float(parameter)
     if kind == "gamma":
@@ -313,11 +340,11 @@ def apply_contrast_batch(images: torch.Tensor, transforms: Sequence[ContrastTran
     scikit-image is documented there).
     """
     if len(transforms) != images.shape[0]:
-        raise ValueError(f"need one transform per image: {len(transforms)} for {images.shape[0]}")
+        raise BadParameterError(f"need one transform per image: {len(transforms)} for {images.shape[0]}")
     if check and images.numel():
         lo, hi = float(images.min()), float(images.max())
         if not (lo >= -1e-3 and hi <= 1 + 1e-3):  # the single transforms' rule (_unit)
-            raise ValueError(f"contrast changes take slices normalised to [0, 1] (slices.normalize); these span "
+            raise BadParameterError(f"contrast changes take slices normalised to [0, 1] (slices.normalize); these span "
                              f"{lo:.4g} to {hi:.4g}")
     out = images.clone()
     dev, dt = images.device, images.dtype
@@ -345,7 +372,7 @@ def apply_contrast_batch(images: torch.Tensor, transforms: Sequence[ContrastTran
 
             fractions = {t.kernel_fraction for t in ts}
             if len(fractions) != 1:
-                raise ValueError("one kernel_fraction per batch")
+                raise BadParameterError("one kernel_fraction per batch")
             # float64 clip limits: the same integer limit in counts as scikit-image's
             limits = torch.tensor([t.clip_limit for t in ts], dtype=torch.float64, device=dev)
             y = equalize_adapthist_batch(x, limits, kernel_fraction=fractions.pop())

@@ -190,11 +190,11 @@ class KSpaceMotion:
         # One conversion for the whole line list (a per-line int() was a tenth of a sample's host time).
         self.sources = np.asarray(self.sources, dtype=np.int64).reshape(-1).tolist()
         if len(self.degrees) != len(self.shifts):
-            raise ValueError("degrees and shifts must have one entry per moved copy")
+            raise BadParameterError("degrees and shifts must have one entry per moved copy")
         if self.pe_axis not in (0, 1):
-            raise ValueError(f"pe_axis must be 0 or 1, got {self.pe_axis}")
+            raise BadParameterError(f"pe_axis must be 0 or 1, got {self.pe_axis}")
         if self.sources and (min(self.sources) < -1 or max(self.sources) >= len(self.degrees)):
-            raise ValueError(f"sources must lie in -1 .. {len(self.degrees) - 1}")
+            raise BadParameterError(f"sources must lie in -1 .. {len(self.degrees) - 1}")
 
     @property
     def fraction_replaced(self) -> float:
@@ -211,7 +211,7 @@ def apply_kspace_batch(images: torch.Tensor, transforms: Sequence[KSpaceMotion],
     """Apply one :class:`KSpaceMotion` per image of a (B, H, W) batch (see :func:`apply_motion_draws`)."""
     b, h, w = images.shape
     if len(transforms) != b:
-        raise ValueError(f"need one transform per image: {len(transforms)} for {b}")
+        raise BadParameterError(f"need one transform per image: {len(transforms)} for {b}")
     moves = max([len(t.degrees) for t in transforms] + [1])
     src = np.full((b, max(h, w)), -1, dtype=np.int64)
     deg = np.zeros((b, moves))
@@ -221,7 +221,7 @@ def apply_kspace_batch(images: torch.Tensor, transforms: Sequence[KSpaceMotion],
         if t.sources:
             n = h if t.pe_axis == 0 else w
             if len(t.sources) != n:
-                raise ValueError(f"transform {i} has {len(t.sources)} line sources for {n} phase-encoding lines")
+                raise BadParameterError(f"transform {i} has {len(t.sources)} line sources for {n} phase-encoding lines")
             src[i, :n] = t.sources
         if t.degrees:
             deg[i, :len(t.degrees)] = t.degrees
@@ -323,15 +323,15 @@ class RandomKSpaceMotion:
                  paper: bool = False):
         self.severity = _check_severity(severity)
         if not 0 <= keep_centre < 0.5:
-            raise ValueError(f"keep_centre must be in [0, 0.5), got {keep_centre}")
+            raise BadParameterError(f"keep_centre must be in [0, 0.5), got {keep_centre}")
         if mode not in LINE_MODES + ("random",):
-            raise ValueError(f"mode must be one of {LINE_MODES + ('random',)}, got {mode!r}")
+            raise BadParameterError(f"mode must be one of {LINE_MODES + ('random',)}, got {mode!r}")
         if pe_axis not in (None, 0, 1):
-            raise ValueError(f"pe_axis must be 0, 1 or None, got {pe_axis}")
+            raise BadParameterError(f"pe_axis must be 0, 1 or None, got {pe_axis}")
         if max_moves < 1:
-            raise ValueError("max_moves must be >= 1")
+            raise BadParameterError("max_moves must be >= 1")
         if not 0 < max_fraction <= 1:
-            raise ValueError("max_fraction must be in (0, 1]")
+            raise BadParameterError("max_fraction must be in (0, 1]")
         self.max_degrees = float(max_degrees)
         self.max_translation = float(max_translation)
         self.max_moves = int(max_moves)
@@ -511,11 +511,11 @@ class TorchioMotion:
         self.translations = [(float(a), float(b)) for a, b in self.translations]
         self.times = [float(t) for t in self.times]
         if not len(self.degrees) == len(self.translations) == len(self.times):
-            raise ValueError("degrees, translations and times need one entry per move")
+            raise BadParameterError("degrees, translations and times need one entry per move")
         if any(not 0 < t < 1 for t in self.times):
-            raise ValueError("times must lie in (0, 1)")
+            raise BadParameterError("times must lie in (0, 1)")
         if self.pe_axis not in (0, 1):
-            raise ValueError(f"pe_axis must be 0 or 1, got {self.pe_axis}")
+            raise BadParameterError(f"pe_axis must be 0 or 1, got {self.pe_axis}")
 
     @classmethod
     def about_centre(cls, shape: Tuple[int, int], degrees: Sequence[float], shifts: Sequence[Tuple[float, float]],
@@ -643,11 +643,11 @@ class RandomTorchioMotion:
                  pe_axis: Optional[int] = None):
         self.severity = _check_severity(severity)
         if max_moves < 1:
-            raise ValueError("max_moves must be >= 1")
+            raise BadParameterError("max_moves must be >= 1")
         if pe_axis not in (None, 0, 1):
-            raise ValueError(f"pe_axis must be 0, 1 or None, got {pe_axis}")
+            raise BadParameterError(f"pe_axis must be 0, 1 or None, got {pe_axis}")
         if not 0 < max_fraction < 1:
-            raise ValueError("max_fraction must be in (0, 1)")
+            raise BadParameterError("max_fraction must be in (0, 1)")
         self.max_degrees = float(max_degrees)
         self.max_translation = float(max_translation)
         self.max_moves = int(max_moves)
@@ -779,7 +779,7 @@ def apply_motion_draws(images: torch.Tensor, draws: MotionDraws, real_part: bool
     :func:`apply_motion_batch` of their :meth:`~MotionDraws.transform` s to float round-off (TorchIO's moves
     are not converted about the centre and back)."""
     if tuple(images.shape[-2:]) != tuple(draws.shape) or images.shape[0] != len(draws):
-        raise ValueError(f"draws for {len(draws)} slices of {tuple(draws.shape)}, images {tuple(images.shape)}")
+        raise BadParameterError(f"draws for {len(draws)} slices of {tuple(draws.shape)}, images {tuple(images.shape)}")
     return _apply_lines(images, draws.pe_axis, draws.sources, draws.degrees, draws.shifts, real_part)
 
 

@@ -73,7 +73,7 @@ def slicing_axis(spacing: Sequence[float], axis: Optional[int] = None, name: Opt
     from .errors import SSIMQualityError
     from .vocabulary import MIN_SIZE
 
-    if axis is not None and axis not in (0, 1, 2):
+    if axis is not None and (isinstance(axis, (bool, np.bool_)) or axis not in (0, 1, 2)):  # True == 1
         raise SSIMQualityError(f"axis must be 0, 1, 2 or None (acquisition axis), got {axis!r}", name)
     chosen = acquisition_axis(spacing) if axis is None else int(axis)
     if shape is None or len(shape) != 3:

@@ -59,3 +59,20 @@ def test_a_slice_that_is_not_normalised_is_refused(t, sample_slices):
         t(raw)
     img = normalize(raw)
     np.testing.assert_array_equal(t(img * (1 + 1e-5)), t(np.minimum(img * (1 + 1e-5), 1.0)))
+
+
+def test_draw_ranges_and_kinds_are_checked_when_made():
+    """A reversed or negative range failed inside numpy (or drew NaN and overflowed); kinds="gamma" read as the
+    kinds 'a', 'g', 'm'. Each is a BadParameterError, a ValueError as before."""
+    from SSIMQualityLib.contrast import RandomAdaptiveHistogramEqualization, RandomGamma, RandomSigmoid
+    from SSIMQualityLib.errors import BadParameterError
+
+    for make, words in ((lambda: RandomGamma((2.5, 0.4)), "gamma_range must be"),
+                        (lambda: RandomGamma((-1, 2)), "0 < low <= high"),
+                        (lambda: RandomSigmoid(cutoff_range=(0.3, 1.2)), "< 1"),
+                        (lambda: RandomAdaptiveHistogramEqualization((0.0, 0.03)), "clip_range"),
+                        (lambda: RandomContrast(p=2.0), "p must be in")):
+        with pytest.raises(BadParameterError, match=words):
+            make()
+    assert RandomContrast(kinds="gamma").kinds == ("gamma",)
+    assert RandomGamma((0.7, 0.7)).sample(seed=0).gamma == pytest.approx(0.7)

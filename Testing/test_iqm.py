@@ -135,3 +135,13 @@ def test_compare_reports_directions_and_agreement(tmp_path, capsys):
     # QI1 finds no ghost on this small scan at any severity: said, not a meaningless rho.
     assert "note" in rep["metrics"]["qi1"] and rep["metrics"]["qi1"]["agreement_rho"] is None
     assert all(r["qi1_air"] in ("hat", "all background", "") for r in rep["rows"])
+
+
+def test_options_are_checked_before_the_work(sample):
+    """A bad detection failed after the segmentation; a direction of the wrong length meant "all background"."""
+    from SSIMQualityLib.errors import BadParameterError
+
+    with pytest.raises(BadParameterError, match="qi1_detection must be one of mriqc, robust"):
+        compute_iqms(sample.array, qi1_detection="strict")
+    with pytest.raises(BadParameterError, match="9 numbers"):
+        compute_iqms(sample.array, direction=(1, 0, 0))

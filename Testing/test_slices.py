@@ -142,3 +142,12 @@ def test_fourier_resample_is_the_centred_kspace_crop_or_zero_fill(by_matrix, mon
     rung = fourier_resample(step, (64, 40))
     assert rung.max() > 1.05 and rung[:, :5].min() > 0.01  # overshoot and ripple; area averaging has neither
     assert resample(step[None, None], (64, 40)).max() <= 1.0 + 1e-6
+
+
+def test_an_axis_of_true_is_refused_not_read_as_1():
+    from SSIMQualityLib.errors import SSIMQualityError
+    from SSIMQualityLib.slices import slicing_axis
+
+    with pytest.raises(SSIMQualityError, match="axis must be 0, 1, 2"):
+        slicing_axis((1.0, 1.0, 1.0), True)
+    assert slicing_axis((1.0, 1.0, 1.0), 1) == 1
