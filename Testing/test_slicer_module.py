@@ -161,15 +161,20 @@ def test_a_corruption_without_a_seed_says_the_seed_that_repeats_it(scene, module
     np.testing.assert_array_equal(slicer.util.arrayFromVolume(again), slicer.util.arrayFromVolume(out))
 
 
+def _zscored_and_plain(size):
+    """Nodes "zscored" (signed intensities) and "plain" (its magnitude image): a noisy box of head on air."""
+    rng = np.random.default_rng(0)
+    head = np.zeros((6, size, size), np.float32)
+    head[:, 8:size - 8, 10:size - 10] = 100 + 10 * rng.standard_normal((6, size - 16, size - 20))
+    return (slicer.util.addVolumeFromArray((head - head.mean()) / head.std(), name="zscored"),
+            slicer.util.addVolumeFromArray(head, name="plain"))
+
+
 def test_signed_volume_is_corrupted_with_one_warning(scene, module, caplog):
     """A z-scored volume is not a magnitude image: the Logic corrupts it and logs the CLI's warning line once;
     a magnitude volume gets none."""
     logic = module.SSIMQualityLogic()
-    rng = np.random.default_rng(0)
-    head = np.zeros((6, 40, 40), np.float32)
-    head[:, 8:32, 10:30] = 100 + 10 * rng.standard_normal((6, 24, 20))
-    signed = slicer.util.addVolumeFromArray((head - head.mean()) / head.std(), name="zscored")
-    plain = slicer.util.addVolumeFromArray(head, name="plain")
+    signed, plain = _zscored_and_plain(40)
     with caplog.at_level("WARNING"):
         out, _ = logic.corruptVolume(signed, severity=0.5, seed=1)
     lines = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
@@ -185,11 +190,7 @@ def test_a_signed_volumes_warning_stays_with_its_scores(scene, module, tiny_mode
     """The warning was logged and shown until the panel's label changed; the table said "-> good" with no
     caveat. Now it is in the table's attributes and below its summary line (saved with the scene)."""
     logic = module.SSIMQualityLogic()
-    rng = np.random.default_rng(0)
-    head = np.zeros((6, 48, 48), np.float32)
-    head[:, 8:40, 10:38] = 100 + 10 * rng.standard_normal((6, 32, 28))
-    signed = slicer.util.addVolumeFromArray((head - head.mean()) / head.std(), name="zscored")
-    plain = slicer.util.addVolumeFromArray(head, name="plain")
+    signed, plain = _zscored_and_plain(48)
     with caplog.at_level("WARNING"):
         table = logic.scoreVolume(signed, model=tiny_model)
     assert [r.getMessage() for r in caplog.records if r.levelname == "WARNING"] == [
