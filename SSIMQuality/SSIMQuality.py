@@ -393,7 +393,7 @@ class SSIMQualityWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
 #
 
 from SSIMQualityLib.vocabulary import (CLINICAL_GOOD, CLINICAL_SUFFICIENT, CONTRAST_KINDS,  # noqa: E402
-                                       CORRUPTION_METHODS, SLICE_COLUMNS)
+                                       CORRUPTION_METHODS, DEVICES, SLICE_COLUMNS)
 
 #: Every setting of the panel and its default.  They live in the module's parameter node, so they are saved
 #: with the scene and restored with it; the Widget shows them and writes back what the user changes.
@@ -406,8 +406,7 @@ PARAMETER_NODE_ROLES = ("inputVolume",)
 #: against it) and so what the parameter node keeps.
 SETTING_RANGES = {"severity": (0.0, 1.0), "seed": (-1, 999999), "contrastParameter": (0.005, 15.0),
                   "fineTuneSteps": (10, 100000)}
-#: The devices the panel offers (and the scoring CLI module takes).
-DEVICES = ("auto", "cpu", "cuda")
+
 #: A small default budget for fine-tuning on a site's own scans (minutes on a CPU).
 FINE_TUNE_SAMPLES = 2000
 #: Peak learning rate of a site fine-tune: a tenth of ``train``'s from-scratch default. Every fine-tune of the
@@ -574,7 +573,6 @@ class SSIMQualityLogic(ScriptedLoadableModuleLogic):
 
         from SSIMQualityLib.corruption import make_corruptor, severity_text
         from SSIMQualityLib.jobs import library_command
-        from SSIMQualityLib.seeds import fresh_seed
 
         self.volumeArray(inputNode)  # odd nodes (None, a label map, a table) refused first, in one line
         name = inputNode.GetName()
@@ -583,7 +581,7 @@ class SSIMQualityLogic(ScriptedLoadableModuleLogic):
         folder = tempfile.mkdtemp(prefix="SSIMQuality-")
         inputPath = self._writeTemporary(inputNode, folder)
         outputPath, reportPath = os.path.join(folder, "corrupted.nrrd"), os.path.join(folder, "ssim.csv")
-        seed = fresh_seed() if seed is None else int(seed)  # drawn here, so that the table can say it
+        seed = _panelSeed() if seed is None else int(seed)  # drawn here, so that the table can say it
         args = ["corrupt", inputPath, outputPath, "--method", method, "--severity", severity_text(severity),
                 "--report", reportPath, "--seed", str(seed)]
         return self._startJob(
@@ -714,7 +712,7 @@ class SSIMQualityLogic(ScriptedLoadableModuleLogic):
     def firstScorableVolume():
         """The scene's first volume the module can score, for the panel's first choice: a plain scalar volume,
         not a label map (a subclass, which the selector hides: the panel showed another volume and scoring
-        failed with "is a label map"), nor a frame of a sequence."""
+        failed with "is a label map"), nor one :meth:`volumeArray` refuses as a sequence's frame."""
         for node in slicer.util.getNodesByClass("vtkMRMLScalarVolumeNode"):
             if node.GetClassName() == "vtkMRMLScalarVolumeNode" and node.GetAttribute("SequenceBrowser.ProxyNode") is None:
                 return node
@@ -789,7 +787,8 @@ class SSIMQualityLogic(ScriptedLoadableModuleLogic):
         from SSIMQualityLib.models import open_model, resolve_device
 
         dev = resolve_device(device)
-        key = (str(path), str(dev))
+        # By checksum, not name: a model replaced under its name (`models add --force`) is not the cached one.
+        key = (self.modelIdentity(path)["sha256"], str(dev))
         if self._model is None or self._modelKey != key:
             self._model = open_model(path, device=dev)
             self._modelKey = key
@@ -862,6 +861,8 @@ class SSIMQualityLogic(ScriptedLoadableModuleLogic):
             tableNode.SetAttribute(f"SSIMQuality.{key}", str(value))
         tableNode.SetAttribute("SSIMQuality.axis", str(ax))
         tableNode.SetAttribute("SSIMQuality.volume", volumeName)
+        for key in ("model", "model_sha256"):  # a table scored again by a network given as such: no old name
+            tableNode.RemoveAttribute(f"SSIMQuality.{key}")
         if identity is not None:
             tableNode.SetAttribute("SSIMQuality.model", identity["name"] or identity["file"])
             tableNode.SetAttribute("SSIMQuality.model_sha256", identity["sha256"])
@@ -875,19 +876,24 @@ class SSIMQualityLogic(ScriptedLoadableModuleLogic):
     @staticmethod
     def _plotSlices(tableNode, title):
         """The table's chart with the clinical thresholds; a table scored again gets a new one in place of its
-        old chart, series and thresholds table (five nodes were left behind at every re-score)."""
-        old = slicer.mrmlScene.GetNodeByID(tableNode.GetAttribute("SSIMQuality.ChartNodeID") or "")
-        if old is not None:
-            series = [old.GetNthPlotSeriesNode(i) for i in range(old.GetNumberOfPlotSeriesNodes())]
-            tables = {s.GetTableNode() for s in series if s is not None} - {tableNode, None}
-            for node in [*series, *tables, old]:
-                if node is not None:
+        old one (five nodes were left behind at every re-score).  Only nodes made here for this table go, each
+        tagged ``SSIMQuality.PlotFor`` with its ID: a series the user added to the chart, and its table, stay, and
+        so does the chart then, without this table's series."""
+        owner = tableNode.GetID()
+        for cls in ("vtkMRMLPlotSeriesNode", "vtkMRMLTableNode"):
+            for node in slicer.util.getNodesByClass(cls):
+                if node.GetAttribute("SSIMQuality.PlotFor") == owner:
                     slicer.mrmlScene.RemoveNode(node)
+        for chart in slicer.util.getNodesByClass("vtkMRMLPlotChartNode"):
+            if chart.GetAttribute("SSIMQuality.PlotFor") == owner and chart.GetNumberOfPlotSeriesNodes() == 0:
+                slicer.mrmlScene.RemoveNode(chart)
         n = tableNode.GetNumberOfRows()
         thresholds = slicer.mrmlScene.AddNewNodeByClass("vtkMRMLTableNode", tableNode.GetName() + " thresholds")
+        thresholds.SetAttribute("SSIMQuality.PlotFor", owner)
         _fillTable(thresholds, {"slice": [0, max(n - 1, 1)], "good": [CLINICAL_GOOD] * 2,
                                 "rescan": [CLINICAL_SUFFICIENT] * 2})
         chart = slicer.mrmlScene.AddNewNodeByClass("vtkMRMLPlotChartNode", tableNode.GetName() + " chart")
+        chart.SetAttribute("SSIMQuality.PlotFor", owner)
         chart.SetTitle(f"Predicted SSIM per slice: {title}")
         chart.SetXAxisTitle("slice")
         chart.SetYAxisTitle("predicted SSIM")
@@ -898,6 +904,7 @@ class SSIMQualityLogic(ScriptedLoadableModuleLogic):
                  (thresholds, "rescan", f"rescan < {CLINICAL_SUFFICIENT:.2f}", (0.8, 0.1, 0.1), True)]
         for table, column, name, color, dashed in specs:
             series = slicer.mrmlScene.AddNewNodeByClass("vtkMRMLPlotSeriesNode", f"{tableNode.GetName()} {name}")
+            series.SetAttribute("SSIMQuality.PlotFor", owner)
             series.SetAndObserveTableNodeID(table.GetID())
             series.SetXColumnName("slice")
             series.SetYColumnName(column)
@@ -916,14 +923,14 @@ class SSIMQualityLogic(ScriptedLoadableModuleLogic):
         """Corrupt every slice along the acquisition axis; returns (output volume, table slice / true ssim)."""
         self._requireLibrary()
         from SSIMQualityLib.corruption import corrupt_volume, make_corruptor, severity_text, signed_warning
-        from SSIMQualityLib.seeds import check_seed, fresh_seed
+        from SSIMQualityLib.seeds import check_seed
         from SSIMQualityLib.slices import own_warning_lines, slicing_axis
 
         array, spacing = self.volumeArray(inputNode)
         name = inputNode.GetName()
         self._checkOutput(inputNode, outputNode)
         self._parameters(name, make_corruptor, method, severity)
-        seed = fresh_seed() if seed is None else self._parameters(name, check_seed, seed)  # said in the table
+        seed = _panelSeed() if seed is None else self._parameters(name, check_seed, seed)  # said in the table
         ax = slicing_axis(spacing, axis, name, shape=array.shape)
         warning = signed_warning(array, name)
         if warning:  # as `ssimquality corrupt` prints it (a job's warnings reach the panel's summary)
@@ -987,6 +994,14 @@ class SSIMQualityLogic(ScriptedLoadableModuleLogic):
         node = self._outputVolume(inputNode, outputNode, np.moveaxis(out, 0, ax), f" {kind}")
         node.SetAttribute("SSIMQuality.Contrast", repr(transform))
         return node
+
+
+def _panelSeed():
+    """A seed drawn for a corruption asked without one, within what the panel's seed box holds (it can be typed
+    back in to make the same corruption again)."""
+    from SSIMQualityLib.seeds import fresh_seed
+
+    return fresh_seed(SETTING_RANGES["seed"][1] + 1)
 
 
 def _checkedNode(name, value):

@@ -1,8 +1,9 @@
 #!/usr/bin/env python-real
 """Slicer CLI module: score one volume, or a folder of them, and write tables (Slicer Execution Model).
 
-Slicer runs it as ``SSIMQualityCLI.py [--model F] [--device D] [--batch-size N] [--fast] input output``
-(booleans are passed bare), or with ``--inputFolder DIR [--summaryTable S] output`` for a folder, and
+Slicer runs it as ``SSIMQualityCLI.py [--model M] [--device D] [--batch-size N] [--fast] [--summaryTable S]
+input output`` (booleans are passed bare; M a checkpoint file or a catalogued model's name), or with
+``--inputFolder DIR [--summaryTable S] output`` for a folder, and
 reads progress from ``<filter-…>`` lines on stdout.  Outside Slicer it is a plain command with the same
 arguments.  All work is done by SSIMQualityLib.
 """
@@ -22,6 +23,8 @@ def _say(tag, text):
 
 
 def main(argv=None):
+    from SSIMQualityLib.vocabulary import DEVICES  # plain names: no torch before the arguments are read
+
     parser = argparse.ArgumentParser(description="Score a volume, or every volume in a folder, for motion artefacts "
                                                  "(predicted SSIM per slice).")
     parser.add_argument("files", nargs="*", metavar="inputVolume outputTable",
@@ -29,7 +32,7 @@ def main(argv=None):
     parser.add_argument("--inputFolder", default="", help="score every volume in this folder instead")
     parser.add_argument("--summaryTable", default="", help="one row per volume")
     parser.add_argument("--model", default="")
-    parser.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
+    parser.add_argument("--device", default="auto", choices=DEVICES)
     parser.add_argument("--batch-size", dest="batchSize", type=int, default=32)
     parser.add_argument("--fast", action="store_true")  # Slicer passes booleans bare
     args = parser.parse_args(argv)

@@ -126,7 +126,7 @@ def score_files(paths: Sequence[Union[str, Path]], model, device="cpu", batch_si
                 yield (i, None, None, None) if err is not None else (i, vol.array, vol.spacing, axis, vol.direction)
 
     for i, outcome in score_volumes(volumes(), model, device=device, batch_size=batch_size, bf16=bf16,
-                                    progress=progress):
+                                    progress=progress, checked=True):  # read_volume checked each file
         vol, err = read.pop(i)
         path = str(paths[i])
         if err is not None:

@@ -1099,8 +1099,10 @@ def build_parser() -> argparse.ArgumentParser:
     _add_compare(sub)
     _add_models(sub)
     for command in sub.choices.values():  # also after the command (`ssimquality iqm x.nii --debug`)
-        command.add_argument("--debug", action="store_true", default=argparse.SUPPRESS,
-                             help="show full tracebacks on errors")
+        nested = [a for a in command._actions if isinstance(a, argparse._SubParsersAction)]
+        for each in [command, *(p for a in nested for p in a.choices.values())]:  # `models add ... --debug`
+            each.add_argument("--debug", action="store_true", default=argparse.SUPPRESS,
+                              help="show full tracebacks on errors")
     parser.commands = sub.choices
     return parser
 

@@ -25,10 +25,16 @@ def _unit(image: np.ndarray) -> np.ndarray:
     """The slice as float64 in [0, 1]; a slice that is not normalised is refused (clipped, a raw slice came back
     as a mask: every voxel above 1 set to 1)."""
     a = np.asarray(image, dtype=np.float64)
-    if a.size and not (a.min() >= -1e-3 and a.max() <= 1 + 1e-3):  # float round-off of a normalised slice passes
-        raise BadParameterError(f"contrast changes take a slice normalised to [0, 1] (slices.normalize); this one spans "
-                         f"{a.min():.4g} to {a.max():.4g}")
+    if a.size:
+        _check_unit(float(a.min()), float(a.max()), "a slice", "this one spans")
     return np.clip(a, 0.0, 1.0)
+
+
+def _check_unit(lo: float, hi: float, what: str, spans: str) -> None:
+    """One line unless [lo, hi] lies in [0, 1] (float round-off of a normalised slice passes)."""
+    if not (lo >= -1e-3 and hi <= 1 + 1e-3):
+        raise BadParameterError(f"contrast changes take {what} normalised to [0, 1] (slices.normalize); {spans} "
+                                f"{lo:.4g} to {hi:.4g}")
 
 
 class ContrastTransform:
@@ -342,10 +348,7 @@ def apply_contrast_batch(images: torch.Tensor, transforms: Sequence[ContrastTran
     if len(transforms) != images.shape[0]:
         raise BadParameterError(f"need one transform per image: {len(transforms)} for {images.shape[0]}")
     if check and images.numel():
-        lo, hi = float(images.min()), float(images.max())
-        if not (lo >= -1e-3 and hi <= 1 + 1e-3):  # the single transforms' rule (_unit)
-            raise BadParameterError(f"contrast changes take slices normalised to [0, 1] (slices.normalize); these span "
-                             f"{lo:.4g} to {hi:.4g}")
+        _check_unit(float(images.min()), float(images.max()), "slices", "these span")
     out = images.clone()
     dev, dt = images.device, images.dtype
 

@@ -95,7 +95,7 @@ def make_corruptor(method: str = "kspace", severity: Union[float, Tuple[float, f
 
 
 #: What corruption does with signed intensities, and what to do instead.
-SIGNED_CONSEQUENCE = "motion is simulated on magnitude images, so they become 0: corrupt the magnitude image instead"
+SIGNED_CORRUPTION = "motion is simulated on magnitude images, so they become 0: corrupt the magnitude image instead"
 
 
 def signed_warning(volume: np.ndarray, name: str) -> Optional[str]:
@@ -108,7 +108,7 @@ def signed_warning(volume: np.ndarray, name: str) -> Optional[str]:
     >>> signed_warning(np.linspace(-1, 1, 32).reshape(2, 4, 4), "z.nii")[:16]
     'warning: z.nii: '
     """
-    return signed_message(signed_share(volume), name, SIGNED_CONSEQUENCE)
+    return signed_message(signed_share(volume), name, SIGNED_CORRUPTION)
 
 
 def slice_labels(clean: torch.Tensor, corrupted: torch.Tensor) -> torch.Tensor:
@@ -172,7 +172,7 @@ def corrupt_volume(volume: np.ndarray, axis: Optional[int], method: str = "kspac
     device = resolve_device(device)
     moved = np.moveaxis(volume, axis, 0)
     if moved.size and moved.min() < 0:  # one pass; most volumes have no negative voxel
-        warn_image(signed_message(signed_share(moved), "the volume", SIGNED_CONSEQUENCE))
+        warn_image(signed_message(signed_share(moved), "the volume", SIGNED_CORRUPTION))
     moved = magnitude(moved)  # the motion models return magnitudes: compare like with like
     n = moved.shape[0]
     streams = [np.random.default_rng(s) for s in np.random.SeedSequence(check_seed(seed)).spawn(n)]

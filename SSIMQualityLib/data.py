@@ -75,6 +75,9 @@ _NO_MOTION = RandomKSpaceMotion(severity=0.0)
 #:     in both images (``SampleConfig.p_band``, ``synthesis.ghost_band``).
 #: 18: the band's noise at most 8 % of the slice's maximum (``SampleConfig.band_max_sigma``; was 20 %).
 DATA_VERSION = 18
+#: Samples made from real volumes (``--source``, Colin27): 2 since their slices are turned into the orientation
+#: scoring gives the network (``orientation.network_slice``, 2026-11-29); part of a ``--source`` cache's name.
+SOURCE_VERSION = 2
 
 #: Background kinds of a real scan, and their shares in training (DESIGN §1).
 BACKGROUNDS = {"noisy": 0.3, "box": 0.15, "zero": 0.35, "partial": 0.2}
@@ -164,15 +167,19 @@ class VolumeFolderSource(SliceSource):
     def draw(self, rng: np.random.Generator) -> torch.Tensor:
         from .volumes import read_volume
 
+        from .orientation import network_slice
+
         i = int(rng.integers(len(self.paths)))
         if i not in self._samplers:
             vol = read_volume(self.paths[i])
-            self._samplers[i] = SliceSampler(vol.array.astype(np.float32), vol.spacing)
-        sampler = self._samplers[i]
+            self._samplers[i] = SliceSampler(vol.array.astype(np.float32), vol.spacing), vol.direction
+        sampler, direction = self._samplers[i]
         sampler.rng = rng
         pick = sampler.sample()
-        img = np.ascontiguousarray(magnitude(take_slice(sampler.volume, pick.axis, pick.index)))
-        return fit_to_size(torch.as_tensor(img))
+        # Turned as scoring turns it (SOURCE_VERSION 2): a site's DICOM-ordered scans were trained on in their
+        # stored order and scored in another.
+        img = network_slice(take_slice(sampler.volume, pick.axis, pick.index), direction=direction, axis=pick.axis)
+        return fit_to_size(torch.as_tensor(np.ascontiguousarray(magnitude(img))))
 
 
 class AnatomySource(VolumeFolderSource):

@@ -94,7 +94,7 @@ def score_demo(vol, axis: int, seed: int = 0, *, model=None) -> None:
     summaries."""
     from .errors import SSIMQualityError
     from .models import load_bundled_model
-    from .scoring import score_array
+    from .scoring import score_array, summary_line
 
     if model is None:
         try:
@@ -112,6 +112,5 @@ def score_demo(vol, axis: int, seed: int = 0, *, model=None) -> None:
         s = sc.summary()
         if truth is not None:
             name += f" (true mean {truth[sc.foreground].mean():.3f})"
-        print(f"  {name:45s} predicted mean {s['mean_predicted_ssim']:.3f}  min {s['min_predicted_ssim']:.3f}  good "
-              f"{s['fraction_good']:.0%}  sufficient {s['fraction_sufficient']:.0%}  rescan {s['fraction_rescan']:.0%}"
-              f"  -> {s['verdict']}")
+        print(f"  {name:45s} predicted mean {s['mean_predicted_ssim']:.3f}  min {s['min_predicted_ssim']:.3f}  "
+              + summary_line(s).split("; ", 1)[-1])  # the slice counts and verdict, as the Slicer panel says them

@@ -300,14 +300,14 @@ def compute_iqms(volume: np.ndarray, *, direction: Optional[Sequence[float]] = N
     ``masks``: :func:`segment`'s result for this volume, when the caller has it.
     """
     from .errors import BadParameterError
+    from .orientation import direction_matrix
 
     # Options first: a bad detection failed after seconds of segmentation, a direction of the wrong length
     # silently meant "all background".
     if qi1_detection not in QI1_DETECTIONS:
         raise BadParameterError(f"qi1_detection must be one of {', '.join(QI1_DETECTIONS)}, got {qi1_detection!r}")
-    if direction is not None and np.size(direction) != 9:
-        raise BadParameterError(f"direction must be a volume's 3 x 3 direction (9 numbers, as Volume.direction), "
-                                f"got {np.size(direction)}")
+    if direction is not None:
+        direction_matrix(direction)
     v = np.asarray(volume, dtype=np.float64)
     res = IQMResult()
     if v.ndim != 3:

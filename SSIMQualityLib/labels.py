@@ -21,11 +21,17 @@ from .vocabulary import CLINICAL_GOOD, CLINICAL_NAMES, CLINICAL_SUFFICIENT, NOT_
 
 __all__ = ["CLINICAL_GOOD", "CLINICAL_NAMES", "CLINICAL_SUFFICIENT", "NOT_SCORED", "equal_bin_class", "clinical_class", "all_classes"]
 
-# Products like 0.3 * 10 land a hair away from the integer edge in floating
-# point, and a float32 prediction of 0.7 is 0.69999999: rounding s * n to six
-# decimals first keeps a value that *is* an edge (to float32 precision) in
-# the upper bin.
-_EDGE_DECIMALS = 6
+# Products like 0.3 * 10 land a hair below the integer edge in floating point, and a float32 prediction of 0.6
+# is 0.59999996: every scheme compares s plus this hair with its edges, so that a value that *is* an edge (to
+# float32 precision) is in the upper class of every scheme alike (rounding s * n instead gave each number of
+# bins its own band, and the clinical scheme none).
+_EDGE_TOLERANCE = 1e-7
+
+
+def _on_grid(s: np.ndarray) -> np.ndarray:
+    """SSIM values as every scheme compares them with its edges (plus :data:`_EDGE_TOLERANCE`; NaN as 0, its
+    class is set apart), so that a value on a shared edge (0.6) is on it in every scheme."""
+    return np.nan_to_num(s) + _EDGE_TOLERANCE
 
 
 def equal_bin_class(ssim: ArrayLike, n_bins: int) -> np.ndarray:
@@ -52,7 +58,7 @@ def equal_bin_class(ssim: ArrayLike, n_bins: int) -> np.ndarray:
     if int(n_bins) != n_bins or n_bins < 2:
         raise ValueError(f"n_bins must be an integer >= 2, got {n_bins!r}")
     s = np.asarray(ssim, dtype=np.float64)
-    k = np.floor(np.round(np.clip(np.nan_to_num(s), 0.0, 1.0) * n_bins, _EDGE_DECIMALS)).astype(np.int64)
+    k = np.floor(np.clip(_on_grid(s), 0.0, 1.0) * n_bins).astype(np.int64)
     return np.where(np.isnan(s), NOT_SCORED, np.minimum(k, int(n_bins) - 1))
 
 
@@ -64,14 +70,14 @@ def clinical_class(ssim: ArrayLike) -> np.ndarray:
     >>> clinical_class([0.9, 0.85, 0.7, 0.6, 0.59, float("nan")]).tolist()
     [1, 1, 2, 2, 3, -1]
 
-    A float32 prediction of 0.6 is 0.59999996: it is on the edge, as the equal bins count it (rounded to
-    :data:`_EDGE_DECIMALS` first; it was "rescan" here and 0.6 or above in ``class5`` and ``class10``).
+    A float32 prediction of 0.6 is 0.59999996: it is on the edge, as the equal bins count it (within
+    :data:`_EDGE_TOLERANCE`; it was "rescan" here and 0.6 or above in ``class5`` and ``class10``).
 
     >>> clinical_class(np.float32(0.6)).tolist(), equal_bin_class(np.float32(0.6), 5).tolist()
     (2, 3)
     """
     s = np.asarray(ssim, dtype=np.float64)
-    r = np.round(np.nan_to_num(s), _EDGE_DECIMALS)
+    r = _on_grid(s)
     cls = np.where(r >= CLINICAL_GOOD, 1, np.where(r >= CLINICAL_SUFFICIENT, 2, 3))
     return np.where(np.isnan(s), NOT_SCORED, cls).astype(np.int64)
 

@@ -174,8 +174,8 @@ def find_model(model: Optional[Union[str, Path]] = None) -> dict:
     """The file a model argument means (``--model``, ``--init``, the Slicer panel's choice), as
     ``{"name", "path", "sha256"}``: None or "" is the recommended bundled model, a name in the catalogues (bundled
     or the user's, :func:`model_entries`) that model's file, with the SHA-256 to check it against; anything else
-    is a path, with no name and no checksum.  A catalogue name wins over a file of the same name in the working
-    folder (write ``./name`` for the file).
+    is a path, with no name and no checksum.  A catalogue name (a string) wins over a file of the same name in
+    the working folder (write ``./name``, or give a ``Path``, for the file).
 
     Examples
     --------
@@ -187,9 +187,10 @@ def find_model(model: Optional[Union[str, Path]] = None) -> dict:
     if model is None or str(model) == "":
         entry = bundled_model_entry()
         return {"name": entry["name"], "path": str(catalog_path().parent / entry["file"]), "sha256": entry["sha256"]}
-    for e in model_entries():
-        if e["name"] == str(model):
-            return {"name": e["name"], "path": e["path"], "sha256": e["sha256"]}
+    if isinstance(model, str):  # a Path is a file: str(Path("./name")) would lose the "./" that says so
+        for e in model_entries():
+            if e["name"] == model:
+                return {"name": e["name"], "path": e["path"], "sha256": e["sha256"]}
     return {"name": None, "path": str(model), "sha256": None}
 
 
@@ -203,7 +204,7 @@ def open_model(model: Optional[Union[str, Path]] = None, device: Union[str, torc
 def _found(model: Optional[Union[str, Path]]) -> dict:
     """:func:`find_model`, refusing a name that is neither a file nor catalogued (saying which names there are)."""
     found = find_model(model)
-    if found["sha256"] is None and not Path(found["path"]).exists():
+    if found["sha256"] is None and not Path(found["path"]).is_file():
         names = ", ".join(e["name"] for e in model_entries())
         raise BadModelFileError("no such model file, and no catalogued model of that name", str(model),
                                 f"give a checkpoint file or one of: {names} (`ssimquality models` lists them)")
@@ -286,10 +287,12 @@ def model_file_stem(name: str) -> str:
 def check_new_model_name(name: str, *, replace: bool = False) -> None:
     """Refuse ``name`` for a new user model: empty, a bundled model's, or (unless ``replace``) one the user
     already has; checked before a fine-tune starts, not after its minutes of training."""
-    from .errors import OutputExistsError, SSIMQualityError
+    from .errors import BadParameterError, OutputExistsError, SSIMQualityError
 
     if not str(name).strip():
         raise SSIMQualityError("give the new model a name", hint="e.g. site-t1-2026")
+    if any(c in str(name) for c in "/\\") or str(name).lower().endswith(".pt"):  # --model NAME would read as a file
+        raise BadParameterError(f"a model's name must not look like a file path, got {name!r}", hint="e.g. site-t1-2026")
     taken = {e["name"]: e for e in model_entries()}.get(name)
     if taken is None:
         return

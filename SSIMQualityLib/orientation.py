@@ -3,8 +3,9 @@
 A file stores its voxels in any order (DICOM's, a NIfTI reoriented to RAS, ...), so the same image can reach us
 upside down, mirrored or transposed.  The network is not invariant to that (single slices of one scan moved by
 up to 0.3 between two storage orders), so every slice is turned into one orientation before it is scored:
-:func:`network_slice`, the order of a volume stored RAS+ (what nilearn's MNI152 and Colin27, the anatomy the model
-learnt from, and most NIfTI files hold).  On the 12 held-out real scans (v12, 2026-11-29) that orientation scored
+:func:`network_slice`, the order of a volume stored RAS+ (what most NIfTI files hold), chosen by measurement: the
+model learnt from slices in several orders (MNI152 as nibabel reads it is this order with rows and columns
+swapped, then flipped and transposed at random), so none is its own.  On the 12 held-out real scans (v12, 2026-11-29) that orientation scored
 as well as each file's own order (ρ 0.871 against 0.875, σ 0.076 against 0.075, 22 of 24 curves falling against 21)
 where 3D Slicer's view scored worse (ρ 0.863, σ 0.082), and so did RAS with rows and columns swapped (ρ 0.858).
 Figures draw slices as 3D Slicer shows them (:func:`display_slice`).
@@ -71,12 +72,32 @@ def network_slice(image: Slices, *, direction: Optional[Sequence[float]] = None,
     return _turn(image, direction, axis, _RAS_VIEWS)
 
 
+def direction_matrix(direction: Sequence[float]) -> np.ndarray:
+    """A volume's direction (SimpleITK's 9 numbers, row-major, as :attr:`~SSIMQualityLib.volumes.Volume.direction`)
+    as a 3 × 3 matrix; anything else is one line (a wrong length failed inside numpy's reshape, or meant "all
+    background" to the IQMs).
+
+    >>> direction_matrix((1, 0, 0, 0, 1, 0, 0, 0, 1)).shape
+    (3, 3)
+    """
+    from .errors import BadParameterError
+
+    try:
+        d = np.asarray(direction, dtype=float)
+    except (TypeError, ValueError):
+        d = np.zeros(0)
+    if d.size != 9 or not np.isfinite(d).all():
+        raise BadParameterError(f"direction must be a volume's 3 x 3 direction (9 numbers, as Volume.direction), "
+                                f"got {direction!r}")
+    return d.reshape(3, 3)
+
+
 def _turn(image: Slices, direction: Optional[Sequence[float]], axis: int, views: dict) -> Slices:
     """``image`` transposed and flipped into ``views`` (for the physical axis nearest the slice's normal, the
     physical axis and sign that run down the rows and along the columns); as stored where the volume is so
     oblique that both in-plane axes lie nearest one physical axis."""
     img = image if isinstance(image, torch.Tensor) else np.asarray(image)
-    d = np.eye(3) if direction is None else np.asarray(direction, dtype=float).reshape(3, 3)
+    d = np.eye(3) if direction is None else direction_matrix(direction)
     column = {0: 2, 1: 1, 2: 0}  # array axis (k, j, i) -> the direction matrix's column (index i, j, k)
     rows_axis, cols_axis = [a for a in range(3) if a != axis]
 

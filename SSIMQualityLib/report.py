@@ -16,7 +16,7 @@ def volume_figure(path: Union[str, Path], array: np.ndarray, score: VolumeScore,
                   n_worst: int = 6, *, direction: Optional[Sequence[float]] = None) -> Path:
     """One PNG per volume: the worst slices with their scores, and the per-slice curve with thresholds.
     ``direction`` (the volume's) turns the slices as a viewer shows them
-    (:func:`~SSIMQualityLib.figures.display_slice`)."""
+    (:func:`~SSIMQualityLib.orientation.display_slice`)."""
     from .figures import _pyplot, integer_ticks
     from .orientation import display_slice
     from .labels import CLINICAL_GOOD, CLINICAL_SUFFICIENT

@@ -14,7 +14,7 @@ from .slices import (SIGNED_LIMIT, FewValuesWarning, distinct_values, few_values
                      prepare_input, signed_message, signed_share, slicing_axis, volume_range, warn_image)
 
 #: What scoring does with signed intensities, and what to do instead.
-SIGNED_CONSEQUENCE = ("the network was trained on magnitude images, so these scores are not reliable: score the "
+SIGNED_SCORING = ("the network was trained on magnitude images, so these scores are not reliable: score the "
                       "magnitude image")
 #: Slices with less head than this share of pixels are flagged, not scored.
 MIN_FOREGROUND = 0.05
@@ -35,7 +35,7 @@ class VolumeScore:
         """The warning line for a volume that is not a magnitude image (None for one): signed intensities, or a
         handful of distinct values (a label map or a mask loaded as an image, which got a verdict).  The network
         was trained on magnitude images, so its scores of such a volume are not to be trusted."""
-        return (signed_message(self.signed_share, name, SIGNED_CONSEQUENCE)
+        return (signed_message(self.signed_share, name, SIGNED_SCORING)
                 or few_values_message(self.distinct_values, name))
 
     def rows(self) -> List[dict]:
@@ -196,8 +196,8 @@ class _Pending:
 @torch.no_grad()
 def score_volumes(items: Iterable[tuple], model, *,
                   device: Union[str, torch.device] = "cpu", batch_size: Optional[int] = None, bf16: bool = False,
-                  progress: Optional[Callable[[int], None]] = None, every_slice: bool = False
-                  ) -> Iterator[Tuple[object, Union[VolumeScore, BaseException, None]]]:
+                  progress: Optional[Callable[[int], None]] = None, every_slice: bool = False,
+                  checked: bool = False) -> Iterator[Tuple[object, Union[VolumeScore, BaseException, None]]]:
     """Score a stream of volumes, with network batches that span volumes; the one inference loop.
 
     ``items`` yields ``(key, volume, spacing, axis)`` or ``(key, volume, spacing, axis, direction)``:
@@ -215,7 +215,9 @@ def score_volumes(items: Iterable[tuple], model, *,
     foreground test, normalisation, fitting to 256² and the network follow
     there.  Slices of small volumes fill a batch together, so an archive of
     24-slice EPI series keeps a GPU as busy as one large volume does.
-    ``every_slice`` skips the foreground test (slices chosen by the caller).
+    ``every_slice`` skips the foreground test (slices chosen by the caller).  Each volume is checked as a
+    file's voxels are (:func:`~SSIMQualityLib.volumes.checked_array`) unless ``checked`` says they were (read by
+    :func:`~SSIMQualityLib.volumes.read_volume`: a second check is several passes over every volume).
 
     A magnitude image with a few voxels below zero (interpolation overshoot of a resampled volume) is scored
     as its magnitude (:func:`~SSIMQualityLib.slices.magnitude`), as the network saw images in training and as
@@ -285,7 +287,7 @@ def score_volumes(items: Iterable[tuple], model, *,
         if volume is not None:
             try:
                 # Checked as a file's voxels are (the caller's own arrays too), in this volume's one line.
-                volume = checked_array(volume, spacing, check=not every_slice)
+                volume = checked_array(volume, spacing, check=not (every_slice or checked))
                 # The caller names the volume; slices it chose itself (every_slice) are scored at any size.
                 vol.axis = slicing_axis(spacing, axis, shape=None if every_slice else np.shape(volume))
                 moved = np.moveaxis(np.asarray(volume), vol.axis, 0)  # a view
@@ -346,6 +348,7 @@ def score_array(model, volume: np.ndarray, spacing=(1.0, 1.0, 1.0), axis: Option
                                  bf16=bf16, progress=progress, every_slice=every_slice)
     if isinstance(result, BaseException):
         raise result
-    warn_image(signed_message(result.signed_share, "the volume", SIGNED_CONSEQUENCE))
-    warn_image(few_values_message(result.distinct_values, "the volume"), FewValuesWarning)
+    if not every_slice:  # slices the caller chose (predict_slices) are no volume to warn about
+        warn_image(signed_message(result.signed_share, "the volume", SIGNED_SCORING))
+        warn_image(few_values_message(result.distinct_values, "the volume"), FewValuesWarning)
     return result

@@ -34,14 +34,14 @@ def check_seed(seed: Seed) -> Optional[int]:
     raise BadParameterError(f"seed must be a whole number of 0 or more, or None for a fresh draw; got {seed!r}")
 
 
-def fresh_seed() -> int:
-    """A new seed from the system's entropy, to draw with and to say, so that a run one liked can be repeated
-    (``corrupt`` without ``--seed``, the Slicer module's seed -1).
+def fresh_seed(high: int = 2 ** 32) -> int:
+    """A new seed in [0, ``high``) from the system's entropy, to draw with and to say, so that a run one liked
+    can be repeated (``corrupt`` without ``--seed``; the Slicer module's seed -1, below what its panel can hold).
 
-    >>> 0 <= fresh_seed() < 2 ** 32
-    True
+    >>> 0 <= fresh_seed() < 2 ** 32, 0 <= fresh_seed(1000) < 1000
+    (True, True)
     """
-    return int(np.random.SeedSequence().entropy % 2 ** 32)
+    return int(np.random.SeedSequence().entropy % high)
 
 
 def as_rng(seed: Seed) -> np.random.Generator:

@@ -17,6 +17,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from .vocabulary import FEW_VALUES
+
 #: Size of the network input.
 INPUT_SIZE = 256
 #: Upper percentile used by the normalisation.
@@ -349,10 +351,6 @@ def own_warning_lines():
         yield
 
 
-#: At most this many distinct voxel values: a label map or a mask, not an image (an MR image has thousands).
-FEW_VALUES = 16
-
-
 def distinct_values(volume: np.ndarray, *, limit: int = FEW_VALUES) -> int:
     """How many distinct values ``volume`` holds when they are ``limit`` or fewer (a label map or mask loaded as
     an image, a thresholded scan); 0 for an image.  Cheap for images: a sample of the voxels tells first.
@@ -360,10 +358,11 @@ def distinct_values(volume: np.ndarray, *, limit: int = FEW_VALUES) -> int:
     >>> distinct_values(np.arange(1000.0).reshape(10, 10, 10)), distinct_values(np.eye(8)[None] * 3)
     (0, 2)
     """
-    v = np.asarray(volume).ravel()
+    v = np.asarray(volume)
     if v.size == 0:
         return 0
-    if np.unique(v[::max(1, v.size // 200_000)]).size > limit:
+    step = max(1, v.size // 200_000)
+    if np.unique(v.flat[::step]).size > limit:  # .flat: no copy of a transposed or flipped view (ravel copies)
         return 0
     n = int(np.unique(v).size)
     return n if n <= limit else 0

@@ -23,7 +23,7 @@ import torch
 import torch.nn.functional as F
 
 from . import progress
-from .data import DATA_VERSION, MotionSliceDataset, build_cache, worker_init
+from .data import DATA_VERSION, SOURCE_VERSION, MotionSliceDataset, build_cache, worker_init
 from .interrupts import deferred_interrupt
 from .models import build_model, resolve_device, save_checkpoint
 
@@ -234,7 +234,7 @@ def _cache_stem(kind: str, seed: int, source: Sequence[str] = (), factory: str =
     if source:  # another set of volumes, or the same files changed since, makes other samples
         import hashlib
 
-        tag = "_src" + hashlib.sha256(source_identity(source).encode()).hexdigest()[:8]
+        tag = f"_src{SOURCE_VERSION}_" + hashlib.sha256(source_identity(source).encode()).hexdigest()[:8]
     if uses_factory(factory, source):
         from .factory import FACTORY_VERSION
 

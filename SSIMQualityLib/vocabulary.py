@@ -29,20 +29,24 @@ SLICE_COLUMNS = ["file", "axis", "slice", "predicted_ssim", "clinical_class", "c
                  "foreground"]
 #: One row per slice of ``ssimquality corrupt --report`` (and the Slicer module's corruption table).
 CORRUPTION_COLUMNS = ["slice", "ssim", "foreground", "method"]
-#: A volume's verdict when none of its slices holds enough head to score, and in a folder's summary row for a
-#: file that could not be scored at all (the reason is in the errors); otherwise a clinical class name.
+#: A volume's verdict when none of its slices holds enough head to score (otherwise a clinical class name).
 VERDICT_NO_FOREGROUND = "no foreground"
+#: The verdict in a folder's summary row for a file that could not be scored at all (the reason is in the errors).
+VERDICT_NOT_SCORED = "not scored"
 #: A volume's verdict: rescan when at least this share of its scored slices is rescan, else good when at least
 #: ``VERDICT_GOOD_SHARE`` is good, else sufficient.
 VERDICT_RESCAN_SHARE = 0.2
 VERDICT_GOOD_SHARE = 0.8
-VERDICT_NOT_SCORED = "not scored"
 #: The type of each numeric column, as 3D Slicer's tables name them (the other columns are text): written beside a
 #: ``.tsv`` table as its ``.schema.tsv``, without which Slicer reads every column as text (no plot, no numeric sort).
 COLUMN_TYPES = {"axis": "int", "slice": "int", "predicted_ssim": "double", "clinical_class": "int", "class3": "int",
                 "class5": "int", "class10": "int", "slices": "int", "slices_scored": "int",
                 "mean_predicted_ssim": "double", "min_predicted_ssim": "double", "fraction_good": "double",
                 "fraction_sufficient": "double", "fraction_rescan": "double", "ssim": "double"}
+#: At most this many distinct voxel values: a label map or a mask, not an image (an MR image has thousands).
+FEW_VALUES = 16
+#: The devices a user picks from (the Slicer panel, the CLI module); "auto" is CUDA when present, else the CPU.
+DEVICES = ("auto", "cpu", "cuda")
 #: One row per volume.
 SUMMARY_COLUMNS = ["file", "slices", "slices_scored", "mean_predicted_ssim", "min_predicted_ssim", "fraction_good",
                    "fraction_sufficient", "fraction_rescan", "verdict"]

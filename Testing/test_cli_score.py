@@ -386,6 +386,8 @@ def test_what_is_not_a_volume_is_refused_in_one_line_saying_what_to_pass(sample)
                          "batch_size must be a whole number of 1 or more, got 2.5"),
                         (lambda: score_array(model, sample.array[30:34], sample.spacing, device="mps"),
                          "unknown device 'mps'"),
+                        (lambda: score_array(model, sample.array[30:34], sample.spacing, direction=(1, 0, 0)),
+                         "9 numbers"),
                         (lambda: predict_slices(model, sample.array[30]), "For one slice pass slice"),
                         (lambda: read_volume(sample.path, frame="1"), "frame must be a whole number")):
         with pytest.raises(SSIMQualityError, match=words):

@@ -69,8 +69,12 @@ def test_a_slice_not_scored_has_no_class():
 def test_schemes_agree_on_a_shared_edge_at_float32():
     """0.6 is an edge of the clinical scheme and of 5 and 10 equal bins; a float32 prediction of 0.6 is
     0.59999996, which the bins put at or above 0.6 and the clinical scheme put below it ("rescan")."""
-    near = np.nextafter(np.float32(0.6), np.float32([0.0, 1.0]))
-    p = np.concatenate([near, np.float32([0.6, 0.5999, 0.6001]), np.random.default_rng(0).random(1000).astype(np.float32)])
+    below, above = [np.float32(0.6)], [np.float32(0.6)]
+    for _ in range(64):  # the 64 float32 values on each side of the edge (0.59999985 split the schemes)
+        below.append(np.nextafter(below[-1], np.float32(0.0)))
+        above.append(np.nextafter(above[-1], np.float32(1.0)))
+    p = np.concatenate([np.array(below + above, np.float32), np.float32([0.5999, 0.6001]),
+                        np.random.default_rng(0).random(1000).astype(np.float32)])
     at_least = clinical_class(p) <= 2
     assert np.array_equal(at_least, equal_bin_class(p, 5) >= 3)
     assert np.array_equal(at_least, equal_bin_class(p, 10) >= 6)

@@ -31,6 +31,8 @@ def test_find_model_reads_none_a_name_or_a_path(user_dir, tmp_path):
                                               "path": str(catalog_path().parent / bundled["file"])}
     assert find_model(bundled["name"]) == find_model()
     assert find_model("runs/model.pt") == {"name": None, "path": "runs/model.pt", "sha256": None}
+    # a Path is a file, even one named like a catalogued model (str(Path("./name")) loses the "./")
+    assert find_model(Path("./" + bundled["name"]))["sha256"] is None
     entry = register_user_model(_checkpoint(tmp_path / "a.pt", 0), "site-a")
     found = find_model("site-a")
     assert found == {"name": "site-a", "path": str(user_dir / "models" / entry["file"]), "sha256": entry["sha256"]}
@@ -67,6 +69,11 @@ def test_a_users_model_is_replaced_only_when_asked(user_dir, tmp_path):
         register_user_model(tmp_path / "a.pt", bundled_model_entry()["name"], replace=True)
     with pytest.raises(SSIMQualityError, match="give the new model a name"):
         register_user_model(tmp_path / "a.pt", "  ")
+    for pathlike in ("runs/model.pt", "site.pt", "a\\b"):  # --model NAME would then read as a file
+        with pytest.raises(SSIMQualityError, match="must not look like a file path"):
+            register_user_model(tmp_path / "a.pt", pathlike)
+    with pytest.raises(BadModelFileError, match="no such model file"):  # a folder: one line, not IsADirectoryError
+        model_identity(tmp_path)
 
 
 def test_two_names_that_make_one_file_name_keep_two_files(user_dir, tmp_path):
@@ -88,7 +95,7 @@ def test_a_file_that_is_not_a_checkpoint_is_refused_before_anything_is_written(u
 
 
 def test_models_command_lists_adds_and_scores_by_name(user_dir, tmp_path, sample_path, capsys):
-    assert main(["models"]) == 0
+    assert main(["models"]) == 0 and main(["models", "list", "--debug"]) == 0  # --debug after the action too
     listing = capsys.readouterr().out
     assert listing.startswith(bundled_model_entry()["name"]) and "none of your own yet" in listing
     ckpt = _checkpoint(tmp_path / "model.pt", 0)

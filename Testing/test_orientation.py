@@ -66,3 +66,18 @@ def tiny_model():
 
     torch.manual_seed(0)
     return build_model("resnet18", 64).eval()
+
+
+def test_training_takes_real_volumes_slices_as_scoring_gives_them(sample, tmp_path):
+    """`train --source` (the Slicer module's Fine-tune) drew a site's DICOM-ordered slices as stored, while
+    scoring turns them: the two orders of one scan now give the network the same slices."""
+    from SSIMQualityLib.data import VolumeFolderSource
+
+    vol = dataclasses.replace(sample, direction=RAS)
+    twin = stored_otherwise(vol)
+    write_volume(vol.array, vol, tmp_path / "as_ras.nii.gz")
+    write_volume(twin.array, twin, tmp_path / "as_dicom.nii.gz")
+    a, b = VolumeFolderSource([tmp_path / "as_ras.nii.gz"]), VolumeFolderSource([tmp_path / "as_dicom.nii.gz"])
+    for seed in range(5):
+        x, y = a.draw(np.random.default_rng(seed)), b.draw(np.random.default_rng(seed))
+        assert torch.equal(x, y), seed

@@ -95,6 +95,9 @@ def test_scoring_job_fills_the_table_out_of_process(scene, module, sample_path):
         entry["name"], entry["sha256"])
     named = logic.scoreVolume(node, model=entry["name"], device="cpu")
     assert named.GetAttribute("SSIMQuality.model_sha256") == entry["sha256"]
+    # scored again into it by a network given as such: no model's name left from before
+    logic.scoreVolume(node, model=logic.loadModel(device="cpu"), tableNode=named)
+    assert named.GetAttribute("SSIMQuality.model") is None and named.GetAttribute("SSIMQuality.model_sha256") is None
     assert slicer.mrmlScene.GetNodeByID(table.GetAttribute("SSIMQuality.ChartNodeID")) is not None
 
 

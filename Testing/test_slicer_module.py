@@ -54,6 +54,14 @@ def test_load_and_score_sample(scene, module, sample_path, sample, tiny_model):
     assert again is table and scene.GetNumberOfNodes() == count
     assert scene.GetNodeByID(chart.GetID()) is None
     assert scene.GetNodeByID(table.GetAttribute("SSIMQuality.ChartNodeID")).GetNumberOfPlotSeriesNodes() == 3
+    # ... but what the user added stays: another volume's table and series put on this chart to compare them
+    other = logic.scoreVolume(node, model=tiny_model)
+    theirs = scene.GetNodeByID(other.GetAttribute("SSIMQuality.ChartNodeID")).GetNthPlotSeriesNode(0)
+    mine = scene.GetNodeByID(table.GetAttribute("SSIMQuality.ChartNodeID"))
+    mine.AddAndObservePlotSeriesNodeID(theirs.GetID())
+    logic.scoreVolume(node, model=tiny_model, tableNode=table)
+    assert scene.GetNodeByID(other.GetID()) is other and scene.GetNodeByID(theirs.GetID()) is theirs
+    assert scene.GetNodeByID(mine.GetID()) is mine and mine.GetNumberOfPlotSeriesNodes() == 1  # only theirs left
 
 
 @pytest.mark.parametrize("stored", ["as_ras", "as_dicom"])
@@ -157,7 +165,8 @@ def test_a_corruption_without_a_seed_says_the_seed_that_repeats_it(scene, module
     out, table = logic.corruptVolume(node, severity=0.6)
     seed = int(table.GetAttribute("SSIMQuality.seed"))
     assert f"seed {seed}" in table.GetAttribute("SSIMQuality.Summary")
-    again, _ = logic.corruptVolume(node, severity=0.6, seed=seed)
+    logic.setParameters(seed=seed)  # typed back into the panel's seed box (a seed above its range was refused)
+    again, _ = logic.corruptVolume(node, severity=0.6, seed=logic.getParameters()["seed"])
     np.testing.assert_array_equal(slicer.util.arrayFromVolume(again), slicer.util.arrayFromVolume(out))
 
 
