@@ -207,9 +207,12 @@ def test_fine_tuning_job_catalogues_a_model_that_loads(scene, module, tmp_path, 
     # a name already taken is refused before minutes of training, not when the model is to be catalogued
     with pytest.raises(OutputExistsError, match="already in your catalogue"):
         logic.startFineTuning(str(site), "site-v1", steps=2, samples=16, device="cpu")
-    # a name is not a path: the run's folder stays in the user's runs/, one for each name
+    # a name is not a path: one that looks like one is refused, and the run's folder stays in the user's runs/,
+    # one for each name
+    with pytest.raises(SSIMQualityError, match="must not look like a file path"):
+        logic.startFineTuning(str(site), "../../escape", steps=2, samples=16, device="cpu")
     outs = []
-    for name in ("../../escape", "site v2", "site_v2"):
+    for name in ("..", "site v2", "site_v2"):
         job = logic.startFineTuning(str(site), name, steps=2, samples=16, device="cpu")
         outs.append(Path(job.args[job.args.index("--out") + 1]))
         job.cancel()
