@@ -426,6 +426,7 @@ class SSIMQualityLogic(ScriptedLoadableModuleLogic):
         ScriptedLoadableModuleLogic.__init__(self)
         self._model = None
         self._modelKey = None
+        self._modelIdentity = None  # the loaded model's name, file and SHA-256 (models.model_identity)
 
     # -- parameter node -------------------------------------------------------
 
@@ -690,8 +691,7 @@ class SSIMQualityLogic(ScriptedLoadableModuleLogic):
         if volumeNode.IsA("vtkMRMLLabelMapVolumeNode"):
             raise UnsupportedImageError("is a label map (segment numbers, not intensities)", name,
                                         "select the image the labels were drawn on")
-        if volumeNode.IsA("vtkMRMLSequenceNode") or volumeNode.GetAttribute("SequenceBrowser.ProxyNode") is not None \
-                or volumeNode.IsA("vtkMRMLMultiVolumeNode"):
+        if _isSequenceFrame(volumeNode):
             raise UnsupportedImageError("this is one frame of a 4-D sequence", name,
                                         "choose a single 3-D volume (e.g. copy the current frame)")
         if volumeNode.IsA("vtkMRMLVectorVolumeNode") or volumeNode.IsA("vtkMRMLDiffusionWeightedVolumeNode"):
@@ -714,7 +714,7 @@ class SSIMQualityLogic(ScriptedLoadableModuleLogic):
         not a label map (a subclass, which the selector hides: the panel showed another volume and scoring
         failed with "is a label map"), nor one :meth:`volumeArray` refuses as a sequence's frame."""
         for node in slicer.util.getNodesByClass("vtkMRMLScalarVolumeNode"):
-            if node.GetClassName() == "vtkMRMLScalarVolumeNode" and node.GetAttribute("SequenceBrowser.ProxyNode") is None:
+            if node.GetClassName() == "vtkMRMLScalarVolumeNode" and not _isSequenceFrame(node):
                 return node
         return None
 
@@ -787,11 +787,13 @@ class SSIMQualityLogic(ScriptedLoadableModuleLogic):
         from SSIMQualityLib.models import open_model, resolve_device
 
         dev = resolve_device(device)
+        identity = self.modelIdentity(path)
         # By checksum, not name: a model replaced under its name (`models add --force`) is not the cached one.
-        key = (self.modelIdentity(path)["sha256"], str(dev))
+        key = (identity["sha256"], str(dev))
         if self._model is None or self._modelKey != key:
             self._model = open_model(path, device=dev)
             self._modelKey = key
+        self._modelIdentity = identity  # what scoreVolume records (hashing a file again would double the work)
         return self._model
 
     # -- scoring --------------------------------------------------------------
@@ -813,8 +815,8 @@ class SSIMQualityLogic(ScriptedLoadableModuleLogic):
         ax = slicing_axis(spacing, axis, volumeNode.GetName(), shape=array.shape)
         identity = None  # a network passed in has no name to record
         if model is None or isinstance(model, (str, os.PathLike)):
-            identity = self.modelIdentity(model)
             model = self.loadModel(model or None, device=device)  # a name is loaded checked against its SHA-256
+            identity = self._modelIdentity
         dev = next(model.parameters()).device
         state = {"done": 0, "cancelled": False}
 
@@ -994,6 +996,13 @@ class SSIMQualityLogic(ScriptedLoadableModuleLogic):
         node = self._outputVolume(inputNode, outputNode, np.moveaxis(out, 0, ax), f" {kind}")
         node.SetAttribute("SSIMQuality.Contrast", repr(transform))
         return node
+
+
+def _isSequenceFrame(node):
+    """Whether ``node`` is a 4-D sequence or one frame of one (what :meth:`SSIMQualityLogic.volumeArray` refuses
+    and the panel's first choice skips)."""
+    return (node.IsA("vtkMRMLSequenceNode") or node.GetAttribute("SequenceBrowser.ProxyNode") is not None
+            or node.IsA("vtkMRMLMultiVolumeNode"))
 
 
 def _panelSeed():

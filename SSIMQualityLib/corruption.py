@@ -171,8 +171,7 @@ def corrupt_volume(volume: np.ndarray, axis: Optional[int], method: str = "kspac
     corruptor = make_corruptor(method, severity)
     device = resolve_device(device)
     moved = np.moveaxis(volume, axis, 0)
-    if moved.size and moved.min() < 0:  # one pass; most volumes have no negative voxel
-        warn_image(signed_message(signed_share(moved), "the volume", SIGNED_CORRUPTION))
+    warn_image(signed_warning(moved, "the volume"))  # the commands say it in their own line, naming the file
     moved = magnitude(moved)  # the motion models return magnitudes: compare like with like
     n = moved.shape[0]
     streams = [np.random.default_rng(s) for s in np.random.SeedSequence(check_seed(seed)).spawn(n)]

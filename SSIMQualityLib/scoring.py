@@ -15,7 +15,7 @@ from .slices import (SIGNED_LIMIT, FewValuesWarning, distinct_values, few_values
 
 #: What scoring does with signed intensities, and what to do instead.
 SIGNED_SCORING = ("the network was trained on magnitude images, so these scores are not reliable: score the "
-                      "magnitude image")
+                  "magnitude image")
 #: Slices with less head than this share of pixels are flagged, not scored.
 MIN_FOREGROUND = 0.05
 
@@ -298,7 +298,7 @@ def score_volumes(items: Iterable[tuple], model, *,
                 vol.foreground = np.zeros(n, dtype=bool)
                 negative = n > 0 and moved.min() < 0  # one pass; most volumes have no negative voxel
                 vol.signed = signed_share(moved) if negative else 0.0
-                vol.values = 0 if every_slice else distinct_values(volume)  # the caller's array: ravel is a view
+                vol.values = 0 if every_slice else distinct_values(volume)
                 overshoot = negative and vol.signed <= SIGNED_LIMIT  # clipped, chunk by chunk
                 ref = None if every_slice else volume_range(moved)
                 # Cast and move a chunk at a time: a large integer volume is never copied whole.
