@@ -198,6 +198,8 @@ class SSIMQualityWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             self.ui.seedSpinBox.value = p["seed"]
             self.ui.showKspaceCheckBox.checked = p["showKspace"]
             self.ui.contrastKindComboBox.setCurrentText(p["contrastKind"])
+            _, low, high = CONTRAST_PARAMETERS[p["contrastKind"]]  # the slider offers what this kind takes
+            self.ui.contrastParameterSlider.minimum, self.ui.contrastParameterSlider.maximum = low, high
             self.ui.contrastParameterSlider.value = p["contrastParameter"]
             self.ui.fineTuneFolderLineEdit.currentPath = p["fineTuneFolder"]
             self.ui.fineTuneNameLineEdit.text = p["fineTuneName"]
@@ -393,12 +395,12 @@ class SSIMQualityWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
 #
 
 from SSIMQualityLib.vocabulary import (CLINICAL_GOOD, CLINICAL_SUFFICIENT, CONTRAST_KINDS,  # noqa: E402
-                                       CORRUPTION_METHODS, DEVICES, SLICE_COLUMNS)
+                                       CONTRAST_PARAMETERS, CORRUPTION_METHODS, DEVICES, SLICE_COLUMNS)
 
 #: Every setting of the panel and its default.  They live in the module's parameter node, so they are saved
 #: with the scene and restored with it; the Widget shows them and writes back what the user changes.
 PARAMETER_DEFAULTS = {"model": "", "device": "auto", "method": "kspace", "severity": 0.5, "seed": -1,
-                      "showKspace": False, "contrastKind": "gamma", "contrastParameter": 1.0,
+                      "showKspace": False, "contrastKind": "gamma", "contrastParameter": CONTRAST_PARAMETERS["gamma"][0],
                       "fineTuneFolder": "", "fineTuneName": "", "fineTuneSteps": 300}
 #: Node references held by the parameter node.
 PARAMETER_NODE_ROLES = ("inputVolume",)
@@ -437,10 +439,22 @@ class SSIMQualityLogic(ScriptedLoadableModuleLogic):
                 parameterNode.SetParameter(name, _serialize(value))
 
     def getParameters(self, parameterNode=None):
-        """The settings as typed values (by their defaults' types), with the referenced nodes."""
+        """The settings as typed values (by their defaults' types), with the referenced nodes.  A value the
+        panel could not hold (a scene saved by an older version, or written into the node by hand) reads as its
+        default, as :meth:`setParameters` would have refused it: a severity of 7.5 or a method "bogus" reached
+        the job."""
+        from SSIMQualityLib.errors import SSIMQualityError
+
         node = parameterNode or self.getParameterNode()
         self.setDefaultParameters(node)
-        values = {name: _deserialize(node.GetParameter(name), default) for name, default in PARAMETER_DEFAULTS.items()}
+        values = {}
+        for name, default in PARAMETER_DEFAULTS.items():
+            try:
+                values[name] = _checkedSetting(name, _deserialize(node.GetParameter(name), default))
+            except SSIMQualityError:
+                values[name] = default
+        if not _contrastParameterFits(values["contrastKind"], values["contrastParameter"]):
+            values["contrastParameter"] = CONTRAST_PARAMETERS[values["contrastKind"]][0]
         for role in PARAMETER_NODE_ROLES:
             values[role] = node.GetNodeReference(role)
         return values
@@ -449,10 +463,28 @@ class SSIMQualityLogic(ScriptedLoadableModuleLogic):
         """Store settings (names of :data:`PARAMETER_DEFAULTS`, or node roles with an MRML node or None).
 
         Every value is checked first (:func:`_checkedSetting`): one that does not fit raises one clear
-        :class:`~SSIMQualityLib.errors.SSIMQualityError` and nothing of the call is stored."""
+        :class:`~SSIMQualityLib.errors.SSIMQualityError` and nothing of the call is stored.
+
+        The contrast parameter belongs to its kind (:data:`~SSIMQualityLib.vocabulary.CONTRAST_PARAMETERS`): a
+        new kind with the old kind's value (what the panel's slider still holds when the kind changes) takes the
+        new kind's default; a value outside the kind's range is refused (gamma 1.0 changed nothing, and AHE
+        refused the slider's 1.8 only when the button was pressed)."""
         node = parameterNode or self.getParameterNode()
         checked = {name: _checkedNode(name, value) if name in PARAMETER_NODE_ROLES else _checkedSetting(name, value)
                    for name, value in values.items()}
+        before = self.getParameters(node)
+        kind = checked.get("contrastKind", before["contrastKind"])
+        if kind != before["contrastKind"] and checked.get("contrastParameter",
+                                                          before["contrastParameter"]) == before["contrastParameter"]:
+            checked["contrastParameter"] = CONTRAST_PARAMETERS[kind][0]
+        parameter = checked.get("contrastParameter", before["contrastParameter"])
+        if not _contrastParameterFits(kind, parameter):
+            from SSIMQualityLib.errors import SSIMQualityError
+
+            _, low, high = CONTRAST_PARAMETERS[kind]
+            raise SSIMQualityError(f"setting contrastParameter must be between {low:g} and {high:g} for {kind}, "
+                                   f"got {parameter!r}", hint=f"leave it out for {kind}'s default, "
+                                                              f"{CONTRAST_PARAMETERS[kind][0]:g}")
         wasModifying = node.StartModify()
         try:
             for name, value in checked.items():
@@ -524,8 +556,6 @@ class SSIMQualityLogic(ScriptedLoadableModuleLogic):
 
         def finished(job):
             result = None
-            for path, name in (names or {}).items():  # "warning: /tmp/.../input.nrrd: ..." means nothing in the panel
-                job.errors[:] = [line.replace(path, name) for line in job.errors]
             try:
                 if job.state == "done":
                     result = collect(job)
@@ -538,7 +568,8 @@ class SSIMQualityLogic(ScriptedLoadableModuleLogic):
 
         # The temporary folder (a copy of the volume) goes however the job ends: done, failed or cancelled.
         cleanup = None if folder is None else (lambda: shutil.rmtree(folder, ignore_errors=True))
-        return Job(args, on_done=finished, cleanup=cleanup).start()
+        # names: "warning: /tmp/.../input.nrrd: ..." means nothing in the panel
+        return Job(args, on_done=finished, cleanup=cleanup, names=names).start()
 
     def startScoring(self, volumeNode, model="", device="auto", tableNode=None, onDone=None):
         """Score ``volumeNode`` in another process (the CLI module); returns the running :class:`Job`.
@@ -549,6 +580,7 @@ class SSIMQualityLogic(ScriptedLoadableModuleLogic):
         """
         import tempfile
 
+        self._requireLibrary()  # one line naming what to install, not a bare ModuleNotFoundError
         from SSIMQualityLib.jobs import python_executable
 
         self.volumeArray(volumeNode)  # odd nodes are refused here, in one line, before a process starts
@@ -572,6 +604,7 @@ class SSIMQualityLogic(ScriptedLoadableModuleLogic):
         """
         import tempfile
 
+        self._requireLibrary()
         from SSIMQualityLib.corruption import make_corruptor, severity_text
         from SSIMQualityLib.jobs import library_command
 
@@ -579,10 +612,10 @@ class SSIMQualityLogic(ScriptedLoadableModuleLogic):
         name = inputNode.GetName()
         self._checkOutput(inputNode, outputNode)
         self._parameters(name, make_corruptor, method, severity)
+        seed = self._corruptionSeed(name, seed)  # drawn here, so that the table can say it
         folder = tempfile.mkdtemp(prefix="SSIMQuality-")
         inputPath = self._writeTemporary(inputNode, folder)
         outputPath, reportPath = os.path.join(folder, "corrupted.nrrd"), os.path.join(folder, "ssim.csv")
-        seed = _panelSeed() if seed is None else int(seed)  # drawn here, so that the table can say it
         args = ["corrupt", inputPath, outputPath, "--method", method, "--severity", severity_text(severity),
                 "--report", reportPath, "--seed", str(seed)]
         return self._startJob(
@@ -646,16 +679,18 @@ class SSIMQualityLogic(ScriptedLoadableModuleLogic):
     def _corruptionResult(self, inputNode, outputNode, volumePath, reportPath, method, severity, seed):
         import csv
 
-        from SSIMQualityLib.corruption import severity_text
+        from SSIMQualityLib.slices import slicing_axis
         from SSIMQualityLib.volumes import read_volume
 
         array = read_volume(volumePath).array
-        out = self._outputVolume(inputNode, outputNode, array, f" {method} {severity_text(severity)}")
+        _, spacing = self.volumeArray(inputNode)
+        axis = slicing_axis(spacing, None, inputNode.GetName(), shape=array.shape)  # as the job's `corrupt` took it
         with open(reportPath, encoding="utf-8") as fh:
             rows = list(csv.DictReader(fh))
         ssim = np.array([float(r["ssim"]) for r in rows])
         foreground = np.array([r["foreground"] == "True" for r in rows])
-        return out, self._trueSsimTable(out, ssim, foreground, [r["method"] for r in rows], method, severity, seed)
+        return self._corruptionOutput(inputNode, outputNode, array, ssim, foreground, [r["method"] for r in rows],
+                                      method, severity, seed, axis)
 
     # -- dependencies -------------------------------------------------------
 
@@ -729,12 +764,31 @@ class SSIMQualityLogic(ScriptedLoadableModuleLogic):
 
     @staticmethod
     def _checkOutput(inputNode, outputNode):
-        """Refuse, before any work, an output that would overwrite the user's input volume."""
+        """Refuse, before any work, an output that would overwrite the user's input volume, or one that is not a
+        scalar volume (a table failed deep in VTK; a label map took an image)."""
         if outputNode is not None and inputNode is not None and outputNode.GetID() == inputNode.GetID():
             from SSIMQualityLib.errors import OutputExistsError
 
             raise OutputExistsError("the output volume is the input volume: the original would be lost",
                                     inputNode.GetName(), "choose another output volume or create a new one")
+        if outputNode is not None and (not outputNode.IsA("vtkMRMLScalarVolumeNode")
+                                       or outputNode.IsA("vtkMRMLLabelMapVolumeNode")):
+            from SSIMQualityLib.errors import SSIMQualityError
+
+            raise SSIMQualityError(f"the output must be a scalar volume, not a {outputNode.GetClassName()}",
+                                   outputNode.GetName(), "choose a scalar volume or create a new one")
+
+    @classmethod
+    def _corruptionSeed(cls, name, seed):
+        """The seed a corruption runs with: ``seed`` checked (a whole number of 0 or more), or a fresh draw for
+        None (the panel passes its -1, "a new draw each time", as None).  One rule for both paths: the job turned
+        1.5, True and "7" into seeds that ``corruptVolume`` refused, and started a process for -1 that failed
+        in the command's own words."""
+        from SSIMQualityLib.seeds import check_seed
+
+        if seed is None:
+            return _panelSeed()
+        return cls._parameters(name, check_seed, seed)
 
     @staticmethod
     def _parameters(name, make, *args):
@@ -924,24 +978,36 @@ class SSIMQualityLogic(ScriptedLoadableModuleLogic):
     def corruptVolume(self, inputNode, outputNode=None, method="kspace", severity=0.5, seed=None, axis=None):
         """Corrupt every slice along the acquisition axis; returns (output volume, table slice / true ssim)."""
         self._requireLibrary()
-        from SSIMQualityLib.corruption import corrupt_volume, make_corruptor, severity_text, signed_warning
-        from SSIMQualityLib.seeds import check_seed
+        from SSIMQualityLib.corruption import corrupt_volume, make_corruptor, signed_warning
         from SSIMQualityLib.slices import own_warning_lines, slicing_axis
 
         array, spacing = self.volumeArray(inputNode)
         name = inputNode.GetName()
         self._checkOutput(inputNode, outputNode)
         self._parameters(name, make_corruptor, method, severity)
-        seed = _panelSeed() if seed is None else self._parameters(name, check_seed, seed)  # said in the table
+        seed = self._corruptionSeed(name, seed)  # said in the table
         ax = slicing_axis(spacing, axis, name, shape=array.shape)
         warning = signed_warning(array, name)
         if warning:  # as `ssimquality corrupt` prints it (a job's warnings reach the panel's summary)
             logging.warning(warning)
         with own_warning_lines():  # logged above, naming the node
             res = corrupt_volume(array, ax, method=method, severity=severity, seed=seed, out_dtype=array.dtype)
-        out = self._outputVolume(inputNode, outputNode, res.array, f" {method} {severity_text(severity)}")
-        table = self._trueSsimTable(out, res.ssim, res.foreground, res.methods, method, severity, seed)
-        table.SetAttribute("SSIMQuality.axis", str(ax))
+        return self._corruptionOutput(inputNode, outputNode, res.array, res.ssim, res.foreground, res.methods,
+                                      method, severity, seed, ax)
+
+    def _corruptionOutput(self, inputNode, outputNode, array, ssim, foreground, methods, method, severity, seed,
+                          axis):
+        """The corrupted volume (named "<input> motion (<method> <severity>)": "<input> kspace 0.7" read as a
+        k-space image) and its true SSIM table, from either path (in process or a job).  The volume says how it
+        was made (``SSIMQuality.Corruption``); a corruption made again into the same volume replaces its table
+        (they piled up, all but the newest orphaned)."""
+        from SSIMQualityLib.corruption import severity_text
+
+        made = f"{method} {severity_text(severity)}"
+        out = self._outputVolume(inputNode, outputNode, array, f" motion ({made})")
+        out.SetAttribute("SSIMQuality.Corruption", f"{made}, seed {seed}, from {inputNode.GetName()}")
+        table = self._trueSsimTable(out, ssim, foreground, methods, method, severity, seed)
+        table.SetAttribute("SSIMQuality.axis", str(axis))
         return out, table
 
     @staticmethod
@@ -952,7 +1018,11 @@ class SSIMQualityLogic(ScriptedLoadableModuleLogic):
         from SSIMQualityLib.corruption import severity_text, true_ssim_summary
         from SSIMQualityLib.vocabulary import CORRUPTION_COLUMNS
 
-        table = slicer.mrmlScene.AddNewNodeByClass("vtkMRMLTableNode", volumeNode.GetName() + " true SSIM")
+        table = slicer.mrmlScene.GetNodeByID(volumeNode.GetAttribute("SSIMQuality.TrueSSIMTableID") or "")
+        if table is None or table.GetAttribute("SSIMQuality.TrueSSIMFor") != volumeNode.GetID():  # ours only
+            table = slicer.mrmlScene.AddNewNodeByClass("vtkMRMLTableNode", volumeNode.GetName() + " true SSIM")
+        table.SetName(volumeNode.GetName() + " true SSIM")
+        table.SetAttribute("SSIMQuality.TrueSSIMFor", volumeNode.GetID())
         _fillTable(table, dict(zip(CORRUPTION_COLUMNS, (list(range(len(ssim))), [float(s) for s in ssim],
                                                         [bool(f) for f in foreground], list(methods)))))
         s = true_ssim_summary(ssim, foreground)
@@ -965,6 +1035,7 @@ class SSIMQualityLogic(ScriptedLoadableModuleLogic):
 
     def kspaceVolume(self, inputNode, outputNode=None, axis=None):
         """log(1 + |FFT|) of each slice along the acquisition axis (centred), for teaching."""
+        self._requireLibrary()
         from SSIMQualityLib.figures import log_kspace
         from SSIMQualityLib.slices import slicing_axis
 
@@ -1067,6 +1138,12 @@ def _checkedSetting(name, value):
     if name == "device" and value not in DEVICES:  # "cuda:3" passed here and failed in the job's argparse
         refuse(", ".join(DEVICES[:-1]) + " or " + DEVICES[-1])
     return value
+
+
+def _contrastParameterFits(kind, value):
+    """Whether ``value`` lies in the range the panel offers for contrast ``kind``."""
+    _, low, high = CONTRAST_PARAMETERS[kind]
+    return low <= value <= high
 
 
 def _serialize(value):

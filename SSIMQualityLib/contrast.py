@@ -15,7 +15,7 @@ import numpy as np
 import torch
 
 from .errors import BadParameterError
-from .vocabulary import CONTRAST_KINDS
+from .vocabulary import CONTRAST_KINDS, CONTRAST_PARAMETERS
 from .seeds import Seed, as_rng
 
 
@@ -317,12 +317,11 @@ def make_contrast(kind: str, parameter: Optional[float] = None) -> ContrastTrans
 
     The main parameter is ``gamma`` for gamma, ``gain`` for log, ``gain`` for
     sigmoid (cutoff 0.5) and ``clip_limit`` for ahe; ``None`` gives a
-    moderate default.
+    moderate default (:data:`~SSIMQualityLib.vocabulary.CONTRAST_PARAMETERS`).
     """
     if kind not in KINDS:
         raise BadParameterError(f"unknown contrast kind {kind!r}; choose from {', '.join(KINDS)}")
-    defaults = {"gamma": 1.8, "log": 1.0, "sigmoid": 8.0, "ahe": 0.02}
-    value = defaults[kind] if parameter is None else float(parameter)
+    value = CONTRAST_PARAMETERS[kind][0] if parameter is None else float(parameter)
     if kind == "gamma":
         return Gamma(value)
     if kind == "log":

@@ -175,10 +175,10 @@ def corrupt_volume(volume: np.ndarray, axis: Optional[int], method: str = "kspac
     moved = magnitude(moved)  # the motion models return magnitudes: compare like with like
     n = moved.shape[0]
     streams = [np.random.default_rng(s) for s in np.random.SeedSequence(check_seed(seed)).spawn(n)]
-    out = np.empty(moved.shape, dtype=np.float32)
+    dtype = np.dtype(out_dtype) if out_dtype is not None else np.dtype(np.float32)
+    out = np.empty(moved.shape, dtype=dtype)  # not float32: the top of an int32 range is no float32 number
     labels = np.empty(n, dtype=np.float64)
     foreground, methods = foreground_slices(moved), []
-    dtype = np.dtype(out_dtype) if out_dtype is not None else np.dtype(np.float32)
     for start in range(0, n, batch_size):
         stop = min(n, start + batch_size)
         clean = torch.as_tensor(np.ascontiguousarray(moved[start:stop], dtype=np.float32)).to(device)
@@ -198,5 +198,5 @@ def corrupt_volume(volume: np.ndarray, axis: Optional[int], method: str = "kspac
         labels[start:stop] = slice_labels(clean.cpu(), torch.as_tensor(corrupted.astype(np.float32))).numpy()
         if progress is not None:
             progress(stop, n)
-    result = np.moveaxis(out, 0, axis).astype(dtype, copy=False)
+    result = np.moveaxis(out, 0, axis)
     return CorruptionResult(array=result, ssim=labels, axis=axis, foreground=foreground, methods=methods)

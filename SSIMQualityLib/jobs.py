@@ -26,7 +26,7 @@ import sys
 import threading
 import time
 from pathlib import Path
-from typing import Callable, List, Optional, Sequence
+from typing import Callable, Dict, List, Optional, Sequence
 
 from .progress import PROGRESS_ENV
 
@@ -57,11 +57,17 @@ class Job:
     ``"cancelled"``; ``progress`` (0–1) and ``text`` from its progress lines; ``output`` (its other
     stdout lines) and ``errors`` (its stderr lines); ``on_done(job)`` once it has ended, from the
     :meth:`poll` that sees the end.  ``cleanup()`` runs once however the job ends, after ``on_done``, and on
-    :meth:`cancel` too (a job's temporary files, e.g. a copy of a patient's volume, must not outlive it)."""
+    :meth:`cancel` too (a job's temporary files, e.g. a copy of a patient's volume, must not outlive it).
+    ``names`` maps the temporary files a job was given to what the user calls them (a Slicer node's name): its
+    lines and progress text say those ("corrupting input.nrrd" means nothing in a panel)."""
 
     def __init__(self, args: Sequence[str], *, env: Optional[dict] = None, cwd: Optional[str] = None,
-                 on_done: Optional[Callable[["Job"], None]] = None, cleanup: Optional[Callable[[], None]] = None):
+                 on_done: Optional[Callable[["Job"], None]] = None, cleanup: Optional[Callable[[], None]] = None,
+                 names: Optional[Dict[str, str]] = None):
         self.args = [str(a) for a in args]
+        # Whole paths first, then their file names (progress lines name the file only).
+        self._names = sorted([*(names or {}).items(), *((os.path.basename(p), n) for p, n in (names or {}).items())],
+                             key=lambda pair: -len(pair[0]))
         self.env = env if env is not None else job_environment()
         self.cwd = cwd
         self.on_done = on_done
@@ -124,7 +130,13 @@ class Job:
         if cleanup is not None:
             cleanup()
 
+    def _named(self, line: str) -> str:
+        for path, name in self._names:
+            line = line.replace(path, name)
+        return line
+
     def _take(self, name: str, line: str) -> None:
+        line = self._named(line)
         if name == "err":
             if line.strip():
                 self.errors.append(line)

@@ -10,8 +10,9 @@ import torch
 from .labels import CLINICAL_NAMES, NOT_SCORED, all_classes
 from .orientation import network_slice
 from .vocabulary import VERDICT_GOOD_SHARE, VERDICT_NO_FOREGROUND, VERDICT_RESCAN_SHARE
-from .slices import (SIGNED_LIMIT, FewValuesWarning, distinct_values, few_values_message, foreground_fractions,
-                     prepare_input, signed_message, signed_share, slicing_axis, volume_range, warn_image)
+from .slices import (SIGNED_LIMIT, FewValuesWarning, NoiseLikeWarning, distinct_values, few_values_message,
+                     foreground_fractions, neighbour_correlation, noise_like_message, prepare_input, signed_message,
+                     signed_share, slicing_axis, volume_range, warn_image)
 
 #: What scoring does with signed intensities, and what to do instead.
 SIGNED_SCORING = ("the network was trained on magnitude images, so these scores are not reliable: score the "
@@ -30,12 +31,17 @@ class VolumeScore:
     classes: Dict[str, np.ndarray] = field(default_factory=dict)
     signed_share: float = 0.0  # voxels well below zero (slices.signed_share): above SIGNED_LIMIT, not a magnitude image
     distinct_values: int = 0  # slices.distinct_values: a handful (a label map or a mask), 0 for an image
+    #: slices.neighbour_correlation, the median over the scored slices (NaN: none scored): about 0 for noise
+    neighbour_correlation: float = float("nan")
 
     def warning(self, name: str) -> Optional[str]:
-        """The warning line for a volume that is not a magnitude image (None for one): signed intensities, or a
-        handful of distinct values (a label map or a mask loaded as an image, which got a verdict).  The network
-        was trained on magnitude images, so its scores of such a volume are not to be trusted."""
-        return (signed_message(self.signed_share, name, SIGNED_SCORING)
+        """The warning line for a volume that is not a magnitude image (None for one): noise (a shuffled or
+        scrambled volume too: its pixels hardly correlate with their neighbours), signed intensities, or a
+        handful of distinct values (a label map or a mask loaded as an image).  Each got a verdict, and the
+        network was trained on magnitude images, so its scores of such a volume are not to be trusted.  Noise
+        comes first: it says the most (Gaussian noise is signed too)."""
+        return (noise_like_message(self.neighbour_correlation, name)
+                or signed_message(self.signed_share, name, SIGNED_SCORING)
                 or few_values_message(self.distinct_values, name))
 
     def rows(self) -> List[dict]:
@@ -191,6 +197,7 @@ class _Pending:
     error: Optional[BaseException] = None
     signed: float = 0.0  # slices.signed_share of the volume
     values: int = 0  # slices.distinct_values of the volume
+    correlations: List[torch.Tensor] = field(default_factory=list)  # neighbour_correlation of the scored slices
 
 
 @torch.no_grad()
@@ -277,8 +284,10 @@ def score_volumes(items: Iterable[tuple], model, *,
                 yield vol.key, vol.error
             else:
                 classes = all_classes(vol.predicted)
+                corr = torch.cat(vol.correlations) if vol.correlations else torch.zeros(0)
                 yield vol.key, VolumeScore(axis=vol.axis, predicted=vol.predicted, foreground=vol.foreground,
-                                           classes=classes, signed_share=vol.signed, distinct_values=vol.values)
+                                           classes=classes, signed_share=vol.signed, distinct_values=vol.values,
+                                           neighbour_correlation=float(corr.median()) if len(corr) else float("nan"))
 
     for key, volume, spacing, axis, *more in items:
         direction = more[0] if more else None
@@ -311,7 +320,9 @@ def score_volumes(items: Iterable[tuple], model, *,
                     vol.foreground[s:s + len(raw)] = fg.cpu().numpy()
                     idx = np.flatnonzero(vol.foreground[s:s + len(raw)]) + s
                     if len(idx):
-                        inputs.append(prepare_input(raw[fg]))
+                        scored = raw[fg]
+                        vol.correlations.append(neighbour_correlation(scored).cpu())
+                        inputs.append(prepare_input(scored))
                         owners.append((vol, idx))
                         vol.waiting += len(idx)
                         queued += len(idx)
@@ -351,4 +362,5 @@ def score_array(model, volume: np.ndarray, spacing=(1.0, 1.0, 1.0), axis: Option
     if not every_slice:  # slices the caller chose (predict_slices) are no volume to warn about
         warn_image(signed_message(result.signed_share, "the volume", SIGNED_SCORING))
         warn_image(few_values_message(result.distinct_values, "the volume"), FewValuesWarning)
+        warn_image(noise_like_message(result.neighbour_correlation, "the volume"), NoiseLikeWarning)
     return result

@@ -17,7 +17,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from .vocabulary import FEW_VALUES
+from .vocabulary import FEW_VALUES, MIN_NEIGHBOUR_CORRELATION
 
 #: Size of the network input.
 INPUT_SIZE = 256
@@ -331,6 +331,11 @@ class FewValuesWarning(ImageWarning):
     """A handful of distinct values (a label map or a mask loaded as an image): :func:`distinct_values`."""
 
 
+class NoiseLikeWarning(ImageWarning):
+    """Neighbouring pixels hardly correlated (noise, a shuffled or scrambled volume):
+    :func:`neighbour_correlation`."""
+
+
 def warn_image(line: Optional[str], kind: type = SignedIntensityWarning) -> None:
     """Raise the warning ``line`` (``warning: <name>: ...``; None: nothing to say) as ``kind``, to the caller's
     caller."""
@@ -378,6 +383,46 @@ def few_values_message(count: int, name: str) -> Optional[str]:
         return None
     return (f"warning: {name}: the voxels take only {count} distinct values (a label map or a mask?): its scores "
             f"mean nothing; score the image itself")
+
+
+def neighbour_correlation(stack: torch.Tensor) -> torch.Tensor:
+    """Per slice of a (n, H, W) stack, on any device: the correlation of each pixel with its right and lower
+    neighbours (the mean of the two).  An image has structure at the scale of a pixel (0.5 – 1.0 for every input
+    of the training recipe at its acquired matrix); white noise and a voxel-shuffled scan have none (about 0),
+    and the network's score of them means nothing (:data:`~SSIMQualityLib.vocabulary.MIN_NEIGHBOUR_CORRELATION`).
+    A constant slice gives 0.
+
+    >>> ramp = torch.arange(64.0).reshape(1, 8, 8)
+    >>> round(float(neighbour_correlation(ramp)[0]), 2)
+    0.86
+    >>> noise = torch.randn(2, 128, 128, generator=torch.Generator().manual_seed(0))
+    >>> bool((neighbour_correlation(noise).abs() < 0.05).all())
+    True
+    """
+    d = stack.float()
+    d = d - d.mean(dim=(-2, -1), keepdim=True)
+    var = (d * d).mean(dim=(-2, -1))
+    across = (d[..., :, 1:] * d[..., :, :-1]).mean(dim=(-2, -1))
+    down = (d[..., 1:, :] * d[..., :-1, :]).mean(dim=(-2, -1))
+    return torch.where(var > 0, (across + down) / (2 * var.clamp_min(torch.finfo(var.dtype).tiny)),
+                       torch.zeros_like(var))
+
+
+def noise_like_message(correlation: float, name: str) -> Optional[str]:
+    """The warning line for a volume whose scored slices' median :func:`neighbour_correlation` is
+    ``correlation``: None for an image (at least :data:`~SSIMQualityLib.vocabulary.MIN_NEIGHBOUR_CORRELATION`,
+    or NaN: nothing scored).
+
+    >>> noise_like_message(0.97, "t1.nii") is None
+    True
+    >>> noise_like_message(0.01, "noise.nii")[:63]
+    'warning: noise.nii: neighbouring voxels are hardly correlated ('
+    """
+    if not correlation < MIN_NEIGHBOUR_CORRELATION:  # NaN: no slice scored, nothing to say
+        return None
+    return (f"warning: {name}: neighbouring voxels are hardly correlated ({correlation:.2f}; every image the "
+            f"network learnt from is above 0.5): this is noise or a scrambled volume, not an image, and its scores "
+            f"mean nothing; check that it is the image you meant to score")
 
 
 def signed_message(share: float, name: str, consequence: str) -> Optional[str]:

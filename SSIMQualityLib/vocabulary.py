@@ -13,6 +13,11 @@ MOTION_MODELS = (KSPACE, TORCHIO)
 CORRUPTION_METHODS = (KSPACE, "paper", TORCHIO, "random")
 #: Contrast changes (training's augmentation and the teaching panel).
 CONTRAST_KINDS = ("gamma", "log", "sigmoid", "ahe")
+#: Each kind's main parameter as the teaching panel offers it (``contrast.make_contrast``): (default, lowest,
+#: highest).  gamma's gamma (1 changes nothing), log's gain, sigmoid's gain (cut-off 0.5), AHE's clip limit,
+#: which must lie in (0, 1].  The panel's one slider takes the kind's range when the kind changes.
+CONTRAST_PARAMETERS = {"gamma": (1.8, 0.1, 5.0), "log": (1.0, 0.1, 3.0), "sigmoid": (8.0, 0.5, 15.0),
+                       "ahe": (0.02, 0.005, 1.0)}
 
 #: Smallest side, in voxels, of a slice the method scores or moves (a volume needs a plane of MIN_SIZE x MIN_SIZE).
 MIN_SIZE = 16
@@ -45,6 +50,11 @@ COLUMN_TYPES = {"axis": "int", "slice": "int", "predicted_ssim": "double", "clin
                 "fraction_sufficient": "double", "fraction_rescan": "double", "ssim": "double"}
 #: At most this many distinct voxel values: a label map or a mask, not an image (an MR image has thousands).
 FEW_VALUES = 16
+#: Below this correlation of neighbouring pixels (``slices.neighbour_correlation``, the median over a volume's
+#: scored slices) a volume is noise, not an image: white noise gives 0 (± 0.01 at 256²), a voxel-shuffled scan
+#: the same; the training recipe's inputs, at their acquired matrices, 0.50 at the least, 0.69 at the 0.1 % point
+#: and 0.98 at the median (2,048 samples of the factory, seed 3; chosen on them, not on the held-out scans).
+MIN_NEIGHBOUR_CORRELATION = 0.25
 #: The devices a user picks from (the Slicer panel, the CLI module); "auto" is CUDA when present, else the CPU.
 DEVICES = ("auto", "cpu", "cuda")
 #: One row per volume.

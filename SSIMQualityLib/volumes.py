@@ -442,6 +442,11 @@ def check_volume(vol: Volume) -> None:
         if bad:
             raise UnsupportedImageError(f"{bad} of {a.size} voxels are NaN or infinite", name,
                                         "replace them with 0 (e.g. nan_to_num) and try again")
+        # Every step works in float32: beyond its range the slices become infinities (a RuntimeError in torch).
+        largest = max(-float(a.min()), float(a.max()))  # no |a| copy of a large volume
+        if largest > float(np.finfo(np.float32).max):
+            raise UnsupportedImageError(f"voxel values reach {largest:.3g}, beyond what float32 holds (3.4e+38)",
+                                        name, "rescale the volume (e.g. divide it by its maximum) and try again")
     if a.size and a.min() == a.max():
         raise UnsupportedImageError(f"every voxel has the same value ({a.flat[0]}), there is no image", name,
                                     "check that the right file was exported")
@@ -491,11 +496,24 @@ def check_output_path(path: PathLike, force: bool = False) -> Path:
 
 
 def cast_like(array: np.ndarray, dtype: np.dtype) -> np.ndarray:
-    """Cast float results back to a volume's dtype, rounding and clipping for integers."""
+    """Cast float results back to a volume's dtype, rounding and clipping for integers.
+
+    The top of a 32- or 64-bit integer range is not a float32 (or float64) number: clipped in float it rounds
+    up past the range and the cast wrapped it to the bottom (an int32 scan near 2³¹ came back with voxels at
+    −2³¹).  Whatever reaches the range's ends is set to them exactly.
+
+    >>> cast_like(np.array([3e9, 2.2e9, -3e9, 5.4], np.float32), np.int32).tolist()
+    [2147483647, 2147483647, -2147483648, 5]
+    """
     dtype = np.dtype(dtype)
     if np.issubdtype(dtype, np.integer):
         info = np.iinfo(dtype)
-        return np.clip(np.rint(array), info.min, info.max).astype(dtype)
+        rounded = np.rint(array)
+        with np.errstate(invalid="ignore"):  # the ends are set below
+            out = np.clip(rounded, info.min, info.max).astype(dtype)
+        out[rounded >= info.max] = info.max
+        out[rounded <= info.min] = info.min
+        return out
     return array.astype(dtype, copy=False)
 
 

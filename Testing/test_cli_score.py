@@ -358,6 +358,7 @@ def test_overshoot_scored_as_its_magnitude_signed_volume_warned(sample, tmp_path
 def test_what_is_not_a_volume_is_refused_in_one_line_saying_what_to_pass(sample):
     """A Volume, a file name or the model in the volume's place read "expected a 3-D volume, got 0-D"; an empty
     axis was an IndexError from numpy; score_volumes passed NaN patches and infinities on unchecked."""
+    from SSIMQualityLib.corruption import corrupt_volume
     from SSIMQualityLib.errors import BadParameterError, SSIMQualityError, UnsupportedImageError
     from SSIMQualityLib.models import build_model
     from SSIMQualityLib.scoring import score_array, score_volumes
@@ -378,6 +379,10 @@ def test_what_is_not_a_volume_is_refused_in_one_line_saying_what_to_pass(sample)
     assert isinstance(out["nan"], UnsupportedImageError) and "NaN or infinite" in out["nan"].one_line()
     assert isinstance(out["inf"], UnsupportedImageError)
     assert np.isfinite(out["good"].predicted[out["good"].foreground]).all()  # the others go on
+    huge = sample.array[30:34].astype(np.float64) * 1e305  # finite, beyond float32: a RuntimeError in torch
+    for call in (lambda: score_array(model, huge, sample.spacing), lambda: corrupt_volume(huge, 0, seed=0)):
+        with pytest.raises(UnsupportedImageError, match="beyond what float32 holds"):
+            call()
     # and what failed deep inside torch, numpy or range(): one line each
     from SSIMQualityLib.scoring import predict_slices
     from SSIMQualityLib.volumes import read_volume
@@ -533,3 +538,39 @@ def test_cli_module_fast_mode_says_when_it_changes_nothing(tmp_path):
         assert said == []
     else:
         assert len(said) == 1 and said[0].startswith("warning: fast mode: keeping float32")
+
+
+def test_noise_and_a_shuffled_scan_are_warned_not_silently_scored(sample, tmp_path, capsys):
+    """White noise got "good" and a voxel-shuffled copy of the sample "rescan", without a word: the foreground
+    test is relative to each slice's own range, so every noise slice is "head".  Now they are flagged in one
+    line naming the file (the commands, the Slicer CLI module) or as a NoiseLikeWarning (Python); the sample
+    and its motion-corrupted copy are not."""
+    import warnings as py_warnings
+
+    from SSIMQualityLib.corruption import corrupt_volume
+    from SSIMQualityLib.models import load_bundled_model
+    from SSIMQualityLib.scoring import score_array
+    from SSIMQualityLib.slices import NoiseLikeWarning
+    from SSIMQualityLib.vocabulary import MIN_NEIGHBOUR_CORRELATION
+
+    rng = np.random.default_rng(0)
+    noise = rng.normal(100.0, 20.0, sample.array.shape).clip(0).astype(np.float32)
+    shuffled = rng.permutation(sample.array.ravel()).reshape(sample.array.shape)
+    moved = corrupt_volume(sample.array, None, "kspace", 1.0, seed=1, spacing=sample.spacing).array
+    for name, a in (("noise", noise), ("shuffled", shuffled), ("moved", moved)):
+        write_nifti(tmp_path / f"{name}.nii.gz", a, sample.spacing)
+    code, out, err = _run(["score", tmp_path / "noise.nii.gz", tmp_path / "shuffled.nii.gz",
+                           tmp_path / "moved.nii.gz", "--quiet"], capsys)
+    assert code == 0, err
+    warned = [line for line in err.splitlines() if line.startswith("warning:")]
+    assert len(warned) == 2 and "Traceback" not in err, err
+    assert "noise.nii.gz: neighbouring voxels are hardly correlated" in warned[0]
+    assert "shuffled.nii.gz: neighbouring voxels are hardly correlated" in warned[1]
+    model = load_bundled_model()
+    with pytest.warns(NoiseLikeWarning, match="not an image"):
+        got = score_array(model, noise[30:34], sample.spacing)
+    assert abs(got.neighbour_correlation) < 0.05 and got.summary()["slices_scored"] == 4  # scored, flagged
+    with py_warnings.catch_warnings():
+        py_warnings.simplefilter("error")
+        for a in (sample.array, moved):
+            assert score_array(model, a, sample.spacing).neighbour_correlation > 3 * MIN_NEIGHBOUR_CORRELATION

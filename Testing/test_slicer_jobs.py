@@ -71,6 +71,45 @@ def test_setting_ranges_are_the_panels(module):
         assert low <= module.PARAMETER_DEFAULTS[setting] <= high, setting
 
 
+def test_the_contrast_parameter_belongs_to_its_kind(scene, module, sample):
+    """The panel's defaults (gamma 1.0) changed nothing, and its one slider kept gamma's 1.8 when the kind became
+    AHE, whose clip limit must lie in (0, 1]: the button then failed.  A value written into the node by hand (or
+    by an older version) reached the jobs unchecked."""
+    from SSIMQualityLib.contrast import make_contrast
+    from SSIMQualityLib.errors import SSIMQualityError
+    from SSIMQualityLib.slices import normalize
+    from SSIMQualityLib.vocabulary import CONTRAST_PARAMETERS
+
+    logic = module.SSIMQualityLogic()
+    node = slicer.util.addVolumeFromArray(np.ascontiguousarray(sample.array[36:40]), name="t1")
+    p = logic.getParameters()
+    out = slicer.util.arrayFromVolume(logic.augmentContrast(node, kind=p["contrastKind"],
+                                                            parameter=p["contrastParameter"]))
+    plain = np.stack([normalize(s) for s in sample.array[36:40].astype(np.float32)])
+    assert np.abs(out - plain).max() > 0.2  # the defaults show a change
+    logic.setParameters(contrastKind="ahe", contrastParameter=p["contrastParameter"])  # the panel's slider: stale
+    assert logic.getParameters()["contrastParameter"] == CONTRAST_PARAMETERS["ahe"][0]
+    logic.augmentContrast(node, kind="ahe", parameter=logic.getParameters()["contrastParameter"])
+    logic.setParameters(contrastKind="sigmoid", contrastParameter=4.5)  # a console user's own value is kept
+    assert logic.getParameters()["contrastParameter"] == 4.5
+    with pytest.raises(SSIMQualityError, match="between 0.005 and 1 for ahe"):
+        logic.setParameters(contrastKind="ahe", contrastParameter=1.8)
+    assert logic.getParameters()["contrastKind"] == "sigmoid"  # nothing of the refused call stored
+    parameterNode = logic.getParameterNode()
+    for name, text in (("contrastKind", "ahe"), ("contrastParameter", "1.8"), ("severity", "7.5"),
+                       ("method", "bogus")):
+        parameterNode.SetParameter(name, text)
+    got = logic.getParameters()
+    assert (got["contrastParameter"], got["severity"], got["method"]) == (CONTRAST_PARAMETERS["ahe"][0], 0.5, "kspace")
+    low_all, high_all = module.SETTING_RANGES["contrastParameter"]
+    for kind, (default, low, high) in CONTRAST_PARAMETERS.items():
+        assert low_all <= low < default < high <= high_all, kind
+        for value in (low, default, high):
+            make_contrast(kind, value)  # each accepts its whole range
+    assert min(v[1] for v in CONTRAST_PARAMETERS.values()) == low_all
+    assert max(v[2] for v in CONTRAST_PARAMETERS.values()) == high_all
+
+
 def test_scoring_job_fills_the_table_out_of_process(scene, module, sample_path):
     logic = module.SSIMQualityLogic()
     node = logic.loadVolumeFile(sample_path, "sample")
@@ -138,6 +177,55 @@ def test_job_warnings_reach_the_caller_and_are_not_errors():
                    "sys.exit(1)"]).start().wait(timeout=60)
     assert failing.state == "failed" and failing.error_message == "SSIMQuality: error: broken"
     assert len(failing.warnings) == 1
+
+
+def test_a_job_names_the_users_node_not_its_temporary_file():
+    """The panel's progress read "corrupting input.nrrd" (the job's copy), as its warnings once named the copy's
+    whole path."""
+    import sys
+
+    from SSIMQualityLib.jobs import Job
+
+    path = "/tmp/SSIMQuality-x1/input.nrrd"
+    code = (f"import sys; print('<filter-progress-text>corrupting input.nrrd</filter-progress-text>'); "
+            f"print('warning: {path}: something', file=sys.stderr)")
+    job = Job([sys.executable, "-c", code], names={path: "MRHead"}).start().wait(timeout=60)
+    assert job.state == "done" and job.text == "corrupting MRHead" and job.warnings == ["warning: MRHead: something"]
+
+
+def test_corruptions_say_how_they_were_made_and_replace_their_own_table(scene, module, sample):
+    """Both paths (in process, a job) name, tag and tabulate a corruption alike; made again into one volume it
+    replaced nothing (three tables called "moved true SSIM", two orphaned); the job turned seed 1.5 into 1 where
+    corruptVolume refused it, and started a process for the panel's -1 that failed in the command's words; a
+    table as the output failed deep in VTK, a label map took the image."""
+    from SSIMQualityLib.errors import SSIMQualityError
+
+    logic = module.SSIMQualityLogic()
+    node = slicer.util.addVolumeFromArray(np.ascontiguousarray(sample.array[36:42]), name="t1")
+    out, table = logic.corruptVolume(node, method="kspace", severity=0.7, seed=5)
+    assert out.GetName() == "t1 motion (kspace 0.7)"
+    assert out.GetAttribute("SSIMQuality.Corruption") == "kspace 0.7, seed 5, from t1"
+    seen = {}
+    job = logic.startCorruption(node, method="torchio", severity=0.4, seed=6, outputNode=out,
+                                onDone=lambda j, r: seen.update(result=r)).wait(timeout=600)
+    assert job.state == "done", job.errors
+    again, table2 = seen["result"]
+    assert again is out and table2 is table and table2.GetAttribute("SSIMQuality.seed") == "6"
+    assert table2.GetAttribute("SSIMQuality.axis") == table.GetAttribute("SSIMQuality.axis") == "0"
+    assert out.GetAttribute("SSIMQuality.Corruption").startswith("torchio 0.4, seed 6")
+    assert len(slicer.util.getNodesByClass("vtkMRMLTableNode")) == 1
+    for start in (logic.corruptVolume, logic.startCorruption):
+        for bad in (1.5, True, "7", -1):
+            with pytest.raises(SSIMQualityError, match="seed must be a whole number"):
+                start(node, seed=bad)
+    fresh, freshTable = logic.corruptVolume(node, severity=0.2, seed=None)  # a new draw, said in the table
+    assert 0 <= int(freshTable.GetAttribute("SSIMQuality.seed")) <= module.SETTING_RANGES["seed"][1]
+    label = slicer.mrmlScene.AddNewNodeByClass("vtkMRMLLabelMapVolumeNode", "labels")
+    for wrong in (table, label):
+        for call in (lambda o: logic.corruptVolume(node, outputNode=o), lambda o: logic.kspaceVolume(node, outputNode=o),
+                     lambda o: logic.augmentContrast(node, outputNode=o), lambda o: logic.startCorruption(node, outputNode=o)):
+            with pytest.raises(SSIMQualityError, match="the output must be a scalar volume, not a vtkMRML"):
+                call(wrong)
 
 
 def test_corruption_job_and_cancel(scene, module, sample_path):

@@ -145,7 +145,7 @@ def test_corrupt_kspace_contrast(scene, module, sample_path):
     # A range of severities (one drawn per slice) is a valid setting: named as the CLI writes it (it crashed
     # while naming the output, after the work).
     out3, table3 = logic.corruptVolume(node, method="kspace", severity=(0.2, 0.6), seed=4)
-    assert out3.GetName().endswith("kspace 0.2,0.6") and "severity 0.2,0.6" in table3.GetAttribute("SSIMQuality.Summary")
+    assert out3.GetName().endswith(" motion (kspace 0.2,0.6)") and "severity 0.2,0.6" in table3.GetAttribute("SSIMQuality.Summary")
     k = logic.kspaceVolume(node)
     karr = slicer.util.arrayFromVolume(k)
     assert karr.shape == arr.shape and karr.min() >= 0
@@ -228,6 +228,19 @@ def test_a_mask_loaded_as_an_image_is_scored_with_a_warning(scene, module, tiny_
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         score_array(tiny_model, sample.array[30:36], sample.spacing)  # the image itself: nothing to say
+
+
+def test_a_noise_volume_is_scored_with_a_warning_kept_with_its_table(scene, module, tiny_model, sample, caplog):
+    """A failed reconstruction or a noise calibration series loaded by mistake got a verdict and no word."""
+    rng = np.random.default_rng(2)
+    node = slicer.util.addVolumeFromArray(rng.normal(50.0, 9.0, (6, 64, 64)).clip(0).astype(np.float32),
+                                          name="noisecal")
+    with caplog.at_level("WARNING"):
+        table = module.SSIMQualityLogic().scoreVolume(node, model=tiny_model)
+    line = table.GetAttribute("SSIMQuality.warnings")
+    assert line.startswith("warning: noisecal: neighbouring voxels are hardly correlated") and "not an image" in line
+    assert table.GetAttribute("SSIMQuality.Summary").endswith(line)
+    assert [r.getMessage() for r in caplog.records if r.levelname == "WARNING"] == [line]
 
 
 def test_the_summary_line_counts_slices_and_cannot_contradict_its_verdict(scene, module):

@@ -151,3 +151,28 @@ def test_an_axis_of_true_is_refused_not_read_as_1():
     with pytest.raises(SSIMQualityError, match="axis must be 0, 1, 2"):
         slicing_axis((1.0, 1.0, 1.0), True)
     assert slicing_axis((1.0, 1.0, 1.0), 1) == 1
+
+
+def test_neighbour_correlation_tells_an_image_from_noise_whatever_its_scale():
+    """An image's pixels correlate with their neighbours (the sample's slices: above 0.9), white noise's and a
+    shuffled slice's do not; the figure does not move with gain or offset, and a constant slice gives 0 (not
+    NaN, which would pass every threshold test)."""
+    import torch
+
+    from SSIMQualityLib.resources import sample_volume_path
+    from SSIMQualityLib.slices import neighbour_correlation, noise_like_message
+    from SSIMQualityLib.volumes import read_volume
+    from SSIMQualityLib.vocabulary import MIN_NEIGHBOUR_CORRELATION
+
+    a = torch.as_tensor(read_volume(sample_volume_path()).array[20:50:10], dtype=torch.float32)
+    image = neighbour_correlation(a)
+    assert (image > 0.9).all(), image
+    torch.testing.assert_close(neighbour_correlation(3.0 * a + 500.0), image, rtol=0, atol=1e-4)
+    g = torch.Generator().manual_seed(1)
+    shuffled = a.reshape(len(a), -1)[:, torch.randperm(a[0].numel(), generator=g)].reshape(a.shape)
+    noise = torch.rand(3, 40, 24, generator=g)
+    for stack in (shuffled, noise):
+        assert (neighbour_correlation(stack).abs() < MIN_NEIGHBOUR_CORRELATION / 2).all()
+    assert neighbour_correlation(torch.full((2, 16, 16), 7.0)).tolist() == [0.0, 0.0]
+    assert noise_like_message(float("nan"), "x") is None and noise_like_message(0.3, "x") is None
+    assert noise_like_message(0.1, "x.nii").startswith("warning: x.nii: ")

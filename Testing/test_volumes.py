@@ -169,3 +169,24 @@ def test_the_memory_room_counts_a_control_groups_limit(tmp_path, monkeypatch):
     assert volumes.available_memory() == 12345
     monkeypatch.setenv(volumes.MEMORY_LIMIT_ENV, "0.5")
     assert volumes.available_memory() == 2 ** 29
+
+
+def test_an_int32_scan_near_the_top_of_its_range_does_not_wrap_when_corrupted(sample):
+    """Scaled to 0 – 2³¹−1, a corrupted int32 volume came back with hundreds of voxels at −2³¹ (the float clip
+    rounded up past the range), and its true SSIM was taken on the wrapped voxels."""
+    import warnings
+
+    from SSIMQualityLib.corruption import corrupt_volume
+    from SSIMQualityLib.volumes import cast_like
+
+    a = sample.array[36:40].astype(np.float64)
+    top = np.iinfo(np.int32).max
+    big = np.rint(a / a.max() * top).astype(np.int32)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # numpy's "invalid value encountered in cast" was the only sign
+        res = corrupt_volume(big, 0, "kspace", 1.0, seed=1, out_dtype=np.int32)
+    assert res.array.dtype == np.int32 and res.array.min() >= 0 and res.array.max() <= top
+    small = corrupt_volume(np.rint(a / a.max() * 60000).astype(np.uint16), 0, "kspace", 1.0, seed=1,
+                           out_dtype=np.uint16)
+    np.testing.assert_allclose(res.ssim, small.ssim, atol=0.01)  # the same corruption, whatever the scale
+    assert cast_like(np.array([1e19, -1e19, 7.0]), np.int64).tolist() == [2 ** 63 - 1, -2 ** 63, 7]
