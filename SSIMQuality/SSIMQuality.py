@@ -198,8 +198,9 @@ class SSIMQualityWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             self.ui.seedSpinBox.value = p["seed"]
             self.ui.showKspaceCheckBox.checked = p["showKspace"]
             self.ui.contrastKindComboBox.setCurrentText(p["contrastKind"])
-            _, low, high = CONTRAST_PARAMETERS[p["contrastKind"]]  # the slider offers what this kind takes
-            self.ui.contrastParameterSlider.minimum, self.ui.contrastParameterSlider.maximum = low, high
+            _, low, high, step = CONTRAST_PARAMETERS[p["contrastKind"]]  # the slider offers what this kind takes
+            slider = self.ui.contrastParameterSlider
+            slider.minimum, slider.maximum, slider.singleStep = low, high, step
             self.ui.contrastParameterSlider.value = p["contrastParameter"]
             self.ui.fineTuneFolderLineEdit.currentPath = p["fineTuneFolder"]
             self.ui.fineTuneNameLineEdit.text = p["fineTuneName"]
@@ -474,14 +475,15 @@ class SSIMQualityLogic(ScriptedLoadableModuleLogic):
                    for name, value in values.items()}
         before = self.getParameters(node)
         kind = checked.get("contrastKind", before["contrastKind"])
-        if kind != before["contrastKind"] and checked.get("contrastParameter",
-                                                          before["contrastParameter"]) == before["contrastParameter"]:
+        # The slider shows 3 decimals: a value typed in the console (4.5123) comes back from it as 4.512.
+        if kind != before["contrastKind"] and abs(checked.get("contrastParameter", before["contrastParameter"])
+                                                  - before["contrastParameter"]) < 1e-3:
             checked["contrastParameter"] = CONTRAST_PARAMETERS[kind][0]
         parameter = checked.get("contrastParameter", before["contrastParameter"])
         if not _contrastParameterFits(kind, parameter):
             from SSIMQualityLib.errors import SSIMQualityError
 
-            _, low, high = CONTRAST_PARAMETERS[kind]
+            _, low, high, _ = CONTRAST_PARAMETERS[kind]
             raise SSIMQualityError(f"setting contrastParameter must be between {low:g} and {high:g} for {kind}, "
                                    f"got {parameter!r}", hint=f"leave it out for {kind}'s default, "
                                                               f"{CONTRAST_PARAMETERS[kind][0]:g}")
@@ -682,9 +684,9 @@ class SSIMQualityLogic(ScriptedLoadableModuleLogic):
         from SSIMQualityLib.slices import slicing_axis
         from SSIMQualityLib.volumes import read_volume
 
-        array = read_volume(volumePath).array
-        _, spacing = self.volumeArray(inputNode)
-        axis = slicing_axis(spacing, None, inputNode.GetName(), shape=array.shape)  # as the job's `corrupt` took it
+        written = read_volume(volumePath)  # the input's geometry: the axis as the job's `corrupt` took it
+        array = written.array
+        axis = slicing_axis(written.spacing, None, inputNode.GetName(), shape=array.shape)
         with open(reportPath, encoding="utf-8") as fh:
             rows = list(csv.DictReader(fh))
         ssim = np.array([float(r["ssim"]) for r in rows])
@@ -1142,7 +1144,7 @@ def _checkedSetting(name, value):
 
 def _contrastParameterFits(kind, value):
     """Whether ``value`` lies in the range the panel offers for contrast ``kind``."""
-    _, low, high = CONTRAST_PARAMETERS[kind]
+    _, low, high, _ = CONTRAST_PARAMETERS[kind]
     return low <= value <= high
 
 

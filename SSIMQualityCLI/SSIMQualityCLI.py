@@ -122,7 +122,7 @@ def _score_folder(args, model, device) -> int:
     with the one bad file's)."""
     from SSIMQualityLib.batch import score_files
     from SSIMQualityLib.results import write_table
-    from SSIMQualityLib.vocabulary import SLICE_COLUMNS, SUMMARY_COLUMNS, VERDICT_NOT_SCORED
+    from SSIMQualityLib.vocabulary import SLICE_COLUMNS, SUMMARY_COLUMNS
     from SSIMQualityLib.volumes import list_volume_paths
 
     paths = list_volume_paths([args.inputFolder])
@@ -132,7 +132,7 @@ def _score_folder(args, model, device) -> int:
         if res.error is not None:
             print(f"SSIMQualityCLI: error: {res.error.one_line()}", file=sys.stderr, flush=True)
             failed += 1
-            summaries.append({"file": res.file, "verdict": VERDICT_NOT_SCORED})
+            summaries.append(res.summary())  # "not scored", and why
         else:
             _warn(res.score.warning(res.file))
             slices += res.slice_rows()

@@ -36,7 +36,20 @@ class VolumeResult:
         return [{"file": self.file, **r} for r in self.score.rows()]
 
     def summary(self) -> dict:
-        s = {"file": self.file, **self.score.summary()} if self.score is not None else {"file": self.file}
+        """The volume's row of the summary (:data:`~SSIMQualityLib.vocabulary.SUMMARY_COLUMNS`): its scores'
+        summary with ``note`` the warning about the volume ("" for none), so that a mask or noise graded "good"
+        says so in the table and not only on the screen; a file that could not be scored: verdict "not scored"
+        and the reason."""
+        from .vocabulary import VERDICT_NOT_SCORED
+
+        if self.score is None:
+            s = {"file": self.file}
+            if self.error is not None:
+                s.update(verdict=VERDICT_NOT_SCORED, note=self.error.one_line())
+        else:
+            line = self.score.warning(self.file) or ""
+            prefix = f"warning: {self.file}: "
+            s = {"file": self.file, **self.score.summary(), "note": line[len(prefix):] if line.startswith(prefix) else line}
         s.update(self.extra)
         return s
 

@@ -19,8 +19,7 @@ from typing import Optional, Sequence
 
 from . import progress
 from .errors import OutputExistsError, SSIMQualityError
-from .interrupts import Terminated, deferred_interrupt
-from .slices import own_warning_lines
+from .interrupts import Terminated, deferred_interrupt, terminate_as_interrupt
 from .vocabulary import CLINICAL_GOOD, CLINICAL_NAMES, CORRUPTION_COLUMNS, CORRUPTION_METHODS
 
 EXIT_USAGE = 2
@@ -79,12 +78,30 @@ def _what_was_kept(args) -> str:
                 "to continue)")
     if out:
         return f"stopped before the first save: {out} was not written"
+    if args.command == "corrupt":  # its outputs are written whole, at the end ("results were kept": there were none)
+        started = getattr(args, "started", None)
+        made = [str(f) for f in (args.output, args.report) if f and started is not None and os.path.exists(f)
+                and os.path.getmtime(f) >= started]
+        if made:
+            return f"{' and '.join(made)} {'was' if len(made) == 1 else 'were'} written, whole, before the stop"
+        return "nothing of this run was written (its outputs are written whole, at the end)"
     return "finished results were kept, nothing half-written remains"
 
 
 def _counted(n: int, noun: str) -> str:
     """'1 slice', '3 slices' (the tool's lines said '1 slices')."""
     return f"{n} {noun}{'' if n == 1 else 's'}"
+
+
+def _first_few(items: Sequence, shown: int = 3, sep: str = ", ") -> str:
+    """The first ``shown`` of ``items`` and how many more, for a line.
+
+    >>> _first_few(["a", "b", "c", "d", "e"]), _first_few(["a"]), _first_few(["x: 1", "y: 2"], 1, "; ")
+    ('a, b, c and 2 more', 'a', 'x: 1; and 1 more')
+    """
+    more = len(items) - shown
+    return sep.join(map(str, items[:shown])) + (f"{sep.strip() if sep.strip() != ',' else ''} and {more} more"
+                                                if more > 0 else "")
 
 
 def _severity(text: str):
@@ -204,7 +221,8 @@ def _add_corrupt(sub) -> None:
     p.add_argument("--frame", type=int, default=None,
                    help="frame to use from a 4-D file (0 first; a 3-D file is read as it is)")
     _add_series(p)
-    p.add_argument("--report", default=None, help="CSV with columns slice,ssim (the true label per slice)")
+    p.add_argument("--report", default=None, help=f"CSV with columns {','.join(CORRUPTION_COLUMNS)} (the true label "
+                                                  "per slice, whether it holds enough head to score, its algorithm)")
     p.add_argument("--whole-slice", action="store_true",
                    help="move the whole slice, its noise included (the paper's definition); by default only the "
                         "denoised anatomy moves and the scan's own noise stays (the project's label, see README)")
@@ -308,9 +326,8 @@ def _tell_folders_left_out(args) -> None:
     if not args.recursive:
         left = folders_left_out(args.paths)
         if left:
-            names = ", ".join(str(d) for d in left[:3]) + (f" and {len(left) - 3} more" if len(left) > 3 else "")
             print(f"note: {_counted(len(left), 'sub-folder')} with image files not searched "
-                  f"({names}); add --recursive to include them", file=sys.stderr)
+                  f"({_first_few(left)}); add --recursive to include them", file=sys.stderr)
 
 
 def _shard_arg(text: str):
@@ -381,14 +398,16 @@ def _score(args) -> int:
         raise SSIMQualityError("--resume needs the results file to continue (-o)")
     if args.output:
         check_results_name(args.output)
+        # The results' record (records.py) beside the output: replaced only as the results are; --resume continues
+        # the same run only (check_resume, below, reads the record and refuses one that does not name the results).
+        # Checked first: its line says --resume continues that run (the results' own said only --force, which
+        # throws an interrupted run's volumes away).
+        if not args.resume:
+            _refuse_old_record(record_path(args.output), args.force)
         if args.resume and Path(args.output).exists():
             previous = load_results(args.output)
         else:
             ensure_results_writable(args.output, args.force)
-        # The results' record (records.py) beside the output: replaced only as the results are; --resume continues
-        # the same run only (check_resume, below, reads the record and refuses one that does not name the results).
-        if not args.resume:
-            _refuse_old_record(record_path(args.output), args.force)
     report = None
     if args.report_dir:
         # A resumed run continues its report: index.html lists every volume of the results, new figures are
@@ -399,9 +418,8 @@ def _score(args) -> int:
     repeats: list = []
     paths = list_volume_paths(args.paths, args.recursive, repeats=repeats)
     if repeats:
-        names = ", ".join(map(str, repeats[:3])) + (f" and {len(repeats) - 3} more" if len(repeats) > 3 else "")
         print(f"note: {_counted(len(repeats), 'repeated path')} to volumes already listed left "
-              f"out, each volume is scored once ({names})", file=sys.stderr)
+              f"out, each volume is scored once ({_first_few(repeats)})", file=sys.stderr)
     _tell_folders_left_out(args)
     everything = list(paths)
     if args.shard:
@@ -422,6 +440,17 @@ def _score(args) -> int:
         if previous and earlier is None:
             print(f"note: {args.output} has no record ({record_path(args.output).name}): the settings its results "
                   "were scored with cannot be checked against this run's", file=sys.stderr)
+    if previous:
+        # After the checks above (a refused resume must not first print notes), in their names: a volume of this
+        # run whose file changed since the results were written is scored again.
+        if earlier is not None:
+            given = {spelling.get(str(p), str(p)): str(p) for p in paths}
+            previous, changed = _still_current(previous, args.output, given, earlier.path_of)
+        else:
+            given = {os.path.realpath(str(p)): str(p) for p in paths}
+            previous, changed = _still_current(previous, args.output, given, None)
+        if report is not None and changed:
+            report.entries = [e for e in report.entries if e["file"] not in changed]
     if previous:
         if earlier is not None:  # the names the results hold, whatever folder this run started from
             done = {r.file for r in previous}
@@ -458,7 +487,7 @@ def _score(args) -> int:
             saver.finish(results)
         elif args.output:
             print(f"nothing was scored: {args.output} was not written")
-    if report is not None:
+    if report is not None and any(r.error is None for r in results):  # an empty report blocked the rerun
         print(f"wrote {report.write()}")
     bad = [r for r in results if r.error is not None]
     good = len(results) - len(bad)
@@ -496,16 +525,23 @@ def _merge_ranks(args, rank: int, world: int) -> None:
 def verdict_tally(summaries: Sequence[dict], *, shown: int = 3) -> str:
     """One line: how many volumes got each verdict, naming the first few to rescan.
 
-    >>> verdict_tally([{"file": "a.nii", "verdict": "good"}, {"file": "b.nii", "verdict": "rescan"}])
-    'verdicts: 1 good, 1 rescan (b.nii)'
+    Volumes are named by their file names, or in full where two of those named share one (a BIDS archive's
+    ``sub-01_T1w.nii.gz`` of two sites).
+
+    >>> verdict_tally([{"file": "a/b.nii", "verdict": "good"}, {"file": "c/d.nii", "verdict": "rescan"}])
+    'verdicts: 1 good, 1 rescan (d.nii)'
+    >>> verdict_tally([{"file": "s1/t1.nii", "verdict": "rescan"}, {"file": "s2/t1.nii", "verdict": "rescan"}])
+    'verdicts: 2 rescan (s1/t1.nii, s2/t1.nii)'
     """
     counts: dict = {}
     for s in summaries:
         counts[s["verdict"]] = counts.get(s["verdict"], 0) + 1
     order = [CLINICAL_NAMES[k] for k in sorted(CLINICAL_NAMES)]
-    rescan = [Path(s["file"]).name for s in summaries if s["verdict"] == CLINICAL_NAMES[3]]
-    named = {CLINICAL_NAMES[3]: f" ({', '.join(rescan[:shown])}" + (f", and {len(rescan) - shown} more"
-                                                                     if len(rescan) > shown else "") + ")"}
+    rescan = [s["file"] for s in summaries if s["verdict"] == CLINICAL_NAMES[3]]
+    first = [Path(f).name for f in rescan[:shown]]
+    first = rescan[:shown] if len(set(first)) < len(first) else first
+    named = {CLINICAL_NAMES[3]: f" ({', '.join(first)}" + (f", and {len(rescan) - shown} more"
+                                                           if len(rescan) > shown else "") + ")"}
     words = [f"{counts[v]} {v}{named.get(v, '')}" for v in order + sorted(set(counts) - set(order)) if v in counts]
     return "verdicts: " + ", ".join(words)
 
@@ -583,6 +619,51 @@ def _results_record(args, everything, paths, model: dict, device, asked_fast: bo
     made.update({k: joined(earlier.made.get(k), made[k]) for k in ("device", "precision")},
                 started=earlier.made.get("started", made["started"]))
     return earlier._replace(files=files, finished=False, errors={}, run=run, made=made), earlier, spelling
+
+
+def _modified(path: str) -> Optional[float]:
+    """When a volume last changed: a file's modification time; a DICOM folder's latest slice file's (not the
+    folder's own, which changes when a NIfTI is written beside the slices); None when it is gone."""
+    from .outputs import matching_suffix
+    from .volumes import WRITABLE_SUFFIXES
+
+    try:
+        if not os.path.isdir(path):
+            return os.path.getmtime(path)
+        stamps = [e.stat().st_mtime for e in os.scandir(path)
+                  if e.is_file() and not matching_suffix(Path(e.path), WRITABLE_SUFFIXES)]
+        return max(stamps, default=os.path.getmtime(path))
+    except OSError:
+        return None
+
+
+def _still_current(previous: list, output: str, given: dict, path_of) -> tuple:
+    """The results of ``output`` that a --resume keeps, and the names of those it drops.  ``given``: this run's
+    volumes, {name in the results (a real path without a record): path as given now}; ``path_of`` the
+    record's reading of a name (None: no record).
+
+    A volume of this run whose file changed after the results were last written is scored again (a replaced
+    scan kept its old verdict, and the run said it was scored); one not given now is kept as it is, and one
+    whose file is gone is kept with a note (nothing is lost)."""
+    written = os.path.getmtime(output)
+    keep, changed, gone = [], [], []
+    for r in previous:
+        name = r.file if path_of is not None else os.path.realpath(r.file)
+        if name in given:
+            stamp = _modified(given[name])
+            if stamp is not None and stamp > written:
+                changed.append(r.file)
+                continue
+        elif not os.path.exists(path_of(r.file) if path_of is not None else r.file) and not os.path.exists(r.file):
+            gone.append(r.file)
+        keep.append(r)
+    if changed:
+        print(f"note: {_counted(len(changed), 'volume')} changed since {output} was written: scored again "
+              f"({_first_few(changed)})", file=sys.stderr)
+    if gone:
+        print(f"note: {_counted(len(gone), 'volume')} in {output} no longer found: "
+              f"{'its' if len(gone) == 1 else 'their'} results are kept ({_first_few(gone)})", file=sys.stderr)
+    return keep, set(changed)
 
 
 def _refuse_old_record(record: Path, force: bool,
@@ -1012,7 +1093,7 @@ def _run_merge(args) -> int:
     for p in merged.paths:
         print(f"wrote {p}")
     failed = [line for _, line in sorted(merged.failed.items())]
-    shown = "; ".join(failed[:3]) + (f"; and {len(failed) - 3} more" if len(failed) > 3 else "")
+    shown = _first_few(failed, 3, "; ")
     print(f"{_counted(merged.volumes, 'volume')} merged"
           + (f"; {len(failed)} could not be scored in the parts: {shown}" if failed else ""))
     return EXIT_ERROR if failed else 0  # as score's: a pipeline that reads only the status must not miss them
@@ -1108,14 +1189,22 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
-    parser = build_parser()
+    try:
+        parser = build_parser()  # imports torch (for the training defaults): seconds
+    except KeyboardInterrupt:  # a Ctrl-C here was a page of traceback from inside torch's import
+        print("ssimquality: interrupted while starting; nothing was done", file=sys.stderr)
+        return 130
     args, unknown = parser.parse_known_args(argv)
     if unknown:  # refused by the command's own parser, so that the line names that command's --help
         parser.commands.get(getattr(args, "command", None), parser).error(
             f"unrecognized arguments: {' '.join(unknown)}")
+    args.started = time.time()  # what a stopped command made is what is newer than this
     try:
         _check_environment()
-        with own_warning_lines():  # each command says it in a line naming the file
+        # Imported here, inside the try: torch loads with it (seconds), and a Ctrl-C then was a traceback.
+        from .slices import own_warning_lines
+
+        with own_warning_lines(), terminate_as_interrupt():  # each command says it in a line naming the file
             code = int(args.func(args) or 0)
         sys.stdout.flush()  # here, where a reader that has gone away is caught, not at the interpreter's exit
         return code

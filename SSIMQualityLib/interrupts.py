@@ -73,7 +73,7 @@ def deferred_interrupt() -> Iterator[Interrupt]:
     previous = {}
     for sig in (signal.SIGINT, signal.SIGTERM):
         handler = signal.getsignal(sig)
-        if handler not in (signal.SIG_IGN, None) and (sig == signal.SIGINT or handler is signal.SIG_DFL):
+        if handler not in (signal.SIG_IGN, None) and (sig == signal.SIGINT or handler in (signal.SIG_DFL, _terminated)):
             previous[sig] = handler
             signal.signal(sig, state._handle)
     try:
@@ -81,3 +81,24 @@ def deferred_interrupt() -> Iterator[Interrupt]:
     finally:
         for sig, handler in previous.items():
             signal.signal(sig, handler)
+
+
+def _terminated(signum, frame) -> None:
+    raise Terminated
+
+
+@contextlib.contextmanager
+def terminate_as_interrupt() -> Iterator[None]:
+    """Inside the block a SIGTERM raises :class:`Terminated` where it lands, as Ctrl-C raises
+    ``KeyboardInterrupt``: a command then says that it was stopped and what it kept, and exits 143 (Python's
+    default died on the spot, without a word: ``corrupt`` under a scheduler's time limit).  Only in the main
+    thread and where SIGTERM has its default; :func:`deferred_interrupt` inside the block defers it as it
+    defers Ctrl-C."""
+    if threading.current_thread() is not threading.main_thread() or signal.getsignal(signal.SIGTERM) is not signal.SIG_DFL:
+        yield
+        return
+    signal.signal(signal.SIGTERM, _terminated)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)

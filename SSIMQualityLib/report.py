@@ -81,10 +81,11 @@ def write_index(entries: List[dict], report_dir: Union[str, Path]) -> Path:
     for e in entries:
         figure = (f"<a href='{html.escape(e['png'])}'><img src='{html.escape(e['png'])}' width='600'></a>"
                   if e.get("png") else "no figure here (scored by an earlier run that did not draw it into this folder)")
+        note = f"<br><small class='note'>{html.escape(e['note'])}</small>" if e.get("note") else ""
         rows.append(
             f"<tr><td>{html.escape(e['file'])}</td><td>{_number(e['mean_predicted_ssim']):.3f}</td>"
             f"<td>{_number(e['min_predicted_ssim']):.3f}</td><td class='{html.escape(e['verdict'])}'>"
-            f"{html.escape(e['verdict'])}</td><td>{figure}</td></tr>")
+            f"{html.escape(e['verdict'])}{note}</td><td>{figure}</td></tr>")
     doc = ("<!DOCTYPE html><html><head><meta charset='utf-8'><title>SSIMQuality report</title><style>"
            "body{font-family:sans-serif}td{padding:4px;vertical-align:top}.rescan{color:#c62828;font-weight:bold}"
            ".sufficient{color:#b28704}.good{color:#2e7d32}</style></head><body>"
@@ -130,7 +131,12 @@ class ReportFolder:
 
     def __init__(self, folder: Union[str, Path], *, carried: Sequence[dict] = ()):
         self.folder = Path(folder)
-        numbers = [int(m.group(1)) for m in map(_FIGURE.match, (p.name for p in self.folder.glob("*.png"))) if m]
+        # A new run replaces the report (the caller asked --force): the figures the earlier index named go when
+        # this run writes its own (they stayed beside the new ones, numbered on); any other file is the user's.
+        # Not before: a run that stops early or scores nothing must leave the earlier report whole.
+        self._stale: List[str] = [] if carried else self._indexed_figures()
+        numbers = [int(m.group(1)) for m in map(_FIGURE.match, (p.name for p in self.folder.glob("*.png")
+                                                                 if p.name not in self._stale)) if m]
         self._next = max(numbers, default=-1) + 1
         if carried:
             # The results' own summary (an index may be older than the results: a run stopped before it wrote its
@@ -138,10 +144,8 @@ class ReportFolder:
             kept = {e["file"]: e["png"] for e in read_index(self.folder)
                     if e["png"] and (self.folder / e["png"]).is_file()}
             self.entries = [{**summary, "png": kept.get(summary["file"])} for summary in carried]
-        else:  # a new run: an earlier run's entries must not reach a later resume of this one
+        else:  # a new run: its first write replaces the earlier index (results and index are saved together)
             self.entries = []
-            if (self.folder / INDEX_DATA).exists():
-                (self.folder / INDEX_DATA).unlink()
 
     def figure_path(self, file: str) -> Path:
         """The next figure's path for the volume ``file`` (numbered, then the file's name without extensions)."""
@@ -156,6 +160,22 @@ class ReportFolder:
         self.entries.append({**summary, "png": png.name})
         return png
 
+    def _indexed_figures(self) -> List[str]:
+        """The figures the folder's index names (plain numbered file names only; an unreadable index: none)."""
+        from .errors import SSIMQualityError
+
+        try:
+            old = read_index(self.folder)
+        except SSIMQualityError:
+            return []
+        return [e["png"] for e in old if e.get("png") and Path(e["png"]).name == e["png"] and _FIGURE.match(e["png"])]
+
     def write(self) -> Path:
-        """Write index.html (and its data); returns its path."""
+        """Write index.html (and its data); returns its path.  The first write of a new run removes the figures
+        of the report it replaces (those not redrawn under the same name by this run)."""
+        mine = {e.get("png") for e in self.entries}
+        for png in self._stale:
+            if png not in mine and (self.folder / png).is_file():
+                (self.folder / png).unlink()
+        self._stale = []
         return write_index(self.entries, self.folder)

@@ -67,7 +67,10 @@ def write_results(results: List[VolumeResult], output: Union[str, Path], force: 
         return [write_text(out, json_text(doc), force)]
     slices = [row for r in done for row in r.slice_rows()]
     a = write_text(out, rows_to_csv(slices, slice_columns), force)
-    b = write_text(summary_path(out), rows_to_csv([r.summary() for r in done], summary_columns), force)
+    # Every file given, those that could not be scored too ("not scored" and why): a table read later must not
+    # lose them (they were on the screen only).
+    shown = [r for r in results if r.score is not None or r.error is not None]
+    b = write_text(summary_path(out), rows_to_csv([r.summary() for r in shown], summary_columns), force)
     return [a, b]
 
 
@@ -126,9 +129,17 @@ def merge_results(parts: Sequence[Union[str, Path]], output: Union[str, Path], f
     ordered, notes = order_parts(parts, records, {p: {r.file for r in rs if r.error is None}
                                                   for p, rs in loaded.items()}, partial=partial)
     results, seen, columns = [], {}, list(SUMMARY_COLUMNS) if not as_json else None
+    # A volume one part could not score and another scored (a site's run tried again) is the scored one: a
+    # failure claims no name.  Those no part scored are listed after the scored volumes.
+    scored_names = {r.file for rs in loaded.values() for r in rs if r.error is None}
+    unscored = {}
     for p in ordered:
         rec = records[str(p)]
         for r in loaded[str(p)]:
+            if r.error is not None:
+                if r.file not in scored_names:
+                    unscored.setdefault(r.file, r)
+                continue
             # one volume under two names (a resumed run names new volumes in full), or two under one name
             real = os.path.realpath(rec.path_of(r.file) if rec is not None else r.file)
             if r.file in seen or real in seen:
@@ -145,7 +156,9 @@ def merge_results(parts: Sequence[Union[str, Path]], output: Union[str, Path], f
         if columns is not None and summary_path(p).exists():  # every part's columns (--iqm in some parts)
             with summary_path(p).open(encoding="utf-8") as fh:
                 columns += [c for c in next(csv.reader(fh), []) if c not in columns]
-    failed = {f: why for p in ordered if records[str(p)] is not None for f, why in records[str(p)].errors.items()}
+    results += list(unscored.values())
+    failed = {f: why for p in ordered if records[str(p)] is not None for f, why in records[str(p)].errors.items()
+              if f not in scored_names}
     failed.update({r.file: r.error.one_line() for r in results if r.error is not None})
     paths = write_results(results, out, force=force, summary_columns=columns or SUMMARY_COLUMNS)
     record = merged_record(ordered, records, stamped({"merged_from": len(ordered)}))

@@ -8,7 +8,7 @@ from typing import List, Union
 
 from .batch import VolumeResult
 from .results import RESULTS_SUFFIXES, summary_path
-from .vocabulary import SLICE_COLUMNS, SUMMARY_COLUMNS
+from .vocabulary import COLUMN_TYPES, SLICE_COLUMNS, SUMMARY_COLUMNS, VERDICT_NOT_SCORED
 
 #: The columns of the slice rows and of the summary that make a CSV a results file (the vocabulary's names; an
 #: earlier version's output with fewer columns still reads back).
@@ -63,7 +63,28 @@ def load_results(output: Union[str, Path], *, with_errors: bool = False) -> List
     by_file: dict = {}
     for r in rows:
         by_file.setdefault(r["file"], []).append(r)
-    return [StoredResult(s["file"], s, by_file.get(s["file"], [])) for s in summaries]
+    # A "not scored" row is a failure (a --resume tries it again), as a JSON output's errors are.
+    failed = [VolumeResult(s["file"], error=SSIMQualityError(s.get("note") or "not scored"))
+              for s in summaries if s.get("verdict") == VERDICT_NOT_SCORED]
+    done = [StoredResult(s["file"], _typed(s), by_file.get(s["file"], []))
+            for s in summaries if s.get("verdict") != VERDICT_NOT_SCORED]
+    return done + (failed if with_errors else [])
+
+
+def _typed(row: dict) -> dict:
+    """A CSV summary row with its numbers as numbers (:data:`~SSIMQualityLib.vocabulary.COLUMN_TYPES`; an
+    empty field: NaN), as a JSON output and a new result hold them: a resumed report's index.json mixed "0.94"
+    with 0.94."""
+    out = dict(row)
+    for k, v in row.items():
+        kind = COLUMN_TYPES.get(k)
+        if kind is None or not isinstance(v, str):
+            continue
+        try:
+            out[k] = int(v) if kind == "int" else float(v)
+        except ValueError:
+            out[k] = float("nan") if v == "" else v
+    return out
 
 
 def _read_table(path: Path, required: List[str], hint: str) -> List[dict]:

@@ -401,6 +401,8 @@ def neighbour_correlation(stack: torch.Tensor) -> torch.Tensor:
     """
     d = stack.float()
     d = d - d.mean(dim=(-2, -1), keepdim=True)
+    # Scaled first: the products of values above ~1e19 overflow float32 (NaN, which no threshold flags).
+    d = d / d.abs().amax(dim=(-2, -1), keepdim=True).clamp_min(torch.finfo(d.dtype).tiny)
     var = (d * d).mean(dim=(-2, -1))
     across = (d[..., :, 1:] * d[..., :, :-1]).mean(dim=(-2, -1))
     down = (d[..., 1:, :] * d[..., :-1, :]).mean(dim=(-2, -1))

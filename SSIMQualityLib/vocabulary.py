@@ -14,10 +14,11 @@ CORRUPTION_METHODS = (KSPACE, "paper", TORCHIO, "random")
 #: Contrast changes (training's augmentation and the teaching panel).
 CONTRAST_KINDS = ("gamma", "log", "sigmoid", "ahe")
 #: Each kind's main parameter as the teaching panel offers it (``contrast.make_contrast``): (default, lowest,
-#: highest).  gamma's gamma (1 changes nothing), log's gain, sigmoid's gain (cut-off 0.5), AHE's clip limit,
-#: which must lie in (0, 1].  The panel's one slider takes the kind's range when the kind changes.
-CONTRAST_PARAMETERS = {"gamma": (1.8, 0.1, 5.0), "log": (1.0, 0.1, 3.0), "sigmoid": (8.0, 0.5, 15.0),
-                       "ahe": (0.02, 0.005, 1.0)}
+#: highest, the slider's step).  gamma's gamma (1 changes nothing), log's gain, sigmoid's gain (cut-off 0.5),
+#: AHE's clip limit, which must lie in (0, 1].  The panel's one slider takes the kind's range when the kind
+#: changes.
+CONTRAST_PARAMETERS = {"gamma": (1.8, 0.1, 5.0, 0.05), "log": (1.0, 0.1, 3.0, 0.05),
+                       "sigmoid": (8.0, 0.5, 15.0, 0.05), "ahe": (0.02, 0.005, 1.0, 0.005)}
 
 #: Smallest side, in voxels, of a slice the method scores or moves (a volume needs a plane of MIN_SIZE x MIN_SIZE).
 MIN_SIZE = 16
@@ -57,6 +58,7 @@ FEW_VALUES = 16
 MIN_NEIGHBOUR_CORRELATION = 0.25
 #: The devices a user picks from (the Slicer panel, the CLI module); "auto" is CUDA when present, else the CPU.
 DEVICES = ("auto", "cpu", "cuda")
-#: One row per volume.
+#: One row per volume; ``note`` says why its scores mean little (noise, signed intensities, a mask: the warning
+#: printed while scoring) or, for a file that could not be scored (verdict ``VERDICT_NOT_SCORED``), why not.
 SUMMARY_COLUMNS = ["file", "slices", "slices_scored", "mean_predicted_ssim", "min_predicted_ssim", "fraction_good",
-                   "fraction_sufficient", "fraction_rescan", "verdict"]
+                   "fraction_sufficient", "fraction_rescan", "verdict", "note"]

@@ -10,7 +10,7 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import List, Optional, Tuple, Union
+from typing import List, Optional, Sequence, Tuple, Union
 
 import numpy as np
 
@@ -103,8 +103,37 @@ def _read_dicom_folder(folder: Path, series_uid: Optional[str]):
     if uid not in uids:
         raise UnreadableFileError(f"no DICOM series with UID {uid}", folder, f"available: {', '.join(uids)}")
     files = reader.GetGDCMSeriesFileNames(str(folder), uid)
+    _check_slice_positions(files, folder)
     reader.SetFileNames(files)
     return reader.Execute()
+
+
+def _check_slice_positions(files: Sequence[str], folder: Path) -> None:
+    """Refuse a series in which two files hold one slice position (a slice copied under another name, or several
+    volumes in one series): it was read as one volume with more slices at a made-up spacing, and scored across
+    another axis."""
+    sitk = _sitk()
+    seen: dict = {}
+    for f in files:
+        info = sitk.ImageFileReader()
+        info.SetFileName(str(f))
+        try:
+            info.ReadImageInformation()
+            position = info.GetMetaData("0020|0032").strip() if info.HasMetaDataKey("0020|0032") else None
+        except RuntimeError:
+            continue  # read (and refused, if need be) with the series
+        try:
+            key = tuple(round(float(x), 3) for x in position.replace("\\", " ").split())
+        except (AttributeError, ValueError):  # no position, or not three numbers: nothing to compare
+            continue
+        if len(key) != 3:
+            continue
+        if key in seen:
+            raise UnsupportedImageError(f"two files of the DICOM series hold one slice position ({Path(seen[key]).name} "
+                                        f"and {Path(f).name})", folder,
+                                        "remove a copied slice; a series of several volumes (time points, diffusion "
+                                        "directions) needs one folder per volume")
+        seen[key] = f
 
 
 def read_volume(path: PathLike, frame: Optional[int] = None, series_uid: Optional[str] = None) -> Volume:
@@ -535,11 +564,32 @@ def _looks_like_dicom_folder(folder: Path) -> bool:
     return any(f.suffix.lower() in (".dcm", ".ima") or f.suffix == "" for f in files)
 
 
+def _holds_dicom_slices(folder: Path) -> bool:
+    """A folder holding DICOM files for certain: ``.dcm`` or ``.ima`` files, or files without a suffix that
+    carry DICOM's "DICM" mark (a README beside NIfTI files is not a series, nor is a DICOMDIR index)."""
+    try:
+        files = [f for f in folder.iterdir() if f.is_file() and not f.name.startswith(".")]
+    except OSError:
+        return False
+    if any(f.suffix.lower() in (".dcm", ".ima") for f in files):
+        return True
+    for f in (f for f in files if f.suffix == "" and f.name.upper() != "DICOMDIR"):
+        try:
+            with f.open("rb") as fh:
+                fh.seek(128)
+                if fh.read(4) == b"DICM":
+                    return True
+        except OSError:
+            continue
+    return False
+
+
 def list_volume_paths(paths: List[PathLike], recursive: bool = False, *,
                       repeats: Optional[List[Path]] = None) -> List[Path]:
     """Expand files and folders into volumes: image files, and folders holding a DICOM series.
 
-    A folder given directly that holds no image file is taken as a DICOM series itself.
+    A folder given directly that holds no image file is taken as a DICOM series itself, and so is one that
+    holds DICOM slices beside image files.
     Its sub-folders are looked into one level (all levels with ``recursive``).  Hidden
     sub-folders (``.git``, ``.cache`` …) and hidden files are skipped.  A volume reached twice (given twice,
     as ``a.nii`` and ``./a.nii``, or as a file and inside a folder given too) is listed once, under its first
@@ -566,6 +616,10 @@ def list_volume_paths(paths: List[PathLike], recursive: bool = False, *,
                 found.append(d)
         if not found and _looks_like_dicom_folder(p):
             found.append(p)
+        elif found and p not in found and _holds_dicom_slices(p):
+            # DICOM slices beside image files (dcm2niix's output written next to them): the series is a volume
+            # too (it was dropped without a word, while --recursive and `corrupt` read it).
+            found.insert(0, p)
         out.extend(found if found else [p])
     seen, unique = set(), []
     for p in out:

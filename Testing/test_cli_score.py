@@ -123,7 +123,8 @@ def test_a_resumed_run_continues_its_report(archive, tmp_path, capsys, sample):
 def test_a_report_lists_the_results_own_scores_and_only_figures_that_are_there(tmp_path):
     """An index older than the results (a run stopped before writing it, then a --force run) must not lend its
     scores to them: a carried line is the results' summary, with the index's figure only if the file is there;
-    a new run drops an earlier run's index."""
+    a new run replaces an earlier run's index, and the figures it named, when it writes its own (not before: a
+    run that stops first or scores nothing leaves the earlier report whole)."""
     from SSIMQualityLib.report import INDEX_DATA, ReportFolder
 
     old = [{"file": "a.nii", "mean_predicted_ssim": 0.95, "min_predicted_ssim": 0.9, "verdict": "good", "png": "0000_a.png"},
@@ -138,8 +139,18 @@ def test_a_report_lists_the_results_own_scores_and_only_figures_that_are_there(t
     assert report.figure_path("c.nii").name == "0001_c.png"
     index = report.write().read_text(encoding="utf-8")
     assert "0.410" in index and "0.950" not in index and index.count("no figure here") == 1
-    ReportFolder(tmp_path)  # a new run (not resumed)
-    assert not (tmp_path / INDEX_DATA).exists()
+    (tmp_path / "0001_c.png").write_bytes(b"png")  # the figure drawn for c, listed below
+    report.entries.append({"file": "c.nii", "mean_predicted_ssim": 0.8, "min_predicted_ssim": 0.7,
+                           "verdict": "sufficient", "png": "0001_c.png"})
+    report.write()
+    fresh = ReportFolder(tmp_path)  # a new run (not resumed): nothing goes until it writes
+    assert (tmp_path / INDEX_DATA).exists() and (tmp_path / "0000_a.png").exists()
+    assert fresh.figure_path("d.nii").name == "0000_d.png"  # the earlier run's numbers are not continued
+    fresh.entries.append({"file": "d.nii", "mean_predicted_ssim": 0.9, "min_predicted_ssim": 0.9,
+                          "verdict": "good", "png": None})
+    fresh.write()
+    assert [e["file"] for e in json.loads((tmp_path / INDEX_DATA).read_text(encoding="utf-8"))] == ["d.nii"]
+    assert not (tmp_path / "0000_a.png").exists() and not (tmp_path / "0001_c.png").exists()
 
 
 def test_bad_files_are_reported_and_skipped(archive, tmp_path, capsys, sample_path):
@@ -574,3 +585,111 @@ def test_noise_and_a_shuffled_scan_are_warned_not_silently_scored(sample, tmp_pa
         py_warnings.simplefilter("error")
         for a in (sample.array, moved):
             assert score_array(model, a, sample.spacing).neighbour_correlation > 3 * MIN_NEIGHBOUR_CORRELATION
+
+
+def test_the_tables_say_what_the_screen_said(sample, tmp_path, capsys):
+    """A mask or noise graded "good" was flagged on stderr only: the CSV, JSON and report showed a clean
+    "good".  A file that could not be scored was missing from the summary.  Now the summary's ``note`` holds the
+    warning (or why a file was not scored), a --resume retries the "not scored" files and keeps the notes, and
+    its carried entries hold numbers, not text ("0.94" beside 0.94 in index.json)."""
+    scans = tmp_path / "scans"
+    scans.mkdir()
+    labels = np.digitize(sample.array, np.percentile(sample.array, [50, 70, 90])).astype(np.uint8)
+    write_nifti(scans / "mask.nii.gz", labels[30:40].T, sample.spacing)
+    write_nifti(scans / "t1.nii.gz", sample.array[30:40].T, sample.spacing)
+    (scans / "broken.nii.gz").write_bytes(b"not a volume")
+    out, rep = tmp_path / "r.csv", tmp_path / "rep"
+    code, _, err = _run(["score", scans, "-o", out, "--report-dir", rep, "--quiet"], capsys)
+    assert code == 1, err  # one file failed
+    with open(tmp_path / "r.summary.csv", encoding="utf-8") as fh:
+        rows = {Path(r["file"]).name: r for r in csv.DictReader(fh)}
+    assert set(rows) == {"mask.nii.gz", "t1.nii.gz", "broken.nii.gz"}
+    assert rows["mask.nii.gz"]["note"].startswith("the voxels take only 4 distinct values")
+    assert rows["t1.nii.gz"]["note"] == "" and rows["t1.nii.gz"]["verdict"] == "good"
+    assert rows["broken.nii.gz"]["verdict"] == "not scored" and rows["broken.nii.gz"]["note"]
+    assert "distinct values" in (rep / "index.html").read_text(encoding="utf-8")
+    code, _, err = _run(["score", scans, "-o", tmp_path / "r.json", "--quiet"], capsys)
+    doc = json.loads((tmp_path / "r.json").read_text(encoding="utf-8"))
+    assert {Path(v["file"]).name: bool(v["note"]) for v in doc["volumes"]} == {"mask.nii.gz": True, "t1.nii.gz": False}
+    # Fixed, then resumed: the broken file is tried again, the others carried with their notes and numbers.
+    write_nifti(scans / "broken.nii.gz", sample.array[40:46].T, sample.spacing)
+    code, text, err = _run(["score", scans, "-o", out, "--report-dir", rep, "--quiet", "--resume"], capsys)
+    assert code == 0 and "2 volumes already in" in text and "1 to score" in text, (text, err)
+    with open(tmp_path / "r.summary.csv", encoding="utf-8") as fh:
+        rows = {Path(r["file"]).name: r for r in csv.DictReader(fh)}
+    assert rows["broken.nii.gz"]["verdict"] != "not scored" and rows["mask.nii.gz"]["note"]
+    entries = json.loads((rep / "index.json").read_text(encoding="utf-8"))
+    assert all(isinstance(e["mean_predicted_ssim"], float) and isinstance(e["slices"], int) for e in entries)
+
+
+def test_resume_scores_again_a_volume_replaced_since_and_keeps_one_gone(archive, sample, tmp_path, capsys):
+    """A scan replaced after the run kept its old verdict on --resume ("2 of 2 volumes scored", 0 were); one
+    deleted since was listed without a word."""
+    from SSIMQualityLib.volumes import read_volume
+
+    scans, out = tmp_path / "scans", tmp_path / "r.csv"
+    scans.mkdir()
+    for name in ("a", "b", "c"):
+        write_nifti(scans / f"{name}.nii.gz", sample.array[30:40].T, sample.spacing)
+    code, _, err = _run(["score", scans, "-o", out, "--quiet"], capsys)
+    assert code == 0, err
+    moved = read_volume(archive / "moved.nii.gz")  # severity 0.8
+    write_nifti(scans / "a.nii.gz", moved.array[30:40].T, sample.spacing)
+    later = os.path.getmtime(out) + 5
+    os.utime(scans / "a.nii.gz", (later, later))
+    (scans / "c.nii.gz").unlink()
+    code, text, err = _run(["score", scans, "-o", out, "--quiet", "--resume"], capsys)
+    assert code == 0, err
+    assert "note: 1 volume changed since" in err and "a.nii.gz" in err.split("changed since")[1].splitlines()[0]
+    assert "note: 1 volume in" in err and "no longer found: its results are kept (" in err and "c.nii.gz" in err
+    assert "1 to score" in text
+    with open(tmp_path / "r.summary.csv", encoding="utf-8") as fh:
+        rows = {Path(r["file"]).name: r for r in csv.DictReader(fh)}
+    assert set(rows) == {"a.nii.gz", "b.nii.gz", "c.nii.gz"}
+    assert float(rows["a.nii.gz"]["mean_predicted_ssim"]) < float(rows["b.nii.gz"]["mean_predicted_ssim"]) - 0.05
+
+
+def test_a_forced_report_replaces_its_figures_and_no_empty_report_blocks_a_rerun(sample, tmp_path, capsys):
+    """--force into a report folder left the earlier run's figures beside the new ones (numbered on, listed
+    nowhere); a run that scored nothing wrote an empty report, which then refused the corrected rerun."""
+    scans, rep = tmp_path / "scans", tmp_path / "rep"
+    scans.mkdir()
+    for name in ("a", "b"):
+        write_nifti(scans / f"{name}.nii.gz", sample.array[30:36].T, sample.spacing)
+    (tmp_path / "empty.nii.gz").write_bytes(b"")
+    code, text, err = _run(["score", tmp_path / "empty.nii.gz", "--report-dir", rep, "--quiet"], capsys)
+    assert code == 1 and not (rep / "index.html").exists(), (text, err)
+    code, _, err = _run(["score", scans, "--report-dir", rep, "--quiet"], capsys)
+    assert code == 0, err
+    (rep / "mine.png").write_bytes(b"a user's own file")
+    code, _, err = _run(["score", scans / "a.nii.gz", "--report-dir", rep, "--quiet", "--force"], capsys)
+    assert code == 0, err
+    assert sorted(p.name for p in rep.glob("*.png")) == ["0000_a.png", "mine.png"]
+
+
+def test_a_forced_report_that_scores_nothing_leaves_the_earlier_report_whole(sample, tmp_path, capsys):
+    """Its figures went when the folder was opened, before any work: a typo then left a page of broken images."""
+    rep = tmp_path / "rep"
+    write_nifti(tmp_path / "a.nii.gz", sample.array[30:36].T, sample.spacing)
+    assert _run(["score", tmp_path / "a.nii.gz", "--report-dir", rep, "--quiet"], capsys)[0] == 0
+    before = sorted(p.name for p in rep.iterdir())
+    code, _, err = _run(["score", tmp_path / "typo.nii.gz", "--report-dir", rep, "--quiet", "--force"], capsys)
+    assert code == 1 and sorted(p.name for p in rep.iterdir()) == before and "0000_a.png" in before
+
+
+def test_merge_takes_the_scored_volume_over_a_parts_failure(sample, tmp_path, capsys):
+    """A site's run in which a file failed, joined with the run that scored it after the fix, was refused as
+    "in two parts" once the summaries listed failures; and the failure must not be reported as unscored."""
+    scans = tmp_path / "scans"
+    scans.mkdir()
+    write_nifti(scans / "a.nii.gz", sample.array[30:36].T, sample.spacing)
+    (scans / "b.nii.gz").write_bytes(b"broken")
+    assert _run(["score", scans, "-o", tmp_path / "first.csv", "--quiet"], capsys)[0] == 1
+    write_nifti(scans / "b.nii.gz", sample.array[36:42].T, sample.spacing)
+    assert _run(["score", scans / "b.nii.gz", "-o", tmp_path / "again.csv", "--quiet"], capsys)[0] == 0
+    code, text, err = _run(["merge", tmp_path / "first.csv", tmp_path / "again.csv", "-o", tmp_path / "all.csv"],
+                           capsys)
+    assert code == 0 and "could not be scored" not in text, (text, err)
+    with open(tmp_path / "all.summary.csv", encoding="utf-8") as fh:
+        rows = {Path(r["file"]).name: r["verdict"] for r in csv.DictReader(fh)}
+    assert set(rows) == {"a.nii.gz", "b.nii.gz"} and "not scored" not in rows.values()

@@ -101,3 +101,39 @@ def test_sigterm_is_deferred_like_ctrl_c_unless_someone_handles_it():
         assert theirs.called and not stop.requested
     finally:
         signal.signal(signal.SIGTERM, before)
+
+
+def test_sigterm_stops_any_command_with_its_line_and_a_ctrl_c_while_starting_too(tmp_path, capsys, monkeypatch,
+                                                                                sample_path):
+    """`corrupt` under a scheduler's SIGTERM died without a word (Python's default), and then said "finished
+    results were kept" on Ctrl-C with nothing written; a Ctrl-C while torch loaded printed a page of traceback."""
+    import SSIMQualityLib.cli as cli
+    from SSIMQualityLib.interrupts import Terminated, terminate_as_interrupt
+
+    assert signal.getsignal(signal.SIGTERM) is signal.SIG_DFL
+    with pytest.raises(Terminated):
+        with terminate_as_interrupt():
+            with deferred_interrupt() as stop:  # score's loop: deferred to its check, as Ctrl-C is
+                os.kill(os.getpid(), signal.SIGTERM)
+                assert stop.requested
+                stop.check()
+    assert signal.getsignal(signal.SIGTERM) is signal.SIG_DFL  # restored
+
+    def stopped(args):
+        os.kill(os.getpid(), signal.SIGTERM)
+        raise AssertionError("not stopped")
+
+    parser = cli.build_parser()
+    monkeypatch.setattr(cli, "build_parser", lambda: parser)
+    parser.commands["corrupt"].set_defaults(func=stopped)
+    code = cli.main(["corrupt", str(sample_path), str(tmp_path / "out.nii.gz")])
+    err = capsys.readouterr().err
+    assert code == 143 and err.strip() == ("ssimquality: terminated (SIGTERM); nothing of this run was written (its "
+                                           "outputs are written whole, at the end)")
+
+    def interrupted():
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(cli, "build_parser", interrupted)
+    assert cli.main(["score", "x.nii.gz"]) == 130
+    assert capsys.readouterr().err == "ssimquality: interrupted while starting; nothing was done\n"

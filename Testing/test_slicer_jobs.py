@@ -90,8 +90,11 @@ def test_the_contrast_parameter_belongs_to_its_kind(scene, module, sample):
     logic.setParameters(contrastKind="ahe", contrastParameter=p["contrastParameter"])  # the panel's slider: stale
     assert logic.getParameters()["contrastParameter"] == CONTRAST_PARAMETERS["ahe"][0]
     logic.augmentContrast(node, kind="ahe", parameter=logic.getParameters()["contrastParameter"])
-    logic.setParameters(contrastKind="sigmoid", contrastParameter=4.5)  # a console user's own value is kept
-    assert logic.getParameters()["contrastParameter"] == 4.5
+    logic.setParameters(contrastKind="sigmoid", contrastParameter=4.5123)  # a console user's own value is kept
+    assert logic.getParameters()["contrastParameter"] == 4.5123
+    logic.setParameters(contrastKind="ahe", contrastParameter=4.512)  # the panel's slider shows 3 decimals
+    assert logic.getParameters()["contrastParameter"] == CONTRAST_PARAMETERS["ahe"][0]
+    logic.setParameters(contrastKind="sigmoid", contrastParameter=4.5)
     with pytest.raises(SSIMQualityError, match="between 0.005 and 1 for ahe"):
         logic.setParameters(contrastKind="ahe", contrastParameter=1.8)
     assert logic.getParameters()["contrastKind"] == "sigmoid"  # nothing of the refused call stored
@@ -102,8 +105,8 @@ def test_the_contrast_parameter_belongs_to_its_kind(scene, module, sample):
     got = logic.getParameters()
     assert (got["contrastParameter"], got["severity"], got["method"]) == (CONTRAST_PARAMETERS["ahe"][0], 0.5, "kspace")
     low_all, high_all = module.SETTING_RANGES["contrastParameter"]
-    for kind, (default, low, high) in CONTRAST_PARAMETERS.items():
-        assert low_all <= low < default < high <= high_all, kind
+    for kind, (default, low, high, step) in CONTRAST_PARAMETERS.items():
+        assert low_all <= low < default < high <= high_all and step <= low and abs(round((default - low) / step) - (default - low) / step) < 1e-6, kind
         for value in (low, default, high):
             make_contrast(kind, value)  # each accepts its whole range
     assert min(v[1] for v in CONTRAST_PARAMETERS.values()) == low_all

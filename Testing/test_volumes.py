@@ -190,3 +190,27 @@ def test_an_int32_scan_near_the_top_of_its_range_does_not_wrap_when_corrupted(sa
                            out_dtype=np.uint16)
     np.testing.assert_allclose(res.ssim, small.ssim, atol=0.01)  # the same corruption, whatever the scale
     assert cast_like(np.array([1e19, -1e19, 7.0]), np.int64).tolist() == [2 ** 63 - 1, -2 ** 63, 7]
+
+
+def test_dicom_slices_beside_nifti_files_and_a_copied_slice(sample, tmp_path):
+    """dcm2niix's NIfTI written beside its DICOM slices: the folder's series was dropped without a word (while
+    --recursive and `corrupt` read it).  A slice copied under another name was read as one more slice at a
+    made-up spacing and scored across another axis."""
+    import shutil
+
+    from helpers import write_dicom_series, write_nifti
+    from SSIMQualityLib.errors import UnsupportedImageError
+    from SSIMQualityLib.volumes import list_volume_paths, read_volume
+
+    folder = write_dicom_series(sample, tmp_path / "series")
+    write_nifti(folder / "series.nii.gz", sample.array[:12].T, sample.spacing)
+    (tmp_path / "notes").mkdir()
+    write_nifti(tmp_path / "notes" / "t1.nii.gz", sample.array[:12].T, sample.spacing)
+    (tmp_path / "notes" / "README").write_text("no DICOM here", encoding="utf-8")
+    assert list_volume_paths([folder]) == [folder, folder / "series.nii.gz"]
+    assert list_volume_paths([tmp_path / "notes"]) == [tmp_path / "notes" / "t1.nii.gz"]  # a README is no series
+    assert read_volume(folder).array.shape[0] == 12
+    files = sorted(folder.glob("*.dcm"))
+    shutil.copy(files[3], folder / "copy_of_3.dcm")
+    with pytest.raises(UnsupportedImageError, match="two files of the DICOM series hold one slice position"):
+        read_volume(folder)
