@@ -217,6 +217,18 @@ def test_corruptions_say_how_they_were_made_and_replace_their_own_table(scene, m
     assert table2.GetAttribute("SSIMQuality.axis") == table.GetAttribute("SSIMQuality.axis") == "0"
     assert out.GetAttribute("SSIMQuality.Corruption").startswith("torchio 0.4, seed 6")
     assert len(slicer.util.getNodesByClass("vtkMRMLTableNode")) == 1
+    # Scored, the corrupted volume's summary puts the prediction beside the truth over the same slices.
+    job = logic.startScoring(out, device="cpu", onDone=lambda j, t: seen.update(scored=t)).wait(timeout=600)
+    assert job.state == "done", job.errors
+    scored = seen["scored"]
+    predicted, true = table_column(scored, "predicted_ssim"), table_column(table, "ssim")
+    counted = (table_column(table, "foreground") == 1) & np.isfinite(predicted)
+    line = (f"over the {counted.sum()} slices of its true-SSIM table: predicted mean {predicted[counted].mean():.3f}, "
+            f"true mean {true[counted].mean():.3f}")
+    assert scored.GetAttribute("SSIMQuality.truth").startswith(line)
+    assert scored.GetAttribute("SSIMQuality.Summary").splitlines()[1] == scored.GetAttribute("SSIMQuality.truth")
+    plain = logic.scoreVolume(node)  # a volume nobody corrupted: no such line
+    assert plain.GetAttribute("SSIMQuality.truth") == ""
     for start in (logic.corruptVolume, logic.startCorruption):
         for bad in (1.5, True, "7", -1):
             with pytest.raises(SSIMQualityError, match="seed must be a whole number"):
