@@ -212,6 +212,15 @@ class SSIMQualityWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
     def updateParameterNodeFromGUI(self, *_):
         if self._parameterNode is None or self._updatingGUI:
             return
+        from SSIMQualityLib.errors import SSIMQualityError
+
+        try:
+            self._writeParameters()
+        except SSIMQualityError as exc:  # raised in a Qt slot it reached only the console, the widgets kept it
+            slicer.util.errorDisplay(exc.one_line())
+            self.updateGUIFromParameterNode()  # the widgets show what the node holds
+
+    def _writeParameters(self):
         self.logic.setParameters(
             self._parameterNode, inputVolume=self.ui.inputSelector.currentNode(),
             model=self.ui.modelComboBox.currentData or "", device=self.ui.deviceComboBox.currentText,
