@@ -201,7 +201,7 @@ class SSIMQualityWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             _, low, high, step = CONTRAST_PARAMETERS[p["contrastKind"]]  # the slider offers what this kind takes
             slider = self.ui.contrastParameterSlider
             slider.minimum, slider.maximum, slider.singleStep = low, high, step
-            self.ui.contrastParameterSlider.value = p["contrastParameter"]
+            slider.value = p["contrastParameter"]
             self.ui.fineTuneFolderLineEdit.currentPath = p["fineTuneFolder"]
             self.ui.fineTuneNameLineEdit.text = p["fineTuneName"]
             self.ui.fineTuneStepsSpinBox.value = p["fineTuneSteps"]

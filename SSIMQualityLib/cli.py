@@ -93,15 +93,14 @@ def _counted(n: int, noun: str) -> str:
     return f"{n} {noun}{'' if n == 1 else 's'}"
 
 
-def _first_few(items: Sequence, shown: int = 3, sep: str = ", ") -> str:
+def _first_few(items: Sequence, shown: int = 3, sep: str = ", ", before_more: str = " ") -> str:
     """The first ``shown`` of ``items`` and how many more, for a line.
 
-    >>> _first_few(["a", "b", "c", "d", "e"]), _first_few(["a"]), _first_few(["x: 1", "y: 2"], 1, "; ")
+    >>> _first_few(["a", "b", "c", "d", "e"]), _first_few(["a"]), _first_few(["x: 1", "y: 2"], 1, "; ", "; ")
     ('a, b, c and 2 more', 'a', 'x: 1; and 1 more')
     """
     more = len(items) - shown
-    return sep.join(map(str, items[:shown])) + (f"{sep.strip() if sep.strip() != ',' else ''} and {more} more"
-                                                if more > 0 else "")
+    return sep.join(map(str, items[:shown])) + (f"{before_more}and {more} more" if more > 0 else "")
 
 
 def _severity(text: str):
@@ -441,25 +440,24 @@ def _score(args) -> int:
             print(f"note: {args.output} has no record ({record_path(args.output).name}): the settings its results "
                   "were scored with cannot be checked against this run's", file=sys.stderr)
     if previous:
-        # After the checks above (a refused resume must not first print notes), in their names: a volume of this
-        # run whose file changed since the results were written is scored again.
+        # One name for a volume given now and for a result: the name the results hold, whatever folder this run
+        # started from; without a record (an earlier version's results), the real path from here (./a.nii and
+        # a.nii are one volume).
         if earlier is not None:
-            given = {spelling.get(str(p), str(p)): str(p) for p in paths}
-            previous, changed = _still_current(previous, args.output, given, earlier.path_of)
+            name_of, named = (lambda p: spelling.get(str(p), str(p))), (lambda r: r.file)
         else:
-            given = {os.path.realpath(str(p)): str(p) for p in paths}
-            previous, changed = _still_current(previous, args.output, given, None)
+            name_of, named = (lambda p: os.path.realpath(str(p))), (lambda r: os.path.realpath(r.file))
+        # After the checks above (a refused resume must not first print notes): a volume of this run whose file
+        # changed since the results were written is scored again.
+        previous, changed = _still_current(previous, args.output, {name_of(p): str(p) for p in paths}, named,
+                                           earlier.path_of if earlier is not None else None)
         if report is not None and changed:
             report.entries = [e for e in report.entries if e["file"] not in changed]
-    if previous:
-        if earlier is not None:  # the names the results hold, whatever folder this run started from
-            done = {r.file for r in previous}
-            paths = [p for p in paths if spelling.get(str(p), str(p)) not in done]
-        else:  # results without a record (an earlier version's): names resolved from here
-            done = {os.path.realpath(r.file) for r in previous}  # ./a.nii and a.nii are one volume
-            paths = [p for p in paths if os.path.realpath(str(p)) not in done]
-        print(f"resuming: {_counted(len(previous), 'volume')} already in {args.output}, "
-              f"{len(paths)} to score")
+        if previous:
+            done = {named(r) for r in previous}
+            paths = [p for p in paths if name_of(p) not in done]
+            print(f"resuming: {_counted(len(previous), 'volume')} already in {args.output}, "
+                  f"{len(paths)} to score")
     columns = SUMMARY_COLUMNS + (list(IQM_COLUMNS) if args.iqm else [])
     saver = _ResultsSaver(args.output, columns, record) if args.output else None
     vol_bar = progress.bar(len(paths), desc="volumes", unit="vol", show=_show(args), position=0)
@@ -637,24 +635,25 @@ def _modified(path: str) -> Optional[float]:
         return None
 
 
-def _still_current(previous: list, output: str, given: dict, path_of) -> tuple:
-    """The results of ``output`` that a --resume keeps, and the names of those it drops.  ``given``: this run's
-    volumes, {name in the results (a real path without a record): path as given now}; ``path_of`` the
-    record's reading of a name (None: no record).
+def _still_current(previous: list, output: str, given: dict, named, path_of) -> tuple:
+    """The results of ``output`` that a --resume keeps, and the files of those it drops.  ``given``: this run's
+    volumes, {name: path as given now}, ``named(result)`` a result's name in the same terms; ``path_of`` the
+    record's reading of a result's file (None: no record).
 
     A volume of this run whose file changed after the results were last written is scored again (a replaced
     scan kept its old verdict, and the run said it was scored); one not given now is kept as it is, and one
     whose file is gone is kept with a note (nothing is lost)."""
     written = os.path.getmtime(output)
     keep, changed, gone = [], [], []
+    where = path_of or (lambda f: f)
     for r in previous:
-        name = r.file if path_of is not None else os.path.realpath(r.file)
+        name = named(r)
         if name in given:
             stamp = _modified(given[name])
             if stamp is not None and stamp > written:
                 changed.append(r.file)
                 continue
-        elif not os.path.exists(path_of(r.file) if path_of is not None else r.file) and not os.path.exists(r.file):
+        elif not os.path.exists(where(r.file)) and not os.path.exists(r.file):
             gone.append(r.file)
         keep.append(r)
     if changed:
@@ -1093,7 +1092,7 @@ def _run_merge(args) -> int:
     for p in merged.paths:
         print(f"wrote {p}")
     failed = [line for _, line in sorted(merged.failed.items())]
-    shown = _first_few(failed, 3, "; ")
+    shown = _first_few(failed, 3, "; ", "; ")
     print(f"{_counted(merged.volumes, 'volume')} merged"
           + (f"; {len(failed)} could not be scored in the parts: {shown}" if failed else ""))
     return EXIT_ERROR if failed else 0  # as score's: a pipeline that reads only the status must not miss them

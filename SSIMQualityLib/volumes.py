@@ -103,25 +103,20 @@ def _read_dicom_folder(folder: Path, series_uid: Optional[str]):
     if uid not in uids:
         raise UnreadableFileError(f"no DICOM series with UID {uid}", folder, f"available: {', '.join(uids)}")
     files = reader.GetGDCMSeriesFileNames(str(folder), uid)
-    _check_slice_positions(files, folder)
     reader.SetFileNames(files)
-    return reader.Execute()
+    reader.MetaDataDictionaryArrayUpdateOn()  # each file's header kept as the series is read: its slice position
+    image = reader.Execute()
+    _check_slice_positions(reader, files, folder)
+    return image
 
 
-def _check_slice_positions(files: Sequence[str], folder: Path) -> None:
+def _check_slice_positions(reader, files: Sequence[str], folder: Path) -> None:
     """Refuse a series in which two files hold one slice position (a slice copied under another name, or several
     volumes in one series): it was read as one volume with more slices at a made-up spacing, and scored across
-    another axis."""
-    sitk = _sitk()
+    another axis.  ``reader``: the series reader that read ``files``, with their headers."""
     seen: dict = {}
-    for f in files:
-        info = sitk.ImageFileReader()
-        info.SetFileName(str(f))
-        try:
-            info.ReadImageInformation()
-            position = info.GetMetaData("0020|0032").strip() if info.HasMetaDataKey("0020|0032") else None
-        except RuntimeError:
-            continue  # read (and refused, if need be) with the series
+    for i, f in enumerate(files):
+        position = reader.GetMetaData(i, "0020|0032").strip() if reader.HasMetaDataKey(i, "0020|0032") else None
         try:
             key = tuple(round(float(x), 3) for x in position.replace("\\", " ").split())
         except (AttributeError, ValueError):  # no position, or not three numbers: nothing to compare
@@ -555,22 +550,23 @@ def write_volume(array: np.ndarray, like: Volume, path: PathLike, force: bool = 
     return Path(path)
 
 
+def _visible_files(folder: Path) -> List[Path]:
+    """The folder's files, hidden ones left out ([] for a folder that cannot be read)."""
+    try:
+        return [f for f in folder.iterdir() if f.is_file() and not f.name.startswith(".")]
+    except OSError:
+        return []
+
+
 def _looks_like_dicom_folder(folder: Path) -> bool:
     """A folder holding .dcm files, or files without a suffix (as scanners often write them)."""
-    try:
-        files = [f for f in folder.iterdir() if f.is_file() and not f.name.startswith(".")]
-    except OSError:
-        return False
-    return any(f.suffix.lower() in (".dcm", ".ima") or f.suffix == "" for f in files)
+    return any(f.suffix.lower() in (".dcm", ".ima") or f.suffix == "" for f in _visible_files(folder))
 
 
 def _holds_dicom_slices(folder: Path) -> bool:
     """A folder holding DICOM files for certain: ``.dcm`` or ``.ima`` files, or files without a suffix that
     carry DICOM's "DICM" mark (a README beside NIfTI files is not a series, nor is a DICOMDIR index)."""
-    try:
-        files = [f for f in folder.iterdir() if f.is_file() and not f.name.startswith(".")]
-    except OSError:
-        return False
+    files = _visible_files(folder)
     if any(f.suffix.lower() in (".dcm", ".ima") for f in files):
         return True
     for f in (f for f in files if f.suffix == "" and f.name.upper() != "DICOMDIR"):
